@@ -1,0 +1,20 @@
+"""depthprior: monocular depth priors (Depth Anything) for 3D Gaussian Splatting."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import Summary
+
+
+def generate(images: Any, out: Any, **options: Any) -> "Summary":
+    """Folder of frames -> 16-bit inverse-depth PNGs in OUT. See depthprior.pipeline.generate."""
+    from .pipeline import generate as _generate
+
+    return _generate(images, out, **options)
+
+
+__all__ = ["__version__", "generate"]

@@ -1,0 +1,48 @@
+"""Command line: each command is a module with register(subparsers); errors map to exit codes here.
+
+Exit codes: 0 every image done or skipped, 1 some work failed, 2 usage errors, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .. import __version__
+from ..errors import DepthpriorError
+
+#: command modules under depthprior.cli, in the order `--help` lists them
+COMMANDS = ("generate", "check", "verify", "bench", "export_onnx")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="depthprior",
+        description="Monocular depth priors (Depth Anything) for 3D Gaussian Splatting.",
+    )
+    parser.add_argument("--version", action="version", version=f"depthprior {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.run(args) or 0)
+    except DepthpriorError as error:
+        print(f"depthprior {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"depthprior {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,40 @@
+"""Typed errors. Library code raises these; the CLI turns them into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class DepthpriorError(Exception):
+    """A job that could not be done. Exit code 1 unless a subclass says otherwise."""
+
+    exit_code = 1
+
+
+class UsageError(DepthpriorError):
+    """Bad arguments or inputs found before any work started (missing folder, collision, ...)."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(UsageError):
+    """An optional dependency is not installed; the message carries the install command."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the '{package}' package, which is not installed: "
+            f"pip install 'depthprior[{extra}]'"
+        )
+
+
+class ModelLoadError(UsageError):
+    """The model could not be found or loaded (bad hub id, bad folder, wrong architecture)."""
+
+
+class BackendUnavailable(DepthpriorError):
+    """The backend cannot serve requests any more (remote down, quota exhausted, device lost).
+
+    The pipeline stops early, keeps every finished output, and reports; a rerun resumes.
+    """
+
+
+class ImageError(DepthpriorError):
+    """One image could not be processed; the batch goes on."""

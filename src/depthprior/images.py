@@ -1,0 +1,163 @@
+"""Finding input images, mapping them to output names, and decoding their stored pixels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from .errors import ImageError, UsageError
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One input image: its file, its name relative to the input root, and its output stem."""
+
+    path: Path
+    name: str  # posix path relative to the input root, e.g. "cam0/frame_0001.jpg"
+
+    @property
+    def stem(self) -> str:
+        """Relative name without extension: the key of depth_params.json and the output name."""
+        return str(PurePosixPath(self.name).with_suffix(""))
+
+    def output(self, suffix: str) -> str:
+        return self.stem + suffix
+
+
+def normalise_extensions(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    exts = list(DEFAULT_EXTENSIONS)
+    for ext in extra:
+        ext = ext.strip().lower()
+        if not ext:
+            continue
+        ext = ext if ext.startswith(".") else "." + ext
+        if ext not in exts:
+            exts.append(ext)
+    return tuple(exts)
+
+
+def discover(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> list[ImageItem]:
+    """All images under root (recursive, case-insensitive extensions), sorted by name.
+
+    Raises UsageError for a missing folder, no images, or two inputs that map to one output.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise UsageError(f"input folder not found: {root}")
+    exts = tuple(e.lower() for e in extensions)
+    if root.is_file():
+        if root.suffix.lower() not in exts:
+            raise UsageError(f"{root} is not an image with one of the extensions {', '.join(exts)}")
+        items = [ImageItem(root, root.name)]
+    else:
+        items = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in filenames:
+                if filename.startswith(".") or not filename.lower().endswith(exts):
+                    continue
+                path = Path(dirpath) / filename
+                items.append(ImageItem(path, path.relative_to(root).as_posix()))
+    if not items:
+        raise UsageError(
+            f"no images found in {root} (looked for {', '.join(exts)}; add others with --ext)"
+        )
+    items.sort(key=lambda item: item.name)
+    check_collisions(items)
+    return items
+
+
+def check_collisions(items: Iterable[ImageItem]) -> None:
+    """Two inputs whose outputs would be the same file (a.jpg + a.png) are an error."""
+    seen: dict[str, str] = {}
+    clashes: list[str] = []
+    for item in items:
+        key = item.stem.lower()  # case-insensitive file systems would merge these too
+        if key in seen:
+            clashes.append(f"{seen[key]} and {item.name}")
+        else:
+            seen[key] = item.name
+    if clashes:
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        raise UsageError(
+            f"name collision: {clashes[0]} would write the same output{more}; "
+            "rename or move one of them"
+        )
+
+
+_JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
+
+
+def decode_rgb(path: Path | str) -> np.ndarray:
+    """Stored pixel array as HxWx3 uint8 RGB; EXIF orientation is deliberately ignored.
+
+    COLMAP and 3DGS read raw pixels, so the map must align with the stored array. Gray,
+    RGBA, palette, 16-bit and CMYK inputs are converted. Raises ImageError with the reason.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as error:
+        raise ImageError(f"cannot read file: {error.strerror or error}") from None
+    if data.size == 0:
+        raise ImageError("empty file (0 bytes)")
+    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        image = _decode_with_pillow(path)
+    elif path.suffix.lower() in _JPEG_EXTS or data[:2].tobytes() == b"\xff\xd8":
+        _check_jpeg_complete(path, data)
+    return _to_rgb8(image)
+
+
+def _check_jpeg_complete(path: Path, data: np.ndarray) -> None:
+    # OpenCV returns a grey-filled picture for a truncated JPEG; a complete one ends with EOI.
+    if b"\xff\xd9" in data[-4096:].tobytes():
+        return
+    _decode_with_pillow(path)  # trailing data after EOI is legal: let Pillow decide
+
+
+def _decode_with_pillow(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as pil:
+            pil.load()
+            if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
+                return np.asarray(pil, dtype=np.uint16 if pil.mode.startswith("I;16") else np.int32)
+            return cv2.cvtColor(np.asarray(pil.convert("RGB")), cv2.COLOR_RGB2BGR)
+    except UnidentifiedImageError:
+        raise ImageError("not a decodable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        reason = str(error) or type(error).__name__
+        if "truncated" in reason.lower():
+            reason = "truncated image file"
+        raise ImageError(f"corrupt image: {reason}") from None
+
+
+def _to_rgb8(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:
+        image = _scale_to_uint8(image)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _scale_to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        return (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    top = max(int(image.max()), 1)
+    return (image.astype(np.float64) * (255.0 / top) + 0.5).astype(np.uint8)
