@@ -166,6 +166,7 @@ class Manifest:
     backend: dict[str, Any] = field(default_factory=dict)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = ""
+    inputs: str = ""  # absolute path of the image folder, so verify can find the images
 
     @property
     def path(self) -> Path:
@@ -191,6 +192,7 @@ class Manifest:
             backend=data.get("backend", {}),
             images=data.get("images", {}),
             created=data.get("created", ""),
+            inputs=data.get("inputs", ""),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -200,6 +202,7 @@ class Manifest:
             "tool": {"name": "depthprior", "version": __version__},
             "created": self.created or _now(),
             "updated": _now(),
+            "inputs": self.inputs,
             "identity": self.identity,
             "backend": self.backend,
             "convention": CONVENTION,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Hashable, Literal, Sequence
 
 import numpy as np
 
@@ -58,11 +58,15 @@ class DepthMap:
 
 
 class Backend(ABC):
-    """name: registry key. describe(): what the manifest records. predict(): the work."""
+    """A depth model behind three stages, so the pipeline can overlap them:
+
+    prepare(image)  CPU work on one image, thread-safe (runs in the reader pool)
+    infer(batch)    the model on a batch of prepared inputs (runs on the main thread)
+    finish(raw, h, w)  CPU work turning one raw output into a DepthMap at the image's size,
+                    thread-safe (runs in the writer pool)
+    """
 
     name: ClassVar[str]
-    #: extra to install when the backend's dependencies are missing
-    extra: ClassVar[str | None] = None
 
     def __init__(self, settings: BackendSettings):
         self.settings = settings
@@ -79,35 +83,52 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """Model, revision, device, dtype, convention: recorded once in the manifest."""
 
+    def prepare(self, image: np.ndarray) -> Any:
+        return image
+
+    def batch_key(self, prepared: Any) -> Hashable:
+        """Prepared inputs with equal keys may share a batch."""
+        return getattr(prepared, "shape", None)
+
     @abstractmethod
-    def predict(self, images: Sequence[np.ndarray]) -> list[DepthMap]:
-        """One DepthMap per image, same order; raises on failure of the batch."""
+    def infer(self, batch: Sequence[Any]) -> list[Any]:
+        """Raw outputs, one per prepared input, same order; raises if the batch fails."""
 
-    def predict_each(self, images: Sequence[np.ndarray]) -> list[DepthMap | Exception]:
-        """Per-image outcomes: a failed batch is retried one image at a time.
+    @abstractmethod
+    def finish(self, raw: Any, height: int, width: int) -> DepthMap:
+        """The DepthMap of one image at its stored height and width."""
 
-        Backends whose requests are independent (remote) override this.
+    def infer_each(self, batch: Sequence[Any]) -> list[Any | Exception]:
+        """Per-input outcomes: a failed batch is retried one input at a time.
+
+        Errors in FATAL_ERRORS end the run and propagate. Backends whose requests are
+        independent (remote) override this.
         """
         try:
-            return self.predict(images)
+            return self.infer(batch)
         except FATAL_ERRORS:
             raise
-        except Exception as batch_error:  # noqa: BLE001 - isolated per image below
-            if len(images) == 1:
+        except Exception as batch_error:  # noqa: BLE001 - isolated per input below
+            if len(batch) == 1:
                 return [batch_error]
-        outcomes: list[DepthMap | Exception] = []
-        for image in images:
+        outcomes: list[Any | Exception] = []
+        for prepared in batch:
             try:
-                outcomes.extend(self.predict([image]))
+                outcomes.extend(self.infer([prepared]))
             except FATAL_ERRORS:
                 raise
             except Exception as error:  # noqa: BLE001
                 outcomes.append(error)
         return outcomes
 
-    def preferred_batch_shape_key(self, image: np.ndarray) -> Any:
-        """Images with equal keys may share a batch (default: equal stored size)."""
-        return image.shape[:2]
+    def predict(self, images: Sequence[np.ndarray]) -> list[DepthMap]:
+        """All three stages in series: for check, tests and simple callers."""
+        raws = self.infer([self.prepare(image) for image in images])
+        return [self.finish(raw, *image.shape[:2]) for raw, image in zip(raws, images)]
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Extra facts for `depthprior check` (e.g. a remote endpoint's API and last response)."""
+        return {}
 
     def close(self) -> None:
         """Release resources (sessions, connections, temp files)."""
@@ -117,4 +138,3 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

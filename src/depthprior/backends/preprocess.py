@@ -1,0 +1,48 @@
+"""Depth Anything's own preprocessing, shared by the local backends so they agree exactly.
+
+Keep the aspect ratio, scale so both sides reach at least the input size ("lower bound"), round
+each side to a multiple of 14, bicubic resize, ImageNet normalisation, CHW float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+PATCH = 14
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def network_size(height: int, width: int, input_size: int, multiple: int = PATCH) -> tuple[int, int]:
+    """(height, width) the network sees for an image of the given size."""
+    scale = max(input_size / height, input_size / width)
+    return (
+        _constrain(scale * height, multiple, input_size),
+        _constrain(scale * width, multiple, input_size),
+    )
+
+
+def _constrain(value: float, multiple: int, min_value: int) -> int:
+    rounded = int(round(value / multiple) * multiple)
+    if rounded < min_value:
+        rounded = int(math.ceil(value / multiple) * multiple)
+    return rounded
+
+
+def prepare_rgb(image: np.ndarray, input_size: int) -> np.ndarray:
+    """HxWx3 uint8 RGB -> 3xhxw float32, normalised, at the network size."""
+    height, width = network_size(image.shape[0], image.shape[1], input_size)
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
+    normalised = (resized.astype(np.float32) * np.float32(1 / 255.0) - MEAN) / STD
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+
+def resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Network-resolution map -> the image's stored size (bilinear, float32)."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape == (height, width):
+        return values
+    return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -1,0 +1,145 @@
+"""Depth Anything (V1/V2, relative or metric) through transformers, by hub id or local folder."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import MissingDependencyError, ModelLoadError, UsageError
+from .base import Backend, BackendSettings, DepthMap
+from .preprocess import prepare_rgb, resize_map
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError("torch", "all", "the torch backend") from None
+    return torch
+
+
+def resolve_device(requested: str) -> str:
+    torch = import_torch()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = requested.split(":")[0]
+    if kind not in DEVICES:
+        raise UsageError(f"unknown device {requested!r}: choose one of {', '.join(DEVICES)}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("device 'mps' requested but MPS is not available; use --device cpu")
+    return requested
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    if requested not in DTYPES:
+        raise UsageError(f"unknown dtype {requested!r}: choose one of {', '.join(DTYPES)}")
+    if requested != "auto":
+        return requested
+    return "fp16" if device.startswith("cuda") else "fp32"
+
+
+def torch_dtype(name: str) -> Any:
+    torch = import_torch()
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def load_depth_model(model: str, revision: str | None = None, dtype: Any = None) -> Any:
+    """A transformers Depth Anything model from a hub id or a local folder, in eval mode."""
+    try:
+        from transformers import AutoConfig, AutoModelForDepthEstimation
+    except ImportError:
+        raise MissingDependencyError("transformers", "all", "the torch backend") from None
+    try:
+        config = AutoConfig.from_pretrained(model, revision=revision)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"cannot load model {model!r}: {_first_line(error)} "
+            "(give a Depth Anything hub id, or a local folder saved with save_pretrained; "
+            "offline machines need a local folder or a filled Hugging Face cache)"
+        ) from None
+    if getattr(config, "model_type", None) != "depth_anything":
+        raise ModelLoadError(
+            f"model {model!r} is a {getattr(config, 'model_type', 'unknown')!r} model, "
+            "not Depth Anything; choose a Depth Anything V1/V2 checkpoint"
+        )
+    try:
+        network = AutoModelForDepthEstimation.from_pretrained(
+            model, revision=revision, config=config, dtype=dtype
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"cannot load weights of {model!r}: {_first_line(error)}") from None
+    return network.eval()
+
+
+def map_kind(config: Any) -> str:
+    """'depth' for metric checkpoints (metres), 'disparity' for relative ones."""
+    return "depth" if getattr(config, "depth_estimation_type", "relative") == "metric" else "disparity"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    @classmethod
+    def identity(cls, settings: BackendSettings) -> dict[str, Any]:
+        device = resolve_device(settings.device)
+        return {**super().identity(settings), "dtype": resolve_dtype(settings.dtype, device)}
+
+    def __init__(self, settings: BackendSettings):
+        super().__init__(settings)
+        torch = import_torch()
+        self.device = resolve_device(settings.device)
+        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self._torch_dtype = torch_dtype(self.dtype)
+        self.model = load_depth_model(settings.model, settings.revision, self._torch_dtype)
+        self.model.to(self.device)
+        self.kind = map_kind(self.model.config)
+        self._pin = self.device.startswith("cuda")
+
+    def describe(self) -> dict[str, Any]:
+        config = self.model.config
+        return {
+            "backend": self.name,
+            "model": self.settings.model,
+            "revision": getattr(config, "_commit_hash", None) or self.settings.revision,
+            "architecture": type(self.model).__name__,
+            "depth_estimation_type": getattr(config, "depth_estimation_type", "relative"),
+            "model_output": self.kind,
+            "device": self.device,
+            "dtype": self.dtype,
+            "input_size": self.settings.input_size,
+            "preprocessing": "lower-bound resize to input size, multiple of 14, bicubic, ImageNet mean/std",
+        }
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return prepare_rgb(image, self.settings.input_size)
+
+    def infer(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
+        torch = import_torch()
+        pixels = torch.from_numpy(np.stack(batch))
+        if self._pin:
+            pixels = pixels.pin_memory()
+        pixels = pixels.to(self.device, non_blocking=True).to(self._torch_dtype)
+        with torch.inference_mode():
+            predicted = self.model(pixel_values=pixels).predicted_depth
+        return list(predicted.float().cpu().numpy())
+
+    def finish(self, raw: np.ndarray, height: int, width: int) -> DepthMap:
+        return DepthMap(resize_map(raw, height, width), kind=self.kind)

@@ -1,0 +1,66 @@
+"""depthprior generate IMAGES OUT"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..store import FORMATS
+from .common import add_backend_arguments, backend_settings, positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="a folder of frames -> 16-bit inverse-depth PNGs for 3DGS",
+        description="Depth prior for every image under IMAGES (recursive), written to OUT with "
+        "mirrored subfolders as single-channel uint16 PNGs: inverse depth, near = bright, "
+        "min-max normalised per image. Resumable; a manifest OUT/depthprior.json records how.",
+    )
+    parser.add_argument("images", help="folder of frames (or one image)")
+    parser.add_argument("out", help="output folder")
+    add_backend_arguments(parser)
+    output = parser.add_argument_group("output")
+    output.add_argument("--format", default="png", choices=FORMATS,
+                        help="png: 3DGS uint16 inverse depth; npy: raw float32 prediction; both")
+    output.add_argument("--overwrite", action="store_true",
+                        help="redo images that already have outputs (also when settings differ)")
+    output.add_argument("--ext", action="append", default=[], metavar="EXT",
+                        help="also read files with this extension (repeatable), e.g. --ext .tif")
+    output.add_argument("--workers", type=positive_int, default=None,
+                        help="threads for decoding and writing (default: CPU count, at most 8)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    checks = parser.add_argument_group("after generation")
+    checks.add_argument("--verify", action="store_true", help="run `depthprior verify` on OUT")
+    checks.add_argument("--num-samples", type=positive_int, default=8,
+                        help="frames on the verify contact sheet (default 8)")
+    checks.add_argument("--align", metavar="SPARSE", default=None,
+                        help="COLMAP model folder (e.g. scene/sparse/0): fit per-image scale/offset "
+                             "and write depth_params.json there")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline import generate
+
+    summary = generate(
+        args.images,
+        args.out,
+        backend=args.backend,
+        settings=backend_settings(args),
+        format=args.format,
+        overwrite=args.overwrite,
+        extensions=args.ext,
+        workers=args.workers,
+        progress=not args.no_progress and not args.quiet,
+        verify=args.verify,
+        num_samples=args.num_samples,
+        align=args.align,
+    )
+    print(summary.format())
+    if summary.verify is not None:
+        print(summary.verify.format())
+    if summary.align is not None and hasattr(summary.align, "format"):
+        print(summary.align.format())
+    sys.stdout.flush()
+    return summary.exit_code

@@ -1,0 +1,387 @@
+"""generate(): plan -> read -> infer -> write, with bounded queues, progress and a summary.
+
+Reading (decode + prepare) and writing (resize back + encode + atomic write) run in thread
+pools beside inference; OpenCV releases the GIL, so they overlap the model. At most a fixed
+number of images is in flight, so memory does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class
+from .backends.base import FATAL_ERRORS, DepthMap
+from .errors import BackendUnavailable, ImageError, UsageError
+from .images import ImageItem, decode_rgb, discover, normalise_extensions
+from .store import (
+    Manifest,
+    ThrottledSaver,
+    check_writable,
+    encode_inverse_depth,
+    output_files,
+    remove_stale_temporaries,
+    write_npy,
+    write_png16,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    """What a generate run did. exit_code: 0 all done or skipped, 1 failures or stopped early."""
+
+    out: Path
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    flagged: dict[str, str] = field(default_factory=dict)
+    elapsed: float = 0.0
+    interrupted: bool = False
+    stopped: str | None = None
+    backend: dict[str, Any] = field(default_factory=dict)
+    verify: Any = None
+    align: Any = None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.failed or self.stopped:
+            return 1
+        verify_failed = self.verify is not None and not self.verify.ok
+        align_failed = self.align is not None and getattr(self.align, "failed", None)
+        return 1 if verify_failed or align_failed else 0
+
+    def format(self) -> str:
+        lines = [
+            f"done {self.done}, skipped {self.skipped}, failed {len(self.failed)} "
+            f"of {self.total} images in {self.elapsed:.1f} s ({self.images_per_s:.2f} images/s)"
+            f" -> {self.out}"
+        ]
+        if self.stopped:
+            lines.append(f"stopped early: {self.stopped}; rerun the same command to resume")
+        if self.interrupted:
+            lines.append("interrupted: finished outputs are kept; rerun the same command to resume")
+        for name, reason in self.failed.items():
+            lines.append(f"  FAILED {name}: {reason}")
+        for name, reason in self.flagged.items():
+            lines.append(f"  WARNING {name}: {reason}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Loaded:
+    item: ImageItem
+    height: int = 0
+    width: int = 0
+    prepared: Any = None
+    error: str | None = None
+
+
+def generate(
+    images: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    backend: str = DEFAULT_BACKEND,
+    settings: BackendSettings | None = None,
+    format: str = "png",
+    overwrite: bool = False,
+    extensions: Iterable[str] = (),
+    workers: int | None = None,
+    progress: bool = True,
+    verify: bool = False,
+    num_samples: int = 8,
+    align: str | os.PathLike[str] | None = None,
+    **setting_overrides: Any,
+) -> Summary:
+    """Depth priors for every image under `images`, written to `out` (see DESIGN.md).
+
+    Backend options are given as `settings` or as keyword overrides of BackendSettings fields
+    (model=..., device=..., dtype=..., batch_size=..., input_size=..., ...).
+    """
+    settings = _settings(settings, setting_overrides)
+    images_root, out_root = Path(images), Path(out)
+    backend_type = backend_class(backend)
+    plan = _plan(images_root, out_root, backend_type, settings, format, overwrite, extensions)
+    summary = Summary(out=out_root, total=len(plan.items), skipped=len(plan.items) - len(plan.todo))
+    start = time.perf_counter()
+    if plan.todo:
+        with backend_type(settings) as engine:
+            plan.manifest.backend = engine.describe()
+            summary.backend = plan.manifest.backend
+            _log_settings(plan, engine, format)
+            _run(engine, plan, format, workers, progress, summary)
+    else:
+        log.info("nothing to do: all %d images already have outputs in %s", len(plan.items), out_root)
+    summary.elapsed = time.perf_counter() - start
+    if summary.interrupted:
+        return summary
+    if verify:
+        from .verify import verify as run_verify
+
+        summary.verify = run_verify(out_root, images=images_root, num_samples=num_samples,
+                                    extensions=extensions)
+    if align is not None:
+        from .align import align as run_align
+
+        summary.align = run_align(align, out_root, images=images_root)
+    return summary
+
+
+def _settings(settings: BackendSettings | None, overrides: dict[str, Any]) -> BackendSettings:
+    settings = settings or BackendSettings()
+    known = {f.name for f in dataclasses.fields(BackendSettings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    settings = dataclasses.replace(settings, **overrides)
+    if settings.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if settings.input_size < 14 or settings.input_size % 14:
+        raise UsageError("--input-size must be a positive multiple of 14 (Depth Anything's patch size), e.g. 518")
+    return settings
+
+
+@dataclass
+class _Plan:
+    items: list[ImageItem]
+    todo: list[ImageItem]
+    manifest: Manifest
+    identity: dict[str, Any]
+    images_root: Path
+
+
+def _plan(
+    images_root: Path,
+    out_root: Path,
+    backend_type: type[Backend],
+    settings: BackendSettings,
+    fmt: str,
+    overwrite: bool,
+    extensions: Iterable[str],
+) -> _Plan:
+    """Everything decided before any model is loaded: inputs, collisions, resume, identity."""
+    output_files("x", fmt)  # validates the format
+    if images_root.exists() and out_root.resolve() == images_root.resolve():
+        raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
+    items = discover(images_root, normalise_extensions(extensions))
+    items = [item for item in items if not _inside(item.path, out_root)]
+    if not items:
+        raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
+    check_writable(out_root)
+    removed = remove_stale_temporaries(out_root)
+    if removed:
+        log.info("removed %d temporary files left by an interrupted run", removed)
+    identity = backend_type.identity(settings)
+    manifest = Manifest.load(out_root)
+    if manifest is not None and not overwrite and any(True for _ in manifest.iter_ok()):
+        differences = manifest.differences(identity)
+        if differences:
+            raise UsageError(
+                f"{out_root} holds outputs made with other settings ({'; '.join(differences)}); "
+                "pass --overwrite to replace them, or choose another output folder"
+            )
+    if manifest is None or overwrite:
+        manifest = Manifest(root=out_root)
+    manifest.identity = identity
+    manifest.inputs = str(images_root.resolve())
+    todo = items if overwrite else [i for i in items if not manifest.is_complete(i.name, fmt)]
+    return _Plan(items, todo, manifest, identity, images_root)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _log_settings(plan: _Plan, engine: Backend, fmt: str) -> None:
+    described = ", ".join(f"{k}={v}" for k, v in engine.describe().items() if k != "preprocessing")
+    log.info("depthprior generate: %s", described)
+    log.info(
+        "%d images found, %d to do, %d already done; format=%s; batch_size=%d",
+        len(plan.items), len(plan.todo), len(plan.items) - len(plan.todo), fmt,
+        engine.settings.batch_size,
+    )
+
+
+def _run(
+    engine: Backend, plan: _Plan, fmt: str, workers: int | None, progress: bool, summary: Summary
+) -> None:
+    from tqdm import tqdm
+
+    workers = workers or max(2, min(8, os.cpu_count() or 2))
+    batch_size = engine.settings.batch_size
+    window = max(2 * batch_size, 2 * workers)
+    saver = ThrottledSaver(plan.manifest)
+    bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, dynamic_ncols=True)
+    pending: deque[Future] = deque()
+
+    def collect(block_until: int) -> None:
+        """Record finished writes; wait while more than block_until are in flight."""
+        while pending and (pending[0].done() or len(pending) > block_until):
+            name, record = pending.popleft().result()
+            _record(plan.manifest, summary, name, record)
+            saver.touch()
+            bar.update(1)
+            bar.set_postfix(failed=len(summary.failed), refresh=False)
+
+    readers = ThreadPoolExecutor(workers, thread_name_prefix="depthprior-read")
+    writers = ThreadPoolExecutor(workers, thread_name_prefix="depthprior-write")
+    try:
+        loaded = _bounded_map(readers, lambda item: _load(engine, item), plan.todo, window)
+        for batch in _batches(engine, loaded, batch_size):
+            good = [entry for entry in batch if entry.error is None]
+            outcomes = engine.infer_each([entry.prepared for entry in good]) if good else []
+            for entry, outcome in zip(good, outcomes):
+                entry.prepared = None
+                pending.append(writers.submit(_write, engine, plan.manifest.root, entry, outcome, fmt))
+            for entry in batch:
+                if entry.error is not None:
+                    pending.append(_done_future((entry.item.name, _failure(entry.error))))
+            collect(block_until=window)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except BackendUnavailable as error:
+        summary.stopped = str(error)
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        try:
+            collect(block_until=0)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            writers.shutdown(wait=True, cancel_futures=True)
+            collect(block_until=0)
+        writers.shutdown(wait=True)
+        saver.dirty = True
+        saver.flush()
+        bar.close()
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: list, window: int) -> Iterator[Any]:
+    """pool.map in order, with at most `window` results computed ahead of the consumer."""
+    queue: deque[Future] = deque()
+    iterator = iter(items)
+    for item in iterator:
+        queue.append(pool.submit(fn, item))
+        if len(queue) >= window:
+            break
+    while queue:
+        result = queue.popleft().result()
+        for item in iterator:
+            queue.append(pool.submit(fn, item))
+            break
+        yield result
+
+
+def _batches(engine: Backend, loaded: Iterator[_Loaded], batch_size: int) -> Iterator[list[_Loaded]]:
+    """Consecutive inputs with the same batch key, up to batch_size; failed reads pass through."""
+    batch: list[_Loaded] = []
+    key: Any = None
+    for entry in loaded:
+        entry_key = None if entry.error is not None else engine.batch_key(entry.prepared)
+        if batch and entry.error is None and (entry_key != key or len(batch) >= batch_size):
+            yield batch
+            batch = []
+        if entry.error is None:
+            key = entry_key
+        batch.append(entry)
+    if batch:
+        yield batch
+
+
+def _load(engine: Backend, item: ImageItem) -> _Loaded:
+    try:
+        image = decode_rgb(item.path)
+        return _Loaded(item, image.shape[0], image.shape[1], engine.prepare(image))
+    except FATAL_ERRORS:
+        raise
+    except ImageError as error:
+        return _Loaded(item, error=str(error))
+    except Exception as error:  # noqa: BLE001 - one bad file never stops the batch
+        return _Loaded(item, error=f"{type(error).__name__}: {error}")
+
+
+def _write(engine: Backend, root: Path, entry: _Loaded, outcome: Any, fmt: str) -> tuple[str, dict]:
+    name = entry.item.name
+    if isinstance(outcome, BaseException):
+        return name, _failure(_reason(outcome))
+    try:
+        depth = engine.finish(outcome, entry.height, entry.width)
+        return name, _write_outputs(root, entry.item, depth, fmt)
+    except Exception as error:  # noqa: BLE001
+        return name, _failure(_reason(error))
+
+
+def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> dict[str, Any]:
+    height, width = depth.values.shape
+    encoded = encode_inverse_depth(depth.values, depth.kind)
+    outputs = output_files(item.stem, fmt)
+    for rel in outputs:
+        path = root / rel
+        if rel.endswith(".png"):
+            write_png16(path, encoded.png)
+        else:
+            write_npy(path, depth.values)
+    flags = ["constant"] if encoded.constant else []
+    levels = encoded.levels if depth.levels is None else min(encoded.levels, depth.levels)
+    return {
+        "status": "ok",
+        "stem": item.stem,
+        "outputs": outputs,
+        "width": width,
+        "height": height,
+        "raw_min": encoded.raw_min,
+        "raw_max": encoded.raw_max,
+        "raw_kind": encoded.raw_kind,
+        "npy_kind": depth.kind if fmt in ("npy", "both") else None,
+        "source": depth.source,
+        "source_levels": depth.levels,
+        "levels": levels,
+        "precision_bits": round(float(np.log2(max(levels, 1))), 2),
+        "flags": flags,
+        "notes": list(depth.notes),
+    }
+
+
+def _failure(reason: str) -> dict[str, Any]:
+    return {"status": "failed", "error": reason}
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _done_future(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _record(manifest: Manifest, summary: Summary, name: str, record: dict[str, Any]) -> None:
+    manifest.images[name] = record
+    if record["status"] == "ok":
+        summary.done += 1
+        if "constant" in record["flags"]:
+            summary.flagged[name] = "constant prediction: written as all zeros, not usable as a prior"
+    else:
+        summary.failed[name] = record["error"]

@@ -1,0 +1,225 @@
+"""Checks on generated outputs, a table, and a contact sheet a person can look at."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from .errors import ImageError, UsageError
+from .images import ImageItem, decode_rgb, discover, normalise_extensions
+from .store import MANIFEST_NAME, Manifest, count_levels, read_png16
+
+log = logging.getLogger(__name__)
+
+SHEET_NAME = "depthprior_verify.png"
+LOW_LEVELS = 256  # fewer distinct levels than an 8-bit image: coarse prior
+
+
+@dataclass
+class ImageCheck:
+    name: str
+    output: str
+    width: int = 0
+    height: int = 0
+    levels: int = 0
+    source: str = ""
+    precision_bits: float | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class VerifyReport:
+    out: Path
+    expected: int = 0
+    present: int = 0
+    missing: list[str] = field(default_factory=list)
+    checks: list[ImageCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    sheet: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.missing and all(c.ok for c in self.checks)
+
+    def format(self) -> str:
+        header = f"{'image':<40} {'size':>11} {'levels':>7} {'bits':>5} {'source':<14} status"
+        lines = [f"verify {self.out}: {self.present}/{self.expected} outputs present, "
+                 f"{len(self.checks)} checked", header, "-" * len(header)]
+        for check in self.checks:
+            status = "; ".join(check.problems) or "ok"
+            if check.warnings:
+                status += " (" + "; ".join(check.warnings) + ")"
+            bits = "" if check.precision_bits is None else f"{check.precision_bits:.1f}"
+            lines.append(
+                f"{_clip(check.name, 40):<40} {check.width:>5}x{check.height:<5} "
+                f"{check.levels:>7} {bits:>5} {_clip(check.source, 14):<14} {status}"
+            )
+        for name in self.missing[:20]:
+            lines.append(f"MISSING {name}")
+        if len(self.missing) > 20:
+            lines.append(f"... and {len(self.missing) - 20} more missing")
+        lines.extend(f"PROBLEM {problem}" for problem in self.problems)
+        if self.sheet:
+            lines.append(f"contact sheet: {self.sheet}")
+        lines.append("verify: OK" if self.ok else "verify: FAILED")
+        return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3):]
+
+
+def verify(
+    out: str | Path,
+    *,
+    images: str | Path | None = None,
+    num_samples: int = 8,
+    all: bool = False,
+    sheet: str | Path | None = None,
+    extensions: Iterable[str] = (),
+) -> VerifyReport:
+    """Check OUT against the manifest (and the images, when found); write a contact sheet."""
+    out = Path(out)
+    if not out.is_dir():
+        raise UsageError(f"output folder not found: {out}")
+    manifest = Manifest.load(out)
+    if manifest is None:
+        raise UsageError(f"{out} has no {MANIFEST_NAME}: not a depthprior output folder "
+                         "(run depthprior generate first)")
+    report = VerifyReport(out=out)
+    images_root = Path(images) if images else (Path(manifest.inputs) if manifest.inputs else None)
+    items = _expected_items(manifest, images_root, extensions, report)
+    report.expected = len(items)
+    present = []
+    for item in items:
+        record = manifest.images.get(item.name)
+        if record is None or record.get("status") != "ok":
+            reason = record.get("error", "failed") if record else "no output"
+            report.missing.append(f"{item.name}: {reason}")
+            continue
+        present.append((item, record))
+    report.present = len(present)
+    sampled = present if all else _sample(present, num_samples)
+    pictures = []
+    for item, record in sampled:
+        check, picture = _check_one(out, item, record, images_root)
+        report.checks.append(check)
+        if picture is not None:
+            pictures.append((check, picture))
+    if pictures:
+        report.sheet = Path(sheet) if sheet else out / SHEET_NAME
+        _write_sheet(report.sheet, pictures)
+    return report
+
+
+def _expected_items(manifest: Manifest, images_root: Path | None, extensions: Iterable[str],
+                    report: VerifyReport) -> list[ImageItem]:
+    if images_root is not None and images_root.exists():
+        found = discover(images_root, normalise_extensions(extensions))
+        return [item for item in found if not _inside(item.path, report.out)]
+    if images_root is not None:
+        report.problems.append(f"image folder {images_root} not found: checked outputs only")
+    root = images_root or Path(".")
+    return [ImageItem(root / name, name) for name in sorted(manifest.images)]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _sample(entries: list, count: int) -> list:
+    if count >= len(entries):
+        return entries
+    picks = np.linspace(0, len(entries) - 1, count).round().astype(int)
+    return [entries[i] for i in sorted(set(picks.tolist()))]
+
+
+def _check_one(out: Path, item: ImageItem, record: dict, images_root: Path | None):
+    outputs = record.get("outputs", [])
+    png_rel = next((rel for rel in outputs if rel.endswith(".png")), None)
+    check = ImageCheck(item.name, png_rel or ", ".join(outputs), source=record.get("source", ""),
+                       precision_bits=record.get("precision_bits"))
+    for rel in outputs:
+        if not (out / rel).is_file():
+            check.problems.append(f"{rel} missing")
+    if png_rel is None or check.problems:
+        return check, None
+    try:
+        depth = read_png16(out / png_rel)
+    except OSError:
+        check.problems.append("not decodable")
+        return check, None
+    if depth.dtype != np.uint16 or depth.ndim != 2:
+        channels = 1 if depth.ndim == 2 else depth.shape[2]
+        check.problems.append(f"not single-channel uint16 ({depth.dtype}, {channels} channels)")
+    check.height, check.width = depth.shape[:2]
+    check.levels = count_levels(depth.astype(np.uint16, copy=False).reshape(depth.shape[0], -1))
+    if check.levels <= 1:
+        check.problems.append("blank" if not depth.any() else "constant")
+    elif check.levels < LOW_LEVELS:
+        check.warnings.append(f"only {check.levels} distinct levels")
+    if (record.get("width"), record.get("height")) != (check.width, check.height):
+        check.problems.append("size differs from the manifest")
+    if not np.isfinite([record.get("raw_min", np.nan), record.get("raw_max", np.nan)]).all():
+        check.problems.append("manifest lacks raw_min/raw_max")
+    if "constant" in record.get("flags", []):
+        check.problems.append("constant prediction")
+    image = None
+    if images_root is not None and item.path.is_file():
+        try:
+            image = decode_rgb(item.path)
+        except ImageError as error:
+            check.warnings.append(f"image unreadable: {error}")
+    if image is not None and image.shape[:2] != depth.shape[:2]:
+        check.problems.append(
+            f"size {check.width}x{check.height} != image {image.shape[1]}x{image.shape[0]}"
+        )
+    return check, (image, depth)
+
+
+def _write_sheet(path: Path, pictures: list, row_height: int = 200) -> None:
+    from .store import atomic_write_bytes
+
+    rows = []
+    for check, (image, depth) in pictures:
+        coloured = colourise(depth)
+        panels = [coloured] if image is None else [cv2.cvtColor(image, cv2.COLOR_RGB2BGR), coloured]
+        panels = [_fit_height(panel, row_height) for panel in panels]
+        row = np.concatenate(panels, axis=1)
+        label = f"{check.name}  levels={check.levels}  {'ok' if check.ok else 'PROBLEM'}"
+        cv2.putText(row, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(row, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(row)
+    width = max(row.shape[1] for row in rows)
+    rows = [np.pad(row, ((0, 4), (0, width - row.shape[1]), (0, 0))) for row in rows]
+    ok, buffer = cv2.imencode(".png", np.concatenate(rows, axis=0))
+    if not ok:
+        raise OSError("contact sheet encoding failed")
+    atomic_write_bytes(path, buffer.tobytes())
+    log.info("contact sheet written to %s", path)
+
+
+def colourise(depth: np.ndarray) -> np.ndarray:
+    """uint16 inverse depth -> BGR picture (near = bright/yellow with the inferno map)."""
+    depth = depth if depth.ndim == 2 else depth[..., 0]
+    eight = (depth.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    return cv2.applyColorMap(eight, cv2.COLORMAP_INFERNO)
+
+
+def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
+    width = max(1, round(image.shape[1] * height / image.shape[0]))
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
