@@ -48,6 +48,7 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     flagged: dict[str, str] = field(default_factory=dict)
     elapsed: float = 0.0
+    load_seconds: float = 0.0
     interrupted: bool = False
     stopped: str | None = None
     backend: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +57,9 @@ class Summary:
 
     @property
     def images_per_s(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+        """Throughput after the model was loaded."""
+        working = self.elapsed - self.load_seconds
+        return self.done / working if working > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -71,8 +74,8 @@ class Summary:
     def format(self) -> str:
         lines = [
             f"done {self.done}, skipped {self.skipped}, failed {len(self.failed)} "
-            f"of {self.total} images in {self.elapsed:.1f} s ({self.images_per_s:.2f} images/s)"
-            f" -> {self.out}"
+            f"of {self.total} images in {self.elapsed:.1f} s (model load {self.load_seconds:.1f} s, "
+            f"then {self.images_per_s:.2f} images/s) -> {self.out}"
         ]
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}; rerun the same command to resume")
@@ -123,6 +126,7 @@ def generate(
     start = time.perf_counter()
     if plan.todo:
         with backend_type(settings) as engine:
+            summary.load_seconds = time.perf_counter() - start
             plan.manifest.backend = engine.describe()
             summary.backend = plan.manifest.backend
             _log_settings(plan, engine, format)

@@ -200,9 +200,10 @@ def _write_sheet(path: Path, pictures: list, row_height: int = 200) -> None:
         panels = [coloured] if image is None else [cv2.cvtColor(image, cv2.COLOR_RGB2BGR), coloured]
         panels = [_fit_height(panel, row_height) for panel in panels]
         row = np.concatenate(panels, axis=1)
-        label = f"{check.name}  levels={check.levels}  {'ok' if check.ok else 'PROBLEM'}"
-        cv2.putText(row, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(row, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        label = f"{check.name}   {row_label(check)}"
+        strip = np.full((22, row.shape[1], 3), 255, dtype=np.uint8)
+        cv2.putText(strip, label, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        row = np.concatenate([strip, row], axis=0)
         rows.append(row)
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 4), (0, width - row.shape[1]), (0, 0))) for row in rows]
@@ -211,6 +212,11 @@ def _write_sheet(path: Path, pictures: list, row_height: int = 200) -> None:
         raise OSError("contact sheet encoding failed")
     atomic_write_bytes(path, buffer.tobytes())
     log.info("contact sheet written to %s", path)
+
+
+def row_label(check: ImageCheck) -> str:
+    bits = "" if check.precision_bits is None else f"  {check.precision_bits:.1f} bits"
+    return f"levels {check.levels}{bits}  {check.source}  " + ("ok" if check.ok else "PROBLEM")
 
 
 def colourise(depth: np.ndarray) -> np.ndarray:

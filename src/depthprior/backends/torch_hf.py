@@ -75,6 +75,7 @@ def load_depth_model(model: str, revision: str | None = None, dtype: Any = None)
             f"model {model!r} is a {getattr(config, 'model_type', 'unknown')!r} model, "
             "not Depth Anything; choose a Depth Anything V1/V2 checkpoint"
         )
+    _quiet_transformers()
     try:
         network = AutoModelForDepthEstimation.from_pretrained(
             model, revision=revision, config=config, dtype=dtype
@@ -82,6 +83,16 @@ def load_depth_model(model: str, revision: str | None = None, dtype: Any = None)
     except (OSError, ValueError, RuntimeError) as error:
         raise ModelLoadError(f"cannot load weights of {model!r}: {_first_line(error)}") from None
     return network.eval()
+
+
+def _quiet_transformers() -> None:
+    """Our own progress bar is the only one: silence the per-shard loading bars."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - very old transformers
+        pass
 
 
 def map_kind(config: Any) -> str:

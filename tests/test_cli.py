@@ -1,0 +1,149 @@
+"""The CLI as users run it: subprocesses, exit codes, one-line errors, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from conftest import TEST_INPUT_SIZE
+from depthprior import generate
+from depthprior.store import TMP_MARK, read_png16
+from synth import make_frames
+
+SIZE = ["--input-size", str(TEST_INPUT_SIZE)]
+MISSING_MODEL = "/nonexistent/model-that-would-need-a-download"
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_generate_then_verify(tmp_path, tiny_model, cli):
+    make_frames(tmp_path / "frames" / "cam0", 2)
+    make_frames(tmp_path / "frames" / "cam1", 1, ext=".png")
+    result = cli("generate", tmp_path / "frames", tmp_path / "out", "--model", tiny_model, *SIZE,
+                 "--verify", "--num-samples", "2")
+    assert result.returncode == 0, result.stderr
+    assert "done 3, skipped 0, failed 0 of 3 images" in result.stdout
+    assert "verify: OK" in result.stdout
+    assert "model=" + str(tiny_model) in result.stderr  # effective settings logged once
+    assert (tmp_path / "out" / "cam1" / "frame_0000.png").is_file()
+    sheet = tmp_path / "out" / "depthprior_verify.png"
+    assert sheet.is_file() and read_png16(sheet).ndim == 3
+
+    again = cli("verify", tmp_path / "out", "--all")
+    assert again.returncode == 0 and again.stdout.count(" ok") >= 3
+    (tmp_path / "out" / "cam0" / "frame_0001.png").unlink()
+    broken = cli("verify", tmp_path / "out", "--all")
+    assert broken.returncode == 1 and "frame_0001.png missing" in broken.stdout
+
+
+def test_usage_errors_exit_2_before_loading_a_model(tmp_path, cli):
+    make_frames(tmp_path / "frames", 1)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "clash").mkdir()
+    make_frames(tmp_path / "clash", 1, ext=".jpg")
+    make_frames(tmp_path / "clash", 1, ext=".png")
+    (tmp_path / "afile").write_text("x")
+    cases = {
+        "input folder not found": [tmp_path / "nope", tmp_path / "o1"],
+        "no images found": [tmp_path / "empty", tmp_path / "o2"],
+        "name collision": [tmp_path / "clash", tmp_path / "o3"],
+        "not writable": [tmp_path / "frames", tmp_path / "afile" / "out"],
+    }
+    for expected, paths in cases.items():
+        result = cli("generate", *paths, "--model", MISSING_MODEL)
+        assert result.returncode == 2, (expected, result.stderr)
+        assert expected in _one_error_line(result)
+        assert "Traceback" not in result.stderr
+
+
+def test_model_that_cannot_be_loaded(tmp_path, cli):
+    make_frames(tmp_path / "frames", 1)
+    result = cli("generate", tmp_path / "frames", tmp_path / "out", "--model", MISSING_MODEL)
+    assert result.returncode == 2
+    assert "cannot load model" in _one_error_line(result)
+
+
+def test_bad_file_exit_1_and_listed(tmp_path, tiny_model, cli):
+    make_frames(tmp_path / "frames", 2)
+    (tmp_path / "frames" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    result = cli("generate", tmp_path / "frames", tmp_path / "out", "--model", tiny_model, *SIZE)
+    assert result.returncode == 1
+    assert "done 2, skipped 0, failed 1" in result.stdout
+    assert "FAILED broken.jpg:" in result.stdout
+
+
+def test_check_reports_the_model(tiny_model, cli):
+    result = cli("check", "--model", tiny_model, *SIZE)
+    assert result.returncode == 0, result.stderr
+    for expected in ("built-in synthetic image", "model_output: disparity", "device: cpu",
+                     "float32", "check: OK"):
+        assert expected in result.stdout
+    bad = cli("check", "--model", MISSING_MODEL)
+    assert bad.returncode == 2 and "cannot load model" in bad.stderr
+
+
+def _start(tmp_path, tiny_model, frames, out):
+    return subprocess.Popen(
+        [sys.executable, "-m", "depthprior", "generate", frames, out, "--model", tiny_model,
+         *SIZE, "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def _wait_for_outputs(out, count, process, limit=60.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.is_dir() and len(list(out.glob("*.png"))) >= count:
+            return
+        time.sleep(0.01)
+
+
+def test_sigkill_leaves_complete_files_and_resume_matches(tmp_path, tiny_model, cli):
+    frames = tmp_path / "frames"
+    make_frames(frames, 40, size=(240, 320))
+    out = tmp_path / "killed"
+    process = _start(tmp_path, tiny_model, frames, out)
+    _wait_for_outputs(out, 3, process)
+    process.kill()
+    process.wait()
+    written = list(out.glob("*.png"))
+    assert 0 < len(written) < 40, "the kill should land in the middle of the run"
+    for png in written:  # every file that exists is complete
+        assert read_png16(png).shape == (240, 320)
+    resumed = cli("generate", frames, out, "--model", tiny_model, *SIZE)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not [p for p in out.iterdir() if TMP_MARK in p.name]
+    reference = generate(frames, tmp_path / "reference", model=str(tiny_model),
+                         input_size=TEST_INPUT_SIZE, progress=False)
+    assert reference.done == 40
+    for png in (tmp_path / "reference").glob("*.png"):
+        assert np.array_equal(read_png16(png), read_png16(out / png.name)), png.name
+    images = json.loads((out / "depthprior.json").read_text())["images"]
+    assert len(images) == 40 and all(r["status"] == "ok" for r in images.values())
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model):
+    frames = tmp_path / "frames"
+    make_frames(frames, 40, size=(240, 320))
+    out = tmp_path / "out"
+    process = _start(tmp_path, tiny_model, frames, out)
+    _wait_for_outputs(out, 2, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stdout and "rerun the same command to resume" in stdout
+    images = json.loads((out / "depthprior.json").read_text())["images"]
+    assert 0 < len(images) < 40
+    for name, record in images.items():
+        assert read_png16(out / record["outputs"][0]).shape == (240, 320), name
