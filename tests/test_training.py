@@ -434,3 +434,39 @@ def test_tiny_training_loop_converges(scene):
             opt.step()
             first = first if first is not None else sup.last.value.item()
         assert sup.last.value.item() < 0.2 * first, loss
+
+
+# ---------------------------------------------------------------- round trip through align
+
+def test_loader_round_trips_align_and_honours_its_report(tmp_path):
+    from depthprior.align import align, report_path
+    from scenes import make_scene
+
+    scene = make_scene(tmp_path / "scene", n_images=5, width=64, height=48, points_per_image=120,
+                       write_images=False, prior_scale=0.5, few_points={1: 5}, seed=7)
+    summary = align(scene.sparse, scene.depths, workers=1)
+    failed = scene.key(scene.names[1])
+    assert [r.key for r in summary.failed] == [failed]
+    flagged = scene.key(scene.names[2])
+    report = json.loads(report_path(summary.output).read_text())
+    table = next(v for v in report.values() if isinstance(v, dict) and flagged in v)
+    assert table[failed]["status"] == "failed"
+    table[flagged]["status"] = "unreliable"  # as align marks a poor fit
+    table[flagged]["reason"] = "few inliers"
+    report_path(summary.output).write_text(json.dumps(report))
+
+    priors = DepthPriors(scene.depths, scene.sparse)
+    assert priors.unreliable.keys() == {failed, flagged}
+    assert "align report: unreliable: few inliers" in priors.unreliable[flagged]
+    sup = DepthSupervision(scene.depths, loss="l1", params=summary.output, lambda_depth=1.0)
+    for name in scene.names:
+        truth = torch.from_numpy(scene.inverse_depth[name]).float()[None]  # a perfect render
+        prior = priors.get(name, size=(48, 64))
+        loss = sup(name, truth, 0)
+        if scene.key(name) in (failed, flagged):
+            assert not prior.reliable and loss.item() == 0.0 and sup.last.skipped
+            continue
+        assert prior.reliable and prior.aligned
+        relative = ((prior.inverse_depth - truth).abs() / truth)[0]
+        assert relative.median().item() < 5e-3  # 1/z of the scene, from a half-size prior
+        assert loss.item() < 0.03 * truth.mean().item()  # mean: edges of the upsampled prior

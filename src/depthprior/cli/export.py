@@ -1,0 +1,85 @@
+"""depthprior export nerfstudio|dn-splatter: scene-scale depth from aligned priors for other trainers."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--depths", required=True, help="output folder of depthprior generate")
+    parser.add_argument("--sparse", required=True,
+                        help="COLMAP model folder the priors were aligned to (e.g. scene/sparse/0)")
+    parser.add_argument("--params", default=None,
+                        help="depth_params.json from depthprior align (default SPARSE/depth_params.json)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write depth at the scene's scale for nerfstudio or DN-Splatter",
+        description="Turn aligned priors (depthprior align) into depth in the COLMAP model's "
+        "units, laid out as another trainer reads it. Needs depth_params.json: run "
+        "`depthprior align` first.",
+    )
+    targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
+
+    ns = targets.add_parser(
+        "nerfstudio",
+        help="uint16 depth PNGs + depth_file_path in transforms.json",
+        description="Write DIR/depthprior_depth/<image>.png (uint16, depth / UNIT_SCALE, 0 = no "
+        "depth) and set depth_file_path on every frame of transforms.json. An existing "
+        "transforms.json is updated in place (its poses must be at the model's scale); a "
+        "missing one is written from the COLMAP model.",
+    )
+    _common(ns)
+    ns.add_argument("--transforms", required=True,
+                    help="transforms.json to update or create (a folder, or a path not ending in "
+                         ".json, means FOLDER/transforms.json)")
+    ns.add_argument("--out", default=None,
+                    help="folder for the depth PNGs (default depthprior_depth beside transforms.json)")
+    ns.add_argument("--unit-scale", type=_positive_float, default=1e-3,
+                    help="scene units per PNG step, nerfstudio's depth_unit_scale_factor "
+                         "(default 0.001: millimetres)")
+    ns.add_argument("--images-prefix", default="images",
+                    help="folder of the frames relative to transforms.json, for a new "
+                         "transforms.json (default images)")
+    ns.set_defaults(run=run_nerfstudio)
+
+    dn = targets.add_parser(
+        "dn-splatter",
+        help="mono_depth/<stem>.npy and <stem>_aligned.npy for DN-Splatter",
+        description="Write DATA/mono_depth/<stem>_aligned.npy (float32 HxWx1 depth in the "
+        "model's units, 0 = no depth) and <stem>.npy (the unaligned prediction as depth x 1000) "
+        "for every registered image, the layout of DN-Splatter's align_depth.py.",
+    )
+    _common(dn)
+    dn.add_argument("--data", required=True, help="DN-Splatter data root")
+    dn.add_argument("--out", default=None, help="folder for the .npy files (default DATA/mono_depth)")
+    dn.set_defaults(run=run_dn_splatter)
+
+
+def run_nerfstudio(args: argparse.Namespace) -> int:
+    from ..export import export_nerfstudio
+
+    summary = export_nerfstudio(
+        args.depths, args.sparse, args.transforms, params=args.params, out=args.out,
+        unit_scale=args.unit_scale, images_prefix=args.images_prefix,
+    )
+    print(summary.format())
+    return 0
+
+
+def run_dn_splatter(args: argparse.Namespace) -> int:
+    from ..export import export_dn_splatter
+
+    summary = export_dn_splatter(args.depths, args.sparse, args.data, params=args.params,
+                                 out=args.out)
+    print(summary.format())
+    return 0
