@@ -12,7 +12,7 @@ import numpy as np
 
 from .backends import DEFAULT_BACKEND, BackendSettings, backend_class
 from .errors import DepthpriorError
-from .images import decode_rgb
+from .images import read_image_or_fail
 from .store import encode_inverse_depth
 
 
@@ -83,7 +83,7 @@ def check(
 ) -> CheckReport:
     """Run one image through the backend. Raises DepthpriorError if it cannot be loaded."""
     settings = settings or BackendSettings()
-    rgb = decode_rgb(image) if image is not None else synthetic_image()
+    rgb = read_image_or_fail(image) if image is not None else synthetic_image()
     start = time.perf_counter()
     with backend_class(backend)(settings) as engine:
         loaded = time.perf_counter()

@@ -116,6 +116,14 @@ def decode_rgb(path: Path | str) -> np.ndarray:
     return _to_rgb8(image)
 
 
+def read_image_or_fail(path: Path | str) -> np.ndarray:
+    """decode_rgb for single-image commands: an unreadable file is a usage error naming it."""
+    try:
+        return decode_rgb(path)
+    except ImageError as error:
+        raise UsageError(f"{path}: {error}") from None
+
+
 def _check_jpeg_complete(path: Path, data: np.ndarray) -> None:
     # OpenCV returns a grey-filled picture for a truncated JPEG; a complete one ends with EOI.
     if b"\xff\xd9" in data[-4096:].tobytes():

@@ -101,7 +101,7 @@ def generate(
     images: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    backend: str = DEFAULT_BACKEND,
+    backend: str | Backend = DEFAULT_BACKEND,
     settings: BackendSettings | None = None,
     format: str = "png",
     overwrite: bool = False,
@@ -116,21 +116,27 @@ def generate(
     """Depth priors for every image under `images`, written to `out` (see DESIGN.md).
 
     Backend options are given as `settings` or as keyword overrides of BackendSettings fields
-    (model=..., device=..., dtype=..., batch_size=..., input_size=..., ...).
+    (model=..., device=..., dtype=..., batch_size=..., input_size=..., ...). `backend` is a
+    registry name, or an already loaded Backend (then its own settings apply and it stays open).
     """
-    settings = _settings(settings, setting_overrides)
+    loaded = backend if isinstance(backend, Backend) else None
+    settings = loaded.settings if loaded else _settings(settings, setting_overrides)
     images_root, out_root = Path(images), Path(out)
-    backend_type = backend_class(backend)
+    backend_type = type(loaded) if loaded else backend_class(backend)
     plan = _plan(images_root, out_root, backend_type, settings, format, overwrite, extensions)
     summary = Summary(out=out_root, total=len(plan.items), skipped=len(plan.items) - len(plan.todo))
     start = time.perf_counter()
     if plan.todo:
-        with backend_type(settings) as engine:
+        engine = loaded or backend_type(settings)
+        try:
             summary.load_seconds = time.perf_counter() - start
             plan.manifest.backend = engine.describe()
             summary.backend = plan.manifest.backend
             _log_settings(plan, engine, format)
             _run(engine, plan, format, workers, progress, summary)
+        finally:
+            if loaded is None:
+                engine.close()
     else:
         log.info("nothing to do: all %d images already have outputs in %s", len(plan.items), out_root)
     summary.elapsed = time.perf_counter() - start
@@ -233,7 +239,7 @@ def _run(
     from tqdm import tqdm
 
     workers = workers or max(2, min(8, os.cpu_count() or 2))
-    batch_size = engine.settings.batch_size
+    batch_size = max(engine.settings.batch_size, engine.preferred_batch_size or 1)
     window = max(2 * batch_size, 2 * workers)
     saver = ThrottledSaver(plan.manifest)
     bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, dynamic_ncols=True)

@@ -1,0 +1,60 @@
+"""Random-weight Depth Anything checkpoints with the real architectures, for timing offline.
+
+    python benchmarks/random_model.py small /tmp/da-v2-small-random
+
+Weights are random (no download is possible here), so the maps mean nothing, but every layer
+has the size of the real checkpoint, so the timings are the real model's. The head's last conv
+is rescaled so the final ReLU does not clip the maps to zero (a blank map would make PNG
+encoding unrealistically cheap).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# Depth-Anything-V2-{Small,Base,Large}-hf: DINOv2 backbone + DPT head
+ARCHITECTURES = {
+    "small": dict(hidden=384, layers=12, heads=6, neck=[48, 96, 192, 384], fusion=64),
+    "base": dict(hidden=768, layers=12, heads=12, neck=[96, 192, 384, 768], fusion=128),
+    "large": dict(hidden=1024, layers=24, heads=16, neck=[256, 512, 1024, 1024], fusion=256),
+}
+
+
+def build(arch: str, folder: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    spec = ARCHITECTURES[arch]
+    torch.manual_seed(seed)
+    step = spec["layers"] // 4
+    backbone = Dinov2Config(
+        hidden_size=spec["hidden"], num_hidden_layers=spec["layers"],
+        num_attention_heads=spec["heads"], intermediate_size=4 * spec["hidden"], patch_size=14,
+        image_size=518, layerscale_value=1.0, use_swiglu_ffn=False,
+        out_features=[f"stage{step * i}" for i in range(1, 5)], reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone, reassemble_hidden_size=spec["hidden"],
+        reassemble_factors=[4, 2, 1, 0.5], neck_hidden_sizes=spec["neck"],
+        fusion_hidden_size=spec["fusion"], head_hidden_size=32, head_in_index=-1, patch_size=14,
+        depth_estimation_type="relative",
+    )
+    model = DepthAnythingForDepthEstimation(config).eval()
+    with torch.no_grad():
+        model.head.conv3.weight.mul_(1e3)
+        model.head.conv3.bias.fill_(1.0)
+    model.save_pretrained(folder)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("arch", choices=sorted(ARCHITECTURES))
+    parser.add_argument("folder", type=Path)
+    args = parser.parse_args()
+    print(build(args.arch, args.folder))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""bench(): the model's bare forward time against end-to-end time, per backend, on real files.
+
+Bare forward: backend.infer on prepared inputs of the same shapes the pipeline uses, timed
+alone. End to end: generate() with the same loaded backend into a temporary folder (decode,
+prepare, infer, resize back, encode, write, manifest). Their ratio is the cost of everything
+around the model. Optionally the plain transformers pipeline loop most people write by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .backends import Backend, BackendSettings, create_backend
+from .images import discover, read_image_or_fail
+
+
+@dataclass
+class BenchRow:
+    label: str
+    images: int
+    load_s: float
+    forward_s: float | None  # bare forward per image
+    e2e_s: float  # end to end per image, model already loaded
+    peak_rss_mb: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        return self.e2e_s / self.forward_s if self.forward_s else None
+
+    @property
+    def images_per_s(self) -> float:
+        return 1.0 / self.e2e_s if self.e2e_s > 0 else 0.0
+
+
+@dataclass
+class BenchReport:
+    rows: list[BenchRow]
+
+    def format(self) -> str:
+        header = (f"{'backend':<22} {'images':>6} {'load s':>7} {'forward ms/img':>15} "
+                  f"{'e2e ms/img':>11} {'e2e/fwd':>8} {'images/s':>9} {'peak RSS MB':>12}")
+        lines = [header, "-" * len(header)]
+        for row in self.rows:
+            forward = f"{row.forward_s * 1e3:.1f}" if row.forward_s else "-"
+            ratio = f"{row.ratio:.3f}" if row.ratio else "-"
+            lines.append(
+                f"{row.label:<22} {row.images:>6} {row.load_s:>7.1f} {forward:>15} "
+                f"{row.e2e_s * 1e3:>11.1f} {ratio:>8} {row.images_per_s:>9.2f} {row.peak_rss_mb:>12.0f}"
+            )
+        best = min(self.rows, key=lambda row: row.e2e_s) if self.rows else None
+        for row in self.rows:
+            if best and row is not best:
+                lines.append(f"{best.label} is {row.e2e_s / best.e2e_s:.2f}x faster end to end than {row.label}")
+        return "\n".join(lines)
+
+
+class RssSampler:
+    """Peak resident memory of this process while active (sampled from /proc, Linux)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "RssSampler":
+        self.peak = current_rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, current_rss())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, current_rss())
+
+
+def current_rss() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bench_backend(engine: Backend, images: Path, label: str | None = None,
+                  workers: int | None = None, load_s: float = 0.0) -> BenchRow:
+    """Bare forward and end-to-end time of one loaded backend over every image in `images`."""
+    from .pipeline import generate
+
+    items = discover(images)
+    forward = _bare_forward(engine, [item.path for item in items])
+    with tempfile.TemporaryDirectory(prefix="depthprior-bench-") as out, RssSampler() as rss:
+        summary = generate(images, out, backend=engine, progress=False, workers=workers)
+    if summary.failed:
+        raise RuntimeError(f"benchmark run failed on {len(summary.failed)} images: {summary.failed}")
+    return BenchRow(
+        label=label or engine.name, images=summary.done, load_s=load_s,
+        forward_s=forward / len(items), e2e_s=summary.elapsed / summary.done,
+        peak_rss_mb=rss.peak / 2**20, details=engine.describe(),
+    )
+
+
+def _bare_forward(engine: Backend, paths: list[Path]) -> float:
+    """Seconds spent in engine.infer alone, batched the way the pipeline batches."""
+    batch_size = engine.settings.batch_size
+    warm = [engine.prepare(read_image_or_fail(paths[0]))]
+    engine.infer(warm)  # warm-up: allocations, kernel selection
+    total, batch, key = 0.0, [], None
+    for path in paths + [None]:
+        prepared = engine.prepare(read_image_or_fail(path)) if path is not None else None
+        new_key = engine.batch_key(prepared) if prepared is not None else object()
+        if batch and (new_key != key or len(batch) >= batch_size):
+            start = time.perf_counter()
+            engine.infer(batch)
+            total += time.perf_counter() - start
+            batch = []
+        if prepared is not None:
+            batch.append(prepared)
+            key = new_key
+    return total
+
+
+def bench_transformers_pipeline(images: Path, settings: BackendSettings) -> BenchRow:
+    """The loop most people write: transformers.pipeline("depth-estimation") + 16-bit save."""
+    import cv2
+    import torch
+    from PIL import Image
+    from transformers import pipeline as hf_pipeline
+
+    from .backends.torch_hf import resolve_device, resolve_dtype, torch_dtype
+
+    device = resolve_device(settings.device)
+    start = time.perf_counter()
+    pipe = hf_pipeline("depth-estimation", model=settings.model, device=device,
+                       image_processor=_depth_anything_processor(settings.input_size),
+                       dtype=torch_dtype(resolve_dtype(settings.dtype, device)))
+    load_s = time.perf_counter() - start
+    paths = [item.path for item in discover(images)]
+    with Image.open(paths[0]) as first:
+        pipe(first.convert("RGB"))  # warm-up, as for the backends
+    with tempfile.TemporaryDirectory(prefix="depthprior-bench-") as out, RssSampler() as rss:
+        start = time.perf_counter()
+        for index, path in enumerate(paths):
+            with Image.open(path) as image:
+                predicted = pipe(image.convert("RGB"))["predicted_depth"]
+            depth = predicted.squeeze().float().cpu().numpy() if torch.is_tensor(predicted) else np.asarray(predicted)
+            low, high = float(depth.min()), float(depth.max())
+            png = ((depth - low) / max(high - low, 1e-12) * 65535).astype(np.uint16)
+            cv2.imwrite(str(Path(out) / f"{index}.png"), png)
+        elapsed = time.perf_counter() - start
+    return BenchRow("transformers pipeline", len(paths), load_s, None, elapsed / len(paths),
+                    rss.peak / 2**20, {"model": settings.model, "device": device})
+
+
+def _depth_anything_processor(input_size: int) -> Any:
+    """The processor Depth Anything hub checkpoints ship, at the benchmark's input size."""
+    from transformers import DPTImageProcessor
+
+    return DPTImageProcessor(
+        do_resize=True, size={"height": input_size, "width": input_size}, keep_aspect_ratio=True,
+        ensure_multiple_of=14, resample=3, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        do_pad=False,
+    )
+
+
+def bench(
+    images: str | Path,
+    *,
+    backends: Iterable[str] = ("torch",),
+    settings: BackendSettings | None = None,
+    onnx_model: str | None = None,
+    baseline: bool = False,
+    workers: int | None = None,
+) -> BenchReport:
+    """Compare backends (and optionally the transformers pipeline loop) on the same images.
+
+    settings.model is the checkpoint (hub id or folder); the onnx backend uses `onnx_model`,
+    or an export of settings.model made into a temporary folder.
+    """
+    settings = settings or BackendSettings()
+    images = Path(images)
+    discover(images)  # usage errors before any model is loaded
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="depthprior-bench-onnx-") as scratch:
+        for name in backends:
+            backend_settings = settings
+            if name == "onnx":
+                backend_settings = dataclasses.replace(
+                    settings, model=onnx_model or _export_for_bench(settings, Path(scratch))
+                )
+            start = time.perf_counter()
+            with create_backend(name, backend_settings) as engine:
+                load_s = time.perf_counter() - start
+                rows.append(bench_backend(engine, images, name, workers, load_s))
+    if baseline:
+        rows.append(bench_transformers_pipeline(images, settings))
+    return BenchReport(rows)
+
+
+def _export_for_bench(settings: BackendSettings, folder: Path) -> str:
+    from .onnx_export import export_onnx
+
+    path = folder / "model.onnx"
+    export_onnx(settings.model, path, input_size=settings.input_size, revision=settings.revision)
+    return str(path)
