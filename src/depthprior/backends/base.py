@@ -83,6 +83,15 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """Model, revision, device, dtype, convention: recorded once in the manifest."""
 
+    @property
+    def preferred_batch_size(self) -> int | None:
+        """Inputs per infer_each call this backend wants, or None to follow settings.batch_size.
+
+        A remote backend with N requests in flight (--concurrency N) needs N inputs per call;
+        the pipeline batches max(settings.batch_size, preferred_batch_size) inputs.
+        """
+        return None
+
     def prepare(self, image: np.ndarray) -> Any:
         return image
 
