@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping
 
 import cv2
 import numpy as np
+
 from .errors import DepthpriorError, UsageError
 from .store import TMP_MARK, Manifest, read_png16
 
