@@ -170,12 +170,12 @@ def read_model(path: Path | str) -> SparseModel:
 # ---------------------------------------------------------------- observations
 
 def _observations_from_pycolmap(image: Any) -> tuple[np.ndarray, np.ndarray]:
-    rows = [(p.x, p.y, p.point3D_id) for p in image.points2D if p.has_point3D()]
-    if not rows:
+    points = [p for p in image.points2D if p.has_point3D()]
+    if not points:
         return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-    xs, ys, ids = zip(*rows)
-    xy = np.stack([np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)], axis=1)
-    return xy, np.asarray(ids, dtype=np.uint64).astype(np.int64)
+    xy = np.array([p.xy for p in points], dtype=np.float64).reshape(-1, 2)
+    ids = np.array([p.point3D_id for p in points], dtype=np.uint64).astype(np.int64)
+    return xy, ids
 
 
 Observed = tuple[str, int, np.ndarray, np.ndarray]  # name, num_points2D, xy, point3D ids
@@ -233,7 +233,7 @@ def _parse_images_txt(text: str) -> dict[int, Observed]:
         fields = header.strip().split(maxsplit=9)
         if len(fields) != 10:
             raise ValueError("bad image line")
-        values = np.array(points.split(), dtype=np.float64) if points.strip() else np.zeros(0)
+        values = np.array(points.split(), dtype=np.float64)
         if values.size % 3:
             raise ValueError("bad points line")
         table = values.reshape(-1, 3)
