@@ -1,0 +1,104 @@
+"""depthprior align --sparse SCENE/sparse/0 --depths DEPTHS"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import TextIO
+
+from .common import positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "align",
+        help="fit each depth map to the SfM points: depth_params.json for 3DGS (-d)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "For every image of a COLMAP model, sample its depth prior at the image's SfM\n"
+            "points and fit, per image,\n\n"
+            "    1/z = scale * png / 65536 + offset\n\n"
+            "Writes depth_params.json, the file the official 3DGS trainer reads with -d:\n"
+            "{\"<image name without extension>\": {\"scale\": s, \"offset\": o}, ...}, and a\n"
+            "per-image report beside it (depth_params.report.json). Every image of the model\n"
+            "gets an entry; a failed fit is written as scale 0, offset 0, and the trainer then\n"
+            "ignores that image's depth.\n\n"
+            "exit status: 0 every image fitted; 1 some fits failed (the file is still\n"
+            "written); 2 bad arguments or inputs (nothing written)."
+        ),
+    )
+    parser.add_argument("--sparse", required=True, metavar="SPARSE",
+                        help="COLMAP model folder, binary or text (e.g. SCENE/sparse/0)")
+    parser.add_argument("--depths", required=True, metavar="DEPTHS",
+                        help="depth maps from 'depthprior generate': DEPTHS/<image name without "
+                             "extension>.png, subfolders as in the model's image names")
+    parser.add_argument("--images", default=None, metavar="IMAGES",
+                        help="optional: the frames the model was made from. Checks that every "
+                             "registered image is there and that its stored size has its "
+                             "camera's aspect ratio (a rotated or cropped frame fails). Not needed "
+                             "for the fit: depth maps of another resolution (downscaled) are "
+                             "sampled by scaling the camera's pixels on both axes")
+    parser.add_argument("-o", "--output", default=None, metavar="FILE",
+                        help="params file (default SPARSE/depth_params.json, where the 3DGS "
+                             "trainer looks); the report is written beside it as *.report.json")
+    parser.add_argument("--method", default="robust", choices=("robust", "mad"),
+                        help="robust (default): least median of squares + Tukey IRLS, accurate "
+                             "when some SfM points sample a wrong prior (sky, thin stems, edges); "
+                             "mad: the official 3DGS recipe (median and mean absolute deviation)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="images without a depth file get scale 0 instead of stopping")
+    parser.add_argument("--brief", action="store_true",
+                        help="list only failed and unreliable images, not the full table")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="threads (default: CPU count, at most 8)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..align import align
+
+    summary = align(
+        args.sparse,
+        args.depths,
+        images=args.images,
+        output=args.output,
+        method=args.method,
+        allow_missing=args.allow_missing,
+        workers=args.workers,
+    )
+    print_table(summary, brief=args.brief)
+    return 1 if summary.failed else 0
+
+
+def print_table(summary, *, brief: bool = False, stream: TextIO | None = None) -> None:
+    """The per-image table and a summary line (the report JSON has the same numbers)."""
+    out = stream or sys.stdout
+    rows = [r for r in summary.results if not brief or r.status != "ok"]
+    if rows:
+        width = min(max(len("image"), *(len(r.key) for r in rows)), 60)
+        header = (f"{'image':<{width}}  {'points':>6}  {'inliers':>7}  {'resid':>6}  "
+                  f"{'scale':>10}  {'offset':>10}  status")
+        print(header, file=out)
+        for r in rows:
+            residual = _percent(r.residual)
+            status = r.status + (f": {r.reason}" if r.reason else "")
+            name = r.key if len(r.key) <= width else "..." + r.key[-(width - 3):]
+            print(f"{name:<{width}}  {r.points:>6}  {r.inliers:>7}  {residual:>6}  "
+                  f"{r.scale:>10.4g}  {r.offset:>10.4g}  {status}", file=out)
+    counts = (f"{len(summary.results)} images: {len(summary.fitted) - len(summary.unreliable)} ok, "
+              f"{len(summary.unreliable)} unreliable, {len(summary.failed)} failed (scale 0)")
+    print(f"wrote {summary.output} ({counts}; method {summary.method}, median scale "
+          f"{summary.median_scale:.4g}, {summary.seconds:.1f} s)", file=out)
+    print(f"report: {summary.report}", file=out)
+    if summary.unmatched_depths:
+        first = ", ".join(summary.unmatched_depths[:3])
+        more = f" and {len(summary.unmatched_depths) - 3} more" if len(summary.unmatched_depths) > 3 else ""
+        print(f"note: {len(summary.unmatched_depths)} depth files match no image of the model "
+              f"({first}{more})", file=out)
+
+
+def _percent(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return "<0.1%" if value < 0.001 else f"{value:.1%}"
