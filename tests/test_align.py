@@ -1,0 +1,406 @@
+"""depthprior align: per-image scale/offset of the priors against synthetic SfM scenes with known truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from scenes import PNG_SCALE, Scene, make_scene, write_colmap_text
+
+from depthprior.align import (
+    MAX_RESIDUAL,
+    MIN_POINTS,
+    DepthFilesError,
+    align,
+    fit_mad,
+    fit_robust,
+    report_path,
+    sample_bilinear,
+)
+from depthprior.colmap import ModelError, image_key, read_model
+from depthprior.errors import MissingDependencyError, UsageError
+
+pytest.importorskip("pycolmap")
+
+
+def run_cli(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "depthprior", "align", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def errors(scene: Scene, summary) -> dict[str, float]:
+    """Mean relative error of each image's fitted inverse depth against the truth."""
+    return {r.name: scene.inverse_depth_error(r.name, r.scale, r.offset) for r in summary.results}
+
+
+@pytest.fixture(scope="module")
+def corrupt10(tmp_path_factory) -> Scene:
+    return make_scene(tmp_path_factory.mktemp("c10"), corrupt=0.1, subfolders=True, seed=1)
+
+
+@pytest.fixture(scope="module")
+def corrupt30(tmp_path_factory) -> Scene:
+    return make_scene(tmp_path_factory.mktemp("c30"), corrupt=0.3, seed=2)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Scene:
+    return make_scene(tmp_path_factory.mktemp("clean"), n_images=6, seed=3)
+
+
+def fresh(tmp_path: Path, **options) -> Scene:
+    options.setdefault("n_images", 5)
+    options.setdefault("write_images", False)
+    return make_scene(tmp_path / "scene", **options)
+
+
+# ---------------------------------------------------------------- accuracy
+
+@pytest.mark.parametrize("fixture", ["corrupt10", "corrupt30"])
+def test_robust_fit_recovers_inverse_depth_despite_corrupted_samples(fixture, request, tmp_path):
+    scene: Scene = request.getfixturevalue(fixture)
+    summary = align(scene.sparse, scene.depths, output=tmp_path / "depth_params.json")
+    assert not summary.failed
+    errs = errors(scene, summary)
+    assert max(errs.values()) < 0.01, errs
+    for result in summary.results:  # the written parameters are the true affine
+        assert result.scale == pytest.approx(scene.true_scale[result.name], rel=0.01)
+
+
+def test_mad_recipe_is_measurably_wrong_where_robust_is_right(corrupt10, tmp_path):
+    mad = align(corrupt10.sparse, corrupt10.depths, method="mad", output=tmp_path / "mad.json")
+    robust = align(corrupt10.sparse, corrupt10.depths, output=tmp_path / "robust.json")
+    mad_errors, robust_errors = errors(corrupt10, mad), errors(corrupt10, robust)
+    assert max(mad_errors.values()) > 0.03
+    assert np.mean(list(mad_errors.values())) > 10 * np.mean(list(robust_errors.values()))
+
+
+def test_clean_scene_is_fitted_almost_exactly(clean, tmp_path):
+    summary = align(clean.sparse, clean.depths, output=tmp_path / "p.json")
+    assert max(errors(clean, summary).values()) < 1e-3
+    assert all(r.status == "ok" for r in summary.results)
+
+
+def hand_bilinear(png: np.ndarray, x: float, y: float) -> float:
+    """Bilinear between pixel centres (COLMAP xy: centres at +0.5), edges replicated."""
+    rows, cols = png.shape
+    u = min(max(x - 0.5, 0.0), cols - 1.0)
+    v = min(max(y - 0.5, 0.0), rows - 1.0)
+    j, i = int(u), int(v)
+    j1, i1 = min(j + 1, cols - 1), min(i + 1, rows - 1)
+    a, b = u - j, v - i
+    top = (1 - a) * float(png[i, j]) + a * float(png[i, j1])
+    bottom = (1 - a) * float(png[i1, j]) + a * float(png[i1, j1])
+    return (1 - b) * top + b * bottom
+
+
+def test_mad_reproduces_the_official_recipe(corrupt10, tmp_path):
+    summary = align(corrupt10.sparse, corrupt10.depths, method="mad", output=tmp_path / "p.json")
+    for result in summary.results:
+        xy, ids = corrupt10.observations[result.name]
+        xyz = corrupt10.point_xyz[np.searchsorted(corrupt10.point_ids, ids)]
+        pose = corrupt10.cam_from_world[result.name]
+        z = (xyz @ pose[:, :3].T + pose[:, 3])[:, 2]
+        png = corrupt10.written_prior[result.name]
+        mono = np.array([hand_bilinear(png, x, y) for x, y in xy]) / 2**16
+        inv = 1.0 / z
+        t_colmap = np.median(inv)
+        s_colmap = np.mean(np.abs(inv - t_colmap))
+        t_mono = np.median(mono)
+        s_mono = np.mean(np.abs(mono - t_mono))
+        scale = s_colmap / s_mono
+        offset = t_colmap - t_mono * scale
+        assert result.points == len(z)
+        assert result.scale == pytest.approx(scale, rel=1e-9)
+        assert result.offset == pytest.approx(offset, rel=1e-9, abs=1e-12)
+
+
+# ---------------------------------------------------------------- model formats, names, sizes
+
+def test_text_and_binary_models_give_the_same_fit(tmp_path):
+    text = make_scene(tmp_path / "t", n_images=4, model_format="text", seed=5, write_images=False)
+    binary = make_scene(tmp_path / "b", n_images=4, model_format="binary", seed=5, write_images=False)
+    assert (text.sparse / "images.txt").is_file() and not (text.sparse / "images.bin").exists()
+    assert (binary.sparse / "images.bin").is_file()
+    a = align(text.sparse, text.depths)
+    b = align(binary.sparse, binary.depths)
+    assert a.model_format == "text" and b.model_format == "binary"
+    pa = json.loads((text.sparse / "depth_params.json").read_text())
+    pb = json.loads((binary.sparse / "depth_params.json").read_text())
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        assert pa[key]["scale"] == pytest.approx(pb[key]["scale"], rel=1e-12)
+        assert pa[key]["offset"] == pytest.approx(pb[key]["offset"], rel=1e-12, abs=1e-15)
+
+
+def test_model_reader_matches_the_scene(corrupt10):
+    model = read_model(corrupt10.sparse)
+    assert [image.name for image in model.images] == sorted(corrupt10.names)
+    for image in model.images:
+        xy, ids = corrupt10.observations[image.name]
+        np.testing.assert_array_equal(image.point3D_ids, ids)  # keypoints without a 3D point dropped
+        np.testing.assert_array_equal(image.xy, xy)
+        np.testing.assert_allclose(image.cam_from_world, corrupt10.cam_from_world[image.name], atol=1e-12)
+        assert image.registered and (image.camera.width, image.camera.height) == (160, 120)
+
+
+def test_depth_params_file_is_what_the_3dgs_trainer_reads(corrupt10, tmp_path):
+    output = tmp_path / "depth_params.json"
+    align(corrupt10.sparse, corrupt10.depths, output=output)
+    params = json.loads(output.read_text())
+    # the trainer: key = name[:-len(ext) - 1]; med_scale = median of the positive scales
+    for name in corrupt10.names:
+        n_remove = len(name.split(".")[-1]) + 1
+        entry = params[name[:-n_remove]]
+        assert set(entry) == {"scale", "offset"}
+        assert isinstance(entry["scale"], float) and isinstance(entry["offset"], float)
+    assert len(params) == len(corrupt10.names)
+    assert any("/" in key for key in params)  # subfolders kept in the key
+    report = json.loads(report_path(output).read_text())
+    assert report["format"] == "depthprior-align-report"
+    assert set(report["per_image"]) == set(params)
+
+
+def test_subfolder_names_map_to_mirrored_depth_files(corrupt10):
+    for name in corrupt10.names:
+        assert name.startswith(("cam0/", "cam1/"))
+        assert image_key(name) == name.rsplit(".", 1)[0]
+        assert corrupt10.depth_path(name).is_file()
+
+
+@pytest.mark.parametrize("prior_scale", [0.5, (0.25, 0.26)])
+def test_downscaled_priors(prior_scale, tmp_path):
+    scene = fresh(tmp_path, prior_scale=prior_scale, corrupt=0.1, seed=7)
+    assert (scene.prior_width, scene.prior_height) != (scene.width, scene.height)
+    summary = align(scene.sparse, scene.depths)
+    assert not summary.failed
+    assert max(errors(scene, summary).values()) < 0.01
+    assert summary.results[0].prior_size == [scene.prior_width, scene.prior_height]
+
+
+def test_bilinear_sampling_scales_both_axes():
+    rows, cols = np.mgrid[0:30, 0:40]
+    depth = (7 * cols + 1000 * rows).astype(np.uint16)  # affine in the pixel centres
+    xy = np.array([[0.5, 0.5], [10.0, 20.0], [79.5, 89.5], [33.3, 47.7]])
+    # camera 80 x 90 -> map 40 x 30: x halves, y divides by 3
+    values = sample_bilinear(depth, xy, 80, 90)
+    u = np.clip(xy[:, 0] * 0.5 - 0.5, 0, 39)
+    v = np.clip(xy[:, 1] / 3 - 0.5, 0, 29)
+    np.testing.assert_allclose(values, 7 * u + 1000 * v, rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------- per-image failures
+
+def test_too_few_points_gives_scale_zero_and_is_listed(tmp_path):
+    scene = fresh(tmp_path, few_points={1: 5})
+    summary = align(scene.sparse, scene.depths)
+    starved = scene.names[1]
+    [failed] = summary.failed
+    assert failed.name == starved and failed.points == 5
+    assert "5 usable SfM points" in failed.reason
+    params = json.loads((scene.sparse / "depth_params.json").read_text())
+    assert params[Scene.key(starved)] == {"scale": 0.0, "offset": 0.0}
+    assert all(params[Scene.key(n)]["scale"] > 0 for n in scene.names if n != starved)
+
+
+def test_depth_instead_of_inverse_depth_fails_the_image(tmp_path):
+    scene = fresh(tmp_path)
+    name = scene.names[0]
+    cv2.imwrite(str(scene.depth_path(name)), (65535 - scene.prior[name]).astype(np.uint16))
+    summary = align(scene.sparse, scene.depths)
+    [failed] = summary.failed
+    assert failed.name == name and "depth instead of inverse depth" in failed.reason
+
+
+def test_rotated_depth_map_fails_the_image(tmp_path):
+    scene = fresh(tmp_path)
+    name = scene.names[2]
+    cv2.imwrite(str(scene.depth_path(name)), np.ascontiguousarray(scene.prior[name].T))
+    summary = align(scene.sparse, scene.depths)
+    [failed] = summary.failed
+    assert failed.name == name and "rotated" in failed.reason
+
+
+def test_outlying_scale_is_marked_unreliable_but_written(tmp_path):
+    scene = fresh(tmp_path, n_images=6)
+    name = scene.names[3]
+    # a prior spanning only 1/8 of the PNG range: its fitted scale is 8x the others'
+    squeezed = (scene.prior[name].astype(np.float64) / 8 + 1000).astype(np.uint16)
+    cv2.imwrite(str(scene.depth_path(name)), squeezed)
+    summary = align(scene.sparse, scene.depths)
+    result = next(r for r in summary.results if r.name == name)
+    assert result.status == "unreliable" and "scene median" in result.reason
+    assert result.scale > 5 * summary.median_scale
+    assert not summary.failed
+
+
+# ---------------------------------------------------------------- whole-run errors: nothing written
+
+def assert_nothing_written(scene: Scene) -> None:
+    leftovers = [p.name for p in scene.sparse.iterdir() if p.name.startswith("depth_params")]
+    assert leftovers == []
+
+
+def test_missing_depth_file_is_an_error_unless_allowed(tmp_path):
+    scene = fresh(tmp_path)
+    missing = scene.names[2]
+    scene.depth_path(missing).unlink()
+    with pytest.raises(DepthFilesError, match=r"1 of 5 registered images have no depth map.*--allow-missing"):
+        align(scene.sparse, scene.depths)
+    assert_nothing_written(scene)
+    summary = align(scene.sparse, scene.depths, allow_missing=True)
+    [failed] = summary.failed
+    assert failed.name == missing and failed.reason == "no depth file" and failed.depth is None
+    params = json.loads((scene.sparse / "depth_params.json").read_text())
+    assert params[Scene.key(missing)] == {"scale": 0.0, "offset": 0.0}
+
+
+def test_depth_folder_that_matches_no_image(tmp_path):
+    scene = fresh(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    cv2.imwrite(str(other / "unrelated.png"), np.zeros((4, 4), np.uint16))
+    with pytest.raises(DepthFilesError, match="none of the 5 registered images.*unrelated.png"):
+        align(scene.sparse, other)
+    with pytest.raises(DepthFilesError, match="depth folder not found"):
+        align(scene.sparse, tmp_path / "nowhere")
+    assert_nothing_written(scene)
+
+
+def test_unmatched_depth_files_are_reported(tmp_path):
+    scene = fresh(tmp_path)
+    cv2.imwrite(str(scene.depths / "not_registered.png"), np.zeros((120, 160), np.uint16))
+    summary = align(scene.sparse, scene.depths)
+    assert summary.unmatched_depths == ["not_registered.png"]
+    assert not summary.failed
+
+
+def test_not_a_model(tmp_path):
+    scene = fresh(tmp_path)
+    with pytest.raises(ModelError, match=r"not a COLMAP model.*did you mean .*sparse/0"):
+        align(scene.sparse.parent, scene.depths)
+    with pytest.raises(ModelError, match="not found"):
+        align(tmp_path / "missing", scene.depths)
+    broken = tmp_path / "broken"
+    shutil.copytree(scene.sparse, broken)
+    (broken / "images.bin").write_bytes(b"\x07" * 100)
+    with pytest.raises(ModelError, match="cannot read the COLMAP model"):
+        align(broken, scene.depths)
+    assert not (broken / "depth_params.json").exists()
+    assert_nothing_written(scene)
+
+
+def test_missing_pycolmap_names_the_extra(tmp_path, monkeypatch):
+    scene = fresh(tmp_path)
+    monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap -> ImportError
+    with pytest.raises(MissingDependencyError, match=r"depthprior\[colmap\]"):
+        align(scene.sparse, scene.depths)
+
+
+def test_shared_keys_in_the_model_are_an_error(tmp_path):
+    scene = fresh(tmp_path, n_images=2)
+    model = tmp_path / "clash"
+    names = ["a.jpg", "a.png"]
+    poses = {new: scene.cam_from_world[old] for new, old in zip(names, scene.names)}
+    keypoints = {new: scene.observations[old] for new, old in zip(names, scene.names)}
+    write_colmap_text(model, scene.K, scene.width, scene.height, names, poses, keypoints,
+                      scene.point_ids, scene.point_xyz)
+    with pytest.raises(UsageError, match="a.jpg and a.png .* share"):
+        align(model, scene.depths)
+
+
+def test_bad_method():
+    with pytest.raises(UsageError, match="unknown method"):
+        align("x", "y", method="ransac")
+
+
+def test_images_folder_is_validated(tmp_path):
+    scene = fresh(tmp_path, write_images=True)
+    ok = align(scene.sparse, scene.depths, images=scene.images)
+    assert ok.results[0].image_size == [scene.width, scene.height] and not ok.failed
+    # a frame stored rotated (e.g. by an EXIF-aware tool) no longer matches its camera
+    rotated = scene.names[1]
+    frame = cv2.imread(str(scene.image_path(rotated)))
+    cv2.imwrite(str(scene.image_path(rotated)), cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE))
+    summary = align(scene.sparse, scene.depths, images=scene.images)
+    [failed] = summary.failed
+    assert failed.name == rotated and "rotated" in failed.reason
+    scene.image_path(scene.names[0]).unlink()
+    for written in scene.sparse.glob("depth_params*"):
+        written.unlink()
+    with pytest.raises(UsageError, match="registered images of the model are not in"):
+        align(scene.sparse, scene.depths, images=scene.images)
+    assert_nothing_written(scene)
+
+
+# ---------------------------------------------------------------- fitting functions
+
+def line_with_outliers(n=2000, fraction=0.4, seed=0):
+    rng = np.random.default_rng(seed)
+    prior = rng.uniform(0.05, 0.95, n)
+    target = 0.8 * prior + 0.1 + rng.normal(0, 1e-4, n)
+    bad = rng.random(n) < fraction
+    prior[bad] = rng.uniform(0.0, 1.0, bad.sum())  # the prior is wrong there (sky, edges, ...)
+    return prior, target
+
+
+def test_fit_robust_tolerates_many_outliers_and_is_deterministic():
+    prior, target = line_with_outliers()
+    fit = fit_robust(prior, target)
+    assert fit.ok
+    assert fit.scale == pytest.approx(0.8, rel=1e-3) and fit.offset == pytest.approx(0.1, abs=1e-3)
+    assert 0.55 * len(prior) < fit.inliers < 0.7 * len(prior)
+    assert fit_robust(prior, target) == fit
+    assert abs(fit_mad(prior, target).scale - 0.8) > 0.02  # the recipe follows the outliers
+
+
+def test_fit_failures():
+    prior, target = line_with_outliers(fraction=0.0)
+    assert not fit_robust(prior[: MIN_POINTS - 1], target[: MIN_POINTS - 1]).ok
+    assert fit_robust(prior[:MIN_POINTS], target[:MIN_POINTS]).ok
+    flat = fit_robust(np.full(100, 0.5), target[:100])
+    assert not flat.ok and "constant" in flat.reason and flat.scale == 0
+    falling = fit_mad(1 - prior, target)
+    assert not falling.ok and "inverse depth" in falling.reason
+    noise = fit_robust(*line_with_outliers(fraction=0.9, seed=4))
+    assert not noise.ok or noise.residual > MAX_RESIDUAL  # failed, or flagged by align
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_cli_writes_table_and_file(corrupt10, tmp_path):
+    output = tmp_path / "out" / "params.json"
+    result = run_cli("--sparse", corrupt10.sparse, "--depths", corrupt10.depths,
+                     "--images", corrupt10.images, "-o", output)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["image", "points", "inliers", "resid", "scale", "offset", "status"]
+    assert sum(line.startswith(("cam0/", "cam1/")) for line in lines) == len(corrupt10.names)
+    assert f"wrote {output}" in result.stdout
+    assert json.loads(output.read_text()).keys() == {Scene.key(n) for n in corrupt10.names}
+    assert (tmp_path / "out" / "params.report.json").is_file()
+
+
+def test_cli_exit_codes(tmp_path):
+    scene = fresh(tmp_path, few_points={0: 3})
+    result = run_cli("--sparse", scene.sparse, "--depths", scene.depths, "--brief", "--method", "mad")
+    assert result.returncode == 1
+    assert "failed: only 3 usable SfM points" in result.stdout
+    assert len([l for l in result.stdout.splitlines() if l.startswith("frame_")]) == 1  # --brief
+    (scene.sparse / "depth_params.json").unlink()
+    report_path(scene.sparse / "depth_params.json").unlink()
+    scene.depth_path(scene.names[1]).unlink()
+    result = run_cli("--sparse", scene.sparse, "--depths", scene.depths)
+    assert result.returncode == 2
+    assert result.stderr.startswith("depthprior align: error: 1 of 5 registered images")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert_nothing_written(scene)
+    result = run_cli("--sparse", tmp_path, "--depths", scene.depths)
+    assert result.returncode == 2 and "not a COLMAP model" in result.stderr
