@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import cv2
-import numpy as np
+import numpy as np  # imported before pycolmap: see the note in convert_to_binary
 
 PNG_SCALE = 65536.0  # trainers read png / 2**16
 
@@ -233,6 +233,8 @@ def write_colmap_text(folder: Path, K: np.ndarray, width: int, height: int,
 
 
 def convert_to_binary(text_folder: Path, binary_folder: Path) -> None:
+    # pycolmap stays a lazy import. Note: in pycolmap 4.2.1 + opencv wheels, a process that
+    # imports pycolmap before numpy aborts in cv2.imencode('.png') (double free in deflateEnd).
     import pycolmap
 
     reconstruction = pycolmap.Reconstruction(str(text_folder))

@@ -316,9 +316,15 @@ def test_shared_keys_in_the_model_are_an_error(tmp_path):
         align(model, scene.depths)
 
 
-def test_bad_method():
+def test_bad_method_and_output(tmp_path):
     with pytest.raises(UsageError, match="unknown method"):
         align("x", "y", method="ransac")
+    scene = fresh(tmp_path)
+    with pytest.raises(UsageError, match="is a folder"):
+        align(scene.sparse, scene.depths, output=tmp_path)
+    nested = tmp_path / "new" / "folder" / "params.json"
+    align(scene.sparse, scene.depths, output=nested)
+    assert nested.is_file() and report_path(nested).is_file()
 
 
 def test_images_folder_is_validated(tmp_path):
@@ -404,3 +410,4 @@ def test_cli_exit_codes(tmp_path):
     assert_nothing_written(scene)
     result = run_cli("--sparse", tmp_path, "--depths", scene.depths)
     assert result.returncode == 2 and "not a COLMAP model" in result.stderr
+

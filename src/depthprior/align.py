@@ -292,9 +292,11 @@ def sample_bilinear(depth: np.ndarray, xy: np.ndarray, width: int, height: int) 
     i1 = np.minimum(i0 + 1, rows - 1)
     fu = u - j0
     fv = v - i0
-    d = depth.astype(np.float64, copy=False) if depth.dtype != np.float64 else depth
-    top = d[i0, j0] * (1.0 - fu) + d[i0, j1] * fu
-    bottom = d[i1, j0] * (1.0 - fu) + d[i1, j1] * fu
+    def at(i: np.ndarray, j: np.ndarray) -> np.ndarray:  # gather first: the map stays uint16
+        return depth[i, j].astype(np.float64)
+
+    top = at(i0, j0) * (1.0 - fu) + at(i0, j1) * fu
+    bottom = at(i1, j0) * (1.0 - fu) + at(i1, j1) * fu
     return top * (1.0 - fv) + bottom * fv
 
 
@@ -407,6 +409,7 @@ def align(
     images_dir = Path(images) if images is not None else None
     if images_dir is not None and not images_dir.is_dir():
         raise UsageError(f"image folder not found: {images_dir}")
+    _check_output(output)
 
     model = read_model(sparse)
     if not model.images:
@@ -458,6 +461,18 @@ def align(
     summary.seconds = time.monotonic() - started
     _write(summary, sparse, depths, images_dir)
     return summary
+
+
+def _check_output(output: Path) -> None:
+    """Fail before the work, not after it, when the params file cannot be written there."""
+    if output.is_dir():
+        raise UsageError(f"output {output} is a folder; pass a file name such as "
+                         f"{output / PARAMS_NAME}")
+    parent = output.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # atomic_write_bytes creates the missing folders
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {output}: {parent} is not a writable folder; choose another -o")
 
 
 def _check_keys(model: SparseModel) -> None:

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-missing", action="store_true",
                         help="images without a depth file get scale 0 instead of stopping")
     parser.add_argument("--brief", action="store_true",
-                        help="list only failed and unreliable images, not the full table")
+                        help="list only failed and unreliable images, not the full table "
+                             "(also with -q)")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="threads (default: CPU count, at most 8)")
     parser.set_defaults(run=run)
@@ -58,16 +59,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..align import align
 
-    summary = align(
-        args.sparse,
-        args.depths,
-        images=args.images,
-        output=args.output,
-        method=args.method,
-        allow_missing=args.allow_missing,
-        workers=args.workers,
-    )
-    print_table(summary, brief=args.brief)
+    quiet = getattr(args, "quiet", False)
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="image", desc="align", leave=False, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        summary = align(
+            args.sparse,
+            args.depths,
+            images=args.images,
+            output=args.output,
+            method=args.method,
+            allow_missing=args.allow_missing,
+            workers=args.workers,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print_table(summary, brief=args.brief or quiet)
     return 1 if summary.failed else 0
 
 
