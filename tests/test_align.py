@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scenes import PNG_SCALE, Scene, make_scene, write_colmap_text
+from scenes import Scene, make_scene, write_colmap_text
 
 from depthprior.align import (
     MAX_RESIDUAL,

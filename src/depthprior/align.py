@@ -419,30 +419,23 @@ def align(
     plan = _plan(model, depths, depth_files, images_dir, allow_missing)
 
     fitter = FITTERS[method]
-    jobs = [item for item in plan if item[1] is None]
-    results: dict[str, ImageResult] = {item[0].name: item[1] for item in plan if item[1] is not None}
-    total = len(jobs)
-    done = 0
+    results = {image.name: result for image, result, _rel, _size in plan if result is not None}
+    jobs = [(image, rel, size) for image, result, rel, size in plan if result is None]
 
-    def work(item: tuple[ModelImage, None, str, list[int] | None]) -> ImageResult:
-        image, _result, rel, image_size = item
+    def work(job: tuple[ModelImage, str, list[int] | None]) -> ImageResult:
+        image, rel, image_size = job
         return _fit_image(model, image, depths / rel, rel, image_size, fitter)
 
     count = workers if workers is not None else min(8, os.cpu_count() or 1)
-    if count > 1 and total > 1:
-        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="align") as pool:
-            for result in pool.map(work, jobs):
-                results[result.name] = result
-                done += 1
-                if progress:
-                    progress(done, total)
-    else:
-        for job in jobs:
-            result = work(job)
+    pool = ThreadPoolExecutor(count, thread_name_prefix="align") if count > 1 and len(jobs) > 1 else None
+    try:
+        for done, result in enumerate(pool.map(work, jobs) if pool else map(work, jobs), start=1):
             results[result.name] = result
-            done += 1
             if progress:
-                progress(done, total)
+                progress(done, len(jobs))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
 
     ordered = [results[image.name] for image in model.images]
     median_scale = _mark_outlying_scales(ordered)
