@@ -147,3 +147,21 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model):
     assert 0 < len(images) < 40
     for name, record in images.items():
         assert read_png16(out / record["outputs"][0]).shape == (240, 320), name
+
+
+def test_generate_with_align_writes_depth_params(tmp_path, tiny_model, cli):
+    from scenes import make_scene
+
+    scene = make_scene(tmp_path / "scene", n_images=3, subfolders=True)
+    out = tmp_path / "depths"
+    result = cli("generate", scene.images, out, "--model", tiny_model, *SIZE,
+                 "--align", scene.sparse)
+    params = json.loads((scene.sparse / "depth_params.json").read_text())
+    stems = [p.relative_to(scene.images).with_suffix("").as_posix() for p in scene.images.rglob("*.jpg")]
+    assert len(stems) == 3 and any("/" in stem for stem in stems)
+    assert sorted(params) == sorted(stems)
+    assert all(set(entry) == {"scale", "offset"} for entry in params.values())
+    # random-weight priors do not follow the scene: any failed fit makes the exit code 1
+    failed = [entry for entry in params.values() if entry["scale"] == 0]
+    assert result.returncode == (1 if failed else 0), result.stderr
+    assert "done 3" in result.stdout

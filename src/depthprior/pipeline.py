@@ -150,7 +150,8 @@ def generate(
     if align is not None:
         from .align import align as run_align
 
-        summary.align = run_align(align, out_root, images=images_root)
+        # images that failed above have no prior: align the rest, list those as failed fits
+        summary.align = run_align(align, out_root, images=images_root, allow_missing=True)
     return summary
 
 

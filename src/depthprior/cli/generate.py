@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     print(summary.format())
     if summary.verify is not None:
         print(summary.verify.format())
-    if summary.align is not None and hasattr(summary.align, "format"):
-        print(summary.align.format())
+    if summary.align is not None:
+        from .align import print_table
+
+        print_table(summary.align, brief=True)
     sys.stdout.flush()
     return summary.exit_code
