@@ -1,0 +1,874 @@
+"""The remote Depth-Anything-V2 demo Space (endpoint /on_submit) through gradio_client.
+
+One request per image: upload a lossless PNG of the image's stored pixels, wait for the Space,
+fetch its two depth files into memory, keep the one with more distinct levels, and hand the
+pipeline a disparity map at the image's size (DESIGN.md, "The demo Space's contract").
+
+Shared ZeroGPU Spaces fail often and mostly for a while only, so every request is paced
+(--min-interval), retried with exponential backoff and jitter (--retries attempts), honours the
+wait a quota message names, and a run of consecutive failed images stops the run early (the
+rerun resumes). Permanent faults (unknown Space, missing endpoint, rejected token) end it at
+once with one line.
+
+Nothing the Space returns is written to disk: the client runs with download_files=False (its
+own download path leaves an empty folder in the system temp dir per file) and the two depth
+files are read into memory; the slider's two pictures are not fetched at all during generate.
+The upload PNGs live in a private temp folder, each deleted when its request ends, the folder
+on close().
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from ..errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError
+from ..store import count_levels
+from .base import Backend, BackendSettings, DepthMap
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPACE = "depth-anything/Depth-Anything-V2"
+ENDPOINT = "/on_submit"
+#: what the public Space runs (its app.py): Depth-Anything-V2-Large at input size 518
+SPACE_MODEL = "depth-anything/Depth-Anything-V2-Large"
+SPACE_INPUT_SIZE = 518
+
+_QUOTA_WAIT = re.compile(
+    r"(?:try again|retry)(?: after| in)?\s+(?:(\d+):)?(\d{1,2}):(\d{2})\b", re.IGNORECASE)
+_QUOTA_WAIT_WORDS = re.compile(
+    r"(?:try again|retry)(?: after| in)?\s+(\d+(?:\.\d+)?)\s*(seconds?|secs?|s|minutes?|mins?|hours?|h)\b",
+    re.IGNORECASE)
+
+
+def _gradio_client() -> SimpleNamespace:
+    """gradio_client and the pieces of it this backend uses, imported on first use."""
+    try:
+        import httpx
+        from gradio_client import Client, handle_file
+        from gradio_client import exceptions, utils
+    except ImportError:
+        raise MissingDependencyError("gradio_client", "space", "the space backend") from None
+    return SimpleNamespace(Client=Client, handle_file=handle_file, httpx=httpx,
+                           errors=exceptions, utils=utils)
+
+
+# ---------------------------------------------------------------- faults
+
+class _Fault(Exception):
+    """One failed attempt that may succeed when repeated.
+
+    wait: seconds the server asked for (quota message, Retry-After); floor: the least backoff;
+    reconnect: build a new client before the next attempt; quota: the wait holds every request.
+    """
+
+    def __init__(self, message: str, *, wait: float | None = None, floor: float = 0.0,
+                 reconnect: bool = False, quota: bool = False):
+        super().__init__(message)
+        self.wait = wait
+        self.floor = floor
+        self.reconnect = reconnect
+        self.quota = quota
+
+
+class _ImageFault(Exception):
+    """A fault that repeating will not fix, for this image only (the run goes on)."""
+
+
+def parse_wait(message: str) -> float | None:
+    """Seconds named by 'Try again in H:MM:SS' / 'in MM:SS' / 'in 30 seconds', else None."""
+    match = _QUOTA_WAIT.search(message)
+    if match:
+        hours, minutes, seconds = match.groups()
+        if hours is None:  # "MM:SS"
+            return float(int(minutes) * 60 + int(seconds))
+        return float(int(hours) * 3600 + int(minutes) * 60 + int(seconds))
+    match = _QUOTA_WAIT_WORDS.search(message)
+    if match:
+        value, unit = float(match.group(1)), match.group(2).lower()
+        return value * (3600 if unit.startswith("h") else 60 if unit.startswith("m") else 1)
+    return None
+
+
+def format_wait(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "message", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# ---------------------------------------------------------------- pacing and stopping
+
+class _Pacer:
+    """Request starts at least min_interval apart, across threads; a quota wait holds all."""
+
+    def __init__(self, min_interval: float, stop: threading.Event):
+        self.min_interval = max(0.0, min_interval)
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._stop = stop
+
+    def hold_until(self, moment: float) -> None:
+        with self._lock:
+            self._next = max(self._next, moment)
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.min_interval
+        if start > now and self._stop.wait(start - now):
+            raise BackendUnavailable("the space backend was closed")
+
+
+class _Breaker:
+    """Opens after `limit` consecutive images failed for transient reasons (the Space is down),
+    or for good once a request found the Space unusable (quota gone, token refused)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._failures = 0
+        self._last = ""
+        self._stopped: BackendUnavailable | None = None
+        self._lock = threading.Lock()
+
+    def stop(self, error: BackendUnavailable) -> None:
+        with self._lock:
+            self._stopped = self._stopped or error
+
+    def check(self) -> None:
+        with self._lock:
+            if self._stopped is not None:
+                raise BackendUnavailable(str(self._stopped))
+            if self._failures >= self.limit:
+                raise BackendUnavailable(
+                    f"stopped after {self._failures} consecutive images failed on the Space "
+                    f"(last: {self._last}); it looks down or overloaded"
+                )
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+
+    def failure(self, reason: str) -> None:
+        with self._lock:
+            self._failures += 1
+            self._last = reason
+
+
+# ---------------------------------------------------------------- responses and precision
+
+@dataclass
+class SpaceResponse:
+    """One answer of /on_submit, decoded in memory."""
+
+    gray: np.ndarray  # the "Grayscale depth map" file (uint8 in the Space)
+    raw: np.ndarray  # the "16-bit raw output" file (uint16 in the Space)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file facts for check
+    slider: Any = None  # the slider's file references, not fetched
+    attempts: int = 1
+    seconds: float = 0.0
+
+
+@dataclass
+class _Pending:
+    """A prepared input: its upload file and its queued request."""
+
+    path: str
+    future: concurrent.futures.Future
+
+
+@dataclass
+class Choice:
+    source: str  # "space:raw16" or "space:gray8"
+    values: np.ndarray  # float32 disparity (near = large) at the returned size
+    levels: int
+    gray_levels: int
+    raw_levels: int
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+
+def choose_depth(gray: np.ndarray, raw: np.ndarray) -> Choice:
+    """Build the disparity map from whichever returned file holds more distinct levels.
+
+    Both files are disparity, near = bright. The raw file is the float disparity truncated to
+    integers (only as many levels as the disparity spans units); the gray file is the same
+    disparity min-max normalised to 0..255 (at most 256 levels). Ties go to the gray file,
+    which cannot wrap. When the gray file is used and the raw file spans a range, the gray
+    levels are mapped onto that range, so raw_min/raw_max in the manifest are in the Space's
+    disparity units (to about one unit) whichever file an image used.
+    """
+    gray_levels, raw_levels = count_levels(_as_index(gray)), count_levels(_as_index(raw))
+    consistent = _consistent(gray, raw)
+    notes: list[str] = []
+    if raw_levels > gray_levels and consistent:
+        return Choice("space:raw16", raw.astype(np.float32), raw_levels, gray_levels, raw_levels,
+                      f"the 16-bit raw file holds {raw_levels} distinct levels, "
+                      f"the 8-bit gray file {gray_levels}", notes)
+    if raw_levels > gray_levels:
+        reason = (f"the 16-bit raw file holds more levels ({raw_levels}) but does not match the "
+                  f"gray file (negative or wrapped values?), so the gray file ({gray_levels}) is used")
+        notes.append("raw16 file inconsistent with gray8 file; gray8 used")
+    else:
+        reason = (f"the 16-bit raw file holds only {raw_levels} distinct levels "
+                  f"(disparity truncated to integers), the 8-bit gray file {gray_levels}")
+    gray_f = gray.astype(np.float32)
+    low, high = float(raw.min()), float(raw.max())
+    g_low, g_high = float(gray_f.min()), float(gray_f.max())
+    if consistent and high > low and g_high > g_low:
+        values = np.float32(low + 0.5) + (gray_f - np.float32(g_low)) * np.float32(
+            (high - low) / (g_high - g_low))
+    else:
+        values = gray_f
+        notes.append("values in gray levels (0..255), not disparity units")
+    return Choice("space:gray8", values.astype(np.float32, copy=False), gray_levels, gray_levels,
+                  raw_levels, reason, notes)
+
+
+def _as_index(array: np.ndarray) -> np.ndarray:
+    if array.dtype in (np.uint8, np.uint16):
+        return array
+    _, inverse = np.unique(array, return_inverse=True)
+    return inverse.reshape(array.shape).astype(np.uint32)
+
+
+def _consistent(gray: np.ndarray, raw: np.ndarray) -> bool:
+    """True unless the raw file's values cannot be the gray file's disparity, truncated.
+
+    gray = trunc(255 * t) and raw = trunc(d) for t = (d - min) / (max - min): normalised alike,
+    they differ by at most one gray step plus about two raw units.
+    """
+    g_low, g_high = float(gray.min()), float(gray.max())
+    r_low, r_high = float(raw.min()), float(raw.max())
+    if r_high - r_low < 2 or g_high <= g_low:
+        return True  # too few levels to judge; nothing to gain from the raw file anyway
+    g = (gray[::2, ::2].astype(np.float32) - g_low) / (g_high - g_low)
+    r = (raw[::2, ::2].astype(np.float32) - r_low) / (r_high - r_low)
+    tolerance = 1.5 / (g_high - g_low) + 2.5 / (r_high - r_low)
+    return float(np.quantile(np.abs(g - r), 0.999)) <= tolerance
+
+
+def _describe_array(array: np.ndarray) -> dict[str, Any]:
+    return {
+        "size": f"{array.shape[1]}x{array.shape[0]}",
+        "channels": 1 if array.ndim == 2 else array.shape[2],
+        "dtype": str(array.dtype),
+        "range": f"{array.min()}..{array.max()}",
+        "levels": count_levels(_as_index(array if array.ndim == 2 else array[..., 0])),
+    }
+
+
+# ---------------------------------------------------------------- the backend
+
+class SpaceBackend(Backend):
+    """Depth from the Depth-Anything-V2 demo Space (or any Gradio server with its /on_submit)."""
+
+    name = "space"
+    #: consecutive failed images (each after all its attempts) that stop the run
+    max_consecutive_failures = 3
+    #: longest quota / Retry-After wait honoured in place; longer ones stop the run
+    max_wait = 600.0
+    #: longest wait in the Space's queue for one request (the --timeout counts processing only)
+    max_queue_wait = 1800.0
+    #: first backoff and its ceiling, seconds (doubled per attempt, with jitter)
+    backoff_base = 1.0
+    backoff_max = 60.0
+
+    @classmethod
+    def identity(cls, settings: BackendSettings) -> dict[str, Any]:
+        # The Space fixes model and input size; where it is served from (Space id, duplicate,
+        # local URL, port) does not change the values, so a moved server resumes the folder.
+        return {"backend": cls.name, "model": SPACE_MODEL, "input_size": SPACE_INPUT_SIZE}
+
+    def __init__(self, settings: BackendSettings):
+        super().__init__(settings)
+        self._gc = _gradio_client()
+        for noisy in ("httpx", "httpcore"):  # one INFO line per HTTP request otherwise
+            if logging.getLogger(noisy).level == logging.NOTSET:
+                logging.getLogger(noisy).setLevel(logging.WARNING)
+        if settings.timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        if settings.min_interval < 0:
+            raise UsageError("--min-interval must be 0 or more")
+        self.location = settings.space.strip() or DEFAULT_SPACE
+        self.is_url = self.location.startswith(("http://", "https://"))
+        self.attempts = max(1, settings.retries)
+        self._secrets = [s for s in (settings.hf_token, os.environ.get("HF_TOKEN")) if s]
+        self._closing = threading.Event()
+        self._pacer = _Pacer(settings.min_interval, self._closing)
+        self._breaker = _Breaker(self.max_consecutive_failures)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._generation = 0
+        self._stale = False
+        self._last: SpaceResponse | None = None
+        self._tmp = tempfile.mkdtemp(prefix="depthprior-space-")
+        # requests run here, queued by prepare() in input order: --concurrency N keeps N in
+        # flight whatever the pipeline's batch size (the reader pool prepares ahead)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max(1, settings.concurrency), thread_name_prefix="depthprior-space")
+        if settings.hf_token and not self.sends_token:
+            log.info("space: the Hugging Face token is not sent to %s (not a Hugging Face host)",
+                     self.public_location)
+        try:
+            self._client = self._connect_first()
+            self._api = self._check_endpoint(self._client)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ description
+
+    @property
+    def preferred_batch_size(self) -> int | None:
+        # prepare() already keeps --concurrency requests in flight; batches of that size let
+        # the pipeline collect them together
+        return self.settings.concurrency if self.settings.concurrency > 1 else None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "space": self.public_location,
+            "endpoint": ENDPOINT,
+            "model": f"{SPACE_MODEL} (fixed by the Space)",
+            "input_size": SPACE_INPUT_SIZE,
+            "model_output": "disparity",
+            "precision": "per image, the 16-bit raw or the 8-bit gray file, whichever holds more "
+                         "levels (source, source_levels)",
+            "requests": f"{self.attempts} attempts, min interval {self.settings.min_interval:g} s, "
+                        f"concurrency {self.settings.concurrency}, timeout {self.settings.timeout:g} s",
+            "privacy": f"images are uploaded to {self.public_location}",
+        }
+
+    @property
+    def public_location(self) -> str:
+        """The Space id or URL, without credentials or query."""
+        if not self.is_url:
+            return self.location
+        parts = urllib.parse.urlsplit(self.location)
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<token>")
+        return text
+
+    # ------------------------------------------------------------ connection
+
+    def _new_client(self) -> Any:
+        gc = self._gc
+        parameters = inspect.signature(gc.Client.__init__).parameters
+        kwargs: dict[str, Any] = {"verbose": False, "download_files": False}
+        if "analytics_enabled" in parameters:
+            kwargs["analytics_enabled"] = False
+        if "httpx_kwargs" in parameters:
+            timeout = max(self.settings.timeout, 30.0)  # heartbeats arrive every ~15 s
+            kwargs["httpx_kwargs"] = {"timeout": gc.httpx.Timeout(timeout, connect=min(timeout, 30.0))}
+        token_parameter = "token" if "token" in parameters else "hf_token"
+        if not self.sends_token:
+            kwargs[token_parameter] = False  # not even the saved or HF_TOKEN one
+        elif self.settings.hf_token:
+            kwargs[token_parameter] = self.settings.hf_token
+        return gc.Client(self.location, **kwargs)
+
+    @property
+    def sends_token(self) -> bool:
+        """Hugging Face credentials go to Hugging Face hosts only, never to another server."""
+        if not self.is_url:
+            return True
+        host = (urllib.parse.urlsplit(self.location).hostname or "").lower()
+        return host in ("huggingface.co", "hf.space") or host.endswith((".hf.space", ".huggingface.co"))
+
+    def _connect_first(self) -> Any:
+        last: _Fault | None = None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._new_client()
+            except Exception as error:  # noqa: BLE001 - sorted into permanent and transient
+                fault = self._connect_fault(error)
+            last = fault
+            if attempt < self.attempts:
+                delay = self._delay(fault, attempt)
+                log.warning("space: cannot connect to %s yet (%s); attempt %d/%d, next in %.1f s",
+                            self.public_location, fault, attempt, self.attempts, delay)
+                self._sleep(delay)
+        raise BackendUnavailable(
+            f"cannot connect to {self.public_location} after {self.attempts} attempts: {last}")
+
+    def _connect_fault(self, error: BaseException) -> _Fault:
+        """Permanent connection faults raise (UsageError or BackendUnavailable); others return."""
+        import huggingface_hub.errors as hub_errors
+
+        gc, where = self._gc, self.public_location
+        text = self._scrub(_first_line(error))
+        if isinstance(error, hub_errors.OfflineModeIsEnabled):
+            raise UsageError(f"Space id {where!r} needs the Hugging Face Hub, but HF_HUB_OFFLINE is "
+                             "set; unset it, or give the server's URL with --space http://...")
+        if isinstance(error, hub_errors.RepositoryNotFoundError) or (
+                isinstance(error, ValueError) and text.startswith("Could not find Space")):
+            raise UsageError(f"Space {where!r} not found on the Hugging Face Hub (a private Space "
+                             "needs --hf-token or HF_TOKEN with access; a local or duplicated "
+                             "server is given by its URL, http://...)")
+        status = _status_code(error)
+        if status in (401, 403) or isinstance(error, gc.errors.AuthenticationError):
+            raise UsageError(f"{where} rejected the credentials (HTTP {status or 401}): check "
+                             "--hf-token / HF_TOKEN")
+        if isinstance(error, ValueError) and "invalid state" in text:
+            raise BackendUnavailable(f"the Space {where} is not running ({text}); try later or use "
+                                     "a duplicate of it (--space)")
+        if isinstance(error, gc.httpx.ConnectError) or isinstance(error, ConnectionError):
+            raise BackendUnavailable(f"cannot reach {where}: {text}")
+        fault = self._classify(error)
+        if isinstance(fault, _ImageFault):
+            raise BackendUnavailable(f"cannot connect to {where}: {fault}")
+        return fault
+
+    def _check_endpoint(self, client: Any) -> dict[str, Any]:
+        info = client.view_api(print_info=False, return_format="dict") or {}
+        named = info.get("named_endpoints", {})
+        where = self.public_location
+        if ENDPOINT not in named:
+            offered = ", ".join(named) or "no named endpoints"
+            raise UsageError(f"{where} has no {ENDPOINT} endpoint (it offers {offered}); --space "
+                             "must be the Depth-Anything-V2 demo Space or a copy of it")
+        api = named[ENDPOINT]
+        returns = api.get("returns", [])
+        if (len(api.get("parameters", [])) != 1 or len(returns) != 3
+                or any(item.get("component") != "File" for item in returns[1:])):
+            raise UsageError(f"{where}{ENDPOINT} does not match the demo Space's contract (one image "
+                             f"in; slider, gray file, raw file out): {_render_api(api)}")
+        return api
+
+    def _current_client(self) -> tuple[Any, int]:
+        with self._lock:
+            if self._stale or self._client is None:
+                old = self._client
+                self._client = None
+                if old is not None:
+                    _close_quietly(old)
+                self._client = self._new_client()  # faults here count as a failed attempt
+                self._check_endpoint(self._client)
+                self._generation += 1
+                self._stale = False
+            return self._client, self._generation
+
+    def _mark_stale(self, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._stale = True
+
+    # ------------------------------------------------------------ pipeline stages
+
+    def prepare(self, image: np.ndarray) -> "_Pending":
+        """Write a lossless PNG of the stored pixels (no EXIF: the Space sees the same array)
+        and queue its request; infer_each collects the outcome.
+
+        Queuing here, in the pipeline's reader pool, is what lets --concurrency N keep N
+        requests in flight with any batch size; with the default of 1 they run one by one,
+        in input order, each while the previous image is being written.
+        """
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ImageError(f"expected an RGB image, got shape {image.shape}")
+        ok, buffer = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                  [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        if not ok:
+            raise ImageError("PNG encoding for the upload failed")
+        handle, path = tempfile.mkstemp(prefix="upload-", suffix=".png", dir=self._tmp)
+        with os.fdopen(handle, "wb") as out:
+            out.write(buffer.tobytes())
+        try:
+            return _Pending(path, self._pool.submit(self._outcome, path))
+        except RuntimeError:  # the pool is shut down: the backend was closed
+            _unlink(path)
+            raise BackendUnavailable("the space backend was closed") from None
+
+    def batch_key(self, prepared: Any) -> Any:
+        return None  # requests are independent: any inputs share a batch
+
+    def infer_each(self, batch: Sequence["_Pending"]) -> list[Any]:
+        """The outcomes of the queued requests, in order.
+
+        Raises BackendUnavailable when the Space became unusable before any input of the
+        batch was tried; inputs that were tried keep their outcome (and the next call raises).
+        """
+        outcomes: list[Any] = []
+        for pending in batch:
+            try:
+                outcomes.append(pending.future.result())
+            except concurrent.futures.CancelledError:
+                outcomes.append(BackendUnavailable("the space backend was closed"))
+        if outcomes and all(isinstance(o, BackendUnavailable) for o in outcomes):
+            raise outcomes[0]
+        return [ImageError(f"not processed: {o}") if isinstance(o, BackendUnavailable) else o
+                for o in outcomes]
+
+    def infer(self, batch: Sequence["_Pending"]) -> list[SpaceResponse]:
+        outcomes = self.infer_each(batch)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes
+
+    def finish(self, raw: SpaceResponse, height: int, width: int) -> DepthMap:
+        choice = choose_depth(raw.gray, raw.raw)
+        values, notes = choice.values, list(choice.notes)
+        got_h, got_w = values.shape
+        if (got_h, got_w) != (height, width):
+            if abs((width / got_w) / (height / got_h) - 1) > 0.02 + 1.0 / min(got_w, got_h):
+                raise ImageError(f"the Space returned a {got_w}x{got_h} map for a {width}x{height} "
+                                 "image (another aspect ratio): not used")
+            values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+            notes.append(f"the Space returned {got_w}x{got_h}; resized to {width}x{height} (bilinear)")
+        if raw.attempts > 1:
+            notes.append(f"{raw.attempts} attempts")
+        return DepthMap(values, kind="disparity", source=choice.source, levels=choice.levels,
+                        notes=notes)
+
+    # ------------------------------------------------------------ one request, retried
+
+    def _outcome(self, path: str) -> SpaceResponse | Exception:
+        """One image's request with its retries; the upload file is deleted when it ends."""
+        try:
+            return self._request(path)
+        except BackendUnavailable as error:
+            self._breaker.stop(error)  # queued requests fail at once instead of trying again
+            return error
+        except ImageError as error:
+            return error
+        except Exception as error:  # noqa: BLE001 - never lose an outcome in the pool
+            return ImageError(self._scrub(f"{type(error).__name__}: {_first_line(error)}"))
+        finally:
+            _unlink(path)
+
+    def _request(self, path: str) -> SpaceResponse:
+        last: _Fault | None = None
+        for attempt in range(1, self.attempts + 1):
+            self._breaker.check()
+            self._pacer.wait()
+            started = time.monotonic()
+            generation = -1
+            try:
+                client, generation = self._current_client()
+                response = self._attempt(client, path)
+            except (BackendUnavailable, MissingDependencyError, UsageError) as error:
+                if isinstance(error, UsageError):  # the server changed under us
+                    raise BackendUnavailable(str(error)) from None
+                raise
+            except Exception as error:  # noqa: BLE001 - sorted below
+                fault = self._classify(error)
+                if isinstance(fault, _ImageFault):
+                    raise ImageError(str(fault)) from None
+                last = fault
+                if fault.reconnect:
+                    self._mark_stale(generation)
+                if attempt == self.attempts:
+                    break
+                delay = self._delay(fault, attempt)
+                log.warning("space: %s; attempt %d/%d, next in %.1f s",
+                            fault, attempt, self.attempts, delay)
+                if fault.quota:
+                    self._pacer.hold_until(time.monotonic() + delay)
+                else:
+                    self._sleep(delay)
+                continue
+            response.attempts, response.seconds = attempt, time.monotonic() - started
+            self._breaker.success()
+            with self._lock:
+                self._last = response
+            return response
+        reason = f"{last} (gave up after {self.attempts} attempts)"
+        self._breaker.failure(str(last))
+        raise ImageError(reason)
+
+    def _attempt(self, client: Any, path: str) -> SpaceResponse:
+        job = client.submit(self._gc.handle_file(path), api_name=ENDPOINT)
+        try:
+            result = self._wait_for(job)
+        except BaseException:
+            try:
+                job.cancel()
+            except Exception:  # noqa: BLE001 - the job is abandoned either way
+                pass
+            raise
+        if not isinstance(result, (tuple, list)) or len(result) != 3:
+            raise BackendUnavailable(f"{self.public_location}{ENDPOINT} answered "
+                                     f"{type(result).__name__} instead of (slider, gray file, raw file)")
+        slider, gray_ref, raw_ref = result
+        files: dict[str, dict[str, Any]] = {}
+        gray = self._fetch(client, gray_ref, "gray", files)
+        raw = self._fetch(client, raw_ref, "raw", files)
+        gray, raw = _single_channel(gray), _single_channel(raw)
+        if gray.shape != raw.shape:
+            raise _Fault(f"the gray ({gray.shape[1]}x{gray.shape[0]}) and raw "
+                         f"({raw.shape[1]}x{raw.shape[0]}) files differ in size")
+        if gray.max() == gray.min() and raw.max() == raw.min():
+            raise _Fault(f"the Space returned a blank map (constant {gray.max()})")
+        return SpaceResponse(gray, raw, files, slider)
+
+    def _wait_for(self, job: Any) -> Any:
+        """The job's result; --timeout counts time outside the Space's queue."""
+        status_enum = self._gc.utils.Status
+        active = queued = 0.0
+        last = time.monotonic()
+        reported = 0.0
+        while True:
+            try:
+                return job.result(timeout=0.2)
+            except concurrent.futures.TimeoutError:
+                pass
+            if self._closing.is_set():
+                raise BackendUnavailable("the space backend was closed")
+            now = time.monotonic()
+            step, last = now - last, now
+            status = job.status()
+            if status.code == status_enum.IN_QUEUE:
+                queued += step
+                if queued - reported >= 30:
+                    reported = queued
+                    log.info("space: waiting in the Space's queue (position %s, eta %s s)",
+                             status.rank, None if status.eta is None else round(status.eta))
+            else:
+                active += step
+            if active > self.settings.timeout:
+                raise _Fault(f"no answer within {self.settings.timeout:g} s (--timeout)",
+                             reconnect=True)
+            if queued > self.max_queue_wait:
+                raise _Fault(f"waited {queued:.0f} s in the Space's queue")
+
+    def _fetch(self, client: Any, ref: Any, label: str, files: dict[str, dict[str, Any]]) -> np.ndarray:
+        """One returned file, read into memory and decoded (nothing lands on disk)."""
+        if isinstance(ref, dict):
+            path = ref.get("path") or ref.get("url")
+        elif isinstance(ref, str):
+            path = ref
+        else:
+            raise _Fault(f"the Space returned no {label} file")
+        if not path:
+            raise _Fault(f"the Space returned no {label} file")
+        # download_files=False: references are the server's; fetch like gradio_client does
+        url = path if path.startswith(("http://", "https://")) else (
+            client.src_prefixed + "file=" + urllib.parse.quote(str(path), safe="/"))
+        response = self._gc.httpx.get(
+            url, headers=client.headers, cookies=client.cookies, follow_redirects=True,
+            verify=getattr(client, "ssl_verify", True), timeout=max(self.settings.timeout, 30.0))
+        response.raise_for_status()
+        data = response.content
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise _Fault(f"the {label} file could not be decoded ({len(data)} bytes)")
+        files[label] = {"name": os.path.basename(str(path)), "bytes": len(data),
+                        "format": _format_of(data), **_describe_array(array)}
+        return array
+
+    # ------------------------------------------------------------ fault handling
+
+    def _classify(self, error: BaseException) -> _Fault | _ImageFault:
+        """Transient faults -> _Fault, image-only ones -> _ImageFault; run-ending ones raise."""
+        gc = self._gc
+        text = self._scrub(_first_line(error))
+        if isinstance(error, (_Fault, _ImageFault)):
+            return error
+        if isinstance(error, gc.errors.AppError):
+            return self._app_fault(error)
+        if isinstance(error, gc.utils.QueueError):
+            return _Fault("the Space's queue is full", floor=2.0)
+        if isinstance(error, gc.utils.TooManyRequestsError):
+            return _Fault("rate limited by the Space (HTTP 429)", floor=10.0)
+        if isinstance(error, gc.httpx.HTTPStatusError):
+            code = error.response.status_code
+            if code in (401, 403):
+                raise BackendUnavailable(f"{self.public_location} refused the request (HTTP {code}): "
+                                         "check --hf-token / HF_TOKEN and access to the Space")
+            if code == 429:
+                wait = _retry_after(error.response)
+                return _Fault("rate limited by the Space (HTTP 429)", wait=wait,
+                              floor=0.0 if wait is not None else 10.0)
+            if code >= 500 or code in (404, 408, 409, 425):
+                return _Fault(f"HTTP {code} from the Space", reconnect=code != 404)
+            return _ImageFault(f"the Space rejected the request (HTTP {code})")
+        if isinstance(error, gc.httpx.TimeoutException):
+            return _Fault(f"timed out talking to the Space ({type(error).__name__})", reconnect=True)
+        if isinstance(error, gc.httpx.TransportError):
+            return _Fault(f"connection to the Space failed ({type(error).__name__}: {text})",
+                          reconnect=True)
+        if isinstance(error, concurrent.futures.CancelledError):
+            return _Fault("the Space closed the connection", reconnect=True)
+        if isinstance(error, gc.errors.ValidationError):
+            return _ImageFault(f"the Space refused the input: {text}")
+        if isinstance(error, FileNotFoundError):
+            return _ImageFault(f"upload file missing: {text}")
+        if isinstance(error, ValueError) and text.startswith("Cannot find a function"):
+            raise BackendUnavailable(f"{self.public_location} no longer offers {ENDPOINT}")
+        return _Fault(f"{type(error).__name__}: {text}", reconnect=True)
+
+    def _app_fault(self, error: BaseException) -> _Fault:
+        """An error raised inside the Space's app: ZeroGPU quota, GPU aborts, crashes."""
+        message = self._scrub(_first_line(error))
+        title = str(getattr(error, "title", "") or "")
+        if "quota" in (message + title).lower():
+            wait = parse_wait(message)
+            hint = "" if self.settings.hf_token else "; a logged-in token (--hf-token) gets more quota"
+            if wait is None:
+                raise BackendUnavailable(f"the Space's GPU quota is used up: {message}{hint}")
+            if wait > self.max_wait:
+                back = (datetime.now() + timedelta(seconds=wait)).strftime("%Y-%m-%d %H:%M")
+                raise BackendUnavailable(
+                    f"the Space's GPU quota is used up: it asks to wait {format_wait(wait)} "
+                    f"(until about {back}); rerun then to resume{hint}")
+            return _Fault(f"GPU quota exceeded, the Space asks to wait {format_wait(wait)}",
+                          wait=wait + 0.5, quota=True)
+        if "verbose error reporting" in message:
+            return _Fault("the Space's app raised an error (it shows no details)")
+        return _Fault(f"the Space's app raised an error: {message}")
+
+    def _delay(self, fault: _Fault, attempt: int) -> float:
+        if fault.wait is not None:
+            if fault.wait > self.max_wait:
+                raise BackendUnavailable(f"the Space asks to wait {format_wait(fault.wait)}; "
+                                         "rerun later to resume")
+            return max(fault.wait, fault.floor)
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        return max(fault.floor, ceiling / 2 + random.uniform(0, ceiling / 2))
+
+    def _sleep(self, seconds: float) -> None:
+        if self._closing.wait(seconds):
+            raise BackendUnavailable("the space backend was closed")
+
+    # ------------------------------------------------------------ check and cleanup
+
+    def diagnostics(self) -> dict[str, Any]:
+        with self._lock:
+            last, client = self._last, self._client
+        facts: dict[str, Any] = {"api": _render_api(self._api)}
+        if last is None:
+            return facts
+        if client is not None and last.slider:
+            facts["output 1"] = self._slider_facts(client, last.slider)
+        labels = {"gray": "output 2", "raw": "output 3"}
+        titles = {"gray": "Grayscale depth map (8-bit)", "raw": "16-bit raw output"}
+        for key in ("gray", "raw"):
+            info = last.files.get(key, {})
+            facts[labels[key]] = (f"{titles[key]}: {info.get('format', '?')} {info.get('size')}, "
+                                  f"{info.get('channels')} channel(s), {info.get('dtype')}, values "
+                                  f"{info.get('range')}, {info.get('levels')} distinct levels, "
+                                  f"{info.get('bytes')} bytes")
+        choice = choose_depth(last.gray, last.raw)
+        facts["file used"] = f"{choice.source}: {choice.reason}"
+        if choice.source == "space:gray8":
+            facts["file used"] += "; 8-bit data stored in the 16-bit PNG"
+        facts["request"] = f"{last.seconds:.2f} s, {last.attempts} attempt(s)"
+        facts["upload"] = (
+            f"the image was uploaded to {self.public_location}: a third party's server unless it "
+            "is your own" if self.is_url else
+            f"the image was uploaded to the Hugging Face Space {self.public_location}, "
+            "a third-party service")
+        facts["verdict"] = (f"{ENDPOINT} of {self.public_location} answered with the demo "
+                            "Space's three outputs")
+        return facts
+
+    def _slider_facts(self, client: Any, slider: Any) -> str:
+        refs = slider if isinstance(slider, (list, tuple)) else [slider]
+        parts = []
+        for name, ref in zip(("image", "coloured depth"), refs):
+            facts: dict[str, dict[str, Any]] = {}
+            try:
+                self._fetch(client, ref, name, facts)
+                info = facts[name]
+                parts.append(f"{name}: {info['format']} {info['size']}, {info['channels']} "
+                             f"channel(s), {info['dtype']}")
+            except Exception as error:  # noqa: BLE001 - a report line, not a failure
+                parts.append(f"{name}: not fetched ({self._scrub(_first_line(error))})")
+        return f"slider, pair of {len(refs)} files: " + "; ".join(parts)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            _close_quietly(client)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _render_api(api: dict[str, Any]) -> str:
+    def item(entry: dict[str, Any]) -> str:
+        kind = entry.get("python_type", {}).get("type", "?")
+        name = entry.get("parameter_name") or entry.get("label", "?")
+        return f"{name}: {kind} [{entry.get('component', '?')}]"
+
+    params = ", ".join(item(p) for p in api.get("parameters", []))
+    lines = [f"predict({params}, api_name=\"{ENDPOINT}\") returns:"]
+    lines += [f"  {i}. {item(r)}" for i, r in enumerate(api.get("returns", []), 1)]
+    return "\n".join(lines)
+
+
+def _single_channel(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3 and array.shape[2] >= 3 and np.array_equal(array[..., 0], array[..., 1]) \
+            and np.array_equal(array[..., 1], array[..., 2]):
+        return array[..., 0]
+    if array.ndim == 3 and array.shape[2] in (1, 2):
+        return array[..., 0]
+    raise _Fault(f"expected a single-channel depth file, got shape {array.shape}")
+
+
+def _format_of(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data.startswith(b"\xff\xd8"):
+        return "JPEG"
+    return "unknown format"
+
+
+def _status_code(error: BaseException) -> int | None:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _retry_after(response: Any) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _close_quietly(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001
+        pass
