@@ -172,6 +172,8 @@ def _check_one(out: Path, item: ImageItem, record: dict, images_root: Path | Non
         check.problems.append("blank" if not depth.any() else "constant")
     elif check.levels < LOW_LEVELS:
         check.warnings.append(f"only {check.levels} distinct levels")
+    elif (record.get("source_levels") or LOW_LEVELS + 1) <= LOW_LEVELS:  # e.g. space:gray8, resized
+        check.warnings.append(f"8-bit source data ({record['source_levels']} levels) in a 16-bit PNG")
     if (record.get("width"), record.get("height")) != (check.width, check.height):
         check.problems.append("size differs from the manifest")
     if not np.isfinite([record.get("raw_min", np.nan), record.get("raw_max", np.nan)]).all():
