@@ -433,13 +433,18 @@ class SpaceBackend(Backend):
                              "server is given by its URL, http://...)")
         status = _status_code(error)
         if status in (401, 403) or isinstance(error, gc.errors.AuthenticationError):
-            raise UsageError(f"{where} rejected the credentials (HTTP {status or 401}): check "
-                             "--hf-token / HF_TOKEN")
+            raise UsageError(f"{where} refused access (HTTP {status or 401}): a private Space needs "
+                             "--hf-token or HF_TOKEN with access (password-protected Gradio apps "
+                             "are not supported)")
         if isinstance(error, ValueError) and "invalid state" in text:
             raise BackendUnavailable(f"the Space {where} is not running ({text}); try later or use "
                                      "a duplicate of it (--space)")
         if isinstance(error, gc.httpx.ConnectError) or isinstance(error, ConnectionError):
             raise BackendUnavailable(f"cannot reach {where}: {text}")
+        if isinstance(error, ValueError) and text.startswith("Could not fetch"):
+            # a sleeping Space answers with an error page until it has woken up (a minute or so)
+            return _Fault(f"{text} (not a Gradio app, or a Space still waking up)",
+                          floor=0.0 if self.is_url else 10.0)
         fault = self._classify(error)
         if isinstance(fault, _ImageFault):
             raise BackendUnavailable(f"cannot connect to {where}: {fault}")
@@ -457,8 +462,8 @@ class SpaceBackend(Backend):
         returns = api.get("returns", [])
         if (len(api.get("parameters", [])) != 1 or len(returns) != 3
                 or any(item.get("component") != "File" for item in returns[1:])):
-            raise UsageError(f"{where}{ENDPOINT} does not match the demo Space's contract (one image "
-                             f"in; slider, gray file, raw file out): {_render_api(api)}")
+            raise UsageError(f"{ENDPOINT} of {where} does not match the demo Space's contract (one "
+                             f"image in; slider, gray file, raw file out): {_render_api(api)}")
         return api
 
     def _current_client(self) -> tuple[Any, int]:
@@ -613,7 +618,7 @@ class SpaceBackend(Backend):
                 pass
             raise
         if not isinstance(result, (tuple, list)) or len(result) != 3:
-            raise BackendUnavailable(f"{self.public_location}{ENDPOINT} answered "
+            raise BackendUnavailable(f"{ENDPOINT} of {self.public_location} answered "
                                      f"{type(result).__name__} instead of (slider, gray file, raw file)")
         slider, gray_ref, raw_ref = result
         files: dict[str, dict[str, Any]] = {}
@@ -659,20 +664,20 @@ class SpaceBackend(Backend):
 
     def _fetch(self, client: Any, ref: Any, label: str, files: dict[str, dict[str, Any]]) -> np.ndarray:
         """One returned file, read into memory and decoded (nothing lands on disk)."""
-        if isinstance(ref, dict):
-            path = ref.get("path") or ref.get("url")
-        elif isinstance(ref, str):
-            path = ref
-        else:
-            raise _Fault(f"the Space returned no {label} file")
-        if not path:
+        path = ref.get("path") if isinstance(ref, dict) else ref
+        if not path or not isinstance(path, str):
             raise _Fault(f"the Space returned no {label} file")
         # download_files=False: references are the server's; fetch like gradio_client does
-        url = path if path.startswith(("http://", "https://")) else (
-            client.src_prefixed + "file=" + urllib.parse.quote(str(path), safe="/"))
-        response = self._gc.httpx.get(
-            url, headers=client.headers, cookies=client.cookies, follow_redirects=True,
-            verify=getattr(client, "ssl_verify", True), timeout=max(self.settings.timeout, 30.0))
+        if path.startswith(("http://", "https://")):
+            url = path
+            own = urllib.parse.urlsplit(url).netloc == urllib.parse.urlsplit(client.src).netloc
+        else:
+            url = client.src_prefixed + "file=" + urllib.parse.quote(path, safe="/")
+            own = True
+        response = self._gc.httpx.get(  # credentials only to the server itself
+            url, headers=client.headers if own else {}, cookies=client.cookies if own else {},
+            follow_redirects=True, verify=getattr(client, "ssl_verify", True),
+            timeout=max(self.settings.timeout, 30.0))
         response.raise_for_status()
         data = response.content
         array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
