@@ -1,0 +1,296 @@
+"""Depth Anything as an ONNX file (made by `depthprior export-onnx`) through ONNX Runtime.
+
+Preprocessing and the resize back are the torch backend's (backends.preprocess), so both
+backends see the same network input and differ only by the runtime's arithmetic.
+
+Providers: TensorRT, then CUDA, when onnxruntime has them and --device allows (auto or cuda),
+always with CPU as the fallback; --device cpu uses the CPU alone. On CPU the session uses
+every core for the model's operators: the pipeline's reader and writer threads (decode,
+resize, PNG encode) are short and release the GIL, and the OS shares the cores; inter-op
+parallelism stays off (one chain of large operators gains nothing from it).
+
+Graphs exported by depthprior take any height and width (multiples of 14). A graph with a
+fixed spatial size (someone's own export, or `export-onnx --static-shape`) runs the images
+whose network input has that size and fails the others with a message saying how to
+re-export: a session cannot change a fixed graph's shape, and squeezing the image to fit
+would give maps that no longer match the torch backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ImageError, ModelLoadError, UsageError
+from .base import Backend, BackendSettings, DepthMap
+from .preprocess import prepare_rgb, resize_map
+
+log = logging.getLogger(__name__)
+
+PREPROCESSING = "lower-bound resize to input size, multiple of 14, bicubic, ImageNet mean/std"
+_INFO_CACHE: dict[tuple[str, int, int], "OnnxFileInfo"] = {}
+_INFO_LOCK = threading.Lock()
+
+
+def onnx_model_path(model: str) -> Path:
+    """The --model of the onnx backend as an existing .onnx file, or a UsageError saying what to do."""
+    path = Path(model).expanduser()
+    hint = (f"export one first: depthprior export-onnx --model {_source_hint(model)} -o model.onnx, "
+            "then pass --model model.onnx")
+    if path.suffix.lower() != ".onnx":
+        raise UsageError(f"--backend onnx needs --model to be a .onnx file, got {model!r}; {hint}")
+    if not path.exists():
+        raise UsageError(f"--model {model}: no such file; {hint}")
+    if not path.is_file():
+        raise UsageError(f"--model {model} is not a file; {hint}")
+    return path
+
+
+def _source_hint(model: str) -> str:
+    return "depth-anything/Depth-Anything-V2-Small-hf" if model.lower().endswith(".onnx") else model
+
+
+@dataclass(frozen=True)
+class OnnxFileInfo:
+    """What the backend needs to know about an ONNX file before opening a session."""
+
+    metadata: dict[str, str]  # depthprior.* metadata_props, prefix removed
+    sha256: str  # of the .onnx file and its external data files
+    data_files: tuple[Path, ...]
+
+
+def inspect_onnx(path: Path) -> OnnxFileInfo:
+    """Metadata and content hash of an ONNX file; cached per (path, size, mtime) of its files."""
+    from ..onnx_export import META_PREFIX, import_onnx
+
+    onnx, _ = import_onnx()
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _INFO_LOCK:
+        cached = _INFO_CACHE.get(key)
+    if cached is not None and all(f.exists() for f in cached.data_files):
+        return cached
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise ModelLoadError(f"cannot read ONNX file {path}: {_first_line(error)}") from None
+    metadata = {e.key[len(META_PREFIX):]: e.value for e in proto.metadata_props if e.key.startswith(META_PREFIX)}
+    locations = set()
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            locations.update(e.value for e in tensor.external_data if e.key == "location")
+    del proto
+    data_files = tuple(path.parent / location for location in sorted(locations))
+    missing = [str(f) for f in data_files if not f.is_file()]
+    if missing:
+        raise ModelLoadError(f"{path.name} keeps its weights in {', '.join(missing)}, which is missing: "
+                             "keep the .data file next to the .onnx file")
+    digest = hashlib.sha256()
+    for file in (path, *data_files):
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    info = OnnxFileInfo(metadata, digest.hexdigest(), data_files)
+    with _INFO_LOCK:
+        _INFO_CACHE[key] = info
+    return info
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+
+    @classmethod
+    def identity(cls, settings: BackendSettings) -> dict[str, Any]:
+        path = onnx_model_path(settings.model)
+        info = inspect_onnx(path)
+        return {
+            "backend": cls.name,
+            # what the file holds, not where it lies: moving or copying it keeps the outputs
+            "model": info.metadata.get("source_model") or path.name,
+            "onnx_sha256": info.sha256,
+            "input_size": settings.input_size,
+        }
+
+    def __init__(self, settings: BackendSettings):
+        super().__init__(settings)
+        from ..onnx_export import INPUT_NAME, import_onnx
+
+        _, ort = import_onnx()
+        self.path = onnx_model_path(settings.model)
+        if settings.revision:
+            raise UsageError("--revision applies to hub checkpoints; pass it to `depthprior export-onnx`, "
+                             "the .onnx file records its source revision")
+        info = inspect_onnx(self.path)
+        self.metadata, self.sha256 = info.metadata, info.sha256
+        self.providers_requested = _providers(ort, settings.device)
+        options = _session_options(ort)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers_requested)
+        except Exception as error:  # noqa: BLE001 - ORT raises its own exception types
+            raise ModelLoadError(f"cannot load ONNX model {self.path}: {_first_line(error)}") from None
+        self.providers = self.session.get_providers()
+        if settings.device.startswith("cuda") and not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(self.providers):
+            raise UsageError("--device cuda: onnxruntime could not start its CUDA provider (see its warnings); "
+                             "use --device cpu, or install onnxruntime-gpu matching your CUDA")
+        inputs = self.session.get_inputs()
+        self.input_name = INPUT_NAME if any(i.name == INPUT_NAME for i in inputs) else inputs[0].name
+        graph_input = next(i for i in inputs if i.name == self.input_name)
+        self.input_dtype = np.float16 if "float16" in graph_input.type else np.float32
+        self.fixed_batch, self.fixed_hw = _fixed_dims(graph_input.shape)
+        self.output_name = self.session.get_outputs()[0].name
+        self.dtype = self.metadata.get("dtype") or ("fp16" if self.input_dtype == np.float16 else "fp32")
+        if settings.dtype not in ("auto", self.dtype):
+            raise UsageError(
+                f"{self.path.name} computes in {self.dtype}; --dtype {settings.dtype} needs another export "
+                f"(depthprior export-onnx {'--fp16 ' if settings.dtype == 'fp16' else ''}...), or use --dtype auto"
+            )
+        kind = self.metadata.get("model_output")
+        if kind not in ("disparity", "depth"):
+            log.warning("%s has no depthprior metadata: assuming it outputs relative disparity "
+                        "(export it with `depthprior export-onnx` to record its convention)", self.path.name)
+            kind = "disparity"
+        self.kind = kind
+        exported = self.metadata.get("input_size")
+        if exported and exported != str(settings.input_size) and self.fixed_hw is None:
+            log.info("%s was exported and checked at input size %s; running at %d (the graph takes any size)",
+                     self.path.name, exported, settings.input_size)
+
+    def describe(self) -> dict[str, Any]:
+        meta = self.metadata
+        return {
+            "backend": self.name,
+            "model": meta.get("source_model") or str(self.settings.model),
+            "revision": meta.get("source_revision") or None,
+            "onnx_file": str(self.path.resolve()),
+            "onnx_sha256": self.sha256,
+            "onnx_exporter": meta.get("exporter"),
+            "architecture": meta.get("architecture"),
+            "depth_estimation_type": meta.get("depth_estimation_type"),
+            "model_output": self.kind,
+            "device": _device_name(self.providers),
+            "providers": self.providers,
+            "dtype": self.dtype,
+            "input_size": self.settings.input_size,
+            "exported_input_size": int(meta["input_size"]) if meta.get("input_size") else None,
+            "graph_input": ("dynamic" if self.fixed_hw is None else
+                            f"fixed {self.fixed_hw[0]}x{self.fixed_hw[1]}"),
+            "preprocessing": PREPROCESSING,
+        }
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return prepare_rgb(image, self.settings.input_size)
+
+    def infer(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.fixed_hw is not None and batch[0].shape[1:] != self.fixed_hw:
+            height, width = batch[0].shape[1:]
+            raise ImageError(
+                f"{self.path.name} takes only {self.fixed_hw[0]}x{self.fixed_hw[1]} network inputs "
+                f"(fixed-shape graph); this image needs {height}x{width} at --input-size "
+                f"{self.settings.input_size}: re-export with `depthprior export-onnx` (dynamic shapes)"
+            )
+        pixels = np.stack(batch)
+        if pixels.dtype != self.input_dtype:
+            pixels = pixels.astype(self.input_dtype)
+        if self.fixed_batch is not None and self.fixed_batch != len(batch):
+            if self.fixed_batch != 1:
+                raise ImageError(f"{self.path.name} takes batches of exactly {self.fixed_batch}; "
+                                 "re-export with `depthprior export-onnx`")
+            outputs = [self._run(pixels[i:i + 1]) for i in range(len(batch))]
+            predicted = np.concatenate(outputs)
+        else:
+            predicted = self._run(pixels)
+        return list(predicted)
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        predicted = self.session.run([self.output_name], {self.input_name: pixels})[0]
+        if predicted.ndim == 4 and predicted.shape[1] == 1:  # N x 1 x H x W from other exporters
+            predicted = predicted[:, 0]
+        if predicted.ndim != 3:
+            raise ModelLoadError(f"{self.path.name} returned shape {predicted.shape}; expected N x H x W")
+        return predicted.astype(np.float32, copy=False)
+
+    def finish(self, raw: np.ndarray, height: int, width: int) -> DepthMap:
+        return DepthMap(resize_map(raw, height, width), kind=self.kind)
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _providers(ort: Any, device: str) -> list[Any]:
+    available = set(ort.get_available_providers())
+    kind, _, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--backend onnx runs on auto, cpu or cuda[:N], not {device!r}")
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    options = {"device_id": int(index)} if index.isdigit() else {}
+    gpu = []
+    if "TensorrtExecutionProvider" in available:
+        cache = Path(os.environ.get("DEPTHPRIOR_TRT_CACHE", Path.home() / ".cache" / "depthprior" / "tensorrt"))
+        gpu.append(("TensorrtExecutionProvider", {
+            **options, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+        }))
+    if "CUDAExecutionProvider" in available:
+        gpu.append(("CUDAExecutionProvider", options))
+    if kind == "cuda" and not gpu:
+        raise UsageError("--device cuda: this onnxruntime has no CUDA provider "
+                         "(pip install onnxruntime-gpu instead of onnxruntime), or use --device cpu")
+    return [*gpu, "CPUExecutionProvider"]
+
+
+def _session_options(ort: Any) -> Any:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = _physical_cores()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def _physical_cores() -> int:
+    """Physical cores this process may run on (affinity mask; hyper-threads counted once)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def _fixed_dims(shape: list[Any]) -> tuple[int | None, tuple[int, int] | None]:
+    """(fixed batch or None, fixed (height, width) or None) of an N x 3 x H x W input."""
+    if len(shape) != 4:
+        return None, None
+    batch = shape[0] if isinstance(shape[0], int) else None
+    height, width = shape[2], shape[3]
+    fixed = (height, width) if isinstance(height, int) and isinstance(width, int) else None
+    return batch, fixed
+
+
+def _device_name(providers: list[str]) -> str:
+    if providers and providers[0] == "TensorrtExecutionProvider":
+        return "cuda (tensorrt)"
+    if providers and providers[0] == "CUDAExecutionProvider":
+        return "cuda"
+    return "cpu"
