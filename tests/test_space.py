@@ -255,6 +255,8 @@ def test_connection_faults_are_one_clear_error(fake):
         backend(fake.url + "other/")
     with pytest.raises(UsageError, match="HF_HUB_OFFLINE"):
         backend("someone/not-a-space")
+    with pytest.raises(BackendUnavailable, match="cannot reach http://127.0.0.1:9/"):
+        backend("http://127.0.0.1:9/")  # the discard port: nothing listens there
 
 
 # ---------------------------------------------------------------- the command line
