@@ -230,8 +230,12 @@ def _log_settings(plan: _Plan, engine: Backend, fmt: str) -> None:
     log.info(
         "%d images found, %d to do, %d already done; format=%s; batch_size=%d",
         len(plan.items), len(plan.todo), len(plan.items) - len(plan.todo), fmt,
-        engine.settings.batch_size,
+        _batch_size(engine),
     )
+
+
+def _batch_size(engine: Backend) -> int:
+    return max(engine.settings.batch_size, engine.preferred_batch_size or 1)
 
 
 def _run(
@@ -240,7 +244,7 @@ def _run(
     from tqdm import tqdm
 
     workers = workers or max(2, min(8, os.cpu_count() or 2))
-    batch_size = max(engine.settings.batch_size, engine.preferred_batch_size or 1)
+    batch_size = _batch_size(engine)
     window = max(2 * batch_size, 2 * workers)
     saver = ThrottledSaver(plan.manifest)
     bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, dynamic_ncols=True)

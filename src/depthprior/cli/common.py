@@ -40,8 +40,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Space id or URL of a Gradio server with the /on_submit endpoint")
     remote.add_argument("--hf-token", default=None,
                         help="Hugging Face token (default: the HF_TOKEN environment variable)")
-    remote.add_argument("--retries", type=int, default=_DEFAULTS.retries,
-                        help="attempts per image for transient faults")
+    remote.add_argument("--retries", type=positive_int, default=_DEFAULTS.retries,
+                        help="attempts per image, the first included (1 = no retry)")
     remote.add_argument("--min-interval", type=float, default=_DEFAULTS.min_interval,
                         help="seconds between requests (pacing for a shared Space)")
     remote.add_argument("--concurrency", type=positive_int, default=_DEFAULTS.concurrency,
