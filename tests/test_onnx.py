@@ -1,0 +1,244 @@
+"""export-onnx and the onnx backend, on tiny random-weight Depth Anything checkpoints.
+
+One dynamo export through the CLI (the default path, ~15 s) is shared by most tests; the
+metric and fixed-shape cases use the faster torchscript exporter through the library.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from conftest import TEST_INPUT_SIZE, run_cli  # noqa: E402
+from depthprior import generate  # noqa: E402
+from depthprior.backends import BackendSettings, create_backend  # noqa: E402
+from depthprior.errors import ImageError, ModelLoadError, UsageError  # noqa: E402
+from depthprior.images import decode_rgb  # noqa: E402
+from depthprior.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
+from depthprior.store import Manifest, read_png16  # noqa: E402
+from synth import make_frames, scene_rgb, write_image  # noqa: E402
+
+#: (height, width) of test images: landscape, portrait, wide, tall
+ASPECTS = [(48, 64), (64, 48), (40, 100), (100, 40)]
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    """The relative tiny model exported by the CLI, as a user does it (dynamo exporter)."""
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    result = run_cli("export-onnx", "--model", tiny_model, "-o", path, "--input-size", TEST_INPUT_SIZE,
+                     timeout=300)
+    assert result.returncode == 0, result.stderr
+    return path, result.stdout
+
+
+@pytest.fixture(scope="module")
+def torch_engine(tiny_model):
+    with create_backend("torch", BackendSettings(model=str(tiny_model), input_size=TEST_INPUT_SIZE)) as engine:
+        yield engine
+
+
+def _onnx_engine(path, **settings):
+    settings.setdefault("input_size", TEST_INPUT_SIZE)
+    return create_backend("onnx", BackendSettings(model=str(path), **settings))
+
+
+def _rel_error(got, expected):
+    return float(np.abs(got - expected).max() / (expected.max() - expected.min()))
+
+
+def test_cli_export_writes_a_verified_dynamic_graph_with_metadata(tiny_onnx, tiny_model):
+    import onnx
+
+    path, stdout = tiny_onnx
+    assert "verified against PyTorch" in stdout and "-> OK" in stdout
+    assert f"--backend onnx --model {path}" in stdout
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
+    meta = read_metadata(path)
+    assert meta["source_model"] == str(tiny_model.resolve())
+    assert meta["model_output"] == "disparity" and meta["depth_estimation_type"] == "relative"
+    assert meta["input_size"] == str(TEST_INPUT_SIZE) and meta["patch_size"] == "14"
+    assert meta["dynamic_axes"] == "batch,height,width" and "dynamo" in meta["exporter"]
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporaries left
+
+
+@pytest.mark.parametrize("input_size", [TEST_INPUT_SIZE, 70])
+def test_onnx_matches_torch_on_every_aspect_ratio(tiny_onnx, tiny_model, input_size):
+    images = [scene_rgb(h, w, seed=i) for i, (h, w) in enumerate(ASPECTS)]
+    settings = BackendSettings(model=str(tiny_model), input_size=input_size)
+    with create_backend("torch", settings) as torch_engine, _onnx_engine(tiny_onnx[0], input_size=input_size) as engine:
+        expected = [torch_engine.predict([image])[0] for image in images]
+        got = [engine.predict([image])[0] for image in images]
+        # a batch of several same-size inputs goes through the dynamic batch axis
+        batched = engine.infer([engine.prepare(images[0])] * 3)
+    for image, want, have in zip(images, expected, got):
+        assert have.values.shape == image.shape[:2] and have.values.dtype == np.float32
+        assert have.kind == want.kind == "disparity"
+        assert _rel_error(have.values, want.values) <= 1e-3
+    assert len(batched) == 3 and all(np.array_equal(batched[0], b) for b in batched[1:])
+
+
+def test_generate_cli_with_onnx_matches_torch_pngs(tiny_onnx, tiny_model, tmp_path):
+    frames = tmp_path / "frames"
+    make_frames(frames, 2, size=(48, 64))
+    write_image(frames / "sub" / "tall.png", scene_rgb(100, 40, seed=7))
+    torch_run = generate(frames, tmp_path / "torch", model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                         progress=False)
+    assert torch_run.done == 3
+    result = run_cli("generate", frames, tmp_path / "onnx", "--backend", "onnx", "--model", tiny_onnx[0],
+                     "--input-size", TEST_INPUT_SIZE, "--no-progress", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    for name in ("frame_0000.png", "frame_0001.png", "sub/tall.png"):
+        a = read_png16(tmp_path / "torch" / name).astype(np.int64)
+        b = read_png16(tmp_path / "onnx" / name).astype(np.int64)
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-3 * 65535
+    manifest = Manifest.load(tmp_path / "onnx")
+    assert manifest.identity["backend"] == "onnx" and len(manifest.identity["onnx_sha256"]) == 64
+    assert manifest.identity["model"] == str(tiny_model.resolve())
+    assert manifest.backend["model_output"] == "disparity" and manifest.backend["device"] == "cpu"
+    assert manifest.backend["providers"] == ["CPUExecutionProvider"]
+    assert all(r["raw_kind"] == "disparity" for _, r in manifest.iter_ok())
+
+
+def test_resume_follows_the_file_contents(tiny_onnx, tmp_path):
+    frames = tmp_path / "frames"
+    make_frames(frames, 2, size=(48, 64))
+    model = tmp_path / "m.onnx"
+    shutil.copy(tiny_onnx[0], model)
+    kw = dict(backend="onnx", model=str(model), input_size=TEST_INPUT_SIZE, progress=False)
+    assert generate(frames, tmp_path / "out", **kw).done == 2
+    # the same bytes somewhere else: same outputs, nothing to redo
+    moved = tmp_path / "elsewhere" / "renamed.onnx"
+    moved.parent.mkdir()
+    shutil.move(model, moved)
+    assert generate(frames, tmp_path / "out", **{**kw, "model": str(moved)}).skipped == 2
+    # other weights under the same name: refused without --overwrite
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(moved))
+    weight = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+    onnx.save(proto, str(moved))
+    with pytest.raises(UsageError, match="onnx_sha256.*--overwrite"):
+        generate(frames, tmp_path / "out", **{**kw, "model": str(moved)})
+    assert generate(frames, tmp_path / "out", overwrite=True, **{**kw, "model": str(moved)}).done == 2
+
+
+def test_metric_model_torchscript_export_with_external_data(tiny_metric_model, tmp_path):
+    path = tmp_path / "metric.onnx"
+    result = export_onnx(str(tiny_metric_model), path, input_size=TEST_INPUT_SIZE, exporter="torchscript",
+                         external_data=True)
+    assert result.verified and result.max_rel_error <= 1e-3 and len(result.checks) == 3
+    assert result.external_data == tmp_path / "metric.onnx.data" and result.external_data.stat().st_size > 10_000
+    assert path.stat().st_size < 100_000  # the graph alone
+    assert result.metadata["depthprior.model_output"] == "depth"
+    assert "external data" in result.format()
+    images = [scene_rgb(h, w, seed=i) for i, (h, w) in enumerate(ASPECTS[:2])]
+    settings = BackendSettings(model=str(tiny_metric_model), input_size=TEST_INPUT_SIZE)
+    with create_backend("torch", settings) as torch_engine, _onnx_engine(path) as engine:
+        assert engine.describe()["model_output"] == "depth"
+        for image in images:
+            want, have = torch_engine.predict([image])[0], engine.predict([image])[0]
+            assert have.kind == want.kind == "depth"
+            assert _rel_error(have.values, want.values) <= 1e-3
+    # the weights file is part of the identity and must stay beside the graph
+    (tmp_path / "metric.onnx.data").rename(tmp_path / "gone.data")
+    with pytest.raises(ModelLoadError, match="keep the .data file"):
+        _onnx_engine(path)
+
+
+def test_fixed_shape_graph_runs_its_size_and_names_the_fix_for_others(tiny_model, tmp_path):
+    path = tmp_path / "static.onnx"
+    result = export_onnx(str(tiny_model), path, input_size=TEST_INPUT_SIZE, exporter="torchscript",
+                         static_shape=(56, 70))
+    assert result.verified and not result.dynamic and "fixed 56x70" in result.format()
+    frames = tmp_path / "frames"
+    write_image(frames / "landscape.png", scene_rgb(48, 64))  # network input 56x70
+    write_image(frames / "portrait.png", scene_rgb(64, 48))  # network input 70x56
+    summary = generate(frames, tmp_path / "out", backend="onnx", model=str(path), input_size=TEST_INPUT_SIZE,
+                       progress=False, batch_size=2)
+    assert summary.done == 1 and list(summary.failed) == ["portrait.png"]
+    assert "fixed-shape" in summary.failed["portrait.png"] and "export-onnx" in summary.failed["portrait.png"]
+    with _onnx_engine(path) as engine, pytest.raises(ImageError, match="56x70"):
+        engine.infer([engine.prepare(scene_rgb(64, 48))])
+
+
+def test_model_path_errors_say_to_export_first(tmp_path, tiny_model, tiny_onnx):
+    for model in (str(tiny_model), "depth-anything/Depth-Anything-V2-Small-hf"):
+        with pytest.raises(UsageError, match="needs --model to be a .onnx file.*depthprior export-onnx"):
+            _onnx_engine(model)
+    with pytest.raises(UsageError, match="no such file.*export-onnx"):
+        _onnx_engine(tmp_path / "missing.onnx")
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(UsageError, match="not a file"):
+        _onnx_engine(tmp_path / "folder.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all" * 10)
+    with pytest.raises(ModelLoadError, match="junk.onnx"):
+        _onnx_engine(tmp_path / "junk.onnx")
+    with pytest.raises(UsageError, match="cpu or cuda"):
+        _onnx_engine(tiny_onnx[0], device="mps")
+    with pytest.raises(UsageError, match="--revision"):
+        _onnx_engine(tiny_onnx[0], revision="main")
+    with pytest.raises(UsageError, match="--fp16"):
+        _onnx_engine(tiny_onnx[0], dtype="fp16")
+    # before any work, from the command line: one line, exit code 2
+    frames = tmp_path / "frames"
+    make_frames(frames, 1)
+    result = run_cli("generate", frames, tmp_path / "out", "--backend", "onnx", "--model", tiny_model)
+    assert result.returncode == 2 and "depthprior export-onnx" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_export_refuses_bad_outputs_and_keeps_the_old_file_on_failure(tiny_model, tmp_path, monkeypatch):
+    with pytest.raises(UsageError, match="folder"):
+        export_onnx(str(tiny_model), tmp_path, input_size=TEST_INPUT_SIZE)
+    with pytest.raises(UsageError, match=".onnx"):
+        export_onnx(str(tiny_model), tmp_path / "model.bin", input_size=TEST_INPUT_SIZE)
+    with pytest.raises(UsageError, match="multiple of 14"):
+        export_onnx(str(tiny_model), tmp_path / "model.onnx", input_size=50, exporter="torchscript")
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"previous export")
+    import depthprior.onnx_export as module
+
+    def wrong(network, path, shapes):
+        return [module.ParityCheck(1, h, w, 1.0, 0.5, True) for _, h, w in shapes]
+
+    monkeypatch.setattr(module, "verify_parity", wrong)
+    with pytest.raises(ExportError, match="does not match the PyTorch model"):
+        export_onnx(str(tiny_model), target, input_size=TEST_INPUT_SIZE, exporter="torchscript")
+    assert target.read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_check_command_runs_the_onnx_backend(tiny_onnx):
+    from depthprior.check import check
+
+    report = check(backend="onnx", settings=BackendSettings(model=str(tiny_onnx[0]), input_size=TEST_INPUT_SIZE))
+    assert report.ok and report.kind == "disparity" and report.backend["backend"] == "onnx"
+    assert json.loads(json.dumps(report.backend))["graph_input"] == "dynamic"
+
+
+def test_no_torch_import_for_onnx_inference(tiny_onnx, tmp_path):
+    """Inference with an exported file needs onnxruntime only: torch is not even imported."""
+    frames = tmp_path / "frames"
+    make_frames(frames, 1)
+    code = (
+        "import sys; from depthprior import generate; "
+        f"s = generate({str(frames)!r}, {str(tmp_path / 'out')!r}, backend='onnx', model={str(tiny_onnx[0])!r}, "
+        f"input_size={TEST_INPUT_SIZE}, progress=False); "
+        "assert s.done == 1, s.failed; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
