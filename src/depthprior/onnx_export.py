@@ -37,7 +37,7 @@ META_PREFIX = "depthprior."
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
 #: max |onnx - torch| / range of the torch map that the check accepts
-TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
+TOLERANCE = 1e-3
 #: weights above this go to an external data file (protobuf cannot hold more than 2 GiB)
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
@@ -75,7 +75,7 @@ class ExportResult:
     metadata: dict[str, str]
     external_data: Path | None = None
     checks: list[ParityCheck] = field(default_factory=list)
-    tolerance: float = TOLERANCE["fp32"]
+    tolerance: float = TOLERANCE
     verify_seconds: float = 0.0
 
     @property
@@ -112,12 +112,13 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def import_onnx() -> tuple[Any, Any]:
+def import_onnx(purpose: str = "the onnx backend") -> tuple[Any, Any]:
+    """(onnx, onnxruntime), or a one-line MissingDependencyError naming the install command."""
     try:
         import onnx
         import onnxruntime
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "onnx", "the onnx backend") from None
+    except ImportError as error:
+        raise MissingDependencyError(error.name or "onnxruntime", "onnx", purpose) from None
     return onnx, onnxruntime
 
 
@@ -138,7 +139,6 @@ def export_onnx(
     revision: str | None = None,
     opset: int | None = None,
     exporter: str = "dynamo",
-    fp16: bool = False,
     static_shape: tuple[int, int] | None = None,
     verify: bool = True,
     external_data: bool | None = None,
@@ -149,15 +149,18 @@ def export_onnx(
         itself takes any multiple of 14 unless static_shape is given.
     exporter: "dynamo" (torch.export based, the default) or "torchscript" (the older tracer,
         faster to run, deprecated in recent PyTorch).
-    fp16: convert weights and compute to float16 (inputs and outputs stay float32); for
-        CUDA/TensorRT, slower than fp32 on CPU.
     static_shape: (height, width) to fix the spatial size (batch stays dynamic); inputs of any
         other size are refused by the backend.
     verify: run the written graph and the PyTorch model on the same inputs at three aspect
         ratios; the file is only put in place if they agree.
     external_data: store weights in `<output>.data`; default only above ~1.8 GB.
     """
-    onnx, _ = import_onnx()
+    onnx, _ = import_onnx("depthprior export-onnx")
+    if exporter == "dynamo":
+        try:
+            import onnxscript  # noqa: F401 - torch.onnx's dynamo exporter builds graphs with it
+        except ImportError:
+            raise MissingDependencyError("onnxscript", "onnx", "export-onnx (dynamo exporter)") from None
     from .backends.torch_hf import import_torch, load_depth_model, map_kind
 
     torch = import_torch()
@@ -181,7 +184,7 @@ def export_onnx(
     if static_shape is not None and any(side < patch or side % patch for side in static_shape):
         raise UsageError(f"--static-shape sides must be multiples of {patch}, e.g. 518x784")
     _use_eager_attention(network)
-    metadata = _metadata(model, revision, network, input_size, patch, exporter, opset, fp16,
+    metadata = _metadata(model, revision, network, input_size, patch, exporter, opset,
                          static_shape, map_kind(config))
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -191,10 +194,8 @@ def export_onnx(
     try:
         example = _example_input(torch, input_size, patch, static_shape)
         wrapper = _Wrapper(network).eval()
-        with _dynamic_head(network):
+        with _dynamic_head(network), _matmul_position_embedding(network), _no_attention_mask():
             proto = _export(torch, onnx, wrapper, example, exporter, opset, static_shape, scratch)
-        if fp16:
-            proto = _to_fp16(proto)
         proto.doc_string = (f"Depth Anything ({metadata[META_PREFIX + 'source_model']}) exported by "
                             f"depthprior {__version__}: pixel_values NCHW float32 -> predicted_depth NHW")
         for key, value in metadata.items():
@@ -209,10 +210,17 @@ def export_onnx(
         exported_s = time.perf_counter() - start
         checks: list[ParityCheck] = []
         verify_s = 0.0
-        tolerance = TOLERANCE["fp16" if fp16 else "fp32"]
+        tolerance = TOLERANCE
         if verify:
             verify_start = time.perf_counter()
-            checks = verify_parity(network, staged, _verify_shapes(input_size, patch, static_shape))
+            try:
+                checks = verify_parity(network, staged, _verify_shapes(input_size, patch, static_shape))
+            except (MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as error:  # noqa: BLE001 - ONNX Runtime's own exception types
+                text = (str(error).strip() or type(error).__name__).splitlines()[0]
+                raise ExportError(f"the exported graph does not run in ONNX Runtime ({text}); "
+                                  f"{output} was not written") from error
             verify_s = time.perf_counter() - verify_start
             bad = [c for c in checks if not c.shape_ok or c.rel > tolerance]
             if bad:
@@ -229,7 +237,7 @@ def export_onnx(
         shutil.rmtree(scratch, ignore_errors=True)
     return ExportResult(
         path=output, size_bytes=output.stat().st_size, seconds=exported_s, exporter=exporter,
-        opset=opset, dtype="fp16" if fp16 else "fp32", dynamic=static_shape is None,
+        opset=opset, dtype="fp32", dynamic=static_shape is None,
         metadata=metadata, external_data=data_path if external else None, checks=checks,
         tolerance=tolerance, verify_seconds=verify_s,
     )
@@ -335,6 +343,98 @@ def _head_forward(self: Any, hidden_states: list, patch_height: Any, patch_width
     return predicted_depth.squeeze(dim=1)
 
 
+class _matmul_position_embedding:
+    """Within the block, DINOv2's bicubic resize of its position embeddings (37x37 grid -> the
+    input's patch grid) is computed as two small matmuls with bicubic weight matrices.
+
+    Same values as torch's upsample_bicubic2d (align_corners=False, A=-0.75, border clamp),
+    but ONNX Runtime's cubic Resize is pathologically slow on this tensor (384x37x37 ->
+    384x37x56 took 138 ms of a 1.25 s forward on 2 cores; the matmuls take well under 1 ms).
+    An embeddings module without the expected parts is left alone.
+    """
+
+    def __init__(self, network: Any):
+        self.embeddings = getattr(getattr(network, "backbone", None), "embeddings", None)
+        self.patched = (
+            self.embeddings is not None
+            and hasattr(self.embeddings, "interpolate_pos_encoding")
+            and getattr(self.embeddings, "position_embeddings", None) is not None
+            and hasattr(getattr(self.embeddings, "patch_embeddings", None), "patch_size")
+        )
+
+    def __enter__(self) -> None:
+        if self.patched:
+            self.embeddings.interpolate_pos_encoding = types.MethodType(_interpolate_pos_encoding, self.embeddings)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.patched:
+            del self.embeddings.interpolate_pos_encoding
+
+
+def _interpolate_pos_encoding(self: Any, embeddings: Any, height: Any, width: Any) -> Any:
+    import torch
+
+    position = self.position_embeddings  # 1 x (1 + side^2) x dim, a fixed-size parameter
+    side = int(round((int(position.shape[1]) - 1) ** 0.5))
+    dim = int(position.shape[2])
+    patch = self.patch_embeddings.patch_size
+    patch_height, patch_width = patch if isinstance(patch, (tuple, list)) else (patch, patch)
+    grid = position[:, 1:].reshape(side, side, dim).permute(2, 0, 1).to(torch.float32)  # dim x side x side
+    rows = _bicubic_matrix(torch, height // patch_height, side)  # new_h x side
+    cols = _bicubic_matrix(torch, width // patch_width, side)  # new_w x side
+    resized = torch.matmul(torch.matmul(rows, grid), cols.transpose(0, 1))  # dim x new_h x new_w
+    resized = resized.to(position.dtype).permute(1, 2, 0).reshape(1, -1, dim)
+    return torch.cat((position[:, :1], resized), dim=1)
+
+
+def _bicubic_matrix(torch: Any, out_size: Any, in_size: int) -> Any:
+    """(out_size x in_size) weights of torch's 1-D bicubic resize, align_corners=False."""
+    a = -0.75
+    dst = torch.arange(out_size, dtype=torch.float32)
+    scale = torch.full((), float(in_size), dtype=torch.float32) / dst.shape[0]
+    src = scale * (dst + 0.5) - 0.5
+    base = torch.floor(src)
+    t = src - base
+    near, far = t, 1.0 - t
+    weights = [
+        ((a * (near + 1.0) - 5.0 * a) * (near + 1.0) + 8.0 * a) * (near + 1.0) - 4.0 * a,
+        ((a + 2.0) * near - (a + 3.0)) * near * near + 1.0,
+        ((a + 2.0) * far - (a + 3.0)) * far * far + 1.0,
+        ((a * (far + 1.0) - 5.0 * a) * (far + 1.0) + 8.0 * a) * (far + 1.0) - 4.0 * a,
+    ]
+    columns = torch.arange(in_size, dtype=torch.float32)
+    matrix = torch.zeros_like(src)[:, None] * columns[None, :]
+    for offset, weight in zip((-1.0, 0.0, 1.0, 2.0), weights):
+        tap = torch.clamp(base + offset, 0.0, float(in_size - 1))
+        matrix = matrix + (tap[:, None] == columns[None, :]).to(torch.float32) * weight[:, None]
+    return matrix
+
+
+class _no_attention_mask:
+    """DINOv2 attends from every patch to every patch, but under torch.export transformers
+    materialises an all-zero bidirectional mask and adds it to every attention matrix (one
+    extra pass over batch x heads x tokens^2 per layer). Within the block the mask is None,
+    as in eager inference; the parity check confirms the values."""
+
+    def __enter__(self) -> None:
+        try:
+            from transformers.models.dinov2 import modeling_dinov2 as module
+        except ImportError:
+            module = None
+        self.module = module if hasattr(module, "create_bidirectional_mask") else None
+        if self.module is not None:
+            self.original = self.module.create_bidirectional_mask
+            self.module.create_bidirectional_mask = _no_mask
+
+    def __exit__(self, *exc: object) -> None:
+        if self.module is not None:
+            self.module.create_bidirectional_mask = self.original
+
+
+def _no_mask(*args: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
+    return attention_mask
+
+
 def _use_eager_attention(network: Any) -> None:
     """Plain matmul-softmax attention: the dynamo exporter turns SDPA into extra NaN guards
     (IsNaN/Where over every attention matrix) that cost time in ONNX Runtime. Same values."""
@@ -411,14 +511,6 @@ def _export(torch: Any, onnx: Any, wrapper: Any, example: Any, exporter: str, op
         raise ExportError(f"torch.onnx ({exporter} exporter) failed: {text}; try --exporter {other}") from error
 
 
-def _to_fp16(proto: Any) -> Any:
-    try:
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "onnx", "--fp16 export") from None
-    return convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=True)
-
-
 def _weight_bytes(proto: Any) -> int:
     return sum(len(t.raw_data) or 4 * len(t.float_data) for t in proto.graph.initializer)
 
@@ -439,7 +531,7 @@ def _verify_shapes(input_size: int, patch: int, static_shape: tuple[int, int] | 
 
 
 def _metadata(model: str, revision: str | None, network: Any, input_size: int, patch: int,
-              exporter: str, opset: int, fp16: bool, static_shape: tuple[int, int] | None,
+              exporter: str, opset: int, static_shape: tuple[int, int] | None,
               kind: str) -> dict[str, str]:
     import torch
 
@@ -457,7 +549,7 @@ def _metadata(model: str, revision: str | None, network: Any, input_size: int, p
         "max_depth": str(getattr(config, "max_depth", "") or ""),
         "input_size": str(input_size),
         "patch_size": str(patch),
-        "dtype": "fp16" if fp16 else "fp32",
+        "dtype": "fp32",
         "dynamic_axes": "batch" if static_shape else "batch,height,width",
         "static_shape": f"{static_shape[0]}x{static_shape[1]}" if static_shape else "",
         "input": f"{INPUT_NAME}: Nx3xHxW float32, RGB/255 then ImageNet mean/std, H and W multiples of {patch}",

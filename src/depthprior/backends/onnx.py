@@ -3,8 +3,8 @@
 Preprocessing and the resize back are the torch backend's (backends.preprocess), so both
 backends see the same network input and differ only by the runtime's arithmetic.
 
-Providers: TensorRT, then CUDA, when onnxruntime has them and --device allows (auto or cuda),
-always with CPU as the fallback; --device cpu uses the CPU alone. On CPU the session uses
+Providers (--device): auto = TensorRT, then CUDA, when onnxruntime has them, CPU as the
+fallback; cuda[:N] = CUDA without TensorRT (no engine builds); tensorrt[:N]; cpu = CPU alone. On CPU the session uses
 every core for the model's operators: the pipeline's reader and writer threads (decode,
 resize, PNG encode) are short and release the GIL, and the OS shares the cores; inter-op
 parallelism stays off (one chain of large operators gains nothing from it).
@@ -141,9 +141,10 @@ class OnnxBackend(Backend):
         except Exception as error:  # noqa: BLE001 - ORT raises its own exception types
             raise ModelLoadError(f"cannot load ONNX model {self.path}: {_first_line(error)}") from None
         self.providers = self.session.get_providers()
-        if settings.device.startswith("cuda") and not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(self.providers):
-            raise UsageError("--device cuda: onnxruntime could not start its CUDA provider (see its warnings); "
-                             "use --device cpu, or install onnxruntime-gpu matching your CUDA")
+        if settings.device.startswith(("cuda", "tensorrt")) and self.providers == ["CPUExecutionProvider"]:
+            raise UsageError(f"--device {settings.device}: onnxruntime could not start its GPU provider "
+                             "(CUDA/cuDNN libraries missing or mismatched?); use --device cpu, or install the "
+                             "onnxruntime-gpu build matching your CUDA")
         inputs = self.session.get_inputs()
         self.input_name = INPUT_NAME if any(i.name == INPUT_NAME for i in inputs) else inputs[0].name
         graph_input = next(i for i in inputs if i.name == self.input_name)
@@ -153,8 +154,8 @@ class OnnxBackend(Backend):
         self.dtype = self.metadata.get("dtype") or ("fp16" if self.input_dtype == np.float16 else "fp32")
         if settings.dtype not in ("auto", self.dtype):
             raise UsageError(
-                f"{self.path.name} computes in {self.dtype}; --dtype {settings.dtype} needs another export "
-                f"(depthprior export-onnx {'--fp16 ' if settings.dtype == 'fp16' else ''}...), or use --dtype auto"
+                f"{self.path.name} computes in {self.dtype} (the onnx backend runs a graph in the precision "
+                f"it was exported in); use --dtype auto, or --backend torch for --dtype {settings.dtype}"
             )
         kind = self.metadata.get("model_output")
         if kind not in ("disparity", "depth"):
@@ -229,20 +230,25 @@ class OnnxBackend(Backend):
 
 
 def _providers(ort: Any, device: str) -> list[Any]:
+    """Execution providers for --device: auto = TensorRT, CUDA, CPU (those installed); cuda[:N] =
+    CUDA then CPU (no TensorRT engine builds); tensorrt[:N] = TensorRT, CUDA, CPU; cpu = CPU."""
     available = set(ort.get_available_providers())
     kind, _, index = device.partition(":")
-    if kind not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"--backend onnx runs on auto, cpu or cuda[:N], not {device!r}")
+    if kind not in ("auto", "cpu", "cuda", "tensorrt"):
+        raise UsageError(f"--backend onnx runs on auto, cpu, cuda[:N] or tensorrt[:N], not {device!r}")
     if kind == "cpu":
         return ["CPUExecutionProvider"]
     options = {"device_id": int(index)} if index.isdigit() else {}
     gpu = []
-    if "TensorrtExecutionProvider" in available:
+    if "TensorrtExecutionProvider" in available and kind in ("auto", "tensorrt"):
         cache = Path(os.environ.get("DEPTHPRIOR_TRT_CACHE", Path.home() / ".cache" / "depthprior" / "tensorrt"))
         gpu.append(("TensorrtExecutionProvider", {
             **options, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
         }))
+    if kind == "tensorrt" and not gpu:
+        raise UsageError("--device tensorrt: this onnxruntime has no TensorRT provider "
+                         "(onnxruntime-gpu built with TensorRT, and TensorRT libraries); use --device cuda or cpu")
     if "CUDAExecutionProvider" in available:
         gpu.append(("CUDAExecutionProvider", options))
     if kind == "cuda" and not gpu:
@@ -258,6 +264,9 @@ def _session_options(ort: Any) -> Any:
     options.intra_op_num_threads = _physical_cores()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # denormal floats (e.g. tiny softmax probabilities of peaky attention) are slow on x86;
+    # flushing them to zero changes values below 1e-38 only
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return options
 
 

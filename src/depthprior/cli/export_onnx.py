@@ -30,9 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ONNX opset (default 18 for dynamo, 17 for torchscript)")
     parser.add_argument("--exporter", default="dynamo", choices=("dynamo", "torchscript"),
                         help="torch.onnx exporter: dynamo (default) or the older torchscript tracer")
-    parser.add_argument("--fp16", action="store_true",
-                        help="float16 weights and compute (inputs/outputs stay float32): for CUDA/TensorRT; "
-                             "slower on CPU")
     parser.add_argument("--static-shape", default=None, metavar="HxW",
                         help="fix the network input size, e.g. 518x784 (for TensorRT); other sizes are "
                              "then refused. Default: dynamic")
@@ -53,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
         revision=args.revision,
         opset=args.opset,
         exporter=args.exporter,
-        fp16=args.fp16,
         static_shape=parse_shape(args.static_shape) if args.static_shape else None,
         verify=not args.no_verify,
         external_data=True if args.external_data else None,
