@@ -28,7 +28,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                             f"(default {_DEFAULTS.model})")
     group.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     group.add_argument("--device", default=_DEFAULTS.device,
-                       help=f"{'|'.join(DEVICES)} (default auto: cuda, then mps, then cpu)")
+                       help=f"{'|'.join(DEVICES)} (default auto: cuda, then mps, then cpu); "
+                            "--backend onnx also takes tensorrt[:N]")
     group.add_argument("--dtype", default=_DEFAULTS.dtype, choices=DTYPES,
                        help="auto: fp16 on CUDA, fp32 elsewhere")
     group.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size,
