@@ -16,22 +16,10 @@ option of `depthprior generate --help` is accepted as is.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+from _depthprior import run  # the scripts' own folder is first on sys.path
 
 SEED_SPELLINGS = {"--num_samples": "--num-samples"}
-
-
-def _depthprior(argv: list[str]) -> int:
-    """`depthprior *argv`; from a checkout whose package is not installed, its src/ is used."""
-    try:
-        from depthprior.cli import main
-    except ImportError:
-        src = Path(__file__).resolve().parent.parent / "src"
-        if not (src / "depthprior").is_dir():
-            raise
-        sys.path.insert(0, str(src))
-        from depthprior.cli import main
-    return main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     for arg in argv:
         name, sep, value = arg.partition("=")
         translated.append(SEED_SPELLINGS.get(name, name) + sep + value)
-    return _depthprior(["generate", *translated])
+    return run(["generate", *translated])
 
 
 if __name__ == "__main__":

@@ -16,27 +16,15 @@ built-in synthetic picture is sent. The image is uploaded to that third-party se
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-
-def _depthprior(argv: list[str]) -> int:
-    """`depthprior *argv`; from a checkout whose package is not installed, its src/ is used."""
-    try:
-        from depthprior.cli import main
-    except ImportError:
-        src = Path(__file__).resolve().parent.parent / "src"
-        if not (src / "depthprior").is_dir():
-            raise
-        sys.path.insert(0, str(src))
-        from depthprior.cli import main
-    return main(argv)
+from _depthprior import run  # the scripts' own folder is first on sys.path
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(arg == "--backend" or arg.startswith("--backend=") for arg in argv):
         argv += ["--backend", "space"]
-    return _depthprior(["check", *argv])
+    return run(["check", *argv])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -165,3 +166,23 @@ def test_generate_with_align_writes_depth_params(tmp_path, tiny_model, cli):
     failed = [entry for entry in params.values() if entry["scale"] == 0]
     assert result.returncode == (1 if failed else 0), result.stderr
     assert "done 3" in result.stdout
+
+
+def test_seed_scripts_with_the_local_backend(tmp_path, tiny_model):
+    """The original scripts' arguments, run from a checkout, over the package's local backend."""
+    root = Path(__file__).resolve().parent.parent
+    make_frames(tmp_path / "frames", 2)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    generated = subprocess.run(
+        [sys.executable, "preprocessing/generate_depth.py", tmp_path / "frames", tmp_path / "out",
+         "--verify", "--num_samples", "1", "--model", tiny_model, *SIZE],
+        cwd=root, capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert "verify: OK" in generated.stdout and "1 checked" in generated.stdout
+    assert read_png16(tmp_path / "out" / "frame_0001.png").dtype == np.uint16
+    checked = subprocess.run(
+        [sys.executable, "preprocessing/test_depth_api.py", "--backend", "torch", "--model", tiny_model, *SIZE],
+        cwd=root, capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert checked.returncode == 0 and "check: OK" in checked.stdout, checked.stderr
