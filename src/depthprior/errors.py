@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its `message` attribute if it has one), or its type."""
+    text = str(getattr(error, "message", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class DepthpriorError(Exception):
     """A job that could not be done. Exit code 1 unless a subclass says otherwise."""
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class
 from .backends.base import FATAL_ERRORS, DepthMap
-from .errors import BackendUnavailable, ImageError, UsageError
+from .errors import BackendUnavailable, ImageError, UsageError, first_line
 from .images import ImageItem, decode_rgb, discover, normalise_extensions
 from .store import (
     Manifest,
@@ -352,12 +352,12 @@ def _load(engine: Backend, item: ImageItem) -> _Loaded:
 def _write(engine: Backend, root: Path, entry: _Loaded, outcome: Any, fmt: str) -> tuple[str, dict]:
     name = entry.item.name
     if isinstance(outcome, BaseException):
-        return name, _failure(_reason(outcome))
+        return name, _failure(first_line(outcome))
     try:
         depth = engine.finish(outcome, entry.height, entry.width)
         return name, _write_outputs(root, entry.item, depth, fmt)
     except Exception as error:  # noqa: BLE001
-        return name, _failure(_reason(error))
+        return name, _failure(first_line(error))
 
 
 def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> dict[str, Any]:
@@ -393,11 +393,6 @@ def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> di
 
 def _failure(reason: str) -> dict[str, Any]:
     return {"status": "failed", "error": reason}
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _done_future(value: Any) -> Future:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ImageError, ModelLoadError, UsageError
+from ..errors import ImageError, ModelLoadError, UsageError, first_line
 from .base import Backend, BackendSettings, DepthMap
 from .preprocess import prepare_rgb, resize_map
 
@@ -80,7 +80,7 @@ def inspect_onnx(path: Path) -> OnnxFileInfo:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        raise ModelLoadError(f"cannot read ONNX file {path}: {_first_line(error)}") from None
+        raise ModelLoadError(f"cannot read ONNX file {path}: {first_line(error)}") from None
     metadata = {e.key[len(META_PREFIX):]: e.value for e in proto.metadata_props if e.key.startswith(META_PREFIX)}
     locations = set()
     for tensor in proto.graph.initializer:
@@ -101,11 +101,6 @@ def inspect_onnx(path: Path) -> OnnxFileInfo:
     with _INFO_LOCK:
         _INFO_CACHE[key] = info
     return info
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 class OnnxBackend(Backend):
@@ -139,7 +134,7 @@ class OnnxBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=self.providers_requested)
         except Exception as error:  # noqa: BLE001 - ORT raises its own exception types
-            raise ModelLoadError(f"cannot load ONNX model {self.path}: {_first_line(error)}") from None
+            raise ModelLoadError(f"cannot load ONNX model {self.path}: {first_line(error)}") from None
         self.providers = self.session.get_providers()
         if settings.device.startswith(("cuda", "tensorrt")) and self.providers == ["CPUExecutionProvider"]:
             raise UsageError(f"--device {settings.device}: onnxruntime could not start its GPU provider "

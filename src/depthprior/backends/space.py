@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from ..errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError
+from ..errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError, first_line
 from ..store import count_levels
 from .base import Backend, BackendSettings, DepthMap
 
@@ -108,11 +108,6 @@ def parse_wait(message: str) -> float | None:
 
 def format_wait(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "message", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ---------------------------------------------------------------- pacing and stopping
@@ -422,7 +417,7 @@ class SpaceBackend(Backend):
         import huggingface_hub.errors as hub_errors
 
         gc, where = self._gc, self.public_location
-        text = self._scrub(_first_line(error))
+        text = self._scrub(first_line(error))
         if isinstance(error, hub_errors.OfflineModeIsEnabled):
             raise UsageError(f"Space id {where!r} needs the Hugging Face Hub, but HF_HUB_OFFLINE is "
                              "set; unset it, or give the server's URL with --space http://...")
@@ -563,7 +558,7 @@ class SpaceBackend(Backend):
         except ImageError as error:
             return error
         except Exception as error:  # noqa: BLE001 - never lose an outcome in the pool
-            return ImageError(self._scrub(f"{type(error).__name__}: {_first_line(error)}"))
+            return ImageError(self._scrub(f"{type(error).__name__}: {first_line(error)}"))
         finally:
             _unlink(path)
 
@@ -692,7 +687,7 @@ class SpaceBackend(Backend):
     def _classify(self, error: BaseException) -> _Fault | _ImageFault:
         """Transient faults -> _Fault, image-only ones -> _ImageFault; run-ending ones raise."""
         gc = self._gc
-        text = self._scrub(_first_line(error))
+        text = self._scrub(first_line(error))
         if isinstance(error, (_Fault, _ImageFault)):
             return error
         if isinstance(error, gc.errors.AppError):
@@ -730,7 +725,7 @@ class SpaceBackend(Backend):
 
     def _app_fault(self, error: BaseException) -> _Fault:
         """An error raised inside the Space's app: ZeroGPU quota, GPU aborts, crashes."""
-        message = self._scrub(_first_line(error))
+        message = self._scrub(first_line(error))
         title = str(getattr(error, "title", "") or "")
         if "quota" in (message + title).lower():
             wait = parse_wait(message)
@@ -804,7 +799,7 @@ class SpaceBackend(Backend):
                 parts.append(f"{name}: {info['format']} {info['size']}, {info['channels']} "
                              f"channel(s), {info['dtype']}")
             except Exception as error:  # noqa: BLE001 - a report line, not a failure
-                parts.append(f"{name}: not fetched ({self._scrub(_first_line(error))})")
+                parts.append(f"{name}: not fetched ({self._scrub(first_line(error))})")
         return f"slider, pair of {len(refs)} files: " + "; ".join(parts)
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import MissingDependencyError, ModelLoadError, UsageError
+from ..errors import MissingDependencyError, ModelLoadError, UsageError, first_line
 from .base import Backend, BackendSettings, DepthMap
 from .preprocess import prepare_rgb, resize_map
 
@@ -66,7 +66,7 @@ def load_depth_model(model: str, revision: str | None = None, dtype: Any = None)
         config = AutoConfig.from_pretrained(model, revision=revision)
     except (OSError, ValueError) as error:
         raise ModelLoadError(
-            f"cannot load model {model!r}: {_first_line(error)} "
+            f"cannot load model {model!r}: {first_line(error)} "
             "(give a Depth Anything hub id, or a local folder saved with save_pretrained; "
             "offline machines need a local folder or a filled Hugging Face cache)"
         ) from None
@@ -81,7 +81,7 @@ def load_depth_model(model: str, revision: str | None = None, dtype: Any = None)
             model, revision=revision, config=config, dtype=dtype
         )
     except (OSError, ValueError, RuntimeError) as error:
-        raise ModelLoadError(f"cannot load weights of {model!r}: {_first_line(error)}") from None
+        raise ModelLoadError(f"cannot load weights of {model!r}: {first_line(error)}") from None
     return network.eval()
 
 
@@ -98,11 +98,6 @@ def _quiet_transformers() -> None:
 def map_kind(config: Any) -> str:
     """'depth' for metric checkpoints (metres), 'disparity' for relative ones."""
     return "depth" if getattr(config, "depth_estimation_type", "relative") == "metric" else "disparity"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 class TorchBackend(Backend):
