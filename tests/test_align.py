@@ -24,7 +24,8 @@ from depthprior.align import (
     report_path,
     sample_bilinear,
 )
-from depthprior.colmap import ModelError, image_key, read_model
+from depthprior.colmap import ModelError, read_model
+from depthprior.images import image_key
 from depthprior.errors import MissingDependencyError, UsageError
 
 pytest.importorskip("pycolmap")

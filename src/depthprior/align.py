@@ -33,7 +33,9 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .colmap import ModelImage, SparseModel, image_key, read_model
+from .colmap import ModelImage, SparseModel, read_model
+from .images import image_key
+from .priorset import SCALE_BAND
 from .errors import DepthpriorError, UsageError
 from .store import MANIFEST_NAME, TMP_MARK, atomic_write_bytes, read_png16
 
@@ -50,8 +52,7 @@ MIN_INLIER_FRACTION = 0.5  # below this the robust fit has no majority to stand 
 LOW_INLIER_FRACTION = 0.6  # below this: unreliable
 MAX_RESIDUAL = 0.15  # median relative residual of the inliers above this: unreliable
 SIGMA_FLOOR = 1e-3  # the residual scale is at least this fraction of the median 1/z
-SCALE_BAND = (0.2, 5.0)
-ASPECT_TOLERANCE = 0.05  # depth map / frame vs camera: relative aspect-ratio difference allowed  # the 3DGS trainer ignores depth whose scale is outside this x median
+ASPECT_TOLERANCE = 0.05  # depth map / frame vs camera: relative aspect-ratio difference allowed
 
 
 class DepthFilesError(UsageError):

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import MissingDependencyError, UsageError
+from .images import image_key
 
 MODEL_FILES = ("cameras", "images", "points3D")
 
@@ -72,15 +73,6 @@ class SparseModel:
         where = np.clip(where, 0, self.point_ids.size - 1)
         found = self.point_ids[where] == ids
         return self.point_xyz[where], found
-
-
-def image_key(name: str) -> str:
-    """The image name without its extension: the depth file stem and the depth_params.json key.
-
-    The 3DGS trainer strips the text after the last dot (`name[:-len(ext) - 1]`); for every name
-    whose file part has an extension this is the same thing.
-    """
-    return str(PurePosixPath(name.replace("\\", "/")).with_suffix(""))
 
 
 def model_format(path: Path) -> str:

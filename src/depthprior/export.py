@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from .errors import UsageError
+from .images import image_key
 from .priorset import PriorSet
 from .store import PNG_MAX, atomic_write_bytes, read_png16, write_npy, write_png16
 
@@ -232,7 +233,7 @@ def _match_frames(frames: list[dict], paths: list[str], registered: list, transf
         if image is not None and not _is_suffix(image.name, path):
             image = None  # ids from another model: fall back to names
         if image is None:
-            stem = str(PurePosixPath(path).with_suffix(""))
+            stem = image_key(path)
             candidates = [
                 im for im in registered if _is_suffix(im.name, path) or _is_suffix(im.key, stem)
             ]

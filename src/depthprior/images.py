@@ -24,11 +24,19 @@ class ImageItem:
 
     @property
     def stem(self) -> str:
-        """Relative name without extension: the key of depth_params.json and the output name."""
-        return str(PurePosixPath(self.name).with_suffix(""))
+        return image_key(self.name)
 
     def output(self, suffix: str) -> str:
         return self.stem + suffix
+
+
+def image_key(name: str) -> str:
+    """An image's relative name without extension: its output stem and its depth_params.json key.
+
+    The 3DGS trainer strips the text after the last dot (`name[:-len(ext) - 1]`); for every name
+    whose file part has an extension this is the same thing.
+    """
+    return str(PurePosixPath(name.replace("\\", "/")).with_suffix(""))
 
 
 def normalise_extensions(extra: Iterable[str] = ()) -> tuple[str, ...]:

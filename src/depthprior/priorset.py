@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from .errors import DepthpriorError, UsageError
+from .images import image_key
 from .store import TMP_MARK, Manifest, read_png16
 
 #: 3DGS keeps an image when 0.2 * median <= scale <= 5 * median
@@ -158,7 +159,7 @@ class PriorSet:
         self._aliases: dict[str, str] = {}  # any accepted spelling -> stem
         if self.manifest is not None:
             for name, record in self.manifest.images.items():
-                stem = record.get("stem") or str(PurePosixPath(name).with_suffix(""))
+                stem = record.get("stem") or image_key(name)
                 self._files[stem] = self.root / f"{stem}.png"
                 self._records[stem] = record
                 if record.get("status") != "ok":
