@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--backends", default="torch,onnx")
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--input-size", type=int, default=518)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument("--rss-counts", default="", help="e.g. 10,100")
     parser.add_argument("--model", default=None, help="existing checkpoint folder (default: build one)")
     args = parser.parse_args()
@@ -49,7 +50,8 @@ def main() -> None:
         model = args.model or str(build("small", scratch / "model"))
         settings = BackendSettings(model=model, input_size=args.input_size)
         backends = [b for b in args.backends.split(",") if b]
-        report = bench(args.photos, backends=backends, settings=settings, baseline=args.baseline)
+        report = bench(args.photos, backends=backends, settings=settings, baseline=args.baseline,
+                       repeats=args.repeats)
         print(report.format(), flush=True)
         if not args.rss_counts:
             return

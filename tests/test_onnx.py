@@ -19,7 +19,6 @@ from conftest import TEST_INPUT_SIZE, run_cli  # noqa: E402
 from depthprior import generate  # noqa: E402
 from depthprior.backends import BackendSettings, create_backend  # noqa: E402
 from depthprior.errors import ImageError, ModelLoadError, UsageError  # noqa: E402
-from depthprior.images import decode_rgb  # noqa: E402
 from depthprior.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
 from depthprior.store import Manifest, read_png16  # noqa: E402
 from synth import make_frames, scene_rgb, write_image  # noqa: E402

@@ -4,27 +4,38 @@ Bare forward: backend.infer on prepared inputs of the same shapes the pipeline u
 alone. End to end: generate() with the same loaded backend into a temporary folder (decode,
 prepare, infer, resize back, encode, write, manifest). Their ratio is the cost of everything
 around the model. Optionally the plain transformers pipeline loop most people write by hand.
+
+Shared machines drift by 10-30% over minutes, which swamps differences of that size measured
+one after the other. With `repeats` > 1 every contender runs once per round, the order rotating
+from round to round, and each ratio (e2e/forward, A vs B) is the median of the per-round ratios:
+drift hits both sides of a ratio alike within a round.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
 import os
+import statistics
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .backends import Backend, BackendSettings, create_backend
+from .errors import UsageError
 from .images import discover, read_image_or_fail
 
 
 @dataclass
 class BenchRow:
+    """One contender, one or more rounds; times are per image, medians over the rounds."""
+
     label: str
     images: int
     load_s: float
@@ -32,14 +43,32 @@ class BenchRow:
     e2e_s: float  # end to end per image, model already loaded
     peak_rss_mb: float
     details: dict[str, Any] = field(default_factory=dict)
+    forward_rounds: list[float] = field(default_factory=list)
+    e2e_rounds: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.e2e_rounds:
+            self.e2e_rounds = [self.e2e_s]
+            self.forward_rounds = [self.forward_s] if self.forward_s else []
+
+    @property
+    def rounds(self) -> int:
+        return len(self.e2e_rounds)
 
     @property
     def ratio(self) -> float | None:
-        return self.e2e_s / self.forward_s if self.forward_s else None
+        """End to end over bare forward: the median of the per-round ratios."""
+        if not self.forward_rounds:
+            return None
+        return statistics.median(e / f for e, f in zip(self.e2e_rounds, self.forward_rounds))
 
     @property
     def images_per_s(self) -> float:
         return 1.0 / self.e2e_s if self.e2e_s > 0 else 0.0
+
+    def speedup_over(self, other: "BenchRow") -> float:
+        """How many times faster end to end this row is than `other` (median of per-round ratios)."""
+        return statistics.median(o / s for s, o in zip(self.e2e_rounds, other.e2e_rounds))
 
 
 @dataclass
@@ -47,20 +76,27 @@ class BenchReport:
     rows: list[BenchRow]
 
     def format(self) -> str:
+        rounds = max((row.rounds for row in self.rows), default=1)
+        spread = rounds > 1
         header = (f"{'backend':<22} {'images':>6} {'load s':>7} {'forward ms/img':>15} "
-                  f"{'e2e ms/img':>11} {'e2e/fwd':>8} {'images/s':>9} {'peak RSS MB':>12}")
+                  f"{'e2e ms/img':>11} {'e2e/fwd':>8} {'images/s':>9} {'peak RSS MB':>12}"
+                  + (f" {'e2e min-max ms':>15}" if spread else ""))
         lines = [header, "-" * len(header)]
         for row in self.rows:
             forward = f"{row.forward_s * 1e3:.1f}" if row.forward_s else "-"
             ratio = f"{row.ratio:.3f}" if row.ratio else "-"
-            lines.append(
-                f"{row.label:<22} {row.images:>6} {row.load_s:>7.1f} {forward:>15} "
-                f"{row.e2e_s * 1e3:>11.1f} {ratio:>8} {row.images_per_s:>9.2f} {row.peak_rss_mb:>12.0f}"
-            )
+            line = (f"{row.label:<22} {row.images:>6} {row.load_s:>7.1f} {forward:>15} "
+                    f"{row.e2e_s * 1e3:>11.1f} {ratio:>8} {row.images_per_s:>9.2f} {row.peak_rss_mb:>12.0f}")
+            if spread:
+                low, high = min(row.e2e_rounds), max(row.e2e_rounds)
+                line += f" {f'{low * 1e3:.0f}-{high * 1e3:.0f}':>15}"
+            lines.append(line)
+        if spread:
+            lines.append(f"medians over {rounds} interleaved rounds; ratios are medians of per-round ratios")
         best = min(self.rows, key=lambda row: row.e2e_s) if self.rows else None
         for row in self.rows:
             if best and row is not best:
-                lines.append(f"{best.label} is {row.e2e_s / best.e2e_s:.2f}x faster end to end than {row.label}")
+                lines.append(f"{best.label} is {best.speedup_over(row):.2f}x faster end to end than {row.label}")
         return "\n".join(lines)
 
 
@@ -188,30 +224,72 @@ def bench(
     onnx_model: str | None = None,
     baseline: bool = False,
     workers: int | None = None,
+    repeats: int = 1,
 ) -> BenchReport:
     """Compare backends (and optionally the transformers pipeline loop) on the same images.
 
     settings.model is the checkpoint (hub id or folder); the onnx backend uses `onnx_model`,
-    or an export of settings.model made into a temporary folder.
+    or an export of settings.model made into a temporary folder. Each round loads, times and
+    closes every contender in turn (rotating the order), so every row sees one model in memory.
     """
+    if repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {repeats}")
     settings = settings or BackendSettings()
     images = Path(images)
     discover(images)  # usage errors before any model is loaded
-    rows = []
     with tempfile.TemporaryDirectory(prefix="depthprior-bench-onnx-") as scratch:
+        contenders: list[tuple[str, Callable[[], BenchRow]]] = []
         for name in backends:
             backend_settings = settings
             if name == "onnx":
                 backend_settings = dataclasses.replace(
                     settings, model=onnx_model or _export_for_bench(settings, Path(scratch))
                 )
-            start = time.perf_counter()
-            with create_backend(name, backend_settings) as engine:
-                load_s = time.perf_counter() - start
-                rows.append(bench_backend(engine, images, name, workers, load_s))
-    if baseline:
-        rows.append(bench_transformers_pipeline(images, settings))
-    return BenchReport(rows)
+            contenders.append((name, _backend_round(name, backend_settings, images, workers)))
+        if baseline:
+            contenders.append(("transformers pipeline", lambda: bench_transformers_pipeline(images, settings)))
+        rounds: dict[str, list[BenchRow]] = {label: [] for label, _ in contenders}
+        for index in range(repeats):
+            shift = index % len(contenders)
+            for label, run_round in contenders[shift:] + contenders[:shift]:
+                rounds[label].append(run_round())
+                _release_memory()
+    return BenchReport([merge_rounds(rows) for rows in rounds.values()])
+
+
+def _backend_round(name: str, settings: BackendSettings, images: Path,
+                   workers: int | None) -> Callable[[], BenchRow]:
+    def run_round() -> BenchRow:
+        start = time.perf_counter()
+        with create_backend(name, settings) as engine:
+            load_s = time.perf_counter() - start
+            return bench_backend(engine, images, name, workers, load_s)
+    return run_round
+
+
+def merge_rounds(rows: list[BenchRow]) -> BenchRow:
+    """One row from several rounds of the same contender: median times, highest peak RSS."""
+    first = rows[0]
+    forwards = [row.forward_s for row in rows if row.forward_s]
+    return BenchRow(
+        label=first.label, images=first.images,
+        load_s=statistics.median(row.load_s for row in rows),
+        forward_s=statistics.median(forwards) if forwards else None,
+        e2e_s=statistics.median(row.e2e_s for row in rows),
+        peak_rss_mb=max(row.peak_rss_mb for row in rows),
+        details=first.details,
+        forward_rounds=forwards if len(forwards) == len(rows) else [],
+        e2e_rounds=[row.e2e_s for row in rows],
+    )
+
+
+def _release_memory() -> None:
+    """Hand freed heap back to the OS between contenders, so peak RSS is each one's own."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _export_for_bench(settings: BackendSettings, folder: Path) -> str:

@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baseline", action="store_true",
                         help="also time the plain transformers pipeline('depth-estimation') loop")
     parser.add_argument("--workers", type=int, default=None, help="read/write threads")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="interleaved rounds per contender; times are medians, ratios medians of "
+                             "per-round ratios (use 3+ on a machine whose speed drifts)")
     parser.set_defaults(run=run)
 
 
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"unknown backend(s) {', '.join(unknown)}: choose from {', '.join(backend_names())}")
     report = bench(args.images, backends=names, settings=backend_settings(args),
-                   onnx_model=args.onnx_model, baseline=args.baseline, workers=args.workers)
+                   onnx_model=args.onnx_model, baseline=args.baseline, workers=args.workers,
+                   repeats=args.repeats)
     print(report.format())
     return 0
