@@ -84,3 +84,11 @@ def test_bench_without_images_fails_before_loading_a_model(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no images"):
         bench(tmp_path / "empty", settings=BackendSettings(model=str(tmp_path / "no-such-model")))
+
+
+def test_comparison_names_the_faster_by_per_round_ratio_even_against_the_medians():
+    # medians: a 2.0 < b 2.1, but round by round b beats a in two of three rounds
+    a = merge_rounds([row("a", 1.0), row("a", 2.0), row("a", 3.0)])
+    b = merge_rounds([row("b", 2.1), row("b", 1.8), row("b", 2.7)])
+    text = BenchReport([a, b]).format()
+    assert "b is 1.11x faster end to end than a" in text and "0." not in text.splitlines()[-1]

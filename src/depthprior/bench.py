@@ -96,8 +96,16 @@ class BenchReport:
         best = min(self.rows, key=lambda row: row.e2e_s) if self.rows else None
         for row in self.rows:
             if best and row is not best:
-                lines.append(f"{best.label} is {best.speedup_over(row):.2f}x faster end to end than {row.label}")
+                lines.append(_comparison(best, row))
         return "\n".join(lines)
+
+
+def _comparison(first: BenchRow, second: BenchRow) -> str:
+    """The faster of the two first: medians of per-round ratios can disagree with the medians."""
+    speedup = first.speedup_over(second)
+    if speedup < 1:
+        first, second, speedup = second, first, 1 / speedup
+    return f"{first.label} is {speedup:.2f}x faster end to end than {second.label}"
 
 
 class RssSampler:
