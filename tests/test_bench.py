@@ -92,3 +92,20 @@ def test_comparison_names_the_faster_by_per_round_ratio_even_against_the_medians
     b = merge_rounds([row("b", 2.1), row("b", 1.8), row("b", 2.7)])
     text = BenchReport([a, b]).format()
     assert "b is 1.11x faster end to end than a" in text and "0." not in text.splitlines()[-1]
+
+
+def test_bare_forward_warms_every_shape_once_and_times_each_batch(tiny_model, tmp_path):
+    from depthprior.backends import create_backend
+    from depthprior.bench import _bare_forward
+    from synth import scene_rgb, write_image
+
+    for name, size in [("a", (48, 64)), ("b", (48, 64)), ("c", (64, 48)), ("d", (48, 64))]:
+        write_image(tmp_path / f"{name}.png", scene_rgb(*size))
+    settings = BackendSettings(model=str(tiny_model), input_size=TEST_INPUT_SIZE, batch_size=2)
+    with create_backend("torch", settings) as engine:
+        calls = []
+        infer = engine.infer
+        engine.infer = lambda batch: calls.append(len(batch)) or infer(batch)
+        assert _bare_forward(engine, sorted(tmp_path.glob("*.png"))) > 0
+    # batches: [a, b] (landscape, 2), [c] (portrait, 1), [d] (landscape, 1): three new shapes
+    assert calls == [2, 2, 1, 1, 1, 1]
