@@ -8,7 +8,8 @@ Shared ZeroGPU Spaces fail often and mostly for a while only, so every request i
 (--min-interval), retried with exponential backoff and jitter (--retries attempts), honours the
 wait a quota message names, and a run of consecutive failed images stops the run early (the
 rerun resumes). Permanent faults (unknown Space, missing endpoint, rejected token) end it at
-once with one line.
+once with one line. The fault kinds, pacing and stopping live in space_faults.py; reading the
+two returned files as one map in space_output.py.
 
 Nothing the Space returns is written to disk: the client runs with download_files=False (its
 own download path leaves an empty folder in the system temp dir per file) and the two depth
@@ -24,7 +25,6 @@ import inspect
 import logging
 import os
 import random
-import re
 import shutil
 import tempfile
 import threading
@@ -39,8 +39,9 @@ import cv2
 import numpy as np
 
 from ..errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError, first_line
-from ..store import count_levels
 from .base import Backend, BackendSettings, DepthMap
+from .space_faults import Breaker, Fault, ImageFault, Pacer, format_wait, parse_wait, retry_after, status_code
+from .space_output import choose_depth, describe_array, format_of, single_channel
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,6 @@ ENDPOINT = "/on_submit"
 #: what the public Space runs (its app.py): Depth-Anything-V2-Large at input size 518
 SPACE_MODEL = "depth-anything/Depth-Anything-V2-Large"
 SPACE_INPUT_SIZE = 518
-
-_QUOTA_WAIT = re.compile(
-    r"(?:try again|retry)(?: after| in)?\s+(?:(\d+):)?(\d{1,2}):(\d{2})\b", re.IGNORECASE)
-_QUOTA_WAIT_WORDS = re.compile(
-    r"(?:try again|retry)(?: after| in)?\s+(\d+(?:\.\d+)?)\s*(seconds?|secs?|s|minutes?|mins?|hours?|h)\b",
-    re.IGNORECASE)
 
 
 def _gradio_client() -> SimpleNamespace:
@@ -69,107 +64,7 @@ def _gradio_client() -> SimpleNamespace:
                            errors=exceptions, utils=utils)
 
 
-# ---------------------------------------------------------------- faults
-
-class _Fault(Exception):
-    """One failed attempt that may succeed when repeated.
-
-    wait: seconds the server asked for (quota message, Retry-After); floor: the least backoff;
-    reconnect: build a new client before the next attempt; quota: the wait holds every request.
-    """
-
-    def __init__(self, message: str, *, wait: float | None = None, floor: float = 0.0,
-                 reconnect: bool = False, quota: bool = False):
-        super().__init__(message)
-        self.wait = wait
-        self.floor = floor
-        self.reconnect = reconnect
-        self.quota = quota
-
-
-class _ImageFault(Exception):
-    """A fault that repeating will not fix, for this image only (the run goes on)."""
-
-
-def parse_wait(message: str) -> float | None:
-    """Seconds named by 'Try again in H:MM:SS' / 'in MM:SS' / 'in 30 seconds', else None."""
-    match = _QUOTA_WAIT.search(message)
-    if match:
-        hours, minutes, seconds = match.groups()
-        if hours is None:  # "MM:SS"
-            return float(int(minutes) * 60 + int(seconds))
-        return float(int(hours) * 3600 + int(minutes) * 60 + int(seconds))
-    match = _QUOTA_WAIT_WORDS.search(message)
-    if match:
-        value, unit = float(match.group(1)), match.group(2).lower()
-        return value * (3600 if unit.startswith("h") else 60 if unit.startswith("m") else 1)
-    return None
-
-
-def format_wait(seconds: float) -> str:
-    return str(timedelta(seconds=round(seconds)))
-
-
-# ---------------------------------------------------------------- pacing and stopping
-
-class _Pacer:
-    """Request starts at least min_interval apart, across threads; a quota wait holds all."""
-
-    def __init__(self, min_interval: float, stop: threading.Event):
-        self.min_interval = max(0.0, min_interval)
-        self._next = 0.0
-        self._lock = threading.Lock()
-        self._stop = stop
-
-    def hold_until(self, moment: float) -> None:
-        with self._lock:
-            self._next = max(self._next, moment)
-
-    def wait(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.min_interval
-        if start > now and self._stop.wait(start - now):
-            raise BackendUnavailable("the space backend was closed")
-
-
-class _Breaker:
-    """Opens after `limit` consecutive images failed for transient reasons (the Space is down),
-    or for good once a request found the Space unusable (quota gone, token refused)."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._failures = 0
-        self._last = ""
-        self._stopped: BackendUnavailable | None = None
-        self._lock = threading.Lock()
-
-    def stop(self, error: BackendUnavailable) -> None:
-        with self._lock:
-            self._stopped = self._stopped or error
-
-    def check(self) -> None:
-        with self._lock:
-            if self._stopped is not None:
-                raise BackendUnavailable(str(self._stopped))
-            if self._failures >= self.limit:
-                raise BackendUnavailable(
-                    f"stopped after {self._failures} consecutive images failed on the Space "
-                    f"(last: {self._last}); it looks down or overloaded"
-                )
-
-    def success(self) -> None:
-        with self._lock:
-            self._failures = 0
-
-    def failure(self, reason: str) -> None:
-        with self._lock:
-            self._failures += 1
-            self._last = reason
-
-
-# ---------------------------------------------------------------- responses and precision
+# ---------------------------------------------------------------- requests and responses
 
 @dataclass
 class SpaceResponse:
@@ -189,87 +84,6 @@ class _Pending:
 
     path: str
     future: concurrent.futures.Future
-
-
-@dataclass
-class Choice:
-    source: str  # "space:raw16" or "space:gray8"
-    values: np.ndarray  # float32 disparity (near = large) at the returned size
-    levels: int
-    gray_levels: int
-    raw_levels: int
-    reason: str
-    notes: list[str] = field(default_factory=list)
-
-
-def choose_depth(gray: np.ndarray, raw: np.ndarray) -> Choice:
-    """Build the disparity map from whichever returned file holds more distinct levels.
-
-    Both files are disparity, near = bright. The raw file is the float disparity truncated to
-    integers (only as many levels as the disparity spans units); the gray file is the same
-    disparity min-max normalised to 0..255 (at most 256 levels). Ties go to the gray file,
-    which cannot wrap. When the gray file is used and the raw file spans a range, the gray
-    levels are mapped onto that range, so raw_min/raw_max in the manifest are in the Space's
-    disparity units (to about one unit) whichever file an image used.
-    """
-    gray_levels, raw_levels = count_levels(_as_index(gray)), count_levels(_as_index(raw))
-    consistent = _consistent(gray, raw)
-    notes: list[str] = []
-    if raw_levels > gray_levels and consistent:
-        return Choice("space:raw16", raw.astype(np.float32), raw_levels, gray_levels, raw_levels,
-                      f"the 16-bit raw file holds {raw_levels} distinct levels, "
-                      f"the 8-bit gray file {gray_levels}", notes)
-    if raw_levels > gray_levels:
-        reason = (f"the 16-bit raw file holds more levels ({raw_levels}) but does not match the "
-                  f"gray file (negative or wrapped values?), so the gray file ({gray_levels}) is used")
-        notes.append("raw16 file inconsistent with gray8 file; gray8 used")
-    else:
-        reason = (f"the 16-bit raw file holds only {raw_levels} distinct levels "
-                  f"(disparity truncated to integers), the 8-bit gray file {gray_levels}")
-    gray_f = gray.astype(np.float32)
-    low, high = float(raw.min()), float(raw.max())
-    g_low, g_high = float(gray_f.min()), float(gray_f.max())
-    if consistent and high > low and g_high > g_low:
-        values = np.float32(low + 0.5) + (gray_f - np.float32(g_low)) * np.float32(
-            (high - low) / (g_high - g_low))
-    else:
-        values = gray_f
-        notes.append("values in gray levels (0..255), not disparity units")
-    return Choice("space:gray8", values.astype(np.float32, copy=False), gray_levels, gray_levels,
-                  raw_levels, reason, notes)
-
-
-def _as_index(array: np.ndarray) -> np.ndarray:
-    if array.dtype in (np.uint8, np.uint16):
-        return array
-    _, inverse = np.unique(array, return_inverse=True)
-    return inverse.reshape(array.shape).astype(np.uint32)
-
-
-def _consistent(gray: np.ndarray, raw: np.ndarray) -> bool:
-    """True unless the raw file's values cannot be the gray file's disparity, truncated.
-
-    gray = trunc(255 * t) and raw = trunc(d) for t = (d - min) / (max - min): normalised alike,
-    they differ by at most one gray step plus about two raw units.
-    """
-    g_low, g_high = float(gray.min()), float(gray.max())
-    r_low, r_high = float(raw.min()), float(raw.max())
-    if r_high - r_low < 2 or g_high <= g_low:
-        return True  # too few levels to judge; nothing to gain from the raw file anyway
-    g = (gray[::2, ::2].astype(np.float32) - g_low) / (g_high - g_low)
-    r = (raw[::2, ::2].astype(np.float32) - r_low) / (r_high - r_low)
-    tolerance = 1.5 / (g_high - g_low) + 2.5 / (r_high - r_low)
-    return float(np.quantile(np.abs(g - r), 0.999)) <= tolerance
-
-
-def _describe_array(array: np.ndarray) -> dict[str, Any]:
-    return {
-        "size": f"{array.shape[1]}x{array.shape[0]}",
-        "channels": 1 if array.ndim == 2 else array.shape[2],
-        "dtype": str(array.dtype),
-        "range": f"{array.min()}..{array.max()}",
-        "levels": count_levels(_as_index(array if array.ndim == 2 else array[..., 0])),
-    }
 
 
 # ---------------------------------------------------------------- the backend
@@ -309,8 +123,8 @@ class SpaceBackend(Backend):
         self.attempts = max(1, settings.retries)
         self._secrets = [s for s in (settings.hf_token, os.environ.get("HF_TOKEN")) if s]
         self._closing = threading.Event()
-        self._pacer = _Pacer(settings.min_interval, self._closing)
-        self._breaker = _Breaker(self.max_consecutive_failures)
+        self._pacer = Pacer(settings.min_interval, self._closing)
+        self._breaker = Breaker(self.max_consecutive_failures)
         self._lock = threading.Lock()
         self._client: Any = None
         self._generation = 0
@@ -397,7 +211,7 @@ class SpaceBackend(Backend):
         return host in ("huggingface.co", "hf.space") or host.endswith((".hf.space", ".huggingface.co"))
 
     def _connect_first(self) -> Any:
-        last: _Fault | None = None
+        last: Fault | None = None
         for attempt in range(1, self.attempts + 1):
             try:
                 return self._new_client()
@@ -412,7 +226,7 @@ class SpaceBackend(Backend):
         raise BackendUnavailable(
             f"cannot connect to {self.public_location} after {self.attempts} attempts: {last}")
 
-    def _connect_fault(self, error: BaseException) -> _Fault:
+    def _connect_fault(self, error: BaseException) -> Fault:
         """Permanent connection faults raise (UsageError or BackendUnavailable); others return."""
         import huggingface_hub.errors as hub_errors
 
@@ -426,7 +240,7 @@ class SpaceBackend(Backend):
             raise UsageError(f"Space {where!r} not found on the Hugging Face Hub (a private Space "
                              "needs --hf-token or HF_TOKEN with access; a local or duplicated "
                              "server is given by its URL, http://...)")
-        status = _status_code(error)
+        status = status_code(error)
         if status in (401, 403) or isinstance(error, gc.errors.AuthenticationError):
             raise UsageError(f"{where} refused access (HTTP {status or 401}): a private Space needs "
                              "--hf-token or HF_TOKEN with access (password-protected Gradio apps "
@@ -438,10 +252,10 @@ class SpaceBackend(Backend):
             raise BackendUnavailable(f"cannot reach {where}: {text}")
         if isinstance(error, ValueError) and text.startswith("Could not fetch"):
             # a sleeping Space answers with an error page until it has woken up (a minute or so)
-            return _Fault(f"{text} (not a Gradio app, or a Space still waking up)",
+            return Fault(f"{text} (not a Gradio app, or a Space still waking up)",
                           floor=0.0 if self.is_url else 10.0)
         fault = self._classify(error)
-        if isinstance(fault, _ImageFault):
+        if isinstance(fault, ImageFault):
             raise BackendUnavailable(f"cannot connect to {where}: {fault}")
         return fault
 
@@ -563,7 +377,7 @@ class SpaceBackend(Backend):
             _unlink(path)
 
     def _request(self, path: str) -> SpaceResponse:
-        last: _Fault | None = None
+        last: Fault | None = None
         for attempt in range(1, self.attempts + 1):
             self._breaker.check()
             self._pacer.wait()
@@ -578,7 +392,7 @@ class SpaceBackend(Backend):
                 raise
             except Exception as error:  # noqa: BLE001 - sorted below
                 fault = self._classify(error)
-                if isinstance(fault, _ImageFault):
+                if isinstance(fault, ImageFault):
                     raise ImageError(str(fault)) from None
                 last = fault
                 if fault.reconnect:
@@ -619,12 +433,12 @@ class SpaceBackend(Backend):
         files: dict[str, dict[str, Any]] = {}
         gray = self._fetch(client, gray_ref, "gray", files)
         raw = self._fetch(client, raw_ref, "raw", files)
-        gray, raw = _single_channel(gray), _single_channel(raw)
+        gray, raw = single_channel(gray), single_channel(raw)
         if gray.shape != raw.shape:
-            raise _Fault(f"the gray ({gray.shape[1]}x{gray.shape[0]}) and raw "
+            raise Fault(f"the gray ({gray.shape[1]}x{gray.shape[0]}) and raw "
                          f"({raw.shape[1]}x{raw.shape[0]}) files differ in size")
         if gray.max() == gray.min() and raw.max() == raw.min():
-            raise _Fault(f"the Space returned a blank map (constant {gray.max()})")
+            raise Fault(f"the Space returned a blank map (constant {gray.max()})")
         return SpaceResponse(gray, raw, files, slider)
 
     def _wait_for(self, job: Any) -> Any:
@@ -652,16 +466,16 @@ class SpaceBackend(Backend):
             else:
                 active += step
             if active > self.settings.timeout:
-                raise _Fault(f"no answer within {self.settings.timeout:g} s (--timeout)",
+                raise Fault(f"no answer within {self.settings.timeout:g} s (--timeout)",
                              reconnect=True)
             if queued > self.max_queue_wait:
-                raise _Fault(f"waited {queued:.0f} s in the Space's queue")
+                raise Fault(f"waited {queued:.0f} s in the Space's queue")
 
     def _fetch(self, client: Any, ref: Any, label: str, files: dict[str, dict[str, Any]]) -> np.ndarray:
         """One returned file, read into memory and decoded (nothing lands on disk)."""
         path = ref.get("path") if isinstance(ref, dict) else ref
         if not path or not isinstance(path, str):
-            raise _Fault(f"the Space returned no {label} file")
+            raise Fault(f"the Space returned no {label} file")
         # download_files=False: references are the server's; fetch like gradio_client does
         if path.startswith(("http://", "https://")):
             url = path
@@ -677,53 +491,53 @@ class SpaceBackend(Backend):
         data = response.content
         array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
-            raise _Fault(f"the {label} file could not be decoded ({len(data)} bytes)")
+            raise Fault(f"the {label} file could not be decoded ({len(data)} bytes)")
         files[label] = {"name": os.path.basename(str(path)), "bytes": len(data),
-                        "format": _format_of(data), **_describe_array(array)}
+                        "format": format_of(data), **describe_array(array)}
         return array
 
     # ------------------------------------------------------------ fault handling
 
-    def _classify(self, error: BaseException) -> _Fault | _ImageFault:
-        """Transient faults -> _Fault, image-only ones -> _ImageFault; run-ending ones raise."""
+    def _classify(self, error: BaseException) -> Fault | ImageFault:
+        """Transient faults -> Fault, image-only ones -> ImageFault; run-ending ones raise."""
         gc = self._gc
         text = self._scrub(first_line(error))
-        if isinstance(error, (_Fault, _ImageFault)):
+        if isinstance(error, (Fault, ImageFault)):
             return error
         if isinstance(error, gc.errors.AppError):
             return self._app_fault(error)
         if isinstance(error, gc.utils.QueueError):
-            return _Fault("the Space's queue is full", floor=2.0)
+            return Fault("the Space's queue is full", floor=2.0)
         if isinstance(error, gc.utils.TooManyRequestsError):
-            return _Fault("rate limited by the Space (HTTP 429)", floor=10.0)
+            return Fault("rate limited by the Space (HTTP 429)", floor=10.0)
         if isinstance(error, gc.httpx.HTTPStatusError):
             code = error.response.status_code
             if code in (401, 403):
                 raise BackendUnavailable(f"{self.public_location} refused the request (HTTP {code}): "
                                          "check --hf-token / HF_TOKEN and access to the Space")
             if code == 429:
-                wait = _retry_after(error.response)
-                return _Fault("rate limited by the Space (HTTP 429)", wait=wait,
+                wait = retry_after(error.response)
+                return Fault("rate limited by the Space (HTTP 429)", wait=wait,
                               floor=0.0 if wait is not None else 10.0)
             if code >= 500 or code in (404, 408, 409, 425):
-                return _Fault(f"HTTP {code} from the Space", reconnect=code != 404)
-            return _ImageFault(f"the Space rejected the request (HTTP {code})")
+                return Fault(f"HTTP {code} from the Space", reconnect=code != 404)
+            return ImageFault(f"the Space rejected the request (HTTP {code})")
         if isinstance(error, gc.httpx.TimeoutException):
-            return _Fault(f"timed out talking to the Space ({type(error).__name__})", reconnect=True)
+            return Fault(f"timed out talking to the Space ({type(error).__name__})", reconnect=True)
         if isinstance(error, gc.httpx.TransportError):
-            return _Fault(f"connection to the Space failed ({type(error).__name__}: {text})",
+            return Fault(f"connection to the Space failed ({type(error).__name__}: {text})",
                           reconnect=True)
         if isinstance(error, concurrent.futures.CancelledError):
-            return _Fault("the Space closed the connection", reconnect=True)
+            return Fault("the Space closed the connection", reconnect=True)
         if isinstance(error, gc.errors.ValidationError):
-            return _ImageFault(f"the Space refused the input: {text}")
+            return ImageFault(f"the Space refused the input: {text}")
         if isinstance(error, FileNotFoundError):
-            return _ImageFault(f"upload file missing: {text}")
+            return ImageFault(f"upload file missing: {text}")
         if isinstance(error, ValueError) and text.startswith("Cannot find a function"):
             raise BackendUnavailable(f"{self.public_location} no longer offers {ENDPOINT}")
-        return _Fault(f"{type(error).__name__}: {text}", reconnect=True)
+        return Fault(f"{type(error).__name__}: {text}", reconnect=True)
 
-    def _app_fault(self, error: BaseException) -> _Fault:
+    def _app_fault(self, error: BaseException) -> Fault:
         """An error raised inside the Space's app: ZeroGPU quota, GPU aborts, crashes."""
         message = self._scrub(first_line(error))
         title = str(getattr(error, "title", "") or "")
@@ -737,13 +551,13 @@ class SpaceBackend(Backend):
                 raise BackendUnavailable(
                     f"the Space's GPU quota is used up: it asks to wait {format_wait(wait)} "
                     f"(until about {back}); rerun then to resume{hint}")
-            return _Fault(f"GPU quota exceeded, the Space asks to wait {format_wait(wait)}",
+            return Fault(f"GPU quota exceeded, the Space asks to wait {format_wait(wait)}",
                           wait=wait + 0.5, quota=True)
         if "verbose error reporting" in message:
-            return _Fault("the Space's app raised an error (it shows no details)")
-        return _Fault(f"the Space's app raised an error: {message}")
+            return Fault("the Space's app raised an error (it shows no details)")
+        return Fault(f"the Space's app raised an error: {message}")
 
-    def _delay(self, fault: _Fault, attempt: int) -> float:
+    def _delay(self, fault: Fault, attempt: int) -> float:
         if fault.wait is not None:
             if fault.wait > self.max_wait:
                 raise BackendUnavailable(f"the Space asks to wait {format_wait(fault.wait)}; "
@@ -826,38 +640,6 @@ def _render_api(api: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _single_channel(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 2:
-        return array
-    if array.ndim == 3 and array.shape[2] >= 3 and np.array_equal(array[..., 0], array[..., 1]) \
-            and np.array_equal(array[..., 1], array[..., 2]):
-        return array[..., 0]
-    if array.ndim == 3 and array.shape[2] in (1, 2):
-        return array[..., 0]
-    raise _Fault(f"expected a single-channel depth file, got shape {array.shape}")
-
-
-def _format_of(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "PNG"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if data.startswith(b"\xff\xd8"):
-        return "JPEG"
-    return "unknown format"
-
-
-def _status_code(error: BaseException) -> int | None:
-    response = getattr(error, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _retry_after(response: Any) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _unlink(path: str) -> None:
