@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--arch", default="small")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (each batch size compiles once, in the untimed warm-up)")
     args = parser.parse_args()
 
     import torch
@@ -74,11 +76,12 @@ def main() -> None:
         rows = []
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
             settings = BackendSettings(model=str(model), device=args.device, dtype=args.dtype,
-                                       input_size=args.input_size, batch_size=batch_size)
+                                       input_size=args.input_size, batch_size=batch_size,
+                                       compile=args.compile)
             load = time.perf_counter()
             with create_backend("torch", settings) as engine:
                 load_s = time.perf_counter() - load
-                row = bench_backend(engine, frames, f"torch {engine.dtype} b{batch_size}",
+                row = bench_backend(engine, frames, f"torch {engine.dtype} b{batch_size}{' compiled' if args.compile else ''}",
                                     args.workers, load_s)
             rows.append(row)
             print(BenchReport([row]).format().splitlines()[-1], f"(forward {1 / row.forward_s:.1f} img/s)",

@@ -1,9 +1,10 @@
 """bench(): the model's bare forward time against end-to-end time, per backend, on real files.
 
 Bare forward: backend.infer on prepared inputs of the same shapes the pipeline uses, timed
-alone, each shape warmed up first (steady state, as in a long run of same-size frames). End to end: generate() with the same loaded backend into a temporary folder (decode,
-prepare, infer, resize back, encode, write, manifest). Their ratio is the cost of everything
-around the model. Optionally the plain transformers pipeline loop most people write by hand.
+alone, each shape warmed up first (steady state, as in a long run of same-size frames; this is
+also where --compile compiles). End to end: generate() with the same loaded backend into a
+temporary folder (decode, prepare, infer, resize back, encode, write, manifest). Their ratio
+is the cost of everything around the model. Optionally the plain transformers pipeline loop most people write by hand.
 
 Shared machines drift by 10-30% over minutes, which swamps differences of that size measured
 one after the other. With `repeats` > 1 every contender runs once per round, the order rotating
@@ -27,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .backends import Backend, BackendSettings, create_backend
+from .backends import Backend, BackendSettings, backend_class, create_backend
 from .errors import UsageError
 from .images import discover, read_image_or_fail
 
@@ -269,14 +270,17 @@ def bench(
     with tempfile.TemporaryDirectory(prefix="depthprior-bench-onnx-") as scratch:
         contenders: list[tuple[str, Callable[[], BenchRow]]] = []
         for name in backends:
-            backend_settings = settings
+            # --compile is for the backends that can; the others are timed as they are
+            compiles = settings.compile and backend_class(name).compiles
+            backend_settings = dataclasses.replace(settings, compile=compiles)
             if name == "onnx":
                 backend_settings = dataclasses.replace(
-                    settings, model=onnx_model or _export_for_bench(settings, Path(scratch))
+                    backend_settings, model=onnx_model or _export_for_bench(settings, Path(scratch))
                 )
             contenders.append((name, _backend_round(name, backend_settings, images, workers)))
         if baseline:
-            contenders.append(("transformers pipeline", lambda: bench_transformers_pipeline(images, settings)))
+            contenders.append(("transformers pipeline",
+                               lambda: bench_transformers_pipeline(images, settings)))
         rounds: dict[str, list[BenchRow]] = {label: [] for label, _ in contenders}
         for index in range(repeats):
             shift = index % len(contenders)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Hashable, Literal, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailable, MissingDependencyError
+from ..errors import BackendUnavailable, MissingDependencyError, UsageError
 
 MapKind = Literal["disparity", "depth"]
 
@@ -31,6 +31,7 @@ class BackendSettings:
     dtype: str = "auto"
     input_size: int = 518
     batch_size: int = 1
+    compile: bool = False  # torch backend: torch.compile the model (one compile per input shape)
     # remote Space
     space: str = "depth-anything/Depth-Anything-V2"
     hf_token: str | None = field(default=None, repr=False)
@@ -67,8 +68,12 @@ class Backend(ABC):
     """
 
     name: ClassVar[str]
+    #: whether the backend can torch.compile its model (BackendSettings.compile)
+    compiles: ClassVar[bool] = False
 
     def __init__(self, settings: BackendSettings):
+        if settings.compile and not self.compiles:
+            raise UsageError(f"--compile applies to --backend torch, not {self.name}")
         self.settings = settings
 
     @classmethod

@@ -100,8 +100,29 @@ def map_kind(config: Any) -> str:
     return "depth" if getattr(config, "depth_estimation_type", "relative") == "metric" else "disparity"
 
 
+def _compile(torch: Any, model: Any) -> Any:
+    """The model through TorchInductor with frozen weights (constants folded, weights prepacked
+    for oneDNN on CPU); one static graph per input shape, compiled on its first use."""
+    return torch.compile(model, dynamic=False, options={"freezing": True})
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """What a failed compile raises (no C++ compiler, an unsupported operator, ...)."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    errors: tuple[type[BaseException], ...] = (TorchDynamoException,)
+    try:
+        from torch._inductor.exc import InductorError
+
+        errors += (InductorError,)
+    except ImportError:  # older torch
+        pass
+    return errors
+
+
 class TorchBackend(Backend):
     name = "torch"
+    compiles = True
 
     @classmethod
     def identity(cls, settings: BackendSettings) -> dict[str, Any]:
@@ -121,6 +142,8 @@ class TorchBackend(Backend):
         self.model.to(self.device, memory_format=torch.channels_last)
         self.kind = map_kind(self.model.config)
         self._pin = self.device.startswith("cuda")
+        self._forward = _compile(torch, self.model) if settings.compile else self.model
+        self._compiled_shapes: set[tuple[int, ...]] = set()
 
     def describe(self) -> dict[str, Any]:
         config = self.model.config
@@ -134,6 +157,7 @@ class TorchBackend(Backend):
             "device": self.device,
             "dtype": self.dtype,
             "input_size": self.settings.input_size,
+            "compiled": self._forward is not self.model,
             "preprocessing": "lower-bound resize to input size, multiple of 14, bicubic, ImageNet mean/std",
         }
 
@@ -147,8 +171,23 @@ class TorchBackend(Backend):
             pixels = pixels.pin_memory()
         pixels = pixels.to(self.device, non_blocking=True).to(self._torch_dtype)
         with torch.inference_mode():
-            predicted = self.model(pixel_values=pixels).predicted_depth
+            predicted = self._run(pixels)
         return list(predicted.float().cpu().numpy())
+
+    def _run(self, pixels: Any) -> Any:
+        if self._forward is self.model:
+            return self.model(pixel_values=pixels).predicted_depth
+        shape = tuple(pixels.shape)
+        if shape not in self._compiled_shapes:
+            log.info("compiling the model for input %s (once per input shape)", "x".join(map(str, shape)))
+        try:
+            predicted = self._forward(pixel_values=pixels).predicted_depth
+        except _compile_errors() as error:
+            log.warning("torch.compile failed, running the model uncompiled: %s", first_line(error))
+            self._forward = self.model
+            return self.model(pixel_values=pixels).predicted_depth
+        self._compiled_shapes.add(shape)
+        return predicted
 
     def finish(self, raw: np.ndarray, height: int, width: int) -> DepthMap:
         return DepthMap(resize_map(raw, height, width), kind=self.kind)

@@ -36,6 +36,10 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                        help="images per forward pass; only same-size frames share a batch")
     group.add_argument("--input-size", type=positive_int, default=_DEFAULTS.input_size,
                        help="shorter side the network sees, multiple of 14 (default 518)")
+    group.add_argument("--compile", action="store_true",
+                       help="torch backend: compile the model with torch.compile; each new input "
+                            "shape first compiles (about a minute on a small CPU), then runs faster "
+                            "(V2-Small on 2 CPU cores: 1.05-1.2x). Worth it for many same-size frames")
     remote = parser.add_argument_group("remote Space backend (--backend space)")
     remote.add_argument("--space", default=_DEFAULTS.space,
                         help="Space id or URL of a Gradio server with the /on_submit endpoint")
@@ -59,6 +63,7 @@ def backend_settings(args: argparse.Namespace) -> BackendSettings:
         dtype=args.dtype,
         input_size=args.input_size,
         batch_size=args.batch_size,
+        compile=args.compile,
         space=args.space,
         hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
         retries=args.retries,
