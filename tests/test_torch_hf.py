@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from conftest import TEST_INPUT_SIZE
 from depthprior.store import MANIFEST_NAME, read_png16
@@ -25,36 +26,43 @@ def maps(out):
     return {path.name: read_png16(path) for path in sorted(out.glob("*.png"))}
 
 
-def test_compiled_maps_equal_eager_ones_and_resume_them(cli, tiny_model, tmp_path):
-    frames = tmp_path / "frames"
-    make_frames(frames, count=3, size=(48, 64))
-    eager = generate(cli, frames, tmp_path / "eager", tiny_model, tmp_path)
+@pytest.fixture(scope="module")
+def eager_run(tiny_model, tmp_path_factory):
+    """Three same-size frames and their maps from the uncompiled model."""
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("eager")
+    make_frames(root / "frames", count=3, size=(48, 64))
+    result = generate(run_cli, root / "frames", root / "eager", tiny_model, root)
+    assert result.returncode == 0, result.stderr
+    return root / "frames", root / "eager"
+
+
+def test_compiled_maps_equal_eager_ones_and_resume_them(cli, tiny_model, tmp_path, eager_run):
+    frames, eager_out = eager_run
     compiled = generate(cli, frames, tmp_path / "compiled", tiny_model, tmp_path, "--compile")
-    assert eager.returncode == 0 and compiled.returncode == 0, eager.stderr + compiled.stderr
+    assert compiled.returncode == 0, compiled.stderr
     assert "compiled=True" in compiled.stderr and "compiling the model for input 1x3x56x70" in compiled.stderr
     assert compiled.stderr.count("compiling the model") == 1  # one shape, one compile
-    expected, got = maps(tmp_path / "eager"), maps(tmp_path / "compiled")
+    expected, got = maps(eager_out), maps(tmp_path / "compiled")
     assert sorted(got) == sorted(expected) and len(got) == 3
     for name in expected:
         assert np.abs(got[name].astype(int) - expected[name].astype(int)).max() <= 2, name
-    manifests = [json.loads((tmp_path / d / MANIFEST_NAME).read_text()) for d in ("eager", "compiled")]
+    manifests = [json.loads((d / MANIFEST_NAME).read_text()) for d in (eager_out, tmp_path / "compiled")]
     assert manifests[0]["identity"] == manifests[1]["identity"]
-    # compiling changes nothing an output depends on: an eager folder resumes as done
-    again = generate(cli, frames, tmp_path / "eager", tiny_model, tmp_path, "--compile")
+    # compiling changes nothing an output depends on: a compiled folder resumes as done uncompiled
+    again = generate(cli, frames, tmp_path / "compiled", tiny_model, tmp_path)
     assert again.returncode == 0 and "nothing to do: all 3 images already have outputs" in again.stderr
-    assert "compiling" not in again.stderr
 
 
-def test_failed_compile_falls_back_to_eager_with_one_warning(cli, tiny_model, tmp_path):
-    frames = tmp_path / "frames"
-    make_frames(frames, count=2, size=(48, 64))
-    eager = generate(cli, frames, tmp_path / "eager", tiny_model, tmp_path)
+def test_failed_compile_falls_back_to_eager_with_one_warning(cli, tiny_model, tmp_path, eager_run):
+    frames, eager_out = eager_run
     broken = generate(cli, frames, tmp_path / "broken", tiny_model, tmp_path, "--compile",
                       env={"CXX": "/bin/false"})  # no working C++ compiler for TorchInductor
-    assert eager.returncode == 0 and broken.returncode == 0, broken.stderr
+    assert broken.returncode == 0, broken.stderr
     warnings = [line for line in broken.stderr.splitlines() if "torch.compile failed" in line]
     assert len(warnings) == 1 and "running the model uncompiled" in warnings[0]
-    expected, got = maps(tmp_path / "eager"), maps(tmp_path / "broken")
+    expected, got = maps(eager_out), maps(tmp_path / "broken")
     assert sorted(got) == sorted(expected) and all(np.array_equal(got[n], expected[n]) for n in expected)
 
 
