@@ -97,6 +97,7 @@ def test_comparison_names_the_faster_by_per_round_ratio_even_against_the_medians
 def test_bare_forward_warms_every_shape_once_and_times_each_batch(tiny_model, tmp_path):
     from depthprior.backends import create_backend
     from depthprior.bench import _bare_forward
+    from depthprior.images import discover
     from synth import scene_rgb, write_image
 
     for name, size in [("a", (48, 64)), ("b", (48, 64)), ("c", (64, 48)), ("d", (48, 64))]:
@@ -106,6 +107,6 @@ def test_bare_forward_warms_every_shape_once_and_times_each_batch(tiny_model, tm
         calls = []
         infer = engine.infer
         engine.infer = lambda batch: calls.append(len(batch)) or infer(batch)
-        assert _bare_forward(engine, sorted(tmp_path.glob("*.png"))) > 0
+        assert _bare_forward(engine, discover(tmp_path)) > 0
     # batches: [a, b] (landscape, 2), [c] (portrait, 1), [d] (landscape, 1): three new shapes
     assert calls == [2, 2, 1, 1, 1, 1]

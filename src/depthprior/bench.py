@@ -24,13 +24,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .backends import Backend, BackendSettings, backend_class, create_backend
 from .errors import UsageError
-from .images import discover, read_image_or_fail
+from .images import ImageItem, discover
 
 
 @dataclass
@@ -149,7 +149,7 @@ def bench_backend(engine: Backend, images: Path, label: str | None = None,
     from .pipeline import generate
 
     items = discover(images)
-    forward = _bare_forward(engine, [item.path for item in items])
+    forward = _bare_forward(engine, items)
     with tempfile.TemporaryDirectory(prefix="depthprior-bench-") as out, RssSampler() as rss:
         summary = generate(images, out, backend=engine, progress=False, workers=workers)
     if summary.failed:
@@ -161,12 +161,18 @@ def bench_backend(engine: Backend, images: Path, label: str | None = None,
     )
 
 
-def _bare_forward(engine: Backend, paths: list[Path]) -> float:
+def _bare_forward(engine: Backend, items: list[ImageItem]) -> float:
     """Seconds spent in engine.infer alone, batched the way the pipeline batches, at steady
     state: each input shape (size, batch length) first runs once untimed, as it has long since
     in a real run of many frames. The end-to-end run that follows then sees warm shapes too."""
+    from .pipeline import prepared_batches
+
     warmed, total = set(), 0.0
-    for batch in _batches(engine, paths):
+    for entries in prepared_batches(engine, items):
+        unreadable = next((entry for entry in entries if entry.error is not None), None)
+        if unreadable is not None:
+            raise UsageError(f"{unreadable.item.path}: {unreadable.error}")
+        batch = [entry.prepared for entry in entries]
         shape = (engine.batch_key(batch[0]), len(batch))
         if shape not in warmed:
             engine.infer(batch)  # allocations, kernel selection, graph planning for this shape
@@ -175,20 +181,6 @@ def _bare_forward(engine: Backend, paths: list[Path]) -> float:
         engine.infer(batch)
         total += time.perf_counter() - start
     return total
-
-
-def _batches(engine: Backend, paths: list[Path]) -> Iterator[list[Any]]:
-    batch, key = [], None
-    for path in paths:
-        prepared = engine.prepare(read_image_or_fail(path))
-        new_key = engine.batch_key(prepared)
-        if batch and (new_key != key or len(batch) >= engine.settings.batch_size):
-            yield batch
-            batch = []
-        batch.append(prepared)
-        key = new_key
-    if batch:
-        yield batch
 
 
 def bench_transformers_pipeline(images: Path, settings: BackendSettings) -> BenchRow:
@@ -267,11 +259,12 @@ def bench(
     settings = settings or BackendSettings()
     images = Path(images)
     discover(images)  # usage errors before any model is loaded
+    classes = {name: backend_class(name) for name in backends}
     with tempfile.TemporaryDirectory(prefix="depthprior-bench-onnx-") as scratch:
         contenders: list[tuple[str, Callable[[], BenchRow]]] = []
-        for name in backends:
+        for name, backend_type in classes.items():
             # --compile is for the backends that can; the others are timed as they are
-            compiles = settings.compile and backend_class(name).compiles
+            compiles = settings.compile and backend_type.compiles
             backend_settings = dataclasses.replace(settings, compile=compiles)
             if name == "onnx":
                 backend_settings = dataclasses.replace(

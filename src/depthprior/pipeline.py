@@ -321,6 +321,12 @@ def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: list
         yield result
 
 
+def prepared_batches(engine: Backend, items: Iterable[ImageItem]) -> Iterator[list[_Loaded]]:
+    """The items read and prepared in order on this thread, batched exactly as generate batches
+    them (for timing the model alone); unreadable ones come through with `error` set."""
+    return _batches(engine, (_load(engine, item) for item in items), _batch_size(engine))
+
+
 def _batches(engine: Backend, loaded: Iterator[_Loaded], batch_size: int) -> Iterator[list[_Loaded]]:
     """Consecutive inputs with the same batch key, up to batch_size; failed reads pass through."""
     batch: list[_Loaded] = []
