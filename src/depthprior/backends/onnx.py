@@ -30,11 +30,10 @@ import numpy as np
 
 from ..errors import ImageError, ModelLoadError, UsageError, first_line
 from .base import Backend, BackendSettings, DepthMap
-from .preprocess import prepare_rgb, resize_map
+from .preprocess import PREPROCESSING, prepare_rgb, resize_map
 
 log = logging.getLogger(__name__)
 
-PREPROCESSING = "lower-bound resize to input size, multiple of 14, bicubic, ImageNet mean/std"
 _INFO_CACHE: dict[tuple[str, int, int], "OnnxFileInfo"] = {}
 _INFO_LOCK = threading.Lock()
 

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 
 PATCH = 14
+#: what prepare_rgb does, recorded in each backend's description (manifest, check)
+PREPROCESSING = "lower-bound resize to input size, multiple of 14, bicubic, ImageNet mean/std"
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 

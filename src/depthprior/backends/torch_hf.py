@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import MissingDependencyError, ModelLoadError, UsageError, first_line
 from .base import Backend, BackendSettings, DepthMap
-from .preprocess import prepare_rgb, resize_map
+from .preprocess import PREPROCESSING, prepare_rgb, resize_map
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class TorchBackend(Backend):
             "dtype": self.dtype,
             "input_size": self.settings.input_size,
             "compiled": self._forward is not self.model,
-            "preprocessing": "lower-bound resize to input size, multiple of 14, bicubic, ImageNet mean/std",
+            "preprocessing": PREPROCESSING,
         }
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
