@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from .errors import UsageError
-from .images import image_key
+from .images import image_key, posix_name
 from .priorset import PriorSet
 from .store import PNG_MAX, atomic_write_bytes, read_png16, write_npy, write_png16
 
@@ -145,13 +145,6 @@ def _centre(image: Any) -> np.ndarray:
     return -pose[:, :3].T @ pose[:, 3]
 
 
-def _posix(name: str) -> str:
-    name = str(name).replace("\\", "/")
-    while name.startswith("./"):
-        name = name[2:]
-    return name
-
-
 # ---------------------------------------------------------------- nerfstudio
 
 def export_nerfstudio(
@@ -185,7 +178,7 @@ def export_nerfstudio(
         try:
             meta = json.loads(transforms.read_text(encoding="utf-8"))
             frames = meta["frames"]
-            paths = [_posix(frame["file_path"]) for frame in frames]
+            paths = [posix_name(frame["file_path"]) for frame in frames]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise UsageError(f"cannot read {transforms} as a nerfstudio transforms.json: {error}") from None
         matched = _match_frames(frames, paths, registered, transforms)
@@ -321,7 +314,7 @@ def _transforms_from_model(registered: list, images_prefix: str) -> dict[str, An
     if single:
         meta.update(_camera_fields(next(iter(cameras.values()))))
     frames = []
-    prefix = _posix(images_prefix).strip("/")
+    prefix = posix_name(images_prefix).strip("/")
     for image in registered:
         w2c = np.vstack([image.cam_from_world, [0, 0, 0, 1]])
         c2w = np.linalg.inv(w2c)

@@ -39,6 +39,23 @@ def image_key(name: str) -> str:
     return str(PurePosixPath(name.replace("\\", "/")).with_suffix(""))
 
 
+def posix_name(name: str) -> str:
+    """A relative name as written on any system: forward slashes, no leading "./"."""
+    name = str(name).replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether path lies in folder (links resolved), e.g. an output folder inside the inputs."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def normalise_extensions(extra: Iterable[str] = ()) -> tuple[str, ...]:
     exts = list(DEFAULT_EXTENSIONS)
     for ext in extra:

@@ -23,7 +23,7 @@ import numpy as np
 from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class
 from .backends.base import FATAL_ERRORS, DepthMap
 from .errors import BackendUnavailable, ImageError, UsageError, first_line
-from .images import ImageItem, decode_rgb, discover, normalise_extensions
+from .images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions
 from .store import (
     Manifest,
     ThrottledSaver,
@@ -193,7 +193,7 @@ def _plan(
     if images_root.exists() and out_root.resolve() == images_root.resolve():
         raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
     items = discover(images_root, normalise_extensions(extensions))
-    items = [item for item in items if not _inside(item.path, out_root)]
+    items = [item for item in items if not is_inside(item.path, out_root)]
     if not items:
         raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
     check_writable(out_root)
@@ -215,14 +215,6 @@ def _plan(
     manifest.inputs = str(images_root.resolve())
     todo = items if overwrite else [i for i in items if not manifest.is_complete(i.name, fmt)]
     return _Plan(items, todo, manifest, identity, images_root)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _log_settings(plan: _Plan, engine: Backend, fmt: str) -> None:

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from .errors import DepthpriorError, UsageError
-from .images import image_key
+from .images import image_key, posix_name
 from .store import TMP_MARK, Manifest, read_png16
 
 #: 3DGS keeps an image when 0.2 * median <= scale <= 5 * median
@@ -111,7 +111,7 @@ class DepthParams:
                 ) from None
             if not (math.isfinite(scale) and math.isfinite(offset)):
                 scale, offset = 0.0, 0.0  # a non-finite fit is a failed fit
-            entries[_normalise(key)] = (scale, offset)
+            entries[posix_name(key)] = (scale, offset)
         positive = [s for s, _ in entries.values() if s > 0]
         median = float(np.median(positive)) if positive else 0.0
         unreliable: dict[str, str] = {}
@@ -164,7 +164,7 @@ class PriorSet:
                 self._records[stem] = record
                 if record.get("status") != "ok":
                     self._status[stem] = str(record.get("status"))
-                self._aliases[_normalise(name)] = stem
+                self._aliases[posix_name(name)] = stem
         else:
             for path in _scan_pngs(self.root):
                 stem = path.relative_to(self.root).with_suffix("").as_posix()
@@ -206,7 +206,7 @@ class PriorSet:
             raise MissingPriorError(self._missing_message(missing))
 
     def _resolve(self, name: str) -> str | None:
-        key = _normalise(name)
+        key = posix_name(name)
         stem = self._aliases.get(key)
         if stem is None:
             without = str(PurePosixPath(key).with_suffix("")) if PurePosixPath(key).suffix else key
@@ -221,7 +221,7 @@ class PriorSet:
     def _missing_message(self, names: list[str]) -> str:
         shown = ", ".join(repr(n) for n in names[:5])
         more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        failed = [n for n in names if self._aliases.get(_normalise(n)) in self._status]
+        failed = [n for n in names if self._aliases.get(posix_name(n)) in self._status]
         why = " (generate failed for some: see depthprior.json)" if failed else ""
         return (
             f"no depth prior in {self.root} for {len(names)} image(s): {shown}{more}{why}; "
@@ -294,13 +294,6 @@ class PriorSet:
                           aligned)
 
 
-def _normalise(name: str) -> str:
-    name = str(name).replace("\\", "/")
-    while name.startswith("./"):
-        name = name[2:]
-    return name
-
-
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -336,7 +329,7 @@ def _report_unreliable(report: Mapping[str, Any] | None) -> dict[str, str]:
         status = record.get("status")
         if status in ("unreliable", "failed"):
             reason = record.get("reason") or status
-            out[_normalise(str(record.get("key") or key))] = f"align report: {status}: {reason}"
+            out[posix_name(str(record.get("key") or key))] = f"align report: {status}: {reason}"
     return out
 
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError, UsageError
-from .images import ImageItem, decode_rgb, discover, normalise_extensions
+from .images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions
 from .store import MANIFEST_NAME, Manifest, count_levels, read_png16
 
 log = logging.getLogger(__name__)
@@ -126,19 +126,11 @@ def _expected_items(manifest: Manifest, images_root: Path | None, extensions: It
                     report: VerifyReport) -> list[ImageItem]:
     if images_root is not None and images_root.exists():
         found = discover(images_root, normalise_extensions(extensions))
-        return [item for item in found if not _inside(item.path, report.out)]
+        return [item for item in found if not is_inside(item.path, report.out)]
     if images_root is not None:
         report.problems.append(f"image folder {images_root} not found: checked outputs only")
     root = images_root or Path(".")
     return [ImageItem(root / name, name) for name in sorted(manifest.images)]
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def _sample(entries: list, count: int) -> list:
