@@ -37,7 +37,7 @@ from .colmap import ModelImage, SparseModel, read_model
 from .images import image_key
 from .priorset import SCALE_BAND
 from .errors import DepthpriorError, UsageError
-from .store import MANIFEST_NAME, TMP_MARK, atomic_write_bytes, read_png16
+from .store import MANIFEST_NAME, atomic_write_bytes, depth_pngs, read_png16
 
 METHODS = ("robust", "mad")
 PNG_SCALE = 65536.0  # trainers read png / 2**16
@@ -416,7 +416,7 @@ def align(
     if not model.images:
         raise UsageError(f"the COLMAP model in {sparse} has no images")
     _check_keys(model)
-    depth_files = _index_depths(depths)
+    depth_files = set(depth_pngs(depths))
     plan = _plan(model, depths, depth_files, images_dir, allow_missing)
 
     fitter = FITTERS[method]
@@ -479,19 +479,6 @@ def _check_keys(model: SparseModel) -> None:
                 f"{key}.png and the depth_params.json key {key!r}; rename one of them"
             )
         seen[key] = image.name
-
-
-def _index_depths(depths: Path) -> set[str]:
-    """Stems (relative posix paths without .png) of all PNGs under the depth folder."""
-    stems: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(depths, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for filename in filenames:
-            if TMP_MARK in filename or not filename.lower().endswith(".png"):
-                continue
-            rel = Path(dirpath, filename).relative_to(depths).as_posix()
-            stems.add(rel[: -len(".png")])
-    return stems
 
 
 Plan = tuple[ModelImage, "ImageResult | None", str, "list[int] | None"]

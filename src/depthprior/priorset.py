@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import DepthpriorError, UsageError
 from .images import image_key, posix_name
-from .store import TMP_MARK, Manifest, read_png16
+from .store import Manifest, depth_pngs, read_png16
 
 #: 3DGS keeps an image when 0.2 * median <= scale <= 5 * median
 SCALE_BAND = (0.2, 5.0)
@@ -166,9 +166,7 @@ class PriorSet:
                     self._status[stem] = str(record.get("status"))
                 self._aliases[posix_name(name)] = stem
         else:
-            for path in _scan_pngs(self.root):
-                stem = path.relative_to(self.root).with_suffix("").as_posix()
-                self._files[stem] = path
+            self._files.update(depth_pngs(self.root))
         for stem in self._files:
             self._aliases[stem] = stem
         by_base: dict[str, list[str]] = {}
@@ -331,19 +329,6 @@ def _report_unreliable(report: Mapping[str, Any] | None) -> dict[str, str]:
             reason = record.get("reason") or status
             out[posix_name(str(record.get("key") or key))] = f"align report: {status}: {reason}"
     return out
-
-
-def _scan_pngs(root: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in filenames:
-            if not filename.lower().endswith(".png") or TMP_MARK in filename:
-                continue
-            if Path(dirpath) == root and filename.startswith("depthprior_"):
-                continue  # the tool's own files (verify's contact sheet)
-            found.append(Path(dirpath, filename))
-    return sorted(found)
 
 
 __all__ = [

@@ -55,6 +55,22 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
         raise
 
 
+def depth_pngs(root: Path) -> dict[str, Path]:
+    """Every finished depth PNG under a depth folder, by stem (relative posix path without
+    .png); temporaries, hidden folders and the tool's own pictures (verify's sheet) left out."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for filename in filenames:
+            if not filename.lower().endswith(".png") or TMP_MARK in filename:
+                continue
+            if Path(dirpath) == root and filename.startswith("depthprior_"):
+                continue
+            path = Path(dirpath, filename)
+            found[path.relative_to(root).as_posix()[: -len(".png")]] = path
+    return dict(sorted(found.items()))
+
+
 def remove_stale_temporaries(root: Path) -> int:
     """Delete temporaries left by a killed run. Returns how many were removed."""
     removed = 0
