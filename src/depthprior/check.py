@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .backends import DEFAULT_BACKEND, BackendSettings, backend_class
+from .backends import DEFAULT_BACKEND, BackendSettings, create_backend
 from .errors import DepthpriorError
 from .images import read_image_or_fail
 from .store import encode_inverse_depth
@@ -85,7 +85,7 @@ def check(
     settings = settings or BackendSettings()
     rgb = read_image_or_fail(image) if image is not None else synthetic_image()
     start = time.perf_counter()
-    with backend_class(backend)(settings) as engine:
+    with create_backend(backend, settings) as engine:
         loaded = time.perf_counter()
         depth = engine.predict([rgb])[0]
         done = time.perf_counter()
