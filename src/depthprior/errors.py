@@ -31,6 +31,10 @@ class MissingDependencyError(UsageError):
         )
 
 
+class UnsafePathError(UsageError):
+    """A name that would be written outside its output folder (absolute, "..", a link out)."""
+
+
 class ModelLoadError(UsageError):
     """The model could not be found or loaded (bad hub id, bad folder, wrong architecture)."""
 

@@ -10,9 +10,12 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .errors import ImageError, UsageError
+from .errors import ImageError, UnsafePathError, UsageError
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png")
+#: images (and any picture a command is handed, e.g. a server's reply) above this many pixels
+#: are refused before they are decoded: a 400 KB PNG can declare 20000x20000 pixels
+DEFAULT_MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -34,17 +37,60 @@ def image_key(name: str) -> str:
     """An image's relative name without extension: its output stem and its depth_params.json key.
 
     The 3DGS trainer strips the text after the last dot (`name[:-len(ext) - 1]`); for every name
-    whose file part has an extension this is the same thing.
+    whose file part has an extension this is the same thing. On POSIX a backslash is an ordinary
+    character of a file name, never a separator.
     """
-    return str(PurePosixPath(name.replace("\\", "/")).with_suffix(""))
+    return str(PurePosixPath(posix_name(name)).with_suffix(""))
 
 
 def posix_name(name: str) -> str:
-    """A relative name as written on any system: forward slashes, no leading "./"."""
-    name = str(name).replace("\\", "/")
+    """A relative name as written on any system: "/" between parts, no leading "./".
+
+    Only this system's own separator is translated: on POSIX `a\\b.jpg` is one file name.
+    """
+    name = str(name)
+    if os.sep != "/":
+        name = name.replace(os.sep, "/")
     while name.startswith("./"):
         name = name[2:]
     return name
+
+
+def safe_join(root: Path | str, relative: str, suffix: str = "") -> Path:
+    """root / (relative + suffix), refused unless it stays inside root.
+
+    Every file a command writes under its output folder goes through here: a name that is
+    absolute, climbs with "..", holds a NUL, or resolves outside root through a link raises
+    UnsafePathError (a UsageError) naming it.
+    """
+    root = Path(root)
+    text = posix_name(relative) + suffix
+    parts = PurePosixPath(text).parts
+    if (
+        not text
+        or "\x00" in text
+        or text.startswith("/")
+        or any(part == ".." for part in parts)
+        or not parts
+    ):
+        raise UnsafePathError(f"name {relative!r} would be written outside {root}; refused")
+    target = root.joinpath(*parts)
+    if not is_inside(target, root):
+        raise UnsafePathError(
+            f"name {relative!r} resolves outside {root} (through a link); refused"
+        )
+    return target
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """ImageError when a picture of width x height is above the pixel cap (None: no cap)."""
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image declares an empty size {width}x{height}")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            f"image is {width}x{height} = {width * height / 1e6:.0f} MP, above the "
+            f"--max-pixels cap of {max_pixels / 1e6:g} MP; downscale it or raise --max-pixels"
+        )
 
 
 def is_inside(path: Path, folder: Path) -> bool:
