@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Hashable, Literal, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailable, MissingDependencyError, UsageError
+from ..images import DEFAULT_MAX_PIXELS
 
 MapKind = Literal["disparity", "depth"]
 
@@ -32,6 +33,8 @@ class BackendSettings:
     input_size: int = 518
     batch_size: int = 1
     compile: bool = False  # torch backend: torch.compile the model (one compile per input shape)
+    #: pictures above this many pixels are refused before decoding (inputs and a server's replies)
+    max_pixels: int = DEFAULT_MAX_PIXELS
     # remote Space
     space: str = "depth-anything/Depth-Anything-V2"
     hf_token: str | None = field(default=None, repr=False)

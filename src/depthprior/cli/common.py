@@ -40,6 +40,10 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                        help="torch backend: compile the model with torch.compile; each new input "
                             "shape first compiles (about a minute on a small CPU), then runs faster "
                             "(V2-Small on 2 CPU cores: 1.05-1.2x). Worth it for many same-size frames")
+    group.add_argument("--max-pixels", type=positive_int, default=_DEFAULTS.max_pixels,
+                       help="refuse pictures above this many pixels before decoding them: "
+                            "inputs, and what a remote server returns "
+                            f"(default {_DEFAULTS.max_pixels:_d} = {_DEFAULTS.max_pixels / 1e6:g} MP)")
     remote = parser.add_argument_group("remote Space backend (--backend space)")
     remote.add_argument("--space", default=_DEFAULTS.space,
                         help="Space id or URL of a Gradio server with the /on_submit endpoint")
@@ -64,6 +68,7 @@ def backend_settings(args: argparse.Namespace) -> BackendSettings:
         input_size=args.input_size,
         batch_size=args.batch_size,
         compile=args.compile,
+        max_pixels=args.max_pixels,
         space=args.space,
         hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
         retries=args.retries,
