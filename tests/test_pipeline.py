@@ -40,6 +40,8 @@ def test_outputs_follow_the_contract(tmp_path, tiny_model):
         assert np.abs(decoded - expected).max() <= 1e-4 * span + 1e-6
         assert record["levels"] > 256 and record["source"] == "model"
     assert manifest.backend["model_output"] == "disparity"
+    weights = manifest.identity.pop("weights")
+    assert weights.startswith("sha256:") and len(weights) == len("sha256:") + 64
     assert manifest.identity == {"backend": "torch", "model": str(tiny_model),
                                  "input_size": TEST_INPUT_SIZE, "dtype": "fp32"}
 

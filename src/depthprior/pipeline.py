@@ -23,9 +23,11 @@ import numpy as np
 from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class
 from .backends.base import FATAL_ERRORS, DepthMap
 from .errors import BackendUnavailable, ImageError, UsageError, first_line
-from .images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions
+from .images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions, safe_join
 from .store import (
     Manifest,
+    ManifestError,
+    OutputLock,
     ThrottledSaver,
     check_writable,
     encode_inverse_depth,
@@ -48,6 +50,8 @@ class Summary:
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     flagged: dict[str, str] = field(default_factory=dict)
+    repaired: dict[str, str] = field(default_factory=dict)  # damaged outputs found and redone
+    manifest_error: str | None = None  # the manifest could not be written at the end
     elapsed: float = 0.0
     load_seconds: float = 0.0
     interrupted: bool = False
@@ -66,7 +70,7 @@ class Summary:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        if self.failed or self.stopped:
+        if self.failed or self.stopped or self.manifest_error:
             return 1
         verify_failed = self.verify is not None and not self.verify.ok
         align_failed = self.align is not None and getattr(self.align, "failed", None)
@@ -82,6 +86,13 @@ class Summary:
             lines.append(f"stopped early: {self.stopped}; rerun the same command to resume")
         if self.interrupted:
             lines.append("interrupted: finished outputs are kept; rerun the same command to resume")
+        if self.manifest_error:
+            lines.append(
+                f"{self.manifest_error}: finished outputs are kept but not all are recorded; "
+                "free space (or fix the folder) and rerun the same command to resume"
+            )
+        for name, reason in self.repaired.items():
+            lines.append(f"  REDONE {name}: damaged output ({reason})")
         for name, reason in self.failed.items():
             lines.append(f"  FAILED {name}: {reason}")
         for name, reason in self.flagged.items():
@@ -114,7 +125,7 @@ def generate(
     align: str | os.PathLike[str] | None = None,
     **setting_overrides: Any,
 ) -> Summary:
-    """Depth priors for every image under `images`, written to `out` (see DESIGN.md).
+    """Depth priors for every image under `images`, written to `out` (README: Output format).
 
     Backend options are given as `settings` or as keyword overrides of BackendSettings fields
     (model=..., device=..., dtype=..., batch_size=..., input_size=..., ...). `backend` is a
@@ -125,22 +136,31 @@ def generate(
     images_root, out_root = Path(images), Path(out)
     backend_type = type(loaded) if loaded else backend_class(backend)
     plan = _plan(images_root, out_root, backend_type, settings, format, overwrite, extensions)
-    summary = Summary(out=out_root, total=len(plan.items), skipped=len(plan.items) - len(plan.todo))
-    start = time.perf_counter()
-    if plan.todo:
-        engine = loaded or backend_type(settings)
-        try:
-            summary.load_seconds = time.perf_counter() - start
-            plan.manifest.backend = engine.describe()
-            summary.backend = plan.manifest.backend
-            _log_settings(plan, engine, format)
-            _run(engine, plan, format, workers, progress, summary)
-        finally:
-            if loaded is None:
-                engine.close()
-    else:
-        log.info("nothing to do: all %d images already have outputs in %s", len(plan.items), out_root)
-    summary.elapsed = time.perf_counter() - start
+    try:
+        summary = Summary(out=out_root, total=len(plan.items),
+                          skipped=len(plan.items) - len(plan.todo) - len(plan.unwritable),
+                          repaired=dict(plan.damaged))
+        start = time.perf_counter()
+        for name, reason in plan.unwritable.items():
+            _record(plan.manifest, summary, name, _failure(reason))
+        if plan.todo:
+            engine = loaded or backend_type(settings)
+            try:
+                summary.load_seconds = time.perf_counter() - start
+                plan.manifest.backend = engine.describe()
+                summary.backend = plan.manifest.backend
+                _log_settings(plan, engine, format)
+                _run(engine, plan, format, workers, progress, summary)
+            finally:
+                if loaded is None:
+                    engine.close()
+        else:
+            log.info("nothing to do: all %d images already have outputs in %s", summary.skipped, out_root)
+            if plan.unwritable:
+                summary.manifest_error = _save_manifest(plan.manifest)
+        summary.elapsed = time.perf_counter() - start
+    finally:
+        plan.lock.release()
     if summary.interrupted:
         return summary
     if verify:
@@ -177,6 +197,9 @@ class _Plan:
     manifest: Manifest
     identity: dict[str, Any]
     images_root: Path
+    lock: OutputLock
+    damaged: dict[str, str] = field(default_factory=dict)  # finished before, files damaged
+    unwritable: dict[str, str] = field(default_factory=dict)  # outputs would land outside OUT
 
 
 def _plan(
@@ -188,7 +211,11 @@ def _plan(
     overwrite: bool,
     extensions: Iterable[str],
 ) -> _Plan:
-    """Everything decided before any model is loaded: inputs, collisions, resume, identity."""
+    """Everything decided before any model is loaded: inputs, collisions, resume, identity.
+
+    The output folder is locked from here on (released by the caller), so a second run can
+    neither interleave its manifest with this one nor clean up this run's temporaries.
+    """
     output_files("x", fmt)  # validates the format
     if images_root.exists() and out_root.resolve() == images_root.resolve():
         raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
@@ -197,11 +224,33 @@ def _plan(
     if not items:
         raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
     check_writable(out_root)
-    removed = remove_stale_temporaries(out_root)
-    if removed:
-        log.info("removed %d temporary files left by an interrupted run", removed)
-    identity = backend_type.identity(settings)
-    manifest = Manifest.load(out_root)
+    lock = OutputLock(out_root).acquire()
+    try:
+        identity = backend_type.identity(settings)
+        manifest = _resume_manifest(out_root, identity, overwrite)
+        manifest.inputs = str(images_root.resolve())
+        removed = remove_stale_temporaries(out_root)
+        if removed:
+            log.info("removed %d temporary files left by an interrupted run", removed)
+        plan = _Plan(items, [], manifest, identity, images_root, lock)
+        for item in items:
+            _schedule(plan, item, fmt, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return plan
+
+
+def _resume_manifest(out_root: Path, identity: dict[str, Any], overwrite: bool) -> Manifest:
+    """The manifest this run continues (or a new one), refusing outputs of other settings."""
+    try:
+        manifest = Manifest.load(out_root)
+    except ManifestError:
+        if not overwrite:
+            raise
+        kept = Manifest.set_aside(out_root)
+        log.warning("the manifest in %s could not be used; kept as %s", out_root, kept.name)
+        manifest = None
     if manifest is not None and not overwrite and any(True for _ in manifest.iter_ok()):
         differences = manifest.differences(identity)
         if differences:
@@ -212,9 +261,23 @@ def _plan(
     if manifest is None or overwrite:
         manifest = Manifest(root=out_root)
     manifest.identity = identity
-    manifest.inputs = str(images_root.resolve())
-    todo = items if overwrite else [i for i in items if not manifest.is_complete(i.name, fmt)]
-    return _Plan(items, todo, manifest, identity, images_root)
+    return manifest
+
+
+def _schedule(plan: _Plan, item: ImageItem, fmt: str, overwrite: bool) -> None:
+    """Put one image in todo, unwritable, or leave it done (checking its files cheaply)."""
+    try:
+        for relative in output_files(item.stem, fmt):
+            safe_join(plan.manifest.root, relative)
+    except UsageError as error:
+        plan.unwritable[item.name] = str(error)
+        return
+    if not overwrite and plan.manifest.is_complete(item.name, fmt):
+        damage = plan.manifest.damage(item.name, fmt)
+        if damage is None:
+            return
+        plan.damaged[item.name] = damage
+    plan.todo.append(item)
 
 
 def _log_settings(plan: _Plan, engine: Backend, fmt: str) -> None:
@@ -281,6 +344,7 @@ def _run(
         writers.shutdown(wait=True)
         saver.dirty = True
         saver.flush()
+        summary.manifest_error = saver.error
         bar.close()
 
 
@@ -363,7 +427,7 @@ def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> di
     encoded = encode_inverse_depth(depth.values, depth.kind)
     outputs = output_files(item.stem, fmt)
     for rel in outputs:
-        path = root / rel
+        path = safe_join(root, rel)
         if rel.endswith(".png"):
             write_png16(path, encoded.png)
         else:
@@ -387,6 +451,13 @@ def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> di
         "flags": flags,
         "notes": list(depth.notes),
     }
+
+
+def _save_manifest(manifest: Manifest) -> str | None:
+    saver = ThrottledSaver(manifest)
+    saver.dirty = True
+    saver.flush()
+    return saver.error
 
 
 def _failure(reason: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .errors import UsageError
+from .errors import UnsafePathError, UsageError, first_line
+from .images import safe_join
 
 MANIFEST_NAME = "depthprior.json"
 MANIFEST_FORMAT = "depthprior-manifest"
@@ -45,7 +47,8 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with _tmp_lock:
         serial = next(_tmp_counter)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{serial}")
+    # short and name-independent: an output name near NAME_MAX still gets a temporary
+    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{serial}")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -153,14 +156,23 @@ def encode_inverse_depth(values: np.ndarray, kind: str) -> Encoded:
         raise ValueError("prediction contains NaN or infinite values")
     inv, raw_kind = inverse_depth(values.astype(np.float32, copy=False), kind)
     low, high = float(inv.min()), float(inv.max())
-    span = high - low
-    constant = not span > 1e-12 * max(abs(high), abs(low), 1e-30)
+    constant = is_constant(low, high)
     if constant:
         png = np.zeros(inv.shape, dtype=np.uint16)
     else:
-        scaled = (inv - np.float32(low)) * np.float32(PNG_MAX / span)
+        scaled = (inv - np.float32(low)) * np.float32(PNG_MAX / (high - low))
         png = np.clip(scaled + 0.5, 0, PNG_MAX).astype(np.uint16)
     return Encoded(png, low, high, raw_kind, count_levels(png), constant)
+
+
+#: a map whose range is below this fraction of its magnitude holds float rounding, not depth
+#: (float32 resolves ~1.2e-7; 1e-5 is ~80 steps of it)
+CONSTANT_SPAN = 1e-5
+
+
+def is_constant(low: float, high: float) -> bool:
+    """Whether values spanning low..high carry no structure: equal, or apart by rounding only."""
+    return not (high - low) > CONSTANT_SPAN * max(abs(high), abs(low), 1e-30)
 
 
 def decode_inverse_depth(png: np.ndarray, raw_min: float, raw_max: float) -> np.ndarray:
@@ -197,26 +209,37 @@ class Manifest:
 
     @classmethod
     def load(cls, root: Path | str) -> "Manifest | None":
+        """The manifest in root, None if there is none; ManifestError if it cannot be trusted."""
         root = Path(root)
         path = root / MANIFEST_NAME
         if not path.exists():
             return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise UsageError(
-                f"cannot read the manifest {path}: {error}; delete it or pass --overwrite"
-            ) from None
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ManifestError(path, f"is not readable JSON ({first_line(error)})") from None
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-            raise UsageError(f"{path} is not a depthprior manifest; choose another output folder")
-        return cls(
-            root=root,
-            identity=data.get("identity", {}),
-            backend=data.get("backend", {}),
-            images=data.get("images", {}),
-            created=data.get("created", ""),
-            inputs=data.get("inputs", ""),
-        )
+            raise ManifestError(path, "is not a depthprior manifest")
+        fields = {key: data.get(key, default) for key, default in _MANIFEST_FIELDS.items()}
+        for key, default in _MANIFEST_FIELDS.items():
+            if not isinstance(fields[key], type(default)):
+                raise ManifestError(path, f"has a malformed {key!r} ({type(fields[key]).__name__})")
+        for name, record in fields["images"].items():
+            _check_record(path, root, name, record)
+        return cls(root=root, **fields)
+
+    @staticmethod
+    def set_aside(root: Path | str) -> Path:
+        """Rename a manifest that cannot be used out of the way (kept, never deleted)."""
+        path = Path(root) / MANIFEST_NAME
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        target = path.with_name(f"{MANIFEST_NAME}.unreadable-{stamp}")
+        serial = 1
+        while target.exists():
+            target = path.with_name(f"{MANIFEST_NAME}.unreadable-{stamp}-{serial}")
+            serial += 1
+        os.replace(path, target)
+        return target
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -242,6 +265,7 @@ class Manifest:
             f"{key}: {self.identity.get(key)!r} there, {identity.get(key)!r} now"
             for key in keys
             if self.identity.get(key) != identity.get(key)
+            and not (key in IDENTITY_ADDED_LATER and key not in self.identity)
         ]
 
     def is_complete(self, name: str, fmt: str) -> bool:
@@ -251,14 +275,117 @@ class Manifest:
             return False
         return all((self.root / rel).is_file() for rel in output_files(record["stem"], fmt))
 
+    def damage(self, name: str, fmt: str) -> str | None:
+        """Why a finished image's files cannot be trusted (cheap header checks), or None."""
+        record = self.images[name]
+        size = (int(record.get("height", -1)), int(record.get("width", -1)))
+        for rel in output_files(record["stem"], fmt):
+            check = _png_damage if rel.endswith(".png") else _npy_damage
+            problem = check(self.root / rel, size)
+            if problem:
+                return f"{rel}: {problem}"
+        return None
+
     def iter_ok(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for name, record in self.images.items():
             if record.get("status") == "ok":
                 yield name, record
 
 
+#: identity keys that manifests of earlier versions lack; their absence is not a difference
+IDENTITY_ADDED_LATER = frozenset({"weights"})
+
+_MANIFEST_FIELDS: dict[str, Any] = {
+    "identity": {}, "backend": {}, "images": {}, "created": "", "inputs": "",
+}
+
+
+class ManifestError(UsageError):
+    """OUT/depthprior.json exists but cannot be used; `--overwrite` sets it aside."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(
+            f"the manifest {path} {problem}; pass --overwrite to set it aside and start afresh "
+            "(it is kept, renamed), or choose another output folder"
+        )
+
+
+def _check_record(path: Path, root: Path, name: str, record: Any) -> None:
+    if not isinstance(record, dict) or not isinstance(record.get("status"), str):
+        raise ManifestError(path, f"has a malformed record for {name!r}")
+    if record["status"] != "ok":
+        return
+    stem, outputs = record.get("stem"), record.get("outputs", [])
+    if not isinstance(stem, str) or not isinstance(outputs, list):
+        raise ManifestError(path, f"has a record for {name!r} without a valid stem or outputs")
+    for relative in [stem, *outputs]:
+        if not isinstance(relative, str):
+            raise ManifestError(path, f"has a record for {name!r} with a non-text output name")
+        try:
+            safe_join(root, relative)
+        except UnsafePathError:
+            raise ManifestError(
+                path, f"names {relative!r} for {name!r}, outside the output folder"
+            ) from None
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _png_damage(path: Path, size: tuple[int, int]) -> str | None:
+    """Signature, IHDR (size, 16-bit gray) and the IEND trailer: no decoding."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() < len(head) + len(_PNG_END):
+                return "missing or truncated"
+            handle.seek(-len(_PNG_END), os.SEEK_END)
+            tail = handle.read()
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
+    if head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return "not a PNG"
+    width, height = struct.unpack(">II", head[16:24])
+    if (height, width) != size:
+        return f"{width}x{height}, the record says {size[1]}x{size[0]}"
+    if head[24:26] != b"\x10\x00":
+        return "not a 16-bit single-channel PNG"
+    if tail != _PNG_END:
+        return "truncated (no IEND)"
+    return None
+
+
+def _npy_damage(path: Path, size: tuple[int, int]) -> str | None:
+    """The header's dtype and shape, and a file size that holds all of the data."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                return f"unexpected .npy version {version}"
+            data_start = handle.tell()
+            handle.seek(0, os.SEEK_END)
+            length = handle.tell()
+    except (OSError, ValueError, SyntaxError) as error:
+        return f"not a readable .npy ({first_line(error)})"
+    if dtype != np.float32 or tuple(shape) != size:
+        return f"holds {dtype} {tuple(shape)}, expected float32 {size}"
+    if length - data_start != int(np.prod(shape)) * dtype.itemsize:
+        return "truncated"
+    return None
+
+
 class ThrottledSaver:
-    """Saves the manifest at most every `interval` seconds, longer when saves get slow."""
+    """Saves the manifest at most every `interval` seconds, longer when saves get slow.
+
+    A failed save (disk full, out of inodes) never ends the run: the error is kept in `error`,
+    the next save tries again, and the caller reports it.
+    """
 
     def __init__(self, manifest: Manifest, interval: float = 1.0):
         self.manifest = manifest
@@ -266,6 +393,7 @@ class ThrottledSaver:
         self._last = 0.0
         self._cost = 0.0
         self.dirty = False
+        self.error: str | None = None
 
     def touch(self) -> None:
         self.dirty = True
@@ -276,10 +404,65 @@ class ThrottledSaver:
         if not self.dirty:
             return
         start = time.monotonic()
-        self.manifest.save()
+        try:
+            self.manifest.save()
+        except (OSError, ValueError) as error:
+            self.error = f"cannot write {self.manifest.path}: {first_line(error)}"
+            self._last = time.monotonic()
+            return
         self._last = time.monotonic()
         self._cost = self._last - start
         self.dirty = False
+        self.error = None
+
+
+LOCK_NAME = ".depthprior.lock"
+
+
+class OutputLock:
+    """An advisory lock on an output folder for one run: a second writer is refused.
+
+    The lock file stays (removing it would race with a waiting run); the kernel drops the lock
+    when the process ends, however it ends.
+    """
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / LOCK_NAME
+        self._handle: Any = None
+
+    def acquire(self) -> "OutputLock":
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks, runs are not guarded
+            return self
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UsageError(
+                f"{self.path.parent} is in use by another depthprior run ({holder}); wait for "
+                "it to finish or choose another output folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, since {_now()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing drops the flock
+            self._handle = None
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _now() -> str:

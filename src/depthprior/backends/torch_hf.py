@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -127,7 +128,12 @@ class TorchBackend(Backend):
     @classmethod
     def identity(cls, settings: BackendSettings) -> dict[str, Any]:
         device = resolve_device(settings.device)
-        return {**super().identity(settings), "dtype": resolve_dtype(settings.dtype, device)}
+        identity = {**super().identity(settings), "dtype": resolve_dtype(settings.dtype, device)}
+        if Path(settings.model).is_dir():  # a local folder: its name does not pin its weights
+            from ..fingerprint import folder_digest
+
+            identity["weights"] = folder_digest(settings.model)
+        return identity
 
     def __init__(self, settings: BackendSettings):
         super().__init__(settings)

@@ -1,0 +1,75 @@
+"""What a local checkpoint holds, as one digest: part of the output identity.
+
+Two checkpoints saved one after the other into the same folder (`./mymodel`) have the same
+name but different weights; the digest tells them apart. Hashes are cached per file by size
+and modification time, so a rerun does not read gigabytes again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+#: files of a transformers checkpoint that change its output (weights and configs)
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json")
+_CHUNK = 1 << 22
+_lock = threading.Lock()
+
+
+def cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "depthprior" / "file-hashes.json"
+
+
+def folder_digest(folder: Path | str) -> str:
+    """sha256 over the names and contents of the checkpoint files directly in folder."""
+    folder = Path(folder).resolve()
+    files = sorted(
+        path for path in folder.iterdir()
+        if path.is_file() and not path.name.startswith(".")
+        and path.suffix.lower() in MODEL_FILE_SUFFIXES
+    )
+    with _lock:
+        cache = _load_cache()
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode("utf-8") + b"\0" + file_digest(path, cache).encode())
+        _save_cache(cache)
+    return "sha256:" + digest.hexdigest()
+
+
+def file_digest(path: Path, cache: dict[str, dict]) -> str:
+    stat = path.stat()
+    key = str(path)
+    entry = cache.get(key)
+    if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        return str(entry["sha256"])
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def _load_cache() -> dict[str, dict]:
+    try:
+        data = json.loads(cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_cache(cache: dict[str, dict]) -> None:
+    """Best effort: an unwritable cache only costs hashing again next time."""
+    path = cache_path()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(cache), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
