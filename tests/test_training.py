@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -187,7 +188,7 @@ def test_loader_reads_what_generate_writes(tmp_path):
     assert priors.names == ["c", "cam0/a", "cam0/b"]
     png = png_of(root, "cam0/a")
     expected = png.astype(np.float32) / 65536
-    for name in ("cam0/a.jpg", "cam0/a", "a", "a.jpg", "cam0\\a.jpg", "./cam0/a.jpg"):
+    for name in ("cam0/a.jpg", "cam0/a", "a", "a.jpg", f"cam0{os.sep}a.jpg", "./cam0/a.jpg"):
         got = priors.inverse_depth(name)
         assert got.shape == (1, 12, 16) and got.dtype == torch.float32
         assert np.array_equal(got[0].numpy(), expected), name
