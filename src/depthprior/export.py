@@ -13,16 +13,21 @@ nerfstudio (``ns-train ... nerfstudio-data --data DIR``, DIR holding transforms.
     (default 1e-3: "millimetres", nerfstudio's default ``depth_unit_scale_factor``), 0 invalid;
     every frame gets ``"depth_file_path"`` relative to transforms.json. transforms.json is
     updated in place when it exists (its poses must be at the COLMAP model's scale: checked)
-    or written from the model (nerfstudio's COLMAP conventions) when it does not.
+    or written from the model (nerfstudio's COLMAP conventions) when it does not. Trained at 1/N
+    size, nerfstudio opens DIR/depths_N/<file name of depth_file_path>: written for every
+    DIR/images_N and every requested factor, min-pooled over valid depths.
 
-DN-Splatter (``--data DATA``, its COLMAP dataparsers):
-    DATA/mono_depth/<stem>_aligned.npy: float32 (H, W, 1) z-depth in the model's units (what its
-    loaders pick first, with depth_unit_scale_factor 1), 0 invalid;
-    DATA/mono_depth/<stem>.npy: float32 (H, W, 1) the unaligned prediction as depth x 1000
+DN-Splatter, `coolermap` parser (``--data DATA``, the model at DATA/colmap/sparse/0 unless
+``--colmap-path``): it natsorts the image paths and the DATA/mono_depth/*_aligned.npy names
+separately and pairs them by position, so files are named ``<rank>_<stem>``, rank = the image's
+place in that order:
+    <rank>_<stem>_aligned.npy: float32 (H, W, 1) z-depth in the model's units
+    (depth_unit_scale_factor 1), 0 invalid;
+    <rank>_<stem>.npy: float32 (H, W, 1) the unaligned prediction as depth x 1000
     (its convention for monocular depth in millimetres: exact for metric models, which predict
     1/m; relative units for disparity models), 0 where undefined.
-    <stem> is the image's file name without extension: DN-Splatter pairs depth files with images
-    by sorted position, so names must be unique and every registered image gets a file.
+DN-Splatter, `normal-nerfstudio` parser: reads depth_file_path of DATA/transforms.json times
+1e-3, i.e. the nerfstudio export.
 """
 
 from __future__ import annotations
