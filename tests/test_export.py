@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import re
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -14,8 +17,8 @@ import pytest
 
 from depthprior import store
 from depthprior.align import align
-from depthprior.errors import UsageError
-from depthprior.export import export_dn_splatter, export_nerfstudio
+from depthprior.errors import UnsafePathError, UsageError
+from depthprior.export import coolermap_stems, export_dn_splatter, export_nerfstudio
 from scenes import look_at, make_scene, write_colmap_text
 
 
@@ -155,7 +158,8 @@ def test_unreliable_fits_are_written_all_invalid(scene, tmp_path):
     assert read16(tmp_path / "depthprior_depth" / f"{scene.key(scene.names[1])}.png").all()
     dn = export_dn_splatter(scene.depths, scene.sparse, tmp_path / "dn", params=path)
     assert list(dn.invalid) == [bad]
-    assert not np.load(tmp_path / "dn" / "mono_depth" / f"{bad}_aligned.npy").any()
+    stem = coolermap_stems(scene.names)[scene.names[2]]
+    assert not np.load(tmp_path / "dn" / "mono_depth" / f"{stem}_aligned.npy").any()
 
 
 def test_missing_params_and_priors_fail_before_writing(scene, tmp_path):
@@ -203,44 +207,191 @@ def test_dn_splatter_layout_units_and_alignment(scene, tmp_path):
         manifest.images[name] = {"status": "ok", "stem": scene.key(name), "raw_kind": "inverse_depth",
                                  "raw_min": -b / a, "raw_max": (65535 - b) / a}
     manifest.save()
+    (tmp_path / "data" / "images").mkdir(parents=True)
     summary = export_dn_splatter(depths, scene.sparse, tmp_path / "data")
     assert summary.images == len(scene.names) and not summary.notes
     folder = tmp_path / "data" / "mono_depth"
+    stems = coolermap_stems(scene.names)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [f"{scene.key(n)}.npy" for n in scene.names] + [f"{scene.key(n)}_aligned.npy" for n in scene.names])
+        [f"{stems[n]}.npy" for n in scene.names] + [f"{stems[n]}_aligned.npy" for n in scene.names])
     for name in scene.names:
         truth = true_depth(scene, name)
-        aligned = np.load(folder / f"{scene.key(name)}_aligned.npy")
+        aligned = np.load(folder / f"{stems[name]}_aligned.npy")
         assert aligned.shape == (60, 80, 1) and aligned.dtype == np.float32
         relative = np.abs(aligned[..., 0] - truth) / truth
         assert np.median(relative) < 2e-3 and relative.max() < 2e-2  # SfM units, aligned
-        mono = np.load(folder / f"{scene.key(name)}.npy")
+        mono = np.load(folder / f"{stems[name]}.npy")
         assert mono.shape == (60, 80, 1) and mono.dtype == np.float32
         assert np.median(np.abs(mono[..., 0] - 1000 * truth) / (1000 * truth)) < 2e-3  # "mm"
 
 
-def test_dn_splatter_warns_about_stale_files(scene, tmp_path):
+def test_dn_splatter_refuses_stale_aligned_files(scene, tmp_path):
     folder = tmp_path / "mono_depth"
     folder.mkdir()
     np.save(folder / "old_frame_aligned.npy", np.zeros((2, 2, 1), np.float32))
-    summary = export_dn_splatter(scene.depths, scene.sparse, tmp_path)
-    assert "old_frame_aligned.npy" in summary.format()
+    result = cli("dn-splatter", "--depths", scene.depths, "--sparse", scene.sparse, "--data", tmp_path)
+    assert result.returncode == 2 and "old_frame_aligned.npy" in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["old_frame_aligned.npy"]
 
 
-def test_dn_splatter_refuses_repeated_file_names(tmp_path):
-    K = np.array([[40.0, 0, 20], [0, 40, 15], [0, 0, 1]])
-    names = ["a/x.jpg", "b/x.jpg"]
+def tiny_model(root: Path, names: list[str], width: int = 40, height: int = 30) -> tuple[Path, Path]:
+    """A model of `names` whose priors are constant maps, image i at depth 2 + i/4 exactly."""
+    K = np.array([[40.0, 0, width / 2], [0, 40, height / 2], [0, 0, 1]])
     poses = {n: look_at(np.array([3.0, i, 1.0]), np.zeros(3)) for i, n in enumerate(names)}
     keypoints = {n: (np.zeros((0, 2)), np.zeros(0, dtype=np.int64)) for n in names}
-    write_colmap_text(tmp_path / "sparse", K, 40, 30, names, poses, keypoints,
+    write_colmap_text(root / "sparse", K, width, height, names, poses, keypoints,
                       np.zeros(0, dtype=np.int64), np.zeros((0, 3)))
-    for name in names:
-        store.write_png16(tmp_path / "depths" / name.replace(".jpg", ".png"), np.ones((30, 40), np.uint16))
-    (tmp_path / "sparse" / "depth_params.json").write_text(
-        json.dumps({"a/x": {"scale": 1.0, "offset": 0.1}, "b/x": {"scale": 1.0, "offset": 0.1}}))
-    with pytest.raises(UsageError, match="'x': a/x.jpg, b/x.jpg"):
-        export_dn_splatter(tmp_path / "depths", tmp_path / "sparse", tmp_path / "data")
+    params = {}
+    for i, name in enumerate(names):
+        key = re.sub(r"\.[^./]*$", "", name)
+        store.write_png16(root / "depths" / f"{key}.png",
+                          np.full((height, width), 65536 / (2 + i / 4), np.float64).round().astype(np.uint16))
+        params[key] = {"scale": 1.0, "offset": 0.0}
+    (root / "sparse" / "depth_params.json").write_text(json.dumps(params))
+    return root / "depths", root / "sparse"
+
+
+def natsort_key(text: str) -> tuple:
+    """natsort's default order (ns.INT, NFD-normalised input): runs of digits compare as
+    integers, the rest as text."""
+    text = unicodedata.normalize("NFD", text)
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def coolermap_pairs(data: Path, names: list[str]) -> list[tuple[str, Path]]:
+    """What DN-Splatter's coolermap does: natsort the image paths and the globbed depth files
+    separately, pair them by position."""
+    images = sorted((data / "images" / name for name in names), key=lambda p: natsort_key(str(p)))
+    depths = sorted(glob.glob(f"{data}/mono_depth/*_aligned.npy"), key=natsort_key)
+    assert len(depths) == len(images)
+    return [(image.relative_to(data / "images").as_posix(), Path(depth))
+            for image, depth in zip(images, depths)]
+
+
+LAYOUTS = {
+    "subfolders": [f"cam{i % 2}/frame_{i:03d}.jpg" for i in range(12)],
+    "prefix stems": ["frame.jpg", "frame_1.jpg", "frame_2.jpg", "frame_10.jpg", "Frame_3.jpg",
+                     "a/x.jpg", "b/x.jpg", "x1.jpg", "x01b.jpg", "9.jpg", ".hidden.jpg", "é2.jpg"],
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_dn_splatter_coolermap_pairs_every_image_with_its_own_depth(tmp_path, layout):
+    names = LAYOUTS[layout]
+    depths, sparse = tiny_model(tmp_path, names)
+    data = tmp_path / "data"
+    export_dn_splatter(depths, sparse, data)
+    pairs = coolermap_pairs(data, names)
+    assert sorted(name for name, _ in pairs) == sorted(names)
+    for name, depth_file in pairs:
+        expected = 2 + names.index(name) / 4
+        depth = np.load(depth_file)
+        assert depth.shape == (30, 40, 1)
+        assert np.allclose(depth, expected, rtol=1e-4), (name, depth_file.name)
+
+
+def test_dn_splatter_refuses_names_it_sorts_as_equal(tmp_path):
+    depths, sparse = tiny_model(tmp_path, ["f1.jpg", "f01.jpg", "g.jpg"])
+    with pytest.raises(UsageError, match="'f01.jpg' and 'f1.jpg'|'f1.jpg' and 'f01.jpg'"):
+        export_dn_splatter(depths, sparse, tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+def test_dn_splatter_prints_the_command_that_reads_it(tmp_path):
+    data = tmp_path / "scene"
+    depths, sparse = tiny_model(data, ["a.jpg", "b.jpg"])
+    (data / "images").mkdir()
+    result = cli("dn-splatter", "--depths", depths, "--sparse", sparse, "--data", data)
+    assert result.returncode == 0, result.stderr
+    # coolermap looks for DATA/colmap/sparse/0 and reads mono_depth with depth_unit_scale_factor 1
+    assert (f"train with: ns-train dn-splatter --pipeline.model.use-depth-loss True coolermap "
+            f"--data {data} --colmap-path sparse --depth-unit-scale-factor 1") in result.stdout
+
+
+def test_dn_splatter_normal_nerfstudio_reads_millimetres(tmp_path):
+    data = tmp_path / "scene"
+    depths, sparse = tiny_model(data, ["a.jpg", "b.jpg"])
+    result = cli("dn-splatter", "--depths", depths, "--sparse", sparse, "--data", data,
+                 "--parser", "normal-nerfstudio")
+    assert result.returncode == 0, result.stderr
+    assert ("normal-nerfstudio --data " + str(data) + " --depth-unit-scale-factor 0.001") in result.stdout
+    # normal-nerfstudio reads depth_file_path (not mono_depth) times depth_unit_scale_factor
+    meta = json.loads((data / "transforms.json").read_text())
+    for i, frame in enumerate(sorted(meta["frames"], key=lambda f: f["file_path"])):
+        depth = read16(data / frame["depth_file_path"]).astype(float) * 0.001
+        assert np.allclose(depth, 2 + i / 4, atol=1e-3)
+
+
+# ---------------------------------------------------------------- nerfstudio, downscaled
+
+def nerfstudio_depth_file(data: Path, frame: dict, factor: int) -> Path:
+    """Where nerfstudio's dataparser opens a frame's depth when it trains at 1/factor size."""
+    path = Path(frame["depth_file_path"])
+    return data / f"depths_{factor}" / path.name if factor > 1 else data / path
+
+
+def test_nerfstudio_writes_depths_for_every_downscale(scene, tmp_path):
+    data = tmp_path / "ns"
+    (data / "images_2").mkdir(parents=True)
+    for name in scene.names:  # as ns-process-data writes them: iw/2 x ih/2
+        cv2.imwrite(str(data / "images_2" / Path(name).name), np.zeros((30, 40, 3), np.uint8))
+    result = cli("nerfstudio", "--depths", scene.depths, "--sparse", scene.sparse,
+                 "--transforms", data, "--downscales", "4")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((data / "transforms.json").read_text())
+    for frame in meta["frames"]:
+        full = read16(nerfstudio_depth_file(data, frame, 1))
+        for factor, size in ((2, (30, 40)), (4, (15, 20))):
+            small = read16(nerfstudio_depth_file(data, frame, factor))
+            assert small.shape == size
+            blocks = full.reshape(size[0], factor, size[1], factor).transpose(0, 2, 1, 3)
+            blocks = np.where(blocks > 0, blocks, 65535).reshape(*size, -1)
+            # each pixel is a depth of its own block (the nearest), never a blend across an edge
+            assert np.array_equal(small, blocks.min(axis=2))
+
+
+def test_nerfstudio_downscale_refuses_repeated_file_names(tmp_path):
+    depths, sparse = tiny_model(tmp_path, ["a/x.jpg", "b/x.jpg"])
+    with pytest.raises(UsageError, match="'x.png'"):
+        export_nerfstudio(depths, sparse, tmp_path / "ns", downscales=(2,))
+    assert not (tmp_path / "ns").exists()
+
+
+def test_exports_write_only_inside_their_folders(tmp_path):
+    depths, sparse = tiny_model(tmp_path / "s", ["\\tmp\\x\\v\\precious.jpg", "ok.jpg"])
+    export_nerfstudio(depths, sparse, tmp_path / "ns")
+    assert (tmp_path / "ns" / "depthprior_depth" / "\\tmp\\x\\v\\precious.png").is_file()
+    export_dn_splatter(depths, sparse, tmp_path / "dn")
+    assert len(list((tmp_path / "dn" / "mono_depth").iterdir())) == 4
+    depths, sparse = tiny_model(tmp_path / "t", ["../../escape.jpg", "ok.jpg"])
+    escaped = tmp_path / "escape.png"  # the prior, where the name points
+    before = escaped.read_bytes()
+    for export, out in ((export_nerfstudio, "ns"), (export_dn_splatter, "dn")):
+        with pytest.raises(UsageError):
+            export(depths, sparse, tmp_path / "t" / out)
+        assert escaped.read_bytes() == before and not (tmp_path / "t" / out).exists()
+
+
+def test_nerfstudio_refuses_non_finite_numbers(scene, tmp_path):
+    transforms = tmp_path / "transforms.json"
+    export_nerfstudio(scene.depths, scene.sparse, transforms, out=tmp_path / "first")
+    meta = json.loads(transforms.read_text())
+    meta["frames"][3]["transform_matrix"][0][1] = float("nan")
+    transforms.write_text(json.dumps(meta))
+    before = transforms.read_text()
+    result = cli("nerfstudio", "--depths", scene.depths, "--sparse", scene.sparse,
+                 "--transforms", transforms)
+    assert result.returncode == 2
+    assert "frame 3" in result.stderr and meta["frames"][3]["file_path"] in result.stderr
+    assert transforms.read_text() == before
+
+
+def test_exports_refuse_cameras_above_the_pixel_cap(scene, tmp_path):
+    for target, folder in (("nerfstudio", "--transforms"), ("dn-splatter", "--data")):
+        result = cli(target, "--depths", scene.depths, "--sparse", scene.sparse,
+                     folder, tmp_path / target, "--max-pixels", "4000")
+        assert result.returncode == 2 and "above the --max-pixels cap" in result.stderr, result.stderr
+        assert not (tmp_path / target).exists()
 
 
 # ---------------------------------------------------------------- CLI

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..images import DEFAULT_MAX_PIXELS
+
 
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -12,12 +14,38 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _factors(text: str) -> tuple[int, ...]:
+    try:
+        factors = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 2,4,8, got {text!r}") from None
+    if any(factor < 2 for factor in factors):
+        raise argparse.ArgumentTypeError(f"every factor must be >= 2, got {text!r}")
+    return factors
+
+
+def _max_pixels(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _downscales(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--downscales", type=_factors, default=(),
+                        help="also write depths_N/ for these factors (e.g. 2,4,8), as nerfstudio "
+                             "reads with --downscale-factor N; every existing images_N/ gets one "
+                             "anyway")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depths", required=True, help="output folder of depthprior generate")
     parser.add_argument("--sparse", required=True,
                         help="COLMAP model folder the priors were aligned to (e.g. scene/sparse/0)")
     parser.add_argument("--params", default=None,
                         help="depth_params.json from depthprior align (default SPARSE/depth_params.json)")
+    parser.add_argument("--max-pixels", type=_max_pixels, default=DEFAULT_MAX_PIXELS,
+                        help="refuse cameras above this many pixels (default 100 MP)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,18 +78,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ns.add_argument("--images-prefix", default="images",
                     help="folder of the frames relative to transforms.json, for a new "
                          "transforms.json (default images)")
+    _downscales(ns)
     ns.set_defaults(run=run_nerfstudio)
 
     dn = targets.add_parser(
         "dn-splatter",
-        help="mono_depth/<stem>.npy and <stem>_aligned.npy for DN-Splatter",
-        description="Write DATA/mono_depth/<stem>_aligned.npy (float32 HxWx1 depth in the "
-        "model's units, 0 = no depth) and <stem>.npy (the unaligned prediction as depth x 1000) "
-        "for every registered image, the layout of DN-Splatter's align_depth.py.",
+        help="depth laid out as a DN-Splatter dataparser reads it, and its training command",
+        description="coolermap (default): write DATA/mono_depth/<rank>_<stem>_aligned.npy "
+        "(float32 HxWx1 depth in the model's units, 0 = no depth) and <rank>_<stem>.npy (the "
+        "unaligned prediction as depth x 1000) for every registered image, ranked so that "
+        "coolermap's by-position pairing gives every image its own depth. normal-nerfstudio: "
+        "the nerfstudio export into DATA/transforms.json (uint16 millimetres). Prints the "
+        "ns-train command that reads the export.",
     )
     _common(dn)
     dn.add_argument("--data", required=True, help="DN-Splatter data root")
     dn.add_argument("--out", default=None, help="folder for the .npy files (default DATA/mono_depth)")
+    dn.add_argument("--parser", choices=("coolermap", "normal-nerfstudio"), default="coolermap",
+                    help="the DN-Splatter dataparser you will train with (default coolermap)")
+    _downscales(dn)
     dn.set_defaults(run=run_dn_splatter)
 
 
@@ -71,6 +106,7 @@ def run_nerfstudio(args: argparse.Namespace) -> int:
     summary = export_nerfstudio(
         args.depths, args.sparse, args.transforms, params=args.params, out=args.out,
         unit_scale=args.unit_scale, images_prefix=args.images_prefix,
+        downscales=args.downscales, max_pixels=args.max_pixels,
     )
     print(summary.format())
     return 0
@@ -80,6 +116,7 @@ def run_dn_splatter(args: argparse.Namespace) -> int:
     from ..export import export_dn_splatter
 
     summary = export_dn_splatter(args.depths, args.sparse, args.data, params=args.params,
-                                 out=args.out)
+                                 out=args.out, parser=args.parser, downscales=args.downscales,
+                                 max_pixels=args.max_pixels)
     print(summary.format())
     return 0
