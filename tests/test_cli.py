@@ -136,7 +136,8 @@ def test_sigkill_leaves_complete_files_and_resume_matches(tmp_path, tiny_model, 
 
 def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model):
     frames = tmp_path / "frames"
-    make_frames(frames, 40, size=(240, 320))
+    # enough frames that the run cannot finish between the poll and the signal on a busy machine
+    make_frames(frames, 300, size=(240, 320))
     out = tmp_path / "out"
     process = _start(tmp_path, tiny_model, frames, out)
     _wait_for_outputs(out, 2, process)
@@ -145,7 +146,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model):
     assert process.returncode == 130, stderr
     assert "interrupted" in stdout and "rerun the same command to resume" in stdout
     images = json.loads((out / "depthprior.json").read_text())["images"]
-    assert 0 < len(images) < 40
+    assert 0 < len(images) < 300
     for name, record in images.items():
         assert read_png16(out / record["outputs"][0]).shape == (240, 320), name
 
