@@ -59,6 +59,8 @@ def test_fifo_named_like_an_image_is_skipped_with_a_reason(tmp_path):
     assert [item.name for item in found.items] == ["a.jpg"]
     assert "FIFO" in found.skipped["b.jpg"]
     assert [item.name for item in discover(tmp_path)] == ["a.jpg"]
+    with pytest.raises(UsageError, match="neither a folder nor a regular image file"):
+        discover(tmp_path / "b.jpg")
 
 
 def test_socket_and_broken_links_are_skipped(tmp_path):
