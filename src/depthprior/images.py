@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import os
-from dataclasses import dataclass
+import re
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 import cv2
 import numpy as np
 
-from .errors import ImageError, UnsafePathError, UsageError
+from .errors import ImageError, UnsafePathError, UsageError, first_line
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: images (and any picture a command is handed, e.g. a server's reply) above this many pixels
@@ -24,13 +27,28 @@ class ImageItem:
 
     path: Path
     name: str  # posix path relative to the input root, e.g. "cam0/frame_0001.jpg"
+    outside: bool = False  # its real path lies outside the input root (reached through a link)
 
     @property
     def stem(self) -> str:
         return image_key(self.name)
 
-    def output(self, suffix: str) -> str:
-        return self.stem + suffix
+
+@dataclass
+class Scan:
+    """What discovery found under an input root, and what it left alone and why."""
+
+    root: Path
+    items: list[ImageItem] = field(default_factory=list)
+    #: relative name -> reason, for image-named entries that are not regular files
+    #: (FIFO, socket, device, broken link) and folders that could not be listed
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: relative name -> reason, for linked folders not entered (a loop, or already scanned)
+    loops: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def outside(self) -> list[ImageItem]:
+        return [item for item in self.items if item.outside]
 
 
 def image_key(name: str) -> str:
@@ -118,31 +136,138 @@ def discover(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -
     """All images under root (recursive, case-insensitive extensions), sorted by name.
 
     Raises UsageError for a missing folder, no images, or two inputs that map to one output.
+    What was left out and why is in `scan(root, extensions)`.
+    """
+    return scan(root, extensions).items
+
+
+def scan(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> Scan:
+    """discover() with what it skipped: non-regular files, linked folders not entered.
+
+    Hidden files and folders are left out. Only regular files (or links to one) are images.
+    Linked folders are followed, each real folder entered at most once: a link back to an
+    ancestor or to a folder already scanned is not entered and is listed in `loops`. Folders
+    reached without a link are scanned first, so an alias never replaces its real name.
     """
     root = Path(root)
-    if not root.exists():
-        raise UsageError(f"input folder not found: {root}")
     exts = tuple(e.lower() for e in extensions)
-    if root.is_file():
-        if root.suffix.lower() not in exts:
+    found = Scan(root)
+    if root.is_dir():
+        _walk(found, exts)
+    elif root.is_file():
+        if not root.name.lower().endswith(exts):
             raise UsageError(f"{root} is not an image with one of the extensions {', '.join(exts)}")
-        items = [ImageItem(root, root.name)]
+        found.items.append(ImageItem(root, root.name))
+    elif root.exists() or root.is_symlink():
+        raise UsageError(f"{root} is neither a folder nor a regular image file; give a folder")
     else:
-        items = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in filenames:
-                if filename.startswith(".") or not filename.lower().endswith(exts):
-                    continue
-                path = Path(dirpath) / filename
-                items.append(ImageItem(path, path.relative_to(root).as_posix()))
-    if not items:
+        raise UsageError(f"input folder not found: {root}")
+    if not found.items:
         raise UsageError(
             f"no images found in {root} (looked for {', '.join(exts)}; add others with --ext)"
+            + _skipped_note(found)
         )
-    items.sort(key=lambda item: item.name)
-    check_collisions(items)
-    return items
+    found.items.sort(key=lambda item: item.name)
+    check_collisions(found.items)
+    return found
+
+
+def _skipped_note(found: Scan) -> str:
+    if not found.skipped:
+        return ""
+    name, reason = next(iter(found.skipped.items()))
+    return f"; skipped {len(found.skipped)} entries, e.g. {name}: {reason}"
+
+
+def _walk(found: Scan, exts: tuple[str, ...]) -> None:
+    """Fill found from its root: plain folders first, then linked ones, each real folder once."""
+    real_root = os.path.realpath(found.root)
+    entered: dict[tuple[int, int], str] = {}  # (device, inode) of each folder entered -> its name
+    plain: list[tuple[Path, str]] = [(found.root, "")]
+    linked: list[tuple[Path, str]] = []
+    while plain or linked:
+        folder, rel = plain.pop() if plain else linked.pop(0)
+        if not _enter(found, folder, rel, entered):
+            continue
+        for entry in _list(found, folder, rel):
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            if _is_folder(entry):
+                (linked if entry.is_symlink() else plain).append((Path(entry.path), name))
+            elif entry.name.lower().endswith(exts):
+                _add_file(found, Path(entry.path), name, real_root)
+
+
+def _enter(found: Scan, folder: Path, rel: str, entered: dict[tuple[int, int], str]) -> bool:
+    """Whether folder is new (then it is marked entered); a repeat is listed in found.loops."""
+    try:
+        info = os.stat(folder)
+    except OSError as error:
+        found.skipped[rel] = f"folder cannot be opened: {error.strerror or error}"
+        return False
+    identity = (info.st_dev, info.st_ino)
+    earlier = entered.get(identity)
+    if earlier is None:
+        entered[identity] = rel
+        return True
+    shown = earlier or "."
+    if earlier == "" or rel.startswith(earlier + "/"):
+        found.loops[rel] = f"links back to its own parent folder {shown!r} (a loop); not entered"
+    else:
+        found.loops[rel] = f"links to {shown!r}, already scanned; not entered again"
+    return False
+
+
+def _list(found: Scan, folder: Path, rel: str) -> list[os.DirEntry]:
+    """The visible entries of folder, sorted by name; an unreadable folder is listed as skipped."""
+    try:
+        with os.scandir(folder) as entries:
+            visible = [entry for entry in entries if not entry.name.startswith(".")]
+    except OSError as error:
+        found.skipped[rel or "."] = f"folder cannot be listed: {error.strerror or error}"
+        return []
+    return sorted(visible, key=lambda entry: entry.name)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def _add_file(found: Scan, path: Path, name: str, real_root: str) -> None:
+    """An image-named entry: a regular file becomes an item, anything else is skipped."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        found.skipped[name] = _unreachable_reason(path, error)
+        return
+    if not stat.S_ISREG(info.st_mode):
+        found.skipped[name] = f"{_kind(info.st_mode)}, not a regular file; not read"
+        return
+    outside = not _within(os.path.realpath(path), real_root)
+    found.items.append(ImageItem(path, name, outside=outside))
+
+
+def _unreachable_reason(path: Path, error: OSError) -> str:
+    if path.is_symlink():
+        return f"link that leads nowhere ({error.strerror or error}); not read"
+    return f"cannot be read: {error.strerror or error}"
+
+
+def _within(real_path: str, real_root: str) -> bool:
+    return real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _kind(mode: int) -> str:
+    """A file type in words, e.g. for a FIFO named like an image."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def check_collisions(items: Iterable[ImageItem]) -> None:
@@ -166,47 +291,118 @@ def check_collisions(items: Iterable[ImageItem]) -> None:
 _JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
 
 
-def decode_rgb(path: Path | str) -> np.ndarray:
+def decode_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Stored pixel array as HxWx3 uint8 RGB; EXIF orientation is deliberately ignored.
 
     COLMAP and 3DGS read raw pixels, so the map must align with the stored array. Gray,
-    RGBA, palette, 16-bit and CMYK inputs are converted. Raises ImageError with the reason.
+    RGBA, palette, 16-bit and CMYK inputs are converted. Only a regular file is read (a FIFO
+    or device is refused without blocking), and a picture whose header declares more than
+    max_pixels (None: no cap) is refused before it is decoded. Raises ImageError with the reason.
     """
     path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise ImageError(f"cannot read file: {error.strerror or error}") from None
-    if data.size == 0:
-        raise ImageError("empty file (0 bytes)")
-    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    data = _read_regular_file(path)
+    _check_declared_size(data, max_pixels)
+    image = _decode_with_opencv(data)
     if image is None:
-        image = _decode_with_pillow(path)
-    elif path.suffix.lower() in _JPEG_EXTS or data[:2].tobytes() == b"\xff\xd8":
-        _check_jpeg_complete(path, data)
+        image = _decode_with_pillow(data)
+    elif path.suffix.lower() in _JPEG_EXTS or data[:2] == b"\xff\xd8":
+        _check_jpeg_complete(data)
+    check_pixels(image.shape[1], image.shape[0], max_pixels)  # formats without a readable header
     return _to_rgb8(image)
 
 
-def read_image_or_fail(path: Path | str) -> np.ndarray:
+def read_image_or_fail(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """decode_rgb for single-image commands: an unreadable file is a usage error naming it."""
     try:
-        return decode_rgb(path)
+        return decode_rgb(path, max_pixels)
     except ImageError as error:
-        raise UsageError(f"{path}: {error}") from None
+        raise UsageError(f"{path}: {first_line(error)}") from None
 
 
-def _check_jpeg_complete(path: Path, data: np.ndarray) -> None:
-    # OpenCV returns a grey-filled picture for a truncated JPEG; a complete one ends with EOI.
-    if b"\xff\xd9" in data[-4096:].tobytes():
-        return
-    _decode_with_pillow(path)  # trailing data after EOI is legal: let Pillow decide
-
-
-def _decode_with_pillow(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
+def _decode_with_opencv(data: bytes) -> np.ndarray | None:
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        with Image.open(path) as pil:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error as error:  # e.g. OpenCV's own size limit
+        raise ImageError(f"cannot decode: {first_line(error)}") from None
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of path, refused unless it is a regular file; never blocks on a FIFO or device."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        raise ImageError(f"cannot read file: {error.strerror or error}") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"{_kind(mode)}, not a regular file; refused (give image files only)")
+        try:
+            data = handle.read()
+        except OSError as error:
+            raise ImageError(f"cannot read file: {error.strerror or error}") from None
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    return data
+
+
+def _check_declared_size(data: bytes, max_pixels: int | None) -> None:
+    """check_pixels on the size a header declares, before anything is decoded."""
+    size = _pillow_header_size(data) or _text_header_size(data)
+    if size is not None:
+        check_pixels(size[0], size[1], max_pixels)
+
+
+def _pillow_header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header, as Pillow reads it lazily; None if Pillow cannot."""
+    Image = _pillow()
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
+            return int(pil.size[0]), int(pil.size[1])
+    except Exception:  # noqa: BLE001 - unidentified or damaged: the decoders decide
+        return None
+
+
+#: PFM ("PF"/"Pf", "width height") and Radiance HDR ("-Y height +X width") headers, which
+#: OpenCV decodes and Pillow does not identify
+_PFM_HEADER = re.compile(rb"P[Ff]\s+(\d+)\s+(\d+)\s")
+_HDR_SIZE = re.compile(rb"\n([-+])([XY]) (\d+) ([-+])([XY]) (\d+)\n")
+
+
+def _text_header_size(data: bytes) -> tuple[int, int] | None:
+    head = data[:4096]
+    pfm = _PFM_HEADER.match(head)
+    if pfm:
+        return int(pfm.group(1)), int(pfm.group(2))
+    hdr = _HDR_SIZE.search(head) if head.startswith(b"#?") else None
+    if hdr:
+        first, second = int(hdr.group(3)), int(hdr.group(6))
+        return (second, first) if hdr.group(2) == b"Y" else (first, second)
+    return None
+
+
+def _pillow():
+    """PIL.Image with its own pixel guard off: every decode here is capped by check_pixels."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
+
+
+def _check_jpeg_complete(data: bytes) -> None:
+    # OpenCV returns a grey-filled picture for a truncated JPEG; a complete one ends with EOI.
+    if b"\xff\xd9" in data[-4096:]:
+        return
+    _decode_with_pillow(data)  # trailing data after EOI is legal: let Pillow decide
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray:
+    from PIL import UnidentifiedImageError
+
+    Image = _pillow()
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
             pil.load()
             if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return np.asarray(pil, dtype=np.uint16 if pil.mode.startswith("I;16") else np.int32)
