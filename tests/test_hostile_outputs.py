@@ -290,3 +290,25 @@ def test_a_map_constant_up_to_rounding_is_flagged_and_fails_verify(tmp_path):
     assert not read_png16(tmp_path / "out" / "frame_0000.png").any()
     result = run_cli("verify", tmp_path / "out", "--all")
     assert result.returncode == 1 and "constant" in result.stdout
+
+
+# ---------------------------------------------------------------- links out of IMAGES
+
+def test_images_behind_links_out_of_images_are_counted_and_never_uploaded_unasked(tmp_path, tiny_model):
+    frames = tmp_path / "frames"
+    make_frames(frames, 1)
+    elsewhere = tmp_path / "somebody_elses"
+    make_frames(elsewhere, 3)
+    (frames / "link").symlink_to(elsewhere, target_is_directory=True)
+    local = run_cli("generate", frames, tmp_path / "out", "--model", tiny_model, *SIZE)
+    assert local.returncode == 0, local.stderr
+    assert "3 of 4 images lie outside" in local.stderr
+    remote = ["generate", frames, tmp_path / "remote", "--backend", "space",
+              "--space", "http://127.0.0.1:9", "--retries", "1", "--timeout", "2"]
+    refused = run_cli(*remote)
+    assert refused.returncode == 2
+    line = _no_traceback(refused)
+    assert "3 of 4 images lie outside" in line and "--follow-outside" in line
+    assert not (tmp_path / "remote" / MANIFEST_NAME).exists()
+    allowed = run_cli(*remote, "--follow-outside")
+    assert "--follow-outside" not in allowed.stderr and "lie outside" in allowed.stderr

@@ -83,7 +83,7 @@ def check(
 ) -> CheckReport:
     """Run one image through the backend. Raises DepthpriorError if it cannot be loaded."""
     settings = settings or BackendSettings()
-    rgb = read_image_or_fail(image) if image is not None else synthetic_image()
+    rgb = read_image_or_fail(image, settings.max_pixels) if image is not None else synthetic_image()
     start = time.perf_counter()
     with create_backend(backend, settings) as engine:
         loaded = time.perf_counter()

@@ -23,7 +23,7 @@ import numpy as np
 from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class
 from .backends.base import FATAL_ERRORS, DepthMap
 from .errors import BackendUnavailable, ImageError, UsageError, first_line
-from .images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions, safe_join
+from .images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
 from .store import (
     Manifest,
     ManifestError,
@@ -51,6 +51,7 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     flagged: dict[str, str] = field(default_factory=dict)
     repaired: dict[str, str] = field(default_factory=dict)  # damaged outputs found and redone
+    ignored: dict[str, str] = field(default_factory=dict)  # entries that are not images (FIFO, loop)
     manifest_error: str | None = None  # the manifest could not be written at the end
     elapsed: float = 0.0
     load_seconds: float = 0.0
@@ -91,6 +92,8 @@ class Summary:
                 f"{self.manifest_error}: finished outputs are kept but not all are recorded; "
                 "free space (or fix the folder) and rerun the same command to resume"
             )
+        for name, reason in self.ignored.items():
+            lines.append(f"  SKIPPED {name}: {reason}")
         for name, reason in self.repaired.items():
             lines.append(f"  REDONE {name}: damaged output ({reason})")
         for name, reason in self.failed.items():
@@ -123,6 +126,7 @@ def generate(
     verify: bool = False,
     num_samples: int = 8,
     align: str | os.PathLike[str] | None = None,
+    follow_outside: bool = False,
     **setting_overrides: Any,
 ) -> Summary:
     """Depth priors for every image under `images`, written to `out` (README: Output format).
@@ -130,16 +134,19 @@ def generate(
     Backend options are given as `settings` or as keyword overrides of BackendSettings fields
     (model=..., device=..., dtype=..., batch_size=..., input_size=..., ...). `backend` is a
     registry name, or an already loaded Backend (then its own settings apply and it stays open).
+    Images reached through links to folders outside `images` are counted before any work; a
+    backend that uploads images refuses them unless `follow_outside`.
     """
     loaded = backend if isinstance(backend, Backend) else None
     settings = loaded.settings if loaded else _settings(settings, setting_overrides)
     images_root, out_root = Path(images), Path(out)
     backend_type = type(loaded) if loaded else backend_class(backend)
-    plan = _plan(images_root, out_root, backend_type, settings, format, overwrite, extensions)
+    found = _inputs(images_root, out_root, backend_type, extensions, follow_outside)
+    plan = _plan(found.items, images_root, out_root, backend_type, settings, format, overwrite)
     try:
         summary = Summary(out=out_root, total=len(plan.items),
                           skipped=len(plan.items) - len(plan.todo) - len(plan.unwritable),
-                          repaired=dict(plan.damaged))
+                          repaired=dict(plan.damaged), ignored={**found.skipped, **found.loops})
         start = time.perf_counter()
         for name, reason in plan.unwritable.items():
             _record(plan.manifest, summary, name, _failure(reason))
@@ -202,27 +209,43 @@ class _Plan:
     unwritable: dict[str, str] = field(default_factory=dict)  # outputs would land outside OUT
 
 
+def _inputs(images_root: Path, out_root: Path, backend_type: type[Backend],
+            extensions: Iterable[str], follow_outside: bool) -> Scan:
+    """The images to work on, what discovery left alone, and the outside-links rule."""
+    if images_root.exists() and out_root.resolve() == images_root.resolve():
+        raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
+    found = scan(images_root, normalise_extensions(extensions))
+    found.items = [item for item in found.items if not is_inside(item.path, out_root)]
+    if not found.items:
+        raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
+    for name, reason in {**found.skipped, **found.loops}.items():
+        log.warning("skipped %s: %s", name, reason)
+    outside = found.outside
+    if outside:
+        message = (f"{len(outside)} of {len(found.items)} images lie outside {images_root}, "
+                   f"reached through linked folders (e.g. {outside[0].name})")
+        if backend_type.uploads and not follow_outside:
+            raise UsageError(f"{message}; --backend {backend_type.name} would upload them: pass "
+                             "--follow-outside to send them too, or remove the links")
+        log.warning("%s", message)
+    return found
+
+
 def _plan(
+    items: list[ImageItem],
     images_root: Path,
     out_root: Path,
     backend_type: type[Backend],
     settings: BackendSettings,
     fmt: str,
     overwrite: bool,
-    extensions: Iterable[str],
 ) -> _Plan:
-    """Everything decided before any model is loaded: inputs, collisions, resume, identity.
+    """Everything decided before any model is loaded: resume, identity, what to do.
 
     The output folder is locked from here on (released by the caller), so a second run can
     neither interleave its manifest with this one nor clean up this run's temporaries.
     """
     output_files("x", fmt)  # validates the format
-    if images_root.exists() and out_root.resolve() == images_root.resolve():
-        raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
-    items = discover(images_root, normalise_extensions(extensions))
-    items = [item for item in items if not is_inside(item.path, out_root)]
-    if not items:
-        raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
     check_writable(out_root)
     lock = OutputLock(out_root).acquire()
     try:
@@ -401,7 +424,7 @@ def _batches(engine: Backend, loaded: Iterator[_Loaded], batch_size: int) -> Ite
 
 def _load(engine: Backend, item: ImageItem) -> _Loaded:
     try:
-        image = decode_rgb(item.path)
+        image = decode_rgb(item.path, max_pixels=engine.settings.max_pixels)
         return _Loaded(item, image.shape[0], image.shape[1], engine.prepare(image))
     except FATAL_ERRORS:
         raise

@@ -73,6 +73,8 @@ class Backend(ABC):
     name: ClassVar[str]
     #: whether the backend can torch.compile its model (BackendSettings.compile)
     compiles: ClassVar[bool] = False
+    #: whether images leave this machine (a remote service): links out of IMAGES need consent
+    uploads: ClassVar[bool] = False
 
     def __init__(self, settings: BackendSettings):
         if settings.compile and not self.compiles:

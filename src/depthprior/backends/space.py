@@ -92,6 +92,7 @@ class SpaceBackend(Backend):
     """Depth from the Depth-Anything-V2 demo Space (or any Gradio server with its /on_submit)."""
 
     name = "space"
+    uploads = True
     #: consecutive failed images (each after all its attempts) that stop the run
     max_consecutive_failures = 3
     #: longest quota / Retry-After wait honoured in place; longer ones stop the run

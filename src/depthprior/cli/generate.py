@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     output.add_argument("--workers", type=positive_int, default=None,
                         help="threads for decoding and writing (default: CPU count, at most 8)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    output.add_argument("--follow-outside", action="store_true",
+                        help="let a remote backend upload images reached through links to folders "
+                             "outside IMAGES (they are counted, and refused without this)")
     checks = parser.add_argument_group("after generation")
     checks.add_argument("--verify", action="store_true", help="run `depthprior verify` on OUT")
     checks.add_argument("--num-samples", type=positive_int, default=8,
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         verify=args.verify,
         num_samples=args.num_samples,
         align=args.align,
+        follow_outside=args.follow_outside,
     )
     print(summary.format())
     if summary.verify is not None:
