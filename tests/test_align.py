@@ -12,7 +12,18 @@ import cv2
 import numpy as np
 import pytest
 
-from scenes import Scene, make_scene, write_colmap_text
+from scenes import (
+    CAMERA_PARAMS_AT,
+    CAMERA_SIZE_AT,
+    IMAGE_CAMERA_AT,
+    IMAGE_QVEC_AT,
+    IMAGE_TVEC_AT,
+    Scene,
+    first_image_name,
+    make_scene,
+    patch_file,
+    write_colmap_text,
+)
 
 from depthprior.align import (
     MAX_RESIDUAL,
@@ -292,7 +303,7 @@ def test_not_a_model(tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(scene.sparse, broken)
     (broken / "images.bin").write_bytes(b"\x07" * 100)
-    with pytest.raises(ModelError, match="cannot read the COLMAP model"):
+    with pytest.raises(ModelError, match=r"images\.bin declares .* truncated"):
         align(broken, scene.depths)
     assert not (broken / "depth_params.json").exists()
     assert_nothing_written(scene)
@@ -345,6 +356,149 @@ def test_images_folder_is_validated(tmp_path):
     with pytest.raises(UsageError, match="registered images of the model are not in"):
         align(scene.sparse, scene.depths, images=scene.images)
     assert_nothing_written(scene)
+
+
+# ---------------------------------------------------------------- damaged models: refused on reading
+
+def _truncate(path: Path, size: int) -> None:
+    path.write_bytes(path.read_bytes()[:size])
+
+
+def _replace_line(path: Path, index: int, edit) -> None:
+    """Apply edit to the index-th data line (comments skipped) of a text model file."""
+    lines = path.read_text().splitlines()
+    data = [i for i, line in enumerate(lines) if not line.startswith("#")]
+    lines[data[index]] = edit(lines[data[index]])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _text_pose(line: str, position: int, value: str) -> str:
+    fields = line.split(" ")
+    fields[position] = value
+    return " ".join(fields)
+
+
+# name -> (model format, damage(sparse), words the one-line error must hold besides the file)
+DAMAGE = {
+    "cameras.bin truncated to 32 of 64 bytes": (
+        "binary", lambda s: _truncate(s / "cameras.bin", 32), ["cameras.bin", "truncated", "camera 1"]),
+    "cameras.bin with bytes after its last record": (
+        "binary", lambda s: (s / "cameras.bin").write_bytes((s / "cameras.bin").read_bytes() + b"\0" * 8),
+        ["cameras.bin", "after its last record"]),
+    "camera width 0": (
+        "binary", lambda s: patch_file(s / "cameras.bin", CAMERA_SIZE_AT, "Q", 0),
+        ["cameras.bin", "camera 1", "0x120", "empty"]),
+    "camera of 200000x150000": (
+        "binary", lambda s: patch_file(s / "cameras.bin", CAMERA_SIZE_AT, "QQ", 200000, 150000),
+        ["cameras.bin", "camera 1", "200000x150000", "pixel cap"]),
+    "focal length 0": (
+        "binary", lambda s: patch_file(s / "cameras.bin", CAMERA_PARAMS_AT, "d", 0.0),
+        ["cameras.bin", "camera 1", "focal length"]),
+    "NaN principal point": (
+        "binary", lambda s: patch_file(s / "cameras.bin", CAMERA_PARAMS_AT + 16, "d", float("nan")),
+        ["cameras.bin", "camera 1", "not all finite"]),
+    "NaN translation": (
+        "binary", lambda s: patch_file(s / "images.bin", IMAGE_TVEC_AT, "d", float("nan")),
+        ["images.bin", "FIRST", "translation"]),
+    "zero quaternion": (
+        "binary", lambda s: patch_file(s / "images.bin", IMAGE_QVEC_AT, "4d", 0.0, 0.0, 0.0, 0.0),
+        ["images.bin", "FIRST", "quaternion"]),
+    "image of a camera that does not exist": (
+        "binary", lambda s: patch_file(s / "images.bin", IMAGE_CAMERA_AT, "I", 7),
+        ["images.bin", "FIRST", "camera 7"]),
+    "images.bin truncated": (
+        "binary", lambda s: _truncate(s / "images.bin", len((s / "images.bin").read_bytes()) - 10),
+        ["images.bin", "truncated"]),
+    "points3D.bin truncated": (
+        "binary", lambda s: _truncate(s / "points3D.bin", len((s / "points3D.bin").read_bytes()) - 10),
+        ["points3D.bin", "truncated"]),
+    "cameras.txt line short of a parameter": (
+        "text", lambda s: _replace_line(s / "cameras.txt", 0, lambda l: l.rsplit(" ", 1)[0]),
+        ["cameras.txt", "PINHOLE needs 4 parameters"]),
+    "cameras.txt width 0": (
+        "text", lambda s: _replace_line(s / "cameras.txt", 0, lambda l: _text_pose(l, 2, "0")),
+        ["cameras.txt", "camera 1", "empty"]),
+    "images.txt NaN translation": (
+        "text", lambda s: _replace_line(s / "images.txt", 0, lambda l: _text_pose(l, 5, "nan")),
+        ["images.txt", "FIRST", "translation"]),
+    "images.txt image of a camera that does not exist": (
+        "text", lambda s: _replace_line(s / "images.txt", 0, lambda l: _text_pose(l, 8, "3")),
+        ["images.txt", "FIRST", "camera 3"]),
+    "points3D.txt infinite point": (
+        "text", lambda s: _replace_line(s / "points3D.txt", 0, lambda l: _text_pose(l, 1, "inf")),
+        ["points3D.txt", "point3D 1", "not finite"]),
+}
+
+
+@pytest.fixture(scope="module")
+def intact(tmp_path_factory) -> dict[str, Scene]:
+    """One small scene per model format, aligned, to copy and damage."""
+    root = tmp_path_factory.mktemp("intact")
+    scenes = {}
+    for fmt in ("binary", "text"):
+        scene = make_scene(root / fmt, n_images=3, width=160, height=120, points_per_image=60,
+                           model_format=fmt, write_images=False, seed=7)
+        align(scene.sparse, scene.depths, workers=1)
+        scenes[fmt] = scene
+    return scenes
+
+
+def damaged_copy(scene: Scene, damage, tmp_path: Path) -> Path:
+    sparse = tmp_path / "sparse"
+    shutil.copytree(scene.sparse, sparse)
+    for written in sparse.glob("depth_params*"):
+        written.unlink()
+    damage(sparse)
+    return sparse
+
+
+def expected_words(words: list[str], scene: Scene, sparse: Path) -> list[str]:
+    first = scene.names[0]
+    return [repr(first) if word == "FIRST" else word for word in words]
+
+
+def assert_one_line_refusal(result: subprocess.CompletedProcess, command: str,
+                            words: list[str]) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"depthprior {command}: error: "), lines
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_align_refuses_a_damaged_model_naming_file_and_record(case, intact, tmp_path):
+    fmt, damage, words = DAMAGE[case]
+    scene = intact[fmt]
+    sparse = damaged_copy(scene, damage, tmp_path)
+    result = run_cli("--sparse", sparse, "--depths", scene.depths)
+    assert_one_line_refusal(result, "align", expected_words(words, scene, sparse))
+    assert not any(p.name.startswith("depth_params") for p in sparse.iterdir())
+    with pytest.raises(ModelError):
+        read_model(sparse)
+
+
+@pytest.mark.parametrize("case", ["cameras.bin truncated to 32 of 64 bytes", "camera width 0",
+                                  "camera of 200000x150000", "NaN translation",
+                                  "images.txt NaN translation"])
+def test_export_refuses_a_damaged_model(case, intact, tmp_path):
+    fmt, damage, words = DAMAGE[case]
+    scene = intact[fmt]
+    sparse = damaged_copy(scene, damage, tmp_path)
+    shutil.copy(scene.sparse / "depth_params.json", sparse)
+    out = tmp_path / "ns"
+    result = subprocess.run(
+        [sys.executable, "-m", "depthprior", "export", "nerfstudio", "--depths", str(scene.depths),
+         "--sparse", str(sparse), "--transforms", str(out)],
+        capture_output=True, text=True, timeout=120)
+    assert_one_line_refusal(result, "export", expected_words(words, scene, sparse))
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_first_image_in_images_bin_is_the_first_name(intact):
+    # the damage table relies on it: pycolmap writes images by id, and ids follow scene.names
+    assert first_image_name(intact["binary"].sparse / "images.bin") == intact["binary"].names[0]
 
 
 # ---------------------------------------------------------------- fitting functions
