@@ -128,7 +128,8 @@ def read_model(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     images: list[ModelImage] = []
     for image_id, image in rec.images.items():
         record = files.images.get(int(image_id)) if fast else None
-        if record is None or record.name != image.name or record.num_points2D != image.num_points2D():
+        same = record is not None and record.name == image.name
+        if not same or record.num_points2D != image.num_points2D():
             fast = False  # the files disagree with pycolmap: trust pycolmap from here on
             xy, ids = _observations_from_pycolmap(image)
         else:

@@ -80,7 +80,8 @@ class ModelFiles:
     point_xyz: np.ndarray  # Mx3
 
 
-def read_model_files(path: Path, fmt: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ModelFiles:
+def read_model_files(path: Path, fmt: str,
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ModelFiles:
     """Parse and check cameras, images and points3D (.bin or .txt). Raises ModelError."""
     ext = ".bin" if fmt == "binary" else ".txt"
     files = {stem: path / f"{stem}{ext}" for stem in ("cameras", "images", "points3D")}
