@@ -100,38 +100,125 @@ def test_clean_scene_is_fitted_almost_exactly(clean, tmp_path):
     assert all(r.status == "ok" for r in summary.results)
 
 
-def hand_bilinear(png: np.ndarray, x: float, y: float) -> float:
-    """Bilinear between pixel centres (COLMAP xy: centres at +0.5), edges replicated."""
-    rows, cols = png.shape
-    u = min(max(x - 0.5, 0.0), cols - 1.0)
-    v = min(max(y - 0.5, 0.0), rows - 1.0)
-    j, i = int(u), int(v)
-    j1, i1 = min(j + 1, cols - 1), min(i + 1, rows - 1)
-    a, b = u - j, v - i
-    top = (1 - a) * float(png[i, j]) + a * float(png[i, j1])
-    bottom = (1 - a) * float(png[i1, j]) + a * float(png[i1, j1])
-    return (1 - b) * top + b * bottom
+# ---------------------------------------------------------------- mad = the official script
+
+def read_text_model(sparse: Path):
+    """cameras, images and points3D of a COLMAP text model, the way read_write_model reads them."""
+    cameras = {}
+    for line in (sparse / "cameras.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            fields = line.split()
+            cameras[int(fields[0])] = (int(fields[2]), int(fields[3]))
+    lines = [l for l in (sparse / "images.txt").read_text().splitlines() if not l.startswith("#")]
+    images = []
+    for header, points in zip(lines[0::2], lines[1::2]):
+        fields = header.split()
+        values = np.array(points.split(), dtype=float).reshape(-1, 3)
+        images.append({"qvec": np.array(fields[1:5], dtype=float),
+                       "tvec": np.array(fields[5:8], dtype=float), "camera_id": int(fields[8]),
+                       "name": fields[9], "xys": values[:, :2],
+                       "point3D_ids": values[:, 2].astype(np.int64)})
+    points = {}
+    for line in (sparse / "points3D.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            fields = line.split()
+            points[int(fields[0])] = np.array(fields[1:4], dtype=float)
+    return cameras, images, points
 
 
-def test_mad_reproduces_the_official_recipe(corrupt10, tmp_path):
-    summary = align(corrupt10.sparse, corrupt10.depths, method="mad", output=tmp_path / "p.json")
-    for result in summary.results:
-        xy, ids = corrupt10.observations[result.name]
-        xyz = corrupt10.point_xyz[np.searchsorted(corrupt10.point_ids, ids)]
-        pose = corrupt10.cam_from_world[result.name]
-        z = (xyz @ pose[:, :3].T + pose[:, 3])[:, 2]
-        png = corrupt10.written_prior[result.name]
-        mono = np.array([hand_bilinear(png, x, y) for x, y in xy]) / 2**16
-        inv = 1.0 / z
-        t_colmap = np.median(inv)
-        s_colmap = np.mean(np.abs(inv - t_colmap))
-        t_mono = np.median(mono)
-        s_mono = np.mean(np.abs(mono - t_mono))
-        scale = s_colmap / s_mono
-        offset = t_colmap - t_mono * scale
-        assert result.points == len(z)
-        assert result.scale == pytest.approx(scale, rel=1e-9)
-        assert result.offset == pytest.approx(offset, rel=1e-9, abs=1e-12)
+def qvec2rotmat(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    return np.array([
+        [1 - 2 * y * y - 2 * z * z, 2 * x * y - 2 * w * z, 2 * z * x + 2 * w * y],
+        [2 * x * y + 2 * w * z, 1 - 2 * x * x - 2 * z * z, 2 * y * z - 2 * w * x],
+        [2 * z * x - 2 * w * y, 2 * y * z + 2 * w * x, 1 - 2 * x * x - 2 * y * y]])
+
+
+def official_depth_params(sparse: Path, depths: Path) -> dict[str, dict[str, float]]:
+    """gaussian-splatting's utils/make_depth_scale.py, step by step, on a text model.
+
+    Points: observation ids in [0, largest id] looked up in a zero-filled table. Gate: more than
+    10 valid samples and 1/z of ALL those points spanning more than 1e-3. Samples: 1/z > 0 and
+    xy * s inside [0, camera size * s), s = map rows / camera height for both axes, float32, no
+    half-pixel shift; prior = png / 65535 (float32), bilinear cv2.remap, replicated border.
+    Under OpenCV 4 the 1-D maps came back as an N x 1 column; that shape is written out here
+    (under OpenCV 5 they come back as one row and the script's [..., 0] keeps one sample).
+    """
+    cameras, images, points = read_text_model(sparse)
+    table = np.zeros([max(points) + 1, 3])
+    for point_id, xyz in points.items():
+        table[point_id] = xyz
+    out = {}
+    for image in images:
+        width, height = cameras[image["camera_id"]]
+        ids = image["point3D_ids"]
+        mask = (ids >= 0) & (ids < len(table))
+        pts = table[ids[mask]] if mask.any() else np.array([0, 0, 0])
+        pts = np.dot(pts, qvec2rotmat(image["qvec"]).T) + image["tvec"]
+        inv_colmap = 1.0 / pts[..., 2]
+        stem = image["name"][: -(len(image["name"].split(".")[-1]) + 1)]
+        mono_map = cv2.imread(str(depths / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        mono_map = mono_map.astype(np.float32) / (2**16 - 1)
+        s = mono_map.shape[0] / height
+        maps = (image["xys"][mask] * s).astype(np.float32)
+        valid = ((maps[..., 0] >= 0) * (maps[..., 1] >= 0) * (maps[..., 0] < width * s)
+                 * (maps[..., 1] < height * s) * (inv_colmap > 0))
+        if valid.sum() > 10 and (inv_colmap.max() - inv_colmap.min()) > 1e-3:
+            maps, inv_colmap = maps[valid, :], inv_colmap[valid]
+            mono = cv2.remap(mono_map, maps[..., 0].reshape(-1, 1), maps[..., 1].reshape(-1, 1),
+                             interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., 0]
+            t_colmap = np.median(inv_colmap)
+            s_colmap = np.mean(np.abs(inv_colmap - t_colmap))
+            t_mono = np.median(mono)
+            s_mono = np.mean(np.abs(mono - t_mono))
+            scale = s_colmap / s_mono
+            offset = t_colmap - t_mono * scale
+        else:
+            scale = offset = 0
+        out[stem] = {"scale": float(scale), "offset": float(offset)}
+    return out
+
+
+OFFICIAL_SCENES = {
+    "clean": dict(n_images=5, seed=11),
+    "30% corrupted, subfolders, .jpeg": dict(corrupt=0.3, subfolders=True, image_ext=".jpeg",
+                                              seed=12),
+    "prior 0.37x (59x44), 10% corrupted": dict(prior_scale=0.37, corrupt=0.1, seed=13),
+    "prior 0.5x by 0.52x, noisy pixels": dict(prior_scale=(0.5, 0.52), pixel_noise=0.7, seed=14),
+    "prior 2x, 20% corrupted": dict(prior_scale=2.0, corrupt=0.2, seed=15),
+    "non-square prior 0.5x by 0.8x": dict(prior_scale=(0.5, 0.8), seed=16),
+    "wide 240x90 camera, few points": dict(width=240, height=90, few_points={0: 11, 1: 12, 2: 40},
+                                           corrupt=0.1, seed=17),
+}
+
+
+@pytest.mark.parametrize("case", list(OFFICIAL_SCENES))
+def test_mad_writes_the_official_scripts_numbers(case, tmp_path):
+    options = {"n_images": 4, "points_per_image": 120, **OFFICIAL_SCENES[case]}
+    scene = make_scene(tmp_path / "scene", model_format="text", write_images=False, **options)
+    official = official_depth_params(scene.sparse, scene.depths)
+    summary = align(scene.sparse, scene.depths, method="mad", workers=1)
+    written = json.loads((scene.sparse / "depth_params.json").read_text())
+    assert written.keys() == official.keys()
+    for key, expected in official.items():
+        assert written[key]["scale"] == pytest.approx(expected["scale"], rel=1e-6), key
+        assert written[key]["offset"] == pytest.approx(expected["offset"], rel=1e-6, abs=1e-12), key
+    assert any(entry["scale"] > 0 for entry in official.values())
+    if case == "non-square prior 0.5x by 0.8x":  # the script does not look; depthprior notes it
+        assert all(r.status == "unreliable" and "depth map is 80x96" in r.reason
+                   for r in summary.results)
+
+
+def test_mad_follows_the_official_gates(tmp_path):
+    scene = fresh(tmp_path, few_points={0: 10, 1: 11}, model_format="text")
+    official = official_depth_params(scene.sparse, scene.depths)
+    summary = align(scene.sparse, scene.depths, method="mad")
+    by_name = {r.name: r for r in summary.results}
+    ten, eleven = by_name[scene.names[0]], by_name[scene.names[1]]
+    assert ten.status == "failed" and "only 10 usable SfM points" in ten.reason
+    assert official[Scene.key(scene.names[0])] == {"scale": 0.0, "offset": 0.0}
+    assert eleven.scale == pytest.approx(official[Scene.key(scene.names[1])]["scale"], rel=1e-6)
+    assert eleven.scale > 0
 
 
 # ---------------------------------------------------------------- model formats, names, sizes
@@ -528,8 +615,11 @@ def test_fit_failures():
     assert fit_robust(prior[:MIN_POINTS], target[:MIN_POINTS]).ok
     flat = fit_robust(np.full(100, 0.5), target[:100])
     assert not flat.ok and "constant" in flat.reason and flat.scale == 0
-    falling = fit_mad(1 - prior, target)
-    assert not falling.ok and "inverse depth" in falling.reason
+    falling = fit_mad(1 - prior, target)  # the recipe writes its number; depthprior notes it
+    assert falling.ok and falling.scale > 0 and "inverse depth" in falling.reason
+    assert not fit_mad(prior[:MIN_POINTS - 1], target[:MIN_POINTS - 1]).ok
+    flat_mad = fit_mad(np.full(100, 0.5), target[:100])
+    assert not flat_mad.ok and "divides by zero" in flat_mad.reason
     noise = fit_robust(*line_with_outliers(fraction=0.9, seed=4))
     assert not noise.ok or noise.residual > MAX_RESIDUAL  # failed, or flagged by align
 
