@@ -259,19 +259,29 @@ def _image(image_id: int, name: str, pose, camera_id: int, xy: np.ndarray,
     )
 
 
+_POINT3D = struct.Struct("<Q3d3BdQ")  # id, xyz, rgb, error, track length; then the track
+
+
 def _points_bin(file: Path, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     reader = _Bytes(file, data)
-    count = reader.count(51, "points3D")
-    ids = np.empty(count, dtype=np.int64)
-    xyz = np.empty((count, 3), dtype=np.float64)
-    for row in range(count):
-        point_id, x, y, z, _r, _g, _b, _error, track = reader.take(
-            "<Q3d3BdQ", f"point3D record {row + 1}")
-        reader.array(np.dtype("<i4"), 2 * track, f"the track of point3D {point_id}")
-        ids[row] = point_id
-        xyz[row] = (x, y, z)
+    count = reader.count(_POINT3D.size, "points3D")
+    offset, end = reader.offset, len(data)
+    ids, xyz = [], []
+    for row in range(count):  # one unpack per point: the tracks are only stepped over
+        if offset + _POINT3D.size > end:
+            reader.offset = offset
+            reader.take(_POINT3D.format, f"point3D record {row + 1}")
+        point_id, x, y, z, _r, _g, _b, _error, track = _POINT3D.unpack_from(data, offset)
+        offset += _POINT3D.size + 8 * track
+        ids.append(point_id)
+        xyz.append((x, y, z))
+    if offset > end:
+        raise ModelError(f"{file} is truncated in the track of point3D {ids[-1]} "
+                         f"({end} bytes); {DAMAGED}")
+    reader.offset = offset
     reader.finish()
-    return ids, xyz
+    point_ids = np.array(ids, dtype=np.uint64).astype(np.int64)
+    return point_ids, np.array(xyz, dtype=np.float64).reshape(-1, 3)
 
 
 # ---------------------------------------------------------------- text
@@ -327,17 +337,21 @@ def _images_txt(file: Path, data: bytes) -> dict[int, ImageRecord]:
 
 def _points_txt(file: Path, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     ids: list[int] = []
-    xyz: list[np.ndarray] = []
+    xyz: list[tuple[float, float, float]] = []
     for line in _data_lines(data):
         fields = line.split()
         if not fields:
             continue
-        where = f"{file}: point3D line {line[:40]!r}"
         if len(fields) < 8 or (len(fields) - 8) % 2:
+            where = f"{file}: point3D line {line[:40]!r}"
             raise ModelError(f"{where}: expected POINT3D_ID X Y Z R G B ERROR and "
                              f"IMAGE_ID POINT2D_IDX pairs; {DAMAGED}")
-        ids.append(_ints(where, fields[0])[0])
-        xyz.append(_floats(where, fields[1:4]))
+        try:
+            ids.append(int(fields[0]))
+            xyz.append((float(fields[1]), float(fields[2]), float(fields[3])))
+        except ValueError:
+            raise ModelError(f"{file}: point3D line {line[:40]!r}: a value is not a number; "
+                             f"{DAMAGED}") from None
     return np.array(ids, dtype=np.int64), np.array(xyz, dtype=np.float64).reshape(-1, 3)
 
 
