@@ -620,6 +620,10 @@ def test_fit_failures():
     assert not fit_mad(prior[:MIN_POINTS - 1], target[:MIN_POINTS - 1]).ok
     flat_mad = fit_mad(np.full(100, 0.5), target[:100])
     assert not flat_mad.ok and "divides by zero" in flat_mad.reason
+    at_the_camera = target[:100].copy()
+    at_the_camera[0] = np.inf  # 1/z of a point at depth 0: the script computes with it
+    infinite = fit_mad(prior[:100], at_the_camera)
+    assert not infinite.ok and "no finite" in infinite.reason
     noise = fit_robust(*line_with_outliers(fraction=0.9, seed=4))
     assert not noise.ok or noise.residual > MAX_RESIDUAL  # failed, or flagged by align
 

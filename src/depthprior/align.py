@@ -24,6 +24,7 @@ Two estimators:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -184,6 +185,8 @@ def fit_mad(prior: np.ndarray, target: np.ndarray, *, span: float | None = None,
     scale = s_sfm / s_mono  # numpy float64, as in the script: the offset is computed in float64
     offset = float(t_sfm - t_mono * scale)
     scale = float(scale)
+    if not (math.isfinite(scale) and math.isfinite(offset)):
+        return Fit.failed(n, "the recipe gives no finite scale/offset (a point at depth 0?)")
     prior64 = prior.astype(np.float64)
     note = _checks(prior64, target, min_points)
     inliers, residual = _summary(prior64, target, scale, offset)
