@@ -173,19 +173,21 @@ class _Bytes:
     def __init__(self, file: Path, data: bytes):
         self.file, self.data, self.offset = file, data, 0
 
+    def truncated(self, record: str) -> ModelError:
+        return ModelError(f"{self.file} is truncated at {record} ({len(self.data)} bytes); "
+                          f"{DAMAGED}")
+
     def take(self, fmt: str, record: str) -> tuple:
         size = struct.calcsize(fmt)
         if self.offset + size > len(self.data):
-            raise ModelError(f"{self.file} is truncated at {record} ({len(self.data)} bytes); "
-                             f"{DAMAGED}")
+            raise self.truncated(record)
         values = struct.unpack_from(fmt, self.data, self.offset)
         self.offset += size
         return values
 
     def array(self, dtype: np.dtype, count: int, record: str) -> np.ndarray:
         if count > (len(self.data) - self.offset) // dtype.itemsize:
-            raise ModelError(f"{self.file} is truncated at {record} ({len(self.data)} bytes); "
-                             f"{DAMAGED}")
+            raise self.truncated(record)
         values = np.frombuffer(self.data, dtype=dtype, count=count, offset=self.offset)
         self.offset += count * dtype.itemsize
         return values
@@ -269,15 +271,13 @@ def _points_bin(file: Path, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     ids, xyz = [], []
     for row in range(count):  # one unpack per point: the tracks are only stepped over
         if offset + _POINT3D.size > end:
-            reader.offset = offset
-            reader.take(_POINT3D.format, f"point3D record {row + 1}")
+            raise reader.truncated(f"point3D record {row + 1}")
         point_id, x, y, z, _r, _g, _b, _error, track = _POINT3D.unpack_from(data, offset)
         offset += _POINT3D.size + 8 * track
         ids.append(point_id)
         xyz.append((x, y, z))
     if offset > end:
-        raise ModelError(f"{file} is truncated in the track of point3D {ids[-1]} "
-                         f"({end} bytes); {DAMAGED}")
+        raise reader.truncated(f"the track of point3D {ids[-1]}")
     reader.offset = offset
     reader.finish()
     point_ids = np.array(ids, dtype=np.uint64).astype(np.int64)
