@@ -441,3 +441,30 @@ def make_scene(
         model_format=model_format,
         image_ids={name: index for index, name in enumerate(names, start=1)},
     )
+
+
+# ---------------------------------------------------------------- damaged models
+
+#: byte offsets in a binary model with one camera: cameras.bin holds the count (8 bytes), then
+#: camera id, model id (4 each), width, height (8 each) and the parameters (8 each); images.bin
+#: holds the count, then per image: id (4), qvec (4x8), tvec (3x8), camera id (4), name, ...
+CAMERA_SIZE_AT = 16
+CAMERA_PARAMS_AT = 32
+IMAGE_QVEC_AT = 12
+IMAGE_TVEC_AT = 44
+IMAGE_CAMERA_AT = 68
+IMAGE_NAME_AT = 72
+
+
+def patch_file(path: Path, offset: int, fmt: str, *values) -> None:
+    """Overwrite little-endian values at a byte offset of a binary model file."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<" + fmt, data, offset, *values)
+    path.write_bytes(bytes(data))
+
+
+def first_image_name(images_bin: Path) -> str:
+    data = images_bin.read_bytes()
+    return data[IMAGE_NAME_AT:data.index(b"\0", IMAGE_NAME_AT)].decode()

@@ -12,7 +12,18 @@ import cv2
 import numpy as np
 import pytest
 
-from scenes import Scene, make_scene, write_colmap_text
+from scenes import (
+    CAMERA_PARAMS_AT,
+    CAMERA_SIZE_AT,
+    IMAGE_CAMERA_AT,
+    IMAGE_QVEC_AT,
+    IMAGE_TVEC_AT,
+    Scene,
+    first_image_name,
+    make_scene,
+    patch_file,
+    write_colmap_text,
+)
 
 from depthprior.align import (
     MAX_RESIDUAL,
@@ -89,38 +100,125 @@ def test_clean_scene_is_fitted_almost_exactly(clean, tmp_path):
     assert all(r.status == "ok" for r in summary.results)
 
 
-def hand_bilinear(png: np.ndarray, x: float, y: float) -> float:
-    """Bilinear between pixel centres (COLMAP xy: centres at +0.5), edges replicated."""
-    rows, cols = png.shape
-    u = min(max(x - 0.5, 0.0), cols - 1.0)
-    v = min(max(y - 0.5, 0.0), rows - 1.0)
-    j, i = int(u), int(v)
-    j1, i1 = min(j + 1, cols - 1), min(i + 1, rows - 1)
-    a, b = u - j, v - i
-    top = (1 - a) * float(png[i, j]) + a * float(png[i, j1])
-    bottom = (1 - a) * float(png[i1, j]) + a * float(png[i1, j1])
-    return (1 - b) * top + b * bottom
+# ---------------------------------------------------------------- mad = the official script
+
+def read_text_model(sparse: Path):
+    """cameras, images and points3D of a COLMAP text model, the way read_write_model reads them."""
+    cameras = {}
+    for line in (sparse / "cameras.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            fields = line.split()
+            cameras[int(fields[0])] = (int(fields[2]), int(fields[3]))
+    lines = [l for l in (sparse / "images.txt").read_text().splitlines() if not l.startswith("#")]
+    images = []
+    for header, points in zip(lines[0::2], lines[1::2]):
+        fields = header.split()
+        values = np.array(points.split(), dtype=float).reshape(-1, 3)
+        images.append({"qvec": np.array(fields[1:5], dtype=float),
+                       "tvec": np.array(fields[5:8], dtype=float), "camera_id": int(fields[8]),
+                       "name": fields[9], "xys": values[:, :2],
+                       "point3D_ids": values[:, 2].astype(np.int64)})
+    points = {}
+    for line in (sparse / "points3D.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            fields = line.split()
+            points[int(fields[0])] = np.array(fields[1:4], dtype=float)
+    return cameras, images, points
 
 
-def test_mad_reproduces_the_official_recipe(corrupt10, tmp_path):
-    summary = align(corrupt10.sparse, corrupt10.depths, method="mad", output=tmp_path / "p.json")
-    for result in summary.results:
-        xy, ids = corrupt10.observations[result.name]
-        xyz = corrupt10.point_xyz[np.searchsorted(corrupt10.point_ids, ids)]
-        pose = corrupt10.cam_from_world[result.name]
-        z = (xyz @ pose[:, :3].T + pose[:, 3])[:, 2]
-        png = corrupt10.written_prior[result.name]
-        mono = np.array([hand_bilinear(png, x, y) for x, y in xy]) / 2**16
-        inv = 1.0 / z
-        t_colmap = np.median(inv)
-        s_colmap = np.mean(np.abs(inv - t_colmap))
-        t_mono = np.median(mono)
-        s_mono = np.mean(np.abs(mono - t_mono))
-        scale = s_colmap / s_mono
-        offset = t_colmap - t_mono * scale
-        assert result.points == len(z)
-        assert result.scale == pytest.approx(scale, rel=1e-9)
-        assert result.offset == pytest.approx(offset, rel=1e-9, abs=1e-12)
+def qvec2rotmat(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    return np.array([
+        [1 - 2 * y * y - 2 * z * z, 2 * x * y - 2 * w * z, 2 * z * x + 2 * w * y],
+        [2 * x * y + 2 * w * z, 1 - 2 * x * x - 2 * z * z, 2 * y * z - 2 * w * x],
+        [2 * z * x - 2 * w * y, 2 * y * z + 2 * w * x, 1 - 2 * x * x - 2 * y * y]])
+
+
+def official_depth_params(sparse: Path, depths: Path) -> dict[str, dict[str, float]]:
+    """gaussian-splatting's utils/make_depth_scale.py, step by step, on a text model.
+
+    Points: observation ids in [0, largest id] looked up in a zero-filled table. Gate: more than
+    10 valid samples and 1/z of ALL those points spanning more than 1e-3. Samples: 1/z > 0 and
+    xy * s inside [0, camera size * s), s = map rows / camera height for both axes, float32, no
+    half-pixel shift; prior = png / 65535 (float32), bilinear cv2.remap, replicated border.
+    Under OpenCV 4 the 1-D maps came back as an N x 1 column; that shape is written out here
+    (under OpenCV 5 they come back as one row and the script's [..., 0] keeps one sample).
+    """
+    cameras, images, points = read_text_model(sparse)
+    table = np.zeros([max(points) + 1, 3])
+    for point_id, xyz in points.items():
+        table[point_id] = xyz
+    out = {}
+    for image in images:
+        width, height = cameras[image["camera_id"]]
+        ids = image["point3D_ids"]
+        mask = (ids >= 0) & (ids < len(table))
+        pts = table[ids[mask]] if mask.any() else np.array([0, 0, 0])
+        pts = np.dot(pts, qvec2rotmat(image["qvec"]).T) + image["tvec"]
+        inv_colmap = 1.0 / pts[..., 2]
+        stem = image["name"][: -(len(image["name"].split(".")[-1]) + 1)]
+        mono_map = cv2.imread(str(depths / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        mono_map = mono_map.astype(np.float32) / (2**16 - 1)
+        s = mono_map.shape[0] / height
+        maps = (image["xys"][mask] * s).astype(np.float32)
+        valid = ((maps[..., 0] >= 0) * (maps[..., 1] >= 0) * (maps[..., 0] < width * s)
+                 * (maps[..., 1] < height * s) * (inv_colmap > 0))
+        if valid.sum() > 10 and (inv_colmap.max() - inv_colmap.min()) > 1e-3:
+            maps, inv_colmap = maps[valid, :], inv_colmap[valid]
+            mono = cv2.remap(mono_map, maps[..., 0].reshape(-1, 1), maps[..., 1].reshape(-1, 1),
+                             interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., 0]
+            t_colmap = np.median(inv_colmap)
+            s_colmap = np.mean(np.abs(inv_colmap - t_colmap))
+            t_mono = np.median(mono)
+            s_mono = np.mean(np.abs(mono - t_mono))
+            scale = s_colmap / s_mono
+            offset = t_colmap - t_mono * scale
+        else:
+            scale = offset = 0
+        out[stem] = {"scale": float(scale), "offset": float(offset)}
+    return out
+
+
+OFFICIAL_SCENES = {
+    "clean": dict(n_images=5, seed=11),
+    "30% corrupted, subfolders, .jpeg": dict(corrupt=0.3, subfolders=True, image_ext=".jpeg",
+                                              seed=12),
+    "prior 0.37x (59x44), 10% corrupted": dict(prior_scale=0.37, corrupt=0.1, seed=13),
+    "prior 0.5x by 0.52x, noisy pixels": dict(prior_scale=(0.5, 0.52), pixel_noise=0.7, seed=14),
+    "prior 2x, 20% corrupted": dict(prior_scale=2.0, corrupt=0.2, seed=15),
+    "non-square prior 0.5x by 0.8x": dict(prior_scale=(0.5, 0.8), seed=16),
+    "wide 240x90 camera, few points": dict(width=240, height=90, few_points={0: 11, 1: 12, 2: 40},
+                                           corrupt=0.1, seed=17),
+}
+
+
+@pytest.mark.parametrize("case", list(OFFICIAL_SCENES))
+def test_mad_writes_the_official_scripts_numbers(case, tmp_path):
+    options = {"n_images": 4, "points_per_image": 120, **OFFICIAL_SCENES[case]}
+    scene = make_scene(tmp_path / "scene", model_format="text", write_images=False, **options)
+    official = official_depth_params(scene.sparse, scene.depths)
+    summary = align(scene.sparse, scene.depths, method="mad", workers=1)
+    written = json.loads((scene.sparse / "depth_params.json").read_text())
+    assert written.keys() == official.keys()
+    for key, expected in official.items():
+        assert written[key]["scale"] == pytest.approx(expected["scale"], rel=1e-6), key
+        assert written[key]["offset"] == pytest.approx(expected["offset"], rel=1e-6, abs=1e-12), key
+    assert any(entry["scale"] > 0 for entry in official.values())
+    if case == "non-square prior 0.5x by 0.8x":  # the script does not look; depthprior notes it
+        assert all(r.status == "unreliable" and "depth map is 80x96" in r.reason
+                   for r in summary.results)
+
+
+def test_mad_follows_the_official_gates(tmp_path):
+    scene = fresh(tmp_path, few_points={0: 10, 1: 11}, model_format="text")
+    official = official_depth_params(scene.sparse, scene.depths)
+    summary = align(scene.sparse, scene.depths, method="mad")
+    by_name = {r.name: r for r in summary.results}
+    ten, eleven = by_name[scene.names[0]], by_name[scene.names[1]]
+    assert ten.status == "failed" and "only 10 usable SfM points" in ten.reason
+    assert official[Scene.key(scene.names[0])] == {"scale": 0.0, "offset": 0.0}
+    assert eleven.scale == pytest.approx(official[Scene.key(scene.names[1])]["scale"], rel=1e-6)
+    assert eleven.scale > 0
 
 
 # ---------------------------------------------------------------- model formats, names, sizes
@@ -292,7 +390,7 @@ def test_not_a_model(tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(scene.sparse, broken)
     (broken / "images.bin").write_bytes(b"\x07" * 100)
-    with pytest.raises(ModelError, match="cannot read the COLMAP model"):
+    with pytest.raises(ModelError, match=r"images\.bin declares .* truncated"):
         align(broken, scene.depths)
     assert not (broken / "depth_params.json").exists()
     assert_nothing_written(scene)
@@ -347,6 +445,149 @@ def test_images_folder_is_validated(tmp_path):
     assert_nothing_written(scene)
 
 
+# ---------------------------------------------------------------- damaged models: refused on reading
+
+def _truncate(path: Path, size: int) -> None:
+    path.write_bytes(path.read_bytes()[:size])
+
+
+def _replace_line(path: Path, index: int, edit) -> None:
+    """Apply edit to the index-th data line (comments skipped) of a text model file."""
+    lines = path.read_text().splitlines()
+    data = [i for i, line in enumerate(lines) if not line.startswith("#")]
+    lines[data[index]] = edit(lines[data[index]])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _text_pose(line: str, position: int, value: str) -> str:
+    fields = line.split(" ")
+    fields[position] = value
+    return " ".join(fields)
+
+
+# name -> (model format, damage(sparse), words the one-line error must hold besides the file)
+DAMAGE = {
+    "cameras.bin truncated to 32 of 64 bytes": (
+        "binary", lambda s: _truncate(s / "cameras.bin", 32), ["cameras.bin", "truncated", "camera 1"]),
+    "cameras.bin with bytes after its last record": (
+        "binary", lambda s: (s / "cameras.bin").write_bytes((s / "cameras.bin").read_bytes() + b"\0" * 8),
+        ["cameras.bin", "after its last record"]),
+    "camera width 0": (
+        "binary", lambda s: patch_file(s / "cameras.bin", CAMERA_SIZE_AT, "Q", 0),
+        ["cameras.bin", "camera 1", "0x120", "empty"]),
+    "camera of 200000x150000": (
+        "binary", lambda s: patch_file(s / "cameras.bin", CAMERA_SIZE_AT, "QQ", 200000, 150000),
+        ["cameras.bin", "camera 1", "200000x150000", "pixel cap"]),
+    "focal length 0": (
+        "binary", lambda s: patch_file(s / "cameras.bin", CAMERA_PARAMS_AT, "d", 0.0),
+        ["cameras.bin", "camera 1", "focal length"]),
+    "NaN principal point": (
+        "binary", lambda s: patch_file(s / "cameras.bin", CAMERA_PARAMS_AT + 16, "d", float("nan")),
+        ["cameras.bin", "camera 1", "not all finite"]),
+    "NaN translation": (
+        "binary", lambda s: patch_file(s / "images.bin", IMAGE_TVEC_AT, "d", float("nan")),
+        ["images.bin", "FIRST", "translation"]),
+    "zero quaternion": (
+        "binary", lambda s: patch_file(s / "images.bin", IMAGE_QVEC_AT, "4d", 0.0, 0.0, 0.0, 0.0),
+        ["images.bin", "FIRST", "quaternion"]),
+    "image of a camera that does not exist": (
+        "binary", lambda s: patch_file(s / "images.bin", IMAGE_CAMERA_AT, "I", 7),
+        ["images.bin", "FIRST", "camera 7"]),
+    "images.bin truncated": (
+        "binary", lambda s: _truncate(s / "images.bin", len((s / "images.bin").read_bytes()) - 10),
+        ["images.bin", "truncated"]),
+    "points3D.bin truncated": (
+        "binary", lambda s: _truncate(s / "points3D.bin", len((s / "points3D.bin").read_bytes()) - 10),
+        ["points3D.bin", "truncated"]),
+    "cameras.txt line short of a parameter": (
+        "text", lambda s: _replace_line(s / "cameras.txt", 0, lambda l: l.rsplit(" ", 1)[0]),
+        ["cameras.txt", "PINHOLE needs 4 parameters"]),
+    "cameras.txt width 0": (
+        "text", lambda s: _replace_line(s / "cameras.txt", 0, lambda l: _text_pose(l, 2, "0")),
+        ["cameras.txt", "camera 1", "empty"]),
+    "images.txt NaN translation": (
+        "text", lambda s: _replace_line(s / "images.txt", 0, lambda l: _text_pose(l, 5, "nan")),
+        ["images.txt", "FIRST", "translation"]),
+    "images.txt image of a camera that does not exist": (
+        "text", lambda s: _replace_line(s / "images.txt", 0, lambda l: _text_pose(l, 8, "3")),
+        ["images.txt", "FIRST", "camera 3"]),
+    "points3D.txt infinite point": (
+        "text", lambda s: _replace_line(s / "points3D.txt", 0, lambda l: _text_pose(l, 1, "inf")),
+        ["points3D.txt", "point3D 1", "not finite"]),
+}
+
+
+@pytest.fixture(scope="module")
+def intact(tmp_path_factory) -> dict[str, Scene]:
+    """One small scene per model format, aligned, to copy and damage."""
+    root = tmp_path_factory.mktemp("intact")
+    scenes = {}
+    for fmt in ("binary", "text"):
+        scene = make_scene(root / fmt, n_images=3, width=160, height=120, points_per_image=60,
+                           model_format=fmt, write_images=False, seed=7)
+        align(scene.sparse, scene.depths, workers=1)
+        scenes[fmt] = scene
+    return scenes
+
+
+def damaged_copy(scene: Scene, damage, tmp_path: Path) -> Path:
+    sparse = tmp_path / "sparse"
+    shutil.copytree(scene.sparse, sparse)
+    for written in sparse.glob("depth_params*"):
+        written.unlink()
+    damage(sparse)
+    return sparse
+
+
+def expected_words(words: list[str], scene: Scene, sparse: Path) -> list[str]:
+    first = scene.names[0]
+    return [repr(first) if word == "FIRST" else word for word in words]
+
+
+def assert_one_line_refusal(result: subprocess.CompletedProcess, command: str,
+                            words: list[str]) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"depthprior {command}: error: "), lines
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_align_refuses_a_damaged_model_naming_file_and_record(case, intact, tmp_path):
+    fmt, damage, words = DAMAGE[case]
+    scene = intact[fmt]
+    sparse = damaged_copy(scene, damage, tmp_path)
+    result = run_cli("--sparse", sparse, "--depths", scene.depths)
+    assert_one_line_refusal(result, "align", expected_words(words, scene, sparse))
+    assert not any(p.name.startswith("depth_params") for p in sparse.iterdir())
+    with pytest.raises(ModelError):
+        read_model(sparse)
+
+
+@pytest.mark.parametrize("case", ["cameras.bin truncated to 32 of 64 bytes", "camera width 0",
+                                  "camera of 200000x150000", "NaN translation",
+                                  "images.txt NaN translation"])
+def test_export_refuses_a_damaged_model(case, intact, tmp_path):
+    fmt, damage, words = DAMAGE[case]
+    scene = intact[fmt]
+    sparse = damaged_copy(scene, damage, tmp_path)
+    shutil.copy(scene.sparse / "depth_params.json", sparse)
+    out = tmp_path / "ns"
+    result = subprocess.run(
+        [sys.executable, "-m", "depthprior", "export", "nerfstudio", "--depths", str(scene.depths),
+         "--sparse", str(sparse), "--transforms", str(out)],
+        capture_output=True, text=True, timeout=120)
+    assert_one_line_refusal(result, "export", expected_words(words, scene, sparse))
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_first_image_in_images_bin_is_the_first_name(intact):
+    # the damage table relies on it: pycolmap writes images by id, and ids follow scene.names
+    assert first_image_name(intact["binary"].sparse / "images.bin") == intact["binary"].names[0]
+
+
 # ---------------------------------------------------------------- fitting functions
 
 def line_with_outliers(n=2000, fraction=0.4, seed=0):
@@ -374,8 +615,15 @@ def test_fit_failures():
     assert fit_robust(prior[:MIN_POINTS], target[:MIN_POINTS]).ok
     flat = fit_robust(np.full(100, 0.5), target[:100])
     assert not flat.ok and "constant" in flat.reason and flat.scale == 0
-    falling = fit_mad(1 - prior, target)
-    assert not falling.ok and "inverse depth" in falling.reason
+    falling = fit_mad(1 - prior, target)  # the recipe writes its number; depthprior notes it
+    assert falling.ok and falling.scale > 0 and "inverse depth" in falling.reason
+    assert not fit_mad(prior[:MIN_POINTS - 1], target[:MIN_POINTS - 1]).ok
+    flat_mad = fit_mad(np.full(100, 0.5), target[:100])
+    assert not flat_mad.ok and "divides by zero" in flat_mad.reason
+    at_the_camera = target[:100].copy()
+    at_the_camera[0] = np.inf  # 1/z of a point at depth 0: the script computes with it
+    infinite = fit_mad(prior[:100], at_the_camera)
+    assert not infinite.ok and "no finite" in infinite.reason
     noise = fit_robust(*line_with_outliers(fraction=0.9, seed=4))
     assert not noise.ok or noise.residual > MAX_RESIDUAL  # failed, or flagged by align
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -14,7 +16,7 @@ import pytest
 import torch
 
 from depthprior import store
-from depthprior.errors import UsageError
+from depthprior.errors import UnsafePathError, UsageError
 from depthprior.training import (
     DepthPriors,
     DepthSupervision,
@@ -188,6 +190,8 @@ def test_loader_reads_what_generate_writes(tmp_path):
     assert priors.names == ["c", "cam0/a", "cam0/b"]
     png = png_of(root, "cam0/a")
     expected = png.astype(np.float32) / 65536
+    if os.sep == "/":
+        assert "cam0\\a.jpg" not in priors  # on POSIX a backslash is part of the file name
     for name in ("cam0/a.jpg", "cam0/a", "a", "a.jpg", f"cam0{os.sep}a.jpg", "./cam0/a.jpg"):
         got = priors.inverse_depth(name)
         assert got.shape == (1, 12, 16) and got.dtype == torch.float32
@@ -307,6 +311,71 @@ def test_bad_params_file_is_one_clear_error(tmp_path):
         DepthPriors(root, bad)
     with pytest.raises(UsageError, match="depthprior align"):
         DepthPriors(root, tmp_path / "nowhere" / "depth_params.json")
+
+
+# ---------------------------------------------------------------- loader: hostile depth_params
+
+# stem -> depth_params.json text of its entry, and a word its unreliable reason must hold
+UNUSABLE = {
+    "huge_offset": ('{"scale": 1.0, "offset": -1e308}', "overflow"),
+    "nan_scale": ('{"scale": NaN, "offset": 0.1}', "not a finite number"),
+    "inf_offset": ('{"scale": 1.0, "offset": 1e400}', "not a finite number"),
+    "absurd_scale": ('{"scale": 1e300, "offset": 0.0}', "overflow"),
+    "vanishing_scale": ('{"scale": 1e-30, "offset": 0.5}', "constant"),
+    "all_negative": ('{"scale": 1.0, "offset": -5.0}', "negative"),
+}
+
+
+def test_unusable_params_are_reported_and_never_applied(tmp_path):
+    names = {f"{k}.jpg": ramp(seed=i) for i, k in enumerate(["good", *UNUSABLE])}
+    root = write_priors(tmp_path / "depths", names)
+    entries = ", ".join(f'"{stem}": {entry}' for stem, (entry, _) in UNUSABLE.items())
+    params = tmp_path / "depth_params.json"
+    params.write_text('{"good": {"scale": 2.0, "offset": 0.1}, ' + entries + "}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning (overflow, invalid value) anywhere
+        priors = DepthPriors(root, params)
+        assert set(priors.unreliable) == set(UNUSABLE)
+        for stem, (_entry, word) in UNUSABLE.items():
+            prior = priors.get(stem, size=(6, 8))
+            assert not prior.reliable and word in prior.reason, (stem, prior.reason)
+            assert not prior.aligned
+            raw = cv2.resize(png_of(root, stem).astype(np.float32) / 2**16, (8, 6))
+            assert np.array_equal(prior.inverse_depth[0].numpy(), raw)  # never zeros
+        good = priors.get("good")
+        assert good.reliable and good.aligned
+        assert priors.params.median_scale == 1.0  # as 3DGS: median of the positive scales
+
+
+@pytest.mark.parametrize("key", ["../x", "/etc/x", "a/../../x", "sub/../../x"])
+def test_params_keys_outside_the_depth_folder_are_refused(key, tmp_path):
+    root = write_priors(tmp_path / "depths", {"a.jpg": ramp()})
+    params = tmp_path / "depth_params.json"
+    params.write_text(json.dumps({"a": {"scale": 1.0, "offset": 0.0},
+                                  key: {"scale": 1.0, "offset": 0.0}}))
+    for source in (params, json.loads(params.read_text())):
+        with pytest.raises(UnsafePathError, match=re.escape(repr(key))):
+            DepthPriors(root, source)
+
+
+def test_manifest_stems_outside_the_depth_folder_are_refused(tmp_path):
+    root = write_priors(tmp_path / "depths", {"a.jpg": ramp()})
+    manifest = json.loads((root / store.MANIFEST_NAME).read_text())
+    for name, stem in (("evil.jpg", "../evil"), ("../../evil.jpg", None), ("x.jpg", "/etc/x")):
+        record = {**manifest["images"]["a.jpg"], "stem": stem}
+        if stem is None:
+            del record["stem"]
+        broken = {**manifest, "images": {**manifest["images"], name: record}}
+        (root / store.MANIFEST_NAME).write_text(json.dumps(broken))
+        with pytest.raises(UnsafePathError, match=re.escape(repr(name))):
+            DepthPriors(root)
+
+
+def test_a_backslash_is_an_ordinary_name_character(tmp_path):
+    root = write_priors(tmp_path / "depths", {"a\\b.jpg": ramp()})
+    priors = DepthPriors(root, {"a\\b": {"scale": 1.0, "offset": 0.0}})
+    assert priors.names == ["a\\b"] and priors.reliable("a\\b.jpg")
+    assert (root / "a\\b.png").is_file()
 
 
 # ---------------------------------------------------------------- DepthSupervision

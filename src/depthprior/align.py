@@ -11,17 +11,20 @@ Every image of the model gets an entry; a failed fit is written as scale 0, offs
 trainer then ignores that image's depth). A JSON report beside it holds the per-image details.
 
 Two estimators:
-- "mad": the official recipe (gaussian-splatting utils/make_depth_scale.py): match the median and
-  the mean absolute deviation of both sides. Breaks when some samples are wrong (sky, thin
-  stems, reflections, depth edges): the mean absolute deviation follows the outliers.
+- "mad": the official recipe, gaussian-splatting's utils/make_depth_scale.py, on its samples
+  (`official_samples`): match the median and the mean absolute deviation of both sides. It
+  writes that script's numbers; what depthprior objects to is a note (status unreliable), not a
+  failure. Breaks when some samples are wrong (sky, thin stems, reflections, depth edges): the
+  mean absolute deviation follows the outliers.
 - "robust" (default): least-median-of-squares over sampled point pairs, then Tukey-biweight IRLS
-  and a least-squares polish on the inliers. Deterministic (fixed seed), tolerates up to half
-  of the samples being nonsense.
+  and a least-squares polish on the inliers, on bilinear samples between pixel centres.
+  Deterministic (fixed seed), tolerates up to half of the samples being nonsense.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from . import __version__
@@ -42,6 +46,11 @@ from .store import MANIFEST_NAME, atomic_write_bytes, depth_pngs, read_png16
 METHODS = ("robust", "mad")
 PNG_SCALE = 65536.0  # trainers read png / 2**16
 PARAMS_NAME = "depth_params.json"
+CONVENTIONS = {
+    "robust": "1/z = scale * png / 65536 + offset; scale 0 marks a failed fit",
+    "mad": "1/z = scale * png / 65535 + offset as fitted by the official make_depth_scale.py "
+           "(the 3DGS trainer applies it to png / 65536); scale 0 marks a failed fit",
+}
 REPORT_FORMAT = "depthprior-align-report"
 REPORT_VERSION = 1
 
@@ -53,6 +62,13 @@ LOW_INLIER_FRACTION = 0.6  # below this: unreliable
 MAX_RESIDUAL = 0.15  # median relative residual of the inliers above this: unreliable
 SIGMA_FLOOR = 1e-3  # the residual scale is at least this fraction of the median 1/z
 ASPECT_TOLERANCE = 0.05  # depth map / frame vs camera: relative aspect-ratio difference allowed
+
+# the official make_depth_scale.py: png / 65535, fits only more than 10 samples whose 1/z
+# (over all observations) spans more than 1e-3
+OFFICIAL_DIVISOR = float(2**16 - 1)
+OFFICIAL_MIN_SPAN = 1e-3
+REMAP_MAX_SIDE = 32767  # cv2.remap refuses images and maps this wide or tall
+REMAP_COLUMNS = 1024  # so the sample positions go in as blocks of this many columns
 
 
 class DepthFilesError(UsageError):
@@ -140,26 +156,41 @@ def _robust_sigma(residual: np.ndarray, target: np.ndarray) -> float:
     return max(sigma, floor, np.finfo(np.float64).tiny)
 
 
-def fit_mad(prior: np.ndarray, target: np.ndarray, *, min_points: int = MIN_POINTS) -> Fit:
+def fit_mad(prior: np.ndarray, target: np.ndarray, *, span: float | None = None,
+            min_points: int = MIN_POINTS) -> Fit:
     """The official 3DGS recipe: match medians and mean absolute deviations of both sides.
 
-    scale = mean|t - median(t)| / mean|p - median(p)|, offset = median(t) - scale * median(p).
+    scale = mean|t - median(t)| / mean|p - median(p)|, offset = median(t) - scale * median(p),
+    in the dtypes given (the official script's prior samples are float32). span: the range of
+    1/z that the script checks (over all observations; default: over target). Fails only where
+    the script writes 0 (no more than 10 samples, span not above 1e-3) or no number (a zero
+    deviation); the checks of the robust fit become a note in `reason` of a fit that is ok.
     """
-    prior = np.asarray(prior, dtype=np.float64)
+    prior = np.asarray(prior)
     target = np.asarray(target, dtype=np.float64)
-    reason = _checks(prior, target, min_points)
-    if reason:
-        return Fit.failed(prior.size, reason)
-    t_sfm = float(np.median(target))
-    s_sfm = float(np.mean(np.abs(target - t_sfm)))
-    t_mono = float(np.median(prior))
-    s_mono = float(np.mean(np.abs(prior - t_mono)))
-    if not s_mono > 0:
-        return Fit.failed(prior.size, "prior is nearly constant at the SfM points")
-    scale = s_sfm / s_mono
-    offset = t_sfm - t_mono * scale
-    inliers, residual = _summary(prior, target, scale, offset)
-    return Fit(scale, offset, prior.size, inliers, residual, True)
+    n = prior.size
+    span = float(np.ptp(target)) if span is None and n else (span or 0.0)
+    if n < min_points:
+        return Fit.failed(n, f"only {n} usable SfM points (the recipe needs {min_points})")
+    if not span > OFFICIAL_MIN_SPAN:
+        return Fit.failed(n, f"SfM inverse depths span {span:.3g}, not more than "
+                             f"{OFFICIAL_MIN_SPAN:g} (the recipe's limit)")
+    t_sfm = np.median(target)
+    s_sfm = np.mean(np.abs(target - t_sfm))
+    t_mono = np.median(prior)
+    s_mono = np.mean(np.abs(prior - t_mono))
+    if not (s_mono > 0 and s_sfm > 0):
+        side = "prior" if not s_mono > 0 else "SfM inverse depth"
+        return Fit.failed(n, f"{side} is constant at the SfM points: the recipe divides by zero")
+    scale = s_sfm / s_mono  # numpy float64, as in the script: the offset is computed in float64
+    offset = float(t_sfm - t_mono * scale)
+    scale = float(scale)
+    if not (math.isfinite(scale) and math.isfinite(offset)):
+        return Fit.failed(n, "the recipe gives no finite scale/offset (a point at depth 0?)")
+    prior64 = prior.astype(np.float64)
+    note = _checks(prior64, target, min_points)
+    inliers, residual = _summary(prior64, target, scale, offset)
+    return Fit(scale, offset, n, inliers, residual, True, note)
 
 
 def fit_robust(
@@ -251,7 +282,64 @@ def _least_squares(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, 
     return scale, my - scale * mx
 
 
-FITTERS: dict[str, Callable[..., Fit]] = {"robust": fit_robust, "mad": fit_mad}
+def official_samples(model: SparseModel, image: ModelImage,
+                     depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The samples of gaussian-splatting's utils/make_depth_scale.py: prior, 1/z, span of 1/z.
+
+    Its points: every observation with a point id in [0, largest id] (a missing point counts as
+    the origin, as in its lookup table); the span of 1/z is taken over all of them. Its samples:
+    those with 1/z > 0 whose position `xy * s`, s = map rows / camera height on both axes, no
+    half-pixel shift, float32, lies in [0, camera size * s); the prior is `png / 65535` in
+    float32, read there by bilinear cv2.remap with replicated border.
+    """
+    ids = image.point3D_ids
+    if not image.registered or image.cam_from_world is None or model.point_ids.size == 0:
+        return np.zeros(0, np.float32), np.zeros(0), 0.0
+    in_range = (ids >= 0) & (ids <= model.point_ids[-1])
+    xyz, found = model.lookup_points(ids[in_range])
+    xyz = np.where(found[:, None], xyz, 0.0)
+    pose = image.cam_from_world
+    z = xyz @ pose[2, :3] + pose[2, 3]
+    with np.errstate(divide="ignore"):
+        inverse = 1.0 / z
+    span = float(inverse.max() - inverse.min()) if inverse.size else 0.0
+    s = depth.shape[0] / image.camera.height
+    maps = (image.xy[in_range] * s).astype(np.float32)
+    valid = (
+        (maps[:, 0] >= 0) & (maps[:, 1] >= 0)
+        & (maps[:, 0] < image.camera.width * s) & (maps[:, 1] < image.camera.height * s)
+        & (inverse > 0)
+    )
+    prior = remap_linear(depth.astype(np.float32) / OFFICIAL_DIVISOR, maps[valid])
+    return prior, inverse[valid], span
+
+
+def remap_linear(values: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """cv2.remap's bilinear samples (replicated border) at float32 (x, y) positions, in order."""
+    count = len(maps)
+    if count == 0:
+        return np.zeros(0, dtype=values.dtype)
+    columns = min(count, REMAP_COLUMNS)
+    rows = -(-count // columns)
+    grid = np.zeros((rows * columns, 2), dtype=np.float32)
+    grid[:count] = maps
+    map_x, map_y = grid[:, 0].reshape(rows, columns), grid[:, 1].reshape(rows, columns)
+    sampled = cv2.remap(values, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+    return sampled.reshape(-1)[:count]
+
+
+def fit_samples(method: str, model: SparseModel, image: ModelImage, depth: np.ndarray) -> Fit:
+    """Sample the prior at the image's SfM points the method's way, and fit."""
+    if method == "mad":
+        if max(depth.shape) >= REMAP_MAX_SIDE:
+            return Fit.failed(0, f"depth map is {depth.shape[1]}x{depth.shape[0]}: cv2.remap "
+                                 f"samples maps below {REMAP_MAX_SIDE} pixels a side")
+        prior, target, span = official_samples(model, image, depth)
+        return fit_mad(prior, target, span=span)
+    xy, target = observations(model, image)
+    prior = sample_bilinear(depth, xy, image.camera.width, image.camera.height) / PNG_SCALE
+    return fit_robust(prior, target)
 
 
 # ---------------------------------------------------------------- sampling
@@ -397,7 +485,7 @@ def align(
     `summary.failed`.
     """
     started = time.monotonic()
-    if method not in FITTERS:
+    if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     sparse = Path(sparse)
     depths = Path(depths)
@@ -419,13 +507,12 @@ def align(
     depth_files = set(depth_pngs(depths))
     plan = _plan(model, depths, depth_files, images_dir, allow_missing)
 
-    fitter = FITTERS[method]
     results = {image.name: result for image, result, _rel, _size in plan if result is not None}
     jobs = [(image, rel, size) for image, result, rel, size in plan if result is None]
 
     def work(job: tuple[ModelImage, str, list[int] | None]) -> ImageResult:
         image, rel, image_size = job
-        return _fit_image(model, image, depths / rel, rel, image_size, fitter)
+        return _fit_image(model, image, depths / rel, rel, image_size, method)
 
     count = workers if workers is not None else min(8, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(count, thread_name_prefix="align") if count > 1 and len(jobs) > 1 else None
@@ -557,16 +644,19 @@ def _same_aspect(a: list[int], b: list[int]) -> bool:
 
 
 def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
-               image_size: list[int] | None, fitter: Callable[..., Fit]) -> ImageResult:
+               image_size: list[int] | None, method: str) -> ImageResult:
+    """One image's result. A frame or depth map whose aspect ratio is not its camera's fails
+    `robust`; `mad` writes the official script's numbers anyway (it does not look), unreliable."""
     camera_size = [image.camera.width, image.camera.height]
 
     def failed(reason: str, points: int = 0, prior_size: list[int] | None = None) -> ImageResult:
         return ImageResult(image.name, image.key, rel, points, 0, None, 0.0, 0.0, "failed",
                            reason, prior_size, camera_size, image_size)
 
+    notes = []
     if image_size is not None and not _same_aspect(image_size, camera_size):
-        return failed(f"image file is {image_size[0]}x{image_size[1]} but its camera is "
-                      f"{camera_size[0]}x{camera_size[1]} (rotated or cropped?)")
+        notes.append(f"image file is {image_size[0]}x{image_size[1]} but its camera is "
+                     f"{camera_size[0]}x{camera_size[1]} (rotated or cropped?)")
     try:
         depth = read_png16(path)
     except OSError as error:
@@ -576,26 +666,30 @@ def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
         return failed(f"depth file has {depth.shape[2]} channels: not a depth map "
                       "(single-channel uint16 PNG); is this the image folder?", prior_size=prior_size)
     if not _same_aspect(prior_size, camera_size):
-        return failed(f"depth map is {prior_size[0]}x{prior_size[1]} but the camera is "
-                      f"{camera_size[0]}x{camera_size[1]} (rotated, cropped or another image?)",
-                      prior_size=prior_size)
-    xy, target = observations(model, image)
-    prior = sample_bilinear(depth, xy, image.camera.width, image.camera.height) / PNG_SCALE
-    fit = fitter(prior, target)
+        notes.append(f"depth map is {prior_size[0]}x{prior_size[1]} but the camera is "
+                     f"{camera_size[0]}x{camera_size[1]} (rotated, cropped or another image?)")
+    if notes and method != "mad":
+        return failed(notes[0], prior_size=prior_size)
+    fit = fit_samples(method, model, image, depth)
     if not fit.ok:
         return ImageResult(image.name, image.key, rel, fit.points, fit.inliers,
                            _finite(fit.residual), 0.0, 0.0, "failed", fit.reason, prior_size,
                            camera_size, image_size)
-    notes = []
+    notes += _fit_notes(fit, depth)
+    return ImageResult(image.name, image.key, rel, fit.points, fit.inliers, fit.residual,
+                       float(fit.scale), float(fit.offset), "unreliable" if notes else "ok",
+                       "; ".join(notes), prior_size, camera_size, image_size)
+
+
+def _fit_notes(fit: Fit, depth: np.ndarray) -> list[str]:
+    notes = [fit.reason] if fit.reason else []
     if depth.dtype != np.uint16:
         notes.append(f"{depth.dtype} depth file, not uint16: few levels")
     if fit.inliers < LOW_INLIER_FRACTION * fit.points:
         notes.append(f"only {fit.inliers / fit.points:.0%} of the points agree with the fit")
     if fit.residual > MAX_RESIDUAL:
         notes.append(f"median residual {fit.residual:.0%}")
-    return ImageResult(image.name, image.key, rel, fit.points, fit.inliers, fit.residual,
-                       float(fit.scale), float(fit.offset), "unreliable" if notes else "ok",
-                       "; ".join(notes), prior_size, camera_size, image_size)
+    return notes
 
 
 def _finite(value: float) -> float | None:
@@ -634,7 +728,7 @@ def _write(summary: AlignSummary, sparse: Path, depths: Path, images_dir: Path |
         "images": str(images_dir) if images_dir is not None else None,
         "output": str(summary.output),
         "method": summary.method,
-        "convention": "1/z = scale * png / 65536 + offset; scale 0 marks a failed fit",
+        "convention": CONVENTIONS[summary.method],
         "model": {"format": summary.model_format, "images": len(summary.results),
                   "points3D": summary.points3D},
         "depth_manifest": _manifest_backend(depths),

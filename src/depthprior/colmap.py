@@ -1,29 +1,27 @@
 """Reading a COLMAP sparse model (binary or text) into plain numpy arrays, through pycolmap.
 
-pycolmap reads and validates the model (cameras, poses, rigs/frames, 3D points). Its per-keypoint
-accessors cost a few microseconds each, which is ~10 s for a 500-image scene, so the 2D
-observations are taken from images.bin / images.txt with numpy instead, and checked against what
-pycolmap read (image names and keypoint counts); on any disagreement the slow pycolmap path is
-used. pycolmap is imported only when a model is read.
+The three files are parsed and checked first (colmap_files: complete records, positive finite
+intrinsics, sizes within the pixel cap, finite poses, existing cameras); a damaged model is a
+ModelError naming the file and the record. pycolmap then reads the model (poses through
+rigs/frames, 3D points). Its per-keypoint accessors cost a few microseconds each, ~10 s for a
+500-image scene, so the 2D observations come from the parsed files, checked against what pycolmap
+read (image names and keypoint counts); on any disagreement the slow pycolmap path is used.
+pycolmap is imported only when a model is read.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import MissingDependencyError, UsageError
-from .images import image_key
+from .colmap_files import DAMAGED, ModelError, read_model_files
+from .errors import MissingDependencyError
+from .images import DEFAULT_MAX_PIXELS, image_key
 
 MODEL_FILES = ("cameras", "images", "points3D")
-
-
-class ModelError(UsageError):
-    """The sparse folder is not a readable COLMAP model."""
 
 
 @dataclass
@@ -97,10 +95,15 @@ def model_format(path: Path) -> str:
     )
 
 
-def read_model(path: Path | str) -> SparseModel:
-    """Read a COLMAP model folder (binary or text) into numpy arrays. Raises ModelError."""
+def read_model(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> SparseModel:
+    """Read a COLMAP model folder (binary or text) into numpy arrays. Raises ModelError.
+
+    The files are parsed and checked record by record first (colmap_files); pycolmap then reads
+    the poses (rigs and frames included) and the points.
+    """
     path = Path(path)
     fmt = model_format(path)
+    files = read_model_files(path, fmt, max_pixels)
     try:
         import pycolmap
     except ImportError:
@@ -121,32 +124,17 @@ def read_model(path: Path | str) -> SparseModel:
         )
         for cid, cam in rec.cameras.items()
     }
-
-    fast = _observations_from_files(path, fmt)
+    fast = True
     images: list[ModelImage] = []
     for image_id, image in rec.images.items():
-        image_id = int(image_id)
-        name = str(image.name)
-        observed = fast.get(image_id) if fast is not None else None
-        if observed is None or observed[0] != name or observed[1] != image.num_points2D():
-            if fast is not None:
-                fast = None  # the files disagree with pycolmap: trust pycolmap from here on
+        record = files.images.get(int(image_id)) if fast else None
+        same = record is not None and record.name == image.name
+        if not same or record.num_points2D != image.num_points2D():
+            fast = False  # the files disagree with pycolmap: trust pycolmap from here on
             xy, ids = _observations_from_pycolmap(image)
         else:
-            xy, ids = observed[2], observed[3]
-        registered = bool(image.has_pose)
-        pose = np.asarray(image.cam_from_world().matrix(), dtype=np.float64) if registered else None
-        images.append(
-            ModelImage(
-                image_id=image_id,
-                name=name,
-                camera=cameras[int(image.camera_id)],
-                registered=registered,
-                cam_from_world=pose,
-                xy=xy,
-                point3D_ids=ids,
-            )
-        )
+            xy, ids = record.xy, record.point3D_ids
+        images.append(_model_image(path, image, cameras, xy, ids))
     images.sort(key=lambda item: item.name)
 
     count = rec.num_points3D()
@@ -159,6 +147,21 @@ def read_model(path: Path | str) -> SparseModel:
     return SparseModel(path, fmt, cameras, images, point_ids[order], point_xyz[order])
 
 
+def _model_image(path: Path, image: Any, cameras: dict[int, ModelCamera], xy: np.ndarray,
+                 ids: np.ndarray) -> ModelImage:
+    name = str(image.name)
+    camera = cameras.get(int(image.camera_id))
+    if camera is None:
+        raise ModelError(f"{path}: image {name!r} uses camera {int(image.camera_id)}, which the "
+                         f"model does not have; {DAMAGED}")
+    registered = bool(image.has_pose)
+    pose = np.asarray(image.cam_from_world().matrix(), dtype=np.float64) if registered else None
+    if pose is not None and not np.all(np.isfinite(pose)):
+        raise ModelError(f"{path}: image {name!r} has a pose that is not finite; {DAMAGED}")
+    return ModelImage(image_id=int(image.image_id), name=name, camera=camera,
+                      registered=registered, cam_from_world=pose, xy=xy, point3D_ids=ids)
+
+
 # ---------------------------------------------------------------- observations
 
 def _observations_from_pycolmap(image: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -168,67 +171,3 @@ def _observations_from_pycolmap(image: Any) -> tuple[np.ndarray, np.ndarray]:
     xy = np.array([p.xy for p in points], dtype=np.float64).reshape(-1, 2)
     ids = np.array([p.point3D_id for p in points], dtype=np.uint64).astype(np.int64)
     return xy, ids
-
-
-Observed = tuple[str, int, np.ndarray, np.ndarray]  # name, num_points2D, xy, point3D ids
-
-
-def _observations_from_files(path: Path, fmt: str) -> dict[int, Observed] | None:
-    """Per image id: name, keypoint count, and the observations with a 3D point; None on failure."""
-    try:
-        if fmt == "binary":
-            return _parse_images_bin((path / "images.bin").read_bytes())
-        return _parse_images_txt((path / "images.txt").read_text(encoding="utf-8"))
-    except (OSError, ValueError, struct.error, IndexError, UnicodeDecodeError):
-        return None
-
-
-_POINT2D = np.dtype([("x", "<f8"), ("y", "<f8"), ("id", "<i8")])
-_INVALID = -1  # COLMAP's invalid point3D id, 2**64 - 1, read as int64
-
-
-def _keep_observed(xy: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = ids != _INVALID
-    return np.ascontiguousarray(xy[keep]), np.ascontiguousarray(ids[keep])
-
-
-def _parse_images_bin(data: bytes) -> dict[int, Observed]:
-    (count,) = struct.unpack_from("<Q", data, 0)
-    offset = 8
-    out: dict[int, Observed] = {}
-    for _ in range(count):
-        (image_id,) = struct.unpack_from("<I", data, offset)
-        offset += 4 + 7 * 8 + 4  # image id, qvec + tvec, camera id
-        end = data.index(b"\0", offset)
-        name = data[offset:end].decode("utf-8")
-        offset = end + 1
-        (num,) = struct.unpack_from("<Q", data, offset)
-        offset += 8
-        rows = np.frombuffer(data, dtype=_POINT2D, count=num, offset=offset)
-        offset += num * _POINT2D.itemsize
-        xy = np.stack([rows["x"], rows["y"]], axis=1)
-        out[int(image_id)] = (name, int(num), *_keep_observed(xy, rows["id"].copy()))
-    if offset != len(data):
-        raise ValueError("trailing bytes in images.bin")
-    return out
-
-
-def _parse_images_txt(text: str) -> dict[int, Observed]:
-    lines = [line for line in text.splitlines() if not line.startswith("#")]
-    # two lines per image; the points line may be empty, so strip only trailing blank lines
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if len(lines) % 2:
-        lines.append("")
-    out: dict[int, Observed] = {}
-    for header, points in zip(lines[0::2], lines[1::2]):
-        fields = header.strip().split(maxsplit=9)
-        if len(fields) != 10:
-            raise ValueError("bad image line")
-        values = np.array(points.split(), dtype=np.float64)
-        if values.size % 3:
-            raise ValueError("bad points line")
-        table = values.reshape(-1, 3)
-        ids = table[:, 2].astype(np.int64)
-        out[int(fields[0])] = (fields[9], len(table), *_keep_observed(table[:, :2].copy(), ids))
-    return out

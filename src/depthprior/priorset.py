@@ -16,7 +16,12 @@ Where 3DGS is silently lenient this loader is strict, on purpose:
   the unaligned map as if it were aligned);
 - a missing prior raises :class:`MissingPriorError` naming the image; it is never zeros;
 - images that ``depthprior align`` reports as unreliable or failed (``<params>.report.json``
-  beside depth_params.json) are unreliable too.
+  beside depth_params.json) are unreliable too;
+- an entry whose scale/offset are not finite, overflow float32, or would make the prior
+  constant or nowhere positive is unreliable and never applied (3DGS would train on zeros or
+  infinities);
+- a depth_params.json key or manifest stem that points outside the depth folder ("../x",
+  "/etc/x") is refused with UnsafePathError.
 
 `depthprior.training.DepthPriors` puts these arrays on a torch device; the exports use
 `PriorSet` directly.
@@ -34,8 +39,8 @@ from typing import Any, Iterable, Mapping
 import cv2
 import numpy as np
 
-from .errors import DepthpriorError, UsageError
-from .images import image_key, posix_name
+from .errors import DepthpriorError, UnsafePathError, UsageError
+from .images import image_key, posix_name, safe_join
 from .store import Manifest, depth_pngs, read_png16
 
 #: 3DGS keeps an image when 0.2 * median <= scale <= 5 * median
@@ -75,14 +80,21 @@ class DepthParams:
     median_scale: float
     unreliable: dict[str, str]  # stem -> reason
     path: Path | None = None
+    unusable: frozenset[str] = frozenset()  # stems whose scale/offset are never applied
 
     @classmethod
     def load(
         cls,
         source: "str | os.PathLike[str] | Mapping[str, Any] | DepthParams",
         band: tuple[float, float] = SCALE_BAND,
+        depth_dir: "str | os.PathLike[str] | None" = None,
     ) -> "DepthParams":
-        """From a depth_params.json path, the folder holding it, or an already-parsed dict."""
+        """From a depth_params.json path, the folder holding it, or an already-parsed dict.
+
+        A key that would point outside ``depth_dir`` (default: the current folder) is refused
+        with UnsafePathError. An entry whose numbers cannot be applied (see `entry_problem`)
+        is unreliable and listed in ``unusable``.
+        """
         if isinstance(source, DepthParams):
             return source
         path: Path | None = None
@@ -101,31 +113,24 @@ class DepthParams:
             report = _find_report(path)
         if not isinstance(data, Mapping):
             raise UsageError(f"{path or 'depth params'}: expected an object of image names")
-        entries: dict[str, tuple[float, float]] = {}
-        for key, value in data.items():
-            try:
-                scale, offset = float(value["scale"]), float(value["offset"])
-            except (TypeError, KeyError, ValueError):
-                raise UsageError(
-                    f"{path or 'depth params'}: entry {key!r} needs numeric 'scale' and 'offset'"
-                ) from None
-            if not (math.isfinite(scale) and math.isfinite(offset)):
-                scale, offset = 0.0, 0.0  # a non-finite fit is a failed fit
-            entries[posix_name(key)] = (scale, offset)
-        positive = [s for s, _ in entries.values() if s > 0]
+        entries = _entries(data, path, Path(depth_dir) if depth_dir is not None else Path("."))
+        positive = [s for s, _ in entries.values() if math.isfinite(s) and s > 0]
         median = float(np.median(positive)) if positive else 0.0
         unreliable: dict[str, str] = {}
+        unusable: set[str] = set()
         low, high = band
-        for stem, (scale, _) in entries.items():
-            if scale <= 0:
-                unreliable[stem] = f"failed fit in depth_params.json (scale {scale:g})"
+        for stem, (scale, offset) in entries.items():
+            problem = entry_problem(scale, offset)
+            if problem:
+                unreliable[stem] = problem
+                unusable.add(stem)
             elif scale < low * median or scale > high * median:
                 unreliable[stem] = (
                     f"scale {scale:.4g} is outside [{low:g}, {high:g}] x the median {median:.4g}"
                 )
         for stem, reason in _report_unreliable(report).items():
             unreliable.setdefault(stem, reason)
-        return cls(entries, median, unreliable, path)
+        return cls(entries, median, unreliable, path, frozenset(unusable))
 
 
 class PriorSet:
@@ -151,7 +156,8 @@ class PriorSet:
         self.root = Path(depth_dir)
         if not self.root.is_dir():
             raise UsageError(f"depth folder not found: {self.root}")
-        self.params = DepthParams.load(params, scale_band) if params is not None else None
+        self.params = (DepthParams.load(params, scale_band, self.root) if params is not None
+                       else None)
         self.manifest = Manifest.load(self.root)
         self._files: dict[str, Path] = {}  # stem -> png
         self._records: dict[str, dict[str, Any]] = {}  # stem -> manifest record
@@ -159,8 +165,8 @@ class PriorSet:
         self._aliases: dict[str, str] = {}  # any accepted spelling -> stem
         if self.manifest is not None:
             for name, record in self.manifest.images.items():
-                stem = record.get("stem") or image_key(name)
-                self._files[stem] = self.root / f"{stem}.png"
+                stem = posix_name(str(record.get("stem") or image_key(name)))
+                self._files[stem] = _inside(self.root, stem, f"{self.manifest.path} image {name!r}")
                 self._records[stem] = record
                 if record.get("status") != "ok":
                     self._status[stem] = str(record.get("status"))
@@ -285,11 +291,69 @@ class PriorSet:
         aligned = False
         if self.params is not None and stem in self.params.entries:
             scale, offset = self.params.entries[stem]
-            if scale > 0:
+            if scale > 0 and stem not in self.params.unusable:
                 values = values * scale + offset
                 aligned = True
         return PriorArray(stem, np.ascontiguousarray(values), reliable, reason, scale, offset,
                           aligned)
+
+
+#: the largest value of png / 2**16
+PRIOR_MAX = 65535 / PNG_DIVISOR
+
+
+def entry_problem(scale: float, offset: float) -> str:
+    """Why a depth_params.json entry cannot be applied, or '' when it can.
+
+    Applied to every prior value x in [0, PRIOR_MAX] as float32 ``scale * x + offset``, it must
+    give finite numbers that vary with x and are positive somewhere; a failed fit has scale <= 0.
+    """
+    if not (math.isfinite(scale) and math.isfinite(offset)):
+        return f"scale {scale:g} / offset {offset:g} in depth_params.json is not a finite number"
+    if scale <= 0:
+        return f"failed fit in depth_params.json (scale {scale:g})"
+    with np.errstate(all="ignore"):
+        low = np.float32(offset)
+        high = np.float32(scale) * np.float32(PRIOR_MAX) + low
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return (f"scale {scale:g} / offset {offset:g} in depth_params.json overflow 32-bit "
+                "floats: unusable")
+    if not high > 0:
+        return (f"scale {scale:g} / offset {offset:g} in depth_params.json make every inverse "
+                "depth negative or zero: unusable")
+    if high == low:
+        return (f"scale {scale:g} is too small next to offset {offset:g} in depth_params.json: "
+                "the aligned prior would be constant")
+    return ""
+
+
+def _entries(data: Mapping[str, Any], path: Path | None,
+             depth_dir: Path) -> dict[str, tuple[float, float]]:
+    """stem -> (scale, offset) as written; keys that would leave depth_dir are refused."""
+    source = path or "depth params"
+    entries: dict[str, tuple[float, float]] = {}
+    for key, value in data.items():
+        try:
+            scale, offset = float(value["scale"]), float(value["offset"])
+        except (TypeError, KeyError, ValueError, OverflowError):
+            raise UsageError(
+                f"{source}: entry {key!r} needs numeric 'scale' and 'offset'"
+            ) from None
+        stem = posix_name(str(key))
+        _inside(depth_dir, stem, f"{source} key {key!r}")
+        entries[stem] = (scale, offset)
+    return entries
+
+
+def _inside(root: Path, stem: str, what: str) -> Path:
+    """root/stem.png, or UnsafePathError naming `what` when that would leave root."""
+    try:
+        return safe_join(root, stem, ".png")
+    except UnsafePathError:
+        raise UnsafePathError(
+            f"{what} points outside the depth folder {root}; refused (image names are "
+            "relative paths without '..')"
+        ) from None
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", default="robust", choices=("robust", "mad"),
                         help="robust (default): least median of squares + Tukey IRLS, accurate "
                              "when some SfM points sample a wrong prior (sky, thin stems, edges); "
-                             "mad: the official 3DGS recipe (median and mean absolute deviation)")
+                             "mad: the official 3DGS recipe (utils/make_depth_scale.py: median and "
+                             "mean absolute deviation), with its samples and its numbers")
     parser.add_argument("--allow-missing", action="store_true",
                         help="images without a depth file get scale 0 instead of stopping")
     parser.add_argument("--brief", action="store_true",
