@@ -660,3 +660,18 @@ def test_cli_exit_codes(tmp_path):
     result = run_cli("--sparse", tmp_path, "--depths", scene.depths)
     assert result.returncode == 2 and "not a COLMAP model" in result.stderr
 
+
+
+def test_a_fifo_among_the_frames_is_refused_without_blocking(tmp_path):
+    import os
+
+    scene = make_scene(tmp_path / "scene", n_images=3, seed=2)
+    frame = sorted(p for p in scene.images.rglob("*") if p.is_file())[0]
+    frame.unlink()
+    os.mkfifo(frame)  # opening a FIFO for reading blocks until a writer comes
+    command = [sys.executable, "-m", "depthprior", "align", "--sparse", str(scene.sparse),
+               "--depths", str(scene.depths), "--images", str(scene.images)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert frame.name in result.stderr
+    assert "Traceback" not in result.stderr

@@ -367,7 +367,7 @@ def test_manifest_stems_outside_the_depth_folder_are_refused(tmp_path):
             del record["stem"]
         broken = {**manifest, "images": {**manifest["images"], name: record}}
         (root / store.MANIFEST_NAME).write_text(json.dumps(broken))
-        with pytest.raises(UnsafePathError, match=re.escape(repr(name))):
+        with pytest.raises(UsageError, match=re.escape(repr(name))):
             DepthPriors(root)
 
 

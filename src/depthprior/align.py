@@ -38,9 +38,9 @@ import numpy as np
 
 from . import __version__
 from .colmap import ModelImage, SparseModel, read_model
-from .images import image_key
+from .images import image_key, stored_size
 from .priorset import SCALE_BAND
-from .errors import DepthpriorError, UsageError
+from .errors import DepthpriorError, ImageError, UsageError
 from .store import MANIFEST_NAME, atomic_write_bytes, depth_pngs, read_png16
 
 METHODS = ("robust", "mad")
@@ -625,15 +625,12 @@ def _plan(model: SparseModel, depths: Path, depth_files: set[str], images_dir: P
 
 def _image_sizes(images_dir: Path, names: list[str]) -> dict[str, list[int]]:
     """Stored [width, height] of each frame, from its header (no EXIF rotation, no decoding)."""
-    from PIL import Image, UnidentifiedImageError
-
     sizes: dict[str, list[int]] = {}
     for name in names:
         path = images_dir / name
         try:
-            with Image.open(path) as pil:
-                sizes[name] = [int(pil.size[0]), int(pil.size[1])]
-        except (OSError, UnidentifiedImageError) as error:
+            sizes[name] = list(stored_size(path))
+        except ImageError as error:
             raise UsageError(f"cannot read the size of {path}: {error}") from None
     return sizes
 

@@ -311,6 +311,15 @@ def decode_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     return _to_rgb8(image)
 
 
+def stored_size(path: Path | str) -> tuple[int, int]:
+    """(width, height) an image file declares, without decoding it; ImageError if unreadable."""
+    data = _read_regular_file(Path(path))
+    size = _pillow_header_size(data) or _text_header_size(data)
+    if size is None:
+        raise ImageError("not a readable image header")
+    return size
+
+
 def read_image_or_fail(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """decode_rgb for single-image commands: an unreadable file is a usage error naming it."""
     try:
