@@ -1,0 +1,106 @@
+"""The local backends' network input and resize back, against Depth Anything's reference rule.
+
+The reference (`infer_image` in the Depth-Anything-V2 repository) is restated here in a few
+lines: scale so both sides reach the input size, round each side to the nearest multiple of 14
+(up when that falls below the input size), bicubic resize of the float image RGB/255, ImageNet
+mean/std, float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from depthprior.backends import BackendSettings, create_backend
+from depthprior.backends.preprocess import prepare_rgb
+from synth import scene_rgb
+
+REFERENCE_MEAN = [0.485, 0.456, 0.406]
+REFERENCE_STD = [0.229, 0.224, 0.225]
+
+
+def reference_side(value: float, minimum: int, multiple: int = 14) -> int:
+    side = int(np.round(value / multiple) * multiple)
+    return int(np.ceil(value / multiple) * multiple) if side < minimum else side
+
+
+def reference_network_input(rgb: np.ndarray, input_size: int) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    scale_h, scale_w = input_size / height, input_size / width
+    if scale_w > scale_h:
+        scale_h = scale_w
+    else:
+        scale_w = scale_h
+    size = (reference_side(scale_w * width, input_size), reference_side(scale_h * height, input_size))
+    image = cv2.resize(rgb / 255.0, size, interpolation=cv2.INTER_CUBIC)
+    image = (image - REFERENCE_MEAN) / REFERENCE_STD
+    return np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
+
+
+def hard_edges(height: int, width: int) -> np.ndarray:
+    """Black/white blocks: bicubic overshoots below 0 and above 255 at every edge."""
+    y, x = np.mgrid[0:height, 0:width]
+    blocks = ((y // 5 + x // 7) % 2 * 255).astype(np.uint8)
+    return np.stack([blocks, 255 - blocks, blocks], axis=-1)
+
+
+# odd sizes, extreme aspect ratios, exact .5 roundings (525/14 = 37.5, 511/14 = 36.5), upscaling
+SHAPES = [(48, 64, 56), (333, 517, 518), (517, 333, 518), (97, 1001, 518), (1001, 97, 70),
+          (518, 518, 518), (518, 525, 518), (511, 700, 518), (255, 383, 364), (5, 7, 56), (600, 37, 56)]
+
+
+@pytest.mark.parametrize("height,width,input_size", SHAPES)
+def test_network_input_equals_the_reference_rule(height, width, input_size):
+    for image in (scene_rgb(height, width, seed=height), hard_edges(height, width)):
+        expected = reference_network_input(image, input_size)
+        got = prepare_rgb(image, input_size)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        levels = np.abs(got - expected) * (np.array(REFERENCE_STD)[:, None, None] * 255)
+        assert levels.max() <= 1e-3, f"{height}x{width}@{input_size}: {levels.max():.3g} levels off"
+
+
+def channel_graph(path, channel: int) -> None:
+    """An ONNX 'depth model' whose map is one channel of the network input it is given."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    pixels = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    depth = helper.make_tensor_value_info("predicted_depth", TensorProto.FLOAT, ["N", "H", "W"])
+    index = helper.make_tensor("channel", TensorProto.INT64, [], [channel])
+    gather = helper.make_node("Gather", ["pixel_values", "channel"], ["predicted_depth"], axis=1)
+    graph = helper.make_graph([gather], "channel", [pixels], [depth], initializer=[index])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "depthprior.model_output", "disparity"
+    onnx.save(model, str(path))
+
+
+def smooth_scene(height: int, width: int) -> np.ndarray:
+    """Sinusoids whose slope is steepest at the borders, where a misregistration shows most."""
+    y, x = np.mgrid[0:height, 0:width]
+    red = 127.5 + 60 * np.sin(2 * np.pi * x / (width / 2)) + 60 * np.sin(2 * np.pi * y / (height / 2))
+    red = np.round(red).astype(np.uint8)
+    return np.stack([red, 255 - red, red // 2], axis=-1)
+
+
+@pytest.mark.parametrize("height,width", [(336, 448), (450, 260)])
+def test_returned_map_is_registered_with_the_full_size_image(tmp_path, height, width):
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "red.onnx"
+    channel_graph(model, channel=0)
+    image = smooth_scene(height, width)
+    settings = BackendSettings(model=str(model), input_size=56, device="cpu")
+    with create_backend("onnx", settings) as engine:
+        network_h, network_w = engine.prepare(image).shape[1:]
+        returned = engine.predict([image])[0].values
+    assert returned.shape == (height, width)
+    red = returned * (REFERENCE_STD[0] * 255) + REFERENCE_MEAN[0] * 255
+    # within half a network pixel of the border the map can only be extrapolated
+    margin = math.ceil(max(height / network_h, width / network_w) / 2)
+    inner = (slice(margin, height - margin), slice(margin, width - margin))
+    error = np.abs(red - image[..., 0])[inner]
+    assert error.max() <= 2.5, f"map off the image by {error.max():.1f} levels (a shifted resize back?)"
