@@ -1,43 +1,17 @@
-"""The local backends' network input and resize back, against Depth Anything's reference rule.
-
-The reference (`infer_image` in the Depth-Anything-V2 repository) is restated here in a few
-lines: scale so both sides reach the input size, round each side to the nearest multiple of 14
-(up when that falls below the input size), bicubic resize of the float image RGB/255, ImageNet
-mean/std, float32.
-"""
+"""The local backends' network input and resize back, against Depth Anything's reference rule
+(restated in tests/reference.py)."""
 
 from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import pytest
 
 from depthprior.backends import BackendSettings, create_backend
 from depthprior.backends.preprocess import prepare_rgb
+from reference import REFERENCE_MEAN, REFERENCE_STD, reference_network_input
 from synth import scene_rgb
-
-REFERENCE_MEAN = [0.485, 0.456, 0.406]
-REFERENCE_STD = [0.229, 0.224, 0.225]
-
-
-def reference_side(value: float, minimum: int, multiple: int = 14) -> int:
-    side = int(np.round(value / multiple) * multiple)
-    return int(np.ceil(value / multiple) * multiple) if side < minimum else side
-
-
-def reference_network_input(rgb: np.ndarray, input_size: int) -> np.ndarray:
-    height, width = rgb.shape[:2]
-    scale_h, scale_w = input_size / height, input_size / width
-    if scale_w > scale_h:
-        scale_h = scale_w
-    else:
-        scale_w = scale_h
-    size = (reference_side(scale_w * width, input_size), reference_side(scale_h * height, input_size))
-    image = cv2.resize(rgb / 255.0, size, interpolation=cv2.INTER_CUBIC)
-    image = (image - REFERENCE_MEAN) / REFERENCE_STD
-    return np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
 
 
 def hard_edges(height: int, width: int) -> np.ndarray:
