@@ -96,3 +96,22 @@ def test_position_embeddings_follow_the_reference_resize(tiny_model, rows, cols)
     expected = reference_position_resize(trained, rows, cols)
     assert added.shape == expected.shape
     assert torch.allclose(added, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_unfamiliar_embeddings_keep_their_own_resize_with_a_warning(tiny_model, caplog):
+    """A DINOv2 whose resize takes other arguments is left as it is, and the user is told."""
+    import types
+
+    from depthprior.backends.torch_hf import follow_reference_position_resize, load_depth_model
+
+    network = load_depth_model(str(tiny_model))
+    embeddings = network.backbone.embeddings
+
+    def other_resize(self, embeddings, height, width, extra=None):
+        return self.position_embeddings
+
+    embeddings.interpolate_pos_encoding = types.MethodType(other_resize, embeddings)
+    with caplog.at_level("WARNING", logger="depthprior"):
+        assert follow_reference_position_resize(network) is False
+    assert embeddings.interpolate_pos_encoding.__func__ is other_resize
+    assert "keeping transformers' position-embedding resize" in caplog.text

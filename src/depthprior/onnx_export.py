@@ -9,9 +9,10 @@ through an equivalent forward without that cast, and then checks the written fil
 PyTorch model on several aspect ratios before it replaces `output`.
 
 Two more changes during export make the graph faster in ONNX Runtime without changing values
-(the same check covers them): DINOv2's bicubic position-embedding resize (the reference
-rule, as in the torch backend) becomes two small matmuls (ORT's cubic Resize spent ~10% of a CPU forward on it), and the all-zero attention
-mask that transformers materialises under torch.export is dropped.
+(the same check covers them): DINOv2's bicubic position-embedding resize (the reference rule,
+as in the torch backend) becomes two small matmuls (ORT's cubic Resize spent ~10% of a CPU
+forward on it), and the all-zero attention mask that transformers materialises under
+torch.export is dropped.
 
 What the file came from (source model and revision, input size, value convention, ...) is
 stored in the ONNX metadata_props under `depthprior.*` keys; the backend reads its value
