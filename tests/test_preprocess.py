@@ -21,6 +21,11 @@ def hard_edges(height: int, width: int) -> np.ndarray:
     return np.stack([blocks, 255 - blocks, blocks], axis=-1)
 
 
+def level_error(got: np.ndarray, expected: np.ndarray) -> float:
+    """Largest difference of two normalised network inputs, in 8-bit grey levels."""
+    return float((np.abs(got - expected) * (np.array(REFERENCE_STD)[:, None, None] * 255)).max())
+
+
 # odd sizes, extreme aspect ratios, exact .5 roundings (525/14 = 37.5, 511/14 = 36.5), upscaling
 SHAPES = [(48, 64, 56), (333, 517, 518), (517, 333, 518), (97, 1001, 518), (1001, 97, 70),
           (518, 518, 518), (518, 525, 518), (511, 700, 518), (255, 383, 364), (5, 7, 56), (600, 37, 56)]
@@ -32,8 +37,7 @@ def test_network_input_equals_the_reference_rule(height, width, input_size):
         expected = reference_network_input(image, input_size)
         got = prepare_rgb(image, input_size)
         assert got.shape == expected.shape and got.dtype == np.float32
-        levels = np.abs(got - expected) * (np.array(REFERENCE_STD)[:, None, None] * 255)
-        assert levels.max() <= 1e-3, f"{height}x{width}@{input_size}: {levels.max():.3g} levels off"
+        assert level_error(got, expected) <= 1e-3, f"{height}x{width}@{input_size}: {level_error(got, expected):.3g}"
 
 
 def channel_graph(path, channel: int) -> None:
@@ -78,3 +82,19 @@ def test_returned_map_is_registered_with_the_full_size_image(tmp_path, height, w
     inner = (slice(margin, height - margin), slice(margin, width - margin))
     error = np.abs(red - image[..., 0])[inner]
     assert error.max() <= 2.5, f"map off the image by {error.max():.1f} levels (a shifted resize back?)"
+
+
+def test_torch_and_onnx_backends_prepare_and_resize_back_alike(tiny_model, tmp_path):
+    """Both local backends give the network the reference input and bring maps back the same way."""
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "red.onnx"
+    channel_graph(model, channel=0)
+    image = scene_rgb(97, 230, seed=3)
+    raw = np.random.default_rng(0).random((56, 126), dtype=np.float32)
+    torch_settings = BackendSettings(model=str(tiny_model), input_size=56, device="cpu")
+    onnx_settings = BackendSettings(model=str(model), input_size=56, device="cpu")
+    with create_backend("torch", torch_settings) as torch_engine, create_backend("onnx", onnx_settings) as onnx_engine:
+        expected = reference_network_input(image, 56)
+        for engine in (torch_engine, onnx_engine):
+            assert level_error(engine.prepare(image), expected) <= 1e-3, engine.name
+        assert np.array_equal(torch_engine.finish(raw, 97, 230).values, onnx_engine.finish(raw, 97, 230).values)
