@@ -21,6 +21,7 @@ from depthprior.backends import BackendSettings, create_backend  # noqa: E402
 from depthprior.errors import ImageError, ModelLoadError, UsageError  # noqa: E402
 from depthprior.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
 from depthprior.store import Manifest, read_png16  # noqa: E402
+from reference import reference_position_resize  # noqa: E402
 from synth import make_frames, scene_rgb, write_image  # noqa: E402
 
 #: (height, width) of test images: landscape, portrait, wide, tall
@@ -251,17 +252,71 @@ def test_no_torch_import_for_onnx_inference(tiny_onnx, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("size", [(37, 37), (37, 56), (53, 37), (4, 5), (74, 100)])
-def test_position_embedding_resize_matches_torch_bicubic(size):
-    """The export computes DINOv2's bicubic position-embedding resize as matmuls (ONNX
-    Runtime's cubic Resize is slow); the weights reproduce torch's upsample_bicubic2d."""
+def position_module(dim: int = 16):
+    """An embeddings module as DINOv2 has it: a 1 + 37x37 position table and a patch size."""
     import torch
 
-    from depthprior.onnx_export import _bicubic_matrix
+    module = torch.nn.Module()
+    table = torch.randn(1, 1 + 37 * 37, dim, generator=torch.Generator().manual_seed(0))
+    module.position_embeddings = torch.nn.Parameter(table)
+    module.patch_embeddings = torch.nn.Module()
+    module.patch_embeddings.patch_size = (14, 14)
+    return module
 
-    grid = torch.randn(16, 37, 37, generator=torch.Generator().manual_seed(0))
-    expected = torch.nn.functional.interpolate(grid[None], size=size, mode="bicubic", align_corners=False)[0]
-    got = _bicubic_matrix(torch, size[0], 37) @ grid @ _bicubic_matrix(torch, size[1], 37).T
+
+def as_grid(table, rows: int, cols: int):
+    return table[:, 1:].reshape(1, rows, cols, -1).permute(0, 3, 1, 2)
+
+
+#: patch grids: the trained one, one side trained, square but not trained, portrait, tiny, large
+GRIDS = [(37, 37), (37, 56), (53, 37), (4, 4), (4, 5), (74, 100)]
+
+
+@pytest.mark.parametrize("rows,cols", GRIDS)
+def test_position_embedding_matmuls_follow_the_reference_rule(rows, cols):
+    """The export computes the position-embedding resize as matmuls (ONNX Runtime's cubic
+    Resize is slow); the result equals torch's bicubic with the reference scale factor."""
+    import torch
+
+    from depthprior.onnx_export import _interpolate_pos_encoding
+
+    module = position_module()
+    with torch.no_grad():
+        got = _interpolate_pos_encoding(module, None, rows * 14, cols * 14)
+        expected = reference_position_resize(as_grid(module.position_embeddings.detach(), 37, 37), rows, cols)
+    assert torch.equal(got[:, :1], module.position_embeddings[:, :1])
+    got = as_grid(got, rows, cols)
+    assert got.shape == expected.shape
     assert torch.allclose(got, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
-    if size == (37, 37):
-        assert torch.equal(_bicubic_matrix(torch, 37, 37), torch.eye(37))
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_exported_position_embedding_resize_follows_the_reference_rule(exporter, tmp_path):
+    """The ONNX graph, exported once with dynamic height and width, resizes by the reference
+    rule at every grid, the trained 37x37 one (no resize) included."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    from depthprior.onnx_export import DEFAULT_OPSET, OUTPUT_NAME, _export, _interpolate_pos_encoding
+
+    class PositionResize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = position_module()
+
+        def forward(self, pixel_values):
+            height, width = pixel_values.shape[2], pixel_values.shape[3]
+            return _interpolate_pos_encoding(self.embeddings, None, height, width)
+
+    wrapper = PositionResize().eval()
+    proto = _export(torch, onnx, wrapper, torch.zeros(2, 3, 56, 84), exporter, DEFAULT_OPSET[exporter],
+                    None, tmp_path)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    grid = as_grid(wrapper.embeddings.position_embeddings.detach(), 37, 37)
+    for rows, cols in GRIDS:
+        pixels = np.zeros((1, 3, rows * 14, cols * 14), dtype=np.float32)
+        got = as_grid(torch.from_numpy(session.run([OUTPUT_NAME], {"pixel_values": pixels})[0]), rows, cols)
+        expected = reference_position_resize(grid, rows, cols)
+        assert got.shape == expected.shape, (rows, cols)
+        assert torch.allclose(got, expected, rtol=0, atol=1e-5 * float(expected.abs().max())), (rows, cols)

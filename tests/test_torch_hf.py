@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import TEST_INPUT_SIZE
+from depthprior.backends import BackendSettings, create_backend
 from depthprior.store import MANIFEST_NAME, read_png16
+from reference import reference_position_resize
 from synth import make_frames
 
 
@@ -74,3 +76,42 @@ def test_compile_is_refused_for_backends_without_it(cli, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "--compile applies to --backend torch, not space" in result.stderr
     assert "Traceback" not in result.stderr and not list((tmp_path / "out").glob("*.png"))
+
+
+@pytest.mark.parametrize("rows,cols", [(37, 37), (37, 56), (53, 37), (4, 4), (4, 5)])
+def test_position_embeddings_follow_the_reference_resize(tiny_model, rows, cols):
+    """What DINOv2's embedding layer adds to the patch tokens of a rows x cols grid is the
+    reference resize of the trained 37x37 table (transformers' own resize differs off 37x37)."""
+    import torch
+
+    settings = BackendSettings(model=str(tiny_model), input_size=TEST_INPUT_SIZE, device="cpu")
+    with create_backend("torch", settings) as engine, torch.inference_mode():
+        embeddings = engine.model.backbone.embeddings
+        pixels = torch.randn(1, 3, rows * 14, cols * 14, generator=torch.Generator().manual_seed(0))
+        tokens = embeddings(pixels)
+        plain = torch.cat((embeddings.cls_token, embeddings.patch_embeddings(pixels)), dim=1)
+        table = embeddings.position_embeddings.detach()
+    added = (tokens - plain)[:, 1:].reshape(1, rows, cols, -1).permute(0, 3, 1, 2)
+    trained = table[:, 1:].reshape(1, 37, 37, -1).permute(0, 3, 1, 2)
+    expected = reference_position_resize(trained, rows, cols)
+    assert added.shape == expected.shape
+    assert torch.allclose(added, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_unfamiliar_embeddings_keep_their_own_resize_with_a_warning(tiny_model, caplog):
+    """A DINOv2 whose resize takes other arguments is left as it is, and the user is told."""
+    import types
+
+    from depthprior.backends.torch_hf import follow_reference_position_resize, load_depth_model
+
+    network = load_depth_model(str(tiny_model))
+    embeddings = network.backbone.embeddings
+
+    def other_resize(self, embeddings, height, width, extra=None):
+        return self.position_embeddings
+
+    embeddings.interpolate_pos_encoding = types.MethodType(other_resize, embeddings)
+    with caplog.at_level("WARNING", logger="depthprior"):
+        assert follow_reference_position_resize(network) is False
+    assert embeddings.interpolate_pos_encoding.__func__ is other_resize
+    assert "keeping transformers' position-embedding resize" in caplog.text

@@ -9,9 +9,10 @@ through an equivalent forward without that cast, and then checks the written fil
 PyTorch model on several aspect ratios before it replaces `output`.
 
 Two more changes during export make the graph faster in ONNX Runtime without changing values
-(the same check covers them): DINOv2's bicubic position-embedding resize becomes two small
-matmuls (ORT's cubic Resize spent ~10% of a CPU forward on it), and the all-zero attention
-mask that transformers materialises under torch.export is dropped.
+(the same check covers them): DINOv2's bicubic position-embedding resize (the reference rule,
+as in the torch backend) becomes two small matmuls (ORT's cubic Resize spent ~10% of a CPU
+forward on it), and the all-zero attention mask that transformers materialises under
+torch.export is dropped.
 
 What the file came from (source model and revision, input size, value convention, ...) is
 stored in the ONNX metadata_props under `depthprior.*` keys; the backend reads its value
@@ -349,55 +350,71 @@ def _head_forward(self: Any, hidden_states: list, patch_height: Any, patch_width
 
 
 class _matmul_position_embedding:
-    """Within the block, DINOv2's bicubic resize of its position embeddings (37x37 grid -> the
-    input's patch grid) is computed as two small matmuls with bicubic weight matrices.
+    """Within the block, DINOv2's bicubic position-embedding resize (37x37 grid -> the input's
+    patch grid, by the reference rule of backends.torch_hf) is computed as two small matmuls
+    with bicubic weight matrices.
 
-    Same values as torch's upsample_bicubic2d (align_corners=False, A=-0.75, border clamp),
-    but ONNX Runtime's cubic Resize is pathologically slow on this tensor (384x37x37 ->
-    384x37x56 took 138 ms of a 1.25 s forward on 2 cores; the matmuls take well under 1 ms).
-    An embeddings module without the expected parts is left alone.
+    Same values as torch's upsample_bicubic2d with the reference scale factor (align_corners=False,
+    A=-0.75, border clamp), but ONNX Runtime's cubic Resize is pathologically slow on this tensor
+    (384x37x37 -> 384x37x56 took 138 ms of a 1.25 s forward on 2 cores; the matmuls take well
+    under 1 ms). An embeddings module load_depth_model left alone is left alone here too.
     """
 
     def __init__(self, network: Any):
-        self.embeddings = getattr(getattr(network, "backbone", None), "embeddings", None)
-        self.patched = (
-            self.embeddings is not None
-            and hasattr(self.embeddings, "interpolate_pos_encoding")
-            and getattr(self.embeddings, "position_embeddings", None) is not None
-            and hasattr(getattr(self.embeddings, "patch_embeddings", None), "patch_size")
-        )
+        from .backends.torch_hf import position_embeddings_module
+
+        self.embeddings = position_embeddings_module(network)
+        self.patched = self.embeddings is not None
 
     def __enter__(self) -> None:
         if self.patched:
+            self.previous = vars(self.embeddings).get("interpolate_pos_encoding")
             self.embeddings.interpolate_pos_encoding = types.MethodType(_interpolate_pos_encoding, self.embeddings)
 
     def __exit__(self, *exc: object) -> None:
-        if self.patched:
+        if not self.patched:
+            return
+        if self.previous is None:
             del self.embeddings.interpolate_pos_encoding
+        else:
+            self.embeddings.interpolate_pos_encoding = self.previous
 
 
 def _interpolate_pos_encoding(self: Any, embeddings: Any, height: Any, width: Any) -> Any:
     import torch
 
+    from .backends.torch_hf import position_grid
+
     position = self.position_embeddings  # 1 x (1 + side^2) x dim, a fixed-size parameter
-    side = int(round((int(position.shape[1]) - 1) ** 0.5))
-    dim = int(position.shape[2])
-    patch = self.patch_embeddings.patch_size
-    patch_height, patch_width = patch if isinstance(patch, (tuple, list)) else (patch, patch)
+    side, dim, patch_height, patch_width = position_grid(self)
     grid = position[:, 1:].reshape(side, side, dim).permute(2, 0, 1).to(torch.float32)  # dim x side x side
-    rows = _bicubic_matrix(torch, height // patch_height, side)  # new_h x side
-    cols = _bicubic_matrix(torch, width // patch_width, side)  # new_w x side
+    row_steps = torch.arange(height // patch_height, dtype=torch.float32)
+    col_steps = torch.arange(width // patch_width, dtype=torch.float32)
+    offset = _position_offset(torch, row_steps, col_steps, side)
+    rows = _bicubic_matrix(torch, row_steps, side, offset)  # new_h x side
+    cols = _bicubic_matrix(torch, col_steps, side, offset)  # new_w x side
     resized = torch.matmul(torch.matmul(rows, grid), cols.transpose(0, 1))  # dim x new_h x new_w
     resized = resized.to(position.dtype).permute(1, 2, 0).reshape(1, -1, dim)
     return torch.cat((position[:, :1], resized), dim=1)
 
 
-def _bicubic_matrix(torch: Any, out_size: Any, in_size: int) -> Any:
-    """(out_size x in_size) weights of torch's 1-D bicubic resize, align_corners=False."""
+def _position_offset(torch: Any, row_steps: Any, col_steps: Any, side: int) -> Any:
+    """The reference rule's grid offset as a graph value: 0 on the trained side x side grid
+    (embeddings used as they are), POSITION_OFFSET on any other grid."""
+    from .backends.torch_hf import POSITION_OFFSET
+
+    rows = torch.ones_like(row_steps).sum()
+    cols = torch.ones_like(col_steps).sum()
+    trained = (rows == float(side)) & (cols == float(side))
+    return torch.where(trained, torch.zeros_like(rows), torch.full_like(rows, POSITION_OFFSET))
+
+
+def _bicubic_matrix(torch: Any, steps: Any, in_size: int, offset: Any = 0.0) -> Any:
+    """(len(steps) x in_size) weights of torch's 1-D bicubic resize, align_corners=False, with
+    scale_factor (len(steps) + offset) / in_size; steps = arange(len(steps)) as float32."""
     a = -0.75
-    dst = torch.arange(out_size, dtype=torch.float32)
-    scale = torch.full((), float(in_size), dtype=torch.float32) / dst.shape[0]
-    src = scale * (dst + 0.5) - 0.5
+    count = torch.ones_like(steps).sum()
+    src = (steps + 0.5) * (float(in_size) / (count + offset)) - 0.5
     base = torch.floor(src)
     t = src - base
     near, far = t, 1.0 - t
@@ -409,8 +426,8 @@ def _bicubic_matrix(torch: Any, out_size: Any, in_size: int) -> Any:
     ]
     columns = torch.arange(in_size, dtype=torch.float32)
     matrix = torch.zeros_like(src)[:, None] * columns[None, :]
-    for offset, weight in zip((-1.0, 0.0, 1.0, 2.0), weights):
-        tap = torch.clamp(base + offset, 0.0, float(in_size - 1))
+    for tap_offset, weight in zip((-1.0, 0.0, 1.0, 2.0), weights):
+        tap = torch.clamp(base + tap_offset, 0.0, float(in_size - 1))
         matrix = matrix + (tap[:, None] == columns[None, :]).to(torch.float32) * weight[:, None]
     return matrix
 

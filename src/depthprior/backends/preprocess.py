@@ -1,7 +1,12 @@
 """Depth Anything's own preprocessing, shared by the local backends so they agree exactly.
 
-Keep the aspect ratio, scale so both sides reach at least the input size ("lower bound"), round
-each side to a multiple of 14, bicubic resize, ImageNet normalisation, CHW float32.
+The network input follows the reference `infer_image`: keep the aspect ratio, scale so both
+sides reach at least the input size ("lower bound"), round each side to a multiple of 14,
+bicubic resize of the float image (RGB/255, so no clipping or rounding to 8 bits), ImageNet
+normalisation, CHW float32.
+
+The map comes back to the image's size with half-pixel centres, the convention of the resize
+that made the network input, so it stays registered with the image up to its borders.
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ import numpy as np
 
 PATCH = 14
 #: what prepare_rgb does, recorded in each backend's description (manifest, check)
-PREPROCESSING = "lower-bound resize to input size, multiple of 14, bicubic, ImageNet mean/std"
+PREPROCESSING = ("lower-bound resize to input size, multiple of 14, bicubic on float RGB/255, "
+                 "ImageNet mean/std; map resized back bilinear with half-pixel centres")
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+#: uint8 levels -> normalised network input in one multiply-add: x / 255 / std - mean / std
+_LEVEL_SCALE = (1.0 / (255.0 * STD.astype(np.float64))).astype(np.float32)
+_LEVEL_SHIFT = (MEAN.astype(np.float64) / STD).astype(np.float32)
 
 
 def network_size(height: int, width: int, input_size: int, multiple: int = PATCH) -> tuple[int, int]:
@@ -37,13 +46,18 @@ def _constrain(value: float, multiple: int, min_value: int) -> int:
 def prepare_rgb(image: np.ndarray, input_size: int) -> np.ndarray:
     """HxWx3 uint8 RGB -> 3xhxw float32, normalised, at the network size."""
     height, width = network_size(image.shape[0], image.shape[1], input_size)
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
-    normalised = (resized.astype(np.float32) * np.float32(1 / 255.0) - MEAN) / STD
+    # float64: OpenCV's float32 bicubic differs from the float64 one by up to ~0.02 levels
+    resized = cv2.resize(image.astype(np.float64), (width, height), interpolation=cv2.INTER_CUBIC)
+    normalised = resized.astype(np.float32) * _LEVEL_SCALE - _LEVEL_SHIFT
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
 def resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Network-resolution map -> the image's stored size (bilinear, float32)."""
+    """Network-resolution map -> the image's stored size (bilinear, half-pixel centres, float32).
+
+    Half-pixel centres invert the bicubic resize of prepare_rgb; align_corners=True (the
+    reference `infer_image`) would shift the map by up to half a network pixel at the borders.
+    """
     values = np.asarray(values, dtype=np.float32)
     if values.shape == (height, width):
         return values

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import types
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +17,9 @@ from .preprocess import PREPROCESSING, prepare_rgb, resize_map
 log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+#: Depth Anything's DINOv2 adds this to the patch grid before deriving the bicubic scale factor
+#: of its position-embedding resize (transformers resizes to the grid size instead)
+POSITION_OFFSET = 0.1
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -83,7 +88,65 @@ def load_depth_model(model: str, revision: str | None = None, dtype: Any = None)
         )
     except (OSError, ValueError, RuntimeError) as error:
         raise ModelLoadError(f"cannot load weights of {model!r}: {first_line(error)}") from None
+    follow_reference_position_resize(network)
     return network.eval()
+
+
+def position_embeddings_module(network: Any) -> Any:
+    """The DINOv2 embeddings module whose position-embedding resize we know, or None."""
+    embeddings = getattr(getattr(network, "backbone", None), "embeddings", None)
+    method = getattr(embeddings, "interpolate_pos_encoding", None)
+    if (
+        method is None
+        or getattr(embeddings, "position_embeddings", None) is None
+        or not hasattr(getattr(embeddings, "patch_embeddings", None), "patch_size")
+    ):
+        return None
+    try:
+        parameters = list(inspect.signature(method).parameters)
+    except (TypeError, ValueError):
+        return None
+    return embeddings if parameters == ["embeddings", "height", "width"] else None
+
+
+def follow_reference_position_resize(network: Any) -> bool:
+    """Resize DINOv2's position embeddings as Depth Anything's own code does (scale factor
+    (grid + 0.1) / 37 per axis, none at a 37x37 grid), on this model instance only.
+
+    transformers resizes to the grid size, which shifts the embeddings of a non-square input
+    by up to ~1% of the map range. An unfamiliar embeddings module is left alone (warned).
+    """
+    embeddings = position_embeddings_module(network)
+    if embeddings is None:
+        log.warning("unfamiliar DINOv2 embeddings: keeping transformers' position-embedding resize "
+                    "(maps may differ from the reference implementation by ~1% of their range)")
+        return False
+    embeddings.interpolate_pos_encoding = types.MethodType(_reference_interpolate_pos_encoding, embeddings)
+    return True
+
+
+def position_grid(embeddings: Any) -> tuple[int, int, int, int]:
+    """(side of the trained square grid, embedding dim, patch height, patch width)."""
+    position = embeddings.position_embeddings
+    side = int(round((int(position.shape[1]) - 1) ** 0.5))
+    patch = embeddings.patch_embeddings.patch_size
+    patch_height, patch_width = patch if isinstance(patch, (tuple, list)) else (patch, patch)
+    return side, int(position.shape[2]), patch_height, patch_width
+
+
+def _reference_interpolate_pos_encoding(self: Any, embeddings: Any, height: int, width: int) -> Any:
+    torch = import_torch()
+    position = self.position_embeddings
+    side, dim, patch_height, patch_width = position_grid(self)
+    rows, cols = height // patch_height, width // patch_width
+    if rows == side and cols == side:
+        return position
+    grid = position[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2).to(torch.float32)
+    # the reference passes scale_factor, so torch maps output to source pixels with 1 / scale
+    scale = ((rows + POSITION_OFFSET) / side, (cols + POSITION_OFFSET) / side)
+    resized = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False)
+    resized = resized.to(position.dtype).permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return torch.cat((position[:, :1], resized), dim=1)
 
 
 def _quiet_transformers() -> None:
