@@ -8,6 +8,7 @@ import pytest
 from conftest import TEST_INPUT_SIZE
 from depthprior import generate
 from depthprior.backends import BackendSettings, create_backend
+from depthprior.backends.preprocess import PREPROCESSING_VERSION
 from depthprior.errors import UsageError
 from depthprior.images import decode_rgb
 from depthprior.store import Manifest, decode_inverse_depth, read_png16
@@ -43,7 +44,8 @@ def test_outputs_follow_the_contract(tmp_path, tiny_model):
     weights = manifest.identity.pop("weights")
     assert weights.startswith("sha256:") and len(weights) == len("sha256:") + 64
     assert manifest.identity == {"backend": "torch", "model": str(tiny_model),
-                                 "input_size": TEST_INPUT_SIZE, "dtype": "fp32"}
+                                 "input_size": TEST_INPUT_SIZE, "dtype": "fp32",
+                                 "preprocessing": PREPROCESSING_VERSION}
 
 
 def test_batching_gives_the_same_maps(tmp_path, tiny_model):
@@ -141,3 +143,17 @@ def test_manifest_is_valid_json_with_every_image(tmp_path, tiny_model):
     assert sorted(data["images"]) == ["frame_0000.jpg", "frame_0001.jpg", "frame_0002.jpg"]
     assert data["tool"]["name"] == "depthprior" and data["backend"]["device"] == "cpu"
     assert data["inputs"] == str(frames.resolve())
+
+
+def test_a_folder_begun_with_earlier_preprocessing_is_not_resumed(tmp_path, tiny_model):
+    frames = tmp_path / "frames"
+    make_frames(frames, 1)
+    out = tmp_path / "out"
+    _generate(frames, out, tiny_model)
+    path = out / "depthprior.json"
+    data = json.loads(path.read_text())
+    del data["identity"]["preprocessing"]  # as written before the reference preprocessing
+    path.write_text(json.dumps(data))
+    make_frames(frames / "more", 1)
+    with pytest.raises(UsageError, match="preprocessing: None there, 2 now"):
+        _generate(frames, out, tiny_model)

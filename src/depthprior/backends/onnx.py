@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ImageError, ModelLoadError, UsageError, first_line
 from .base import Backend, BackendSettings, DepthMap
-from .preprocess import PREPROCESSING, prepare_rgb, resize_map
+from .preprocess import PREPROCESSING, PREPROCESSING_VERSION, prepare_rgb, resize_map
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ class OnnxBackend(Backend):
             "model": info.metadata.get("source_model") or path.name,
             "onnx_sha256": info.sha256,
             "input_size": settings.input_size,
+            "preprocessing": PREPROCESSING_VERSION,
         }
 
     def __init__(self, settings: BackendSettings):

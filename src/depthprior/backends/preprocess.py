@@ -20,6 +20,10 @@ PATCH = 14
 #: what prepare_rgb does, recorded in each backend's description (manifest, check)
 PREPROCESSING = ("lower-bound resize to input size, multiple of 14, bicubic on float RGB/255, "
                  "ImageNet mean/std; map resized back bilinear with half-pixel centres")
+#: changes whenever prepare_rgb or resize_map give other values; part of the output identity,
+#: so a folder begun with other preprocessing is not resumed with this one (2: float resize as
+#: the reference infer_image, reference position-embedding resize)
+PREPROCESSING_VERSION = 2
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 #: uint8 levels -> normalised network input in one multiply-add: x / 255 / std - mean / std

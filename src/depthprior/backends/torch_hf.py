@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import MissingDependencyError, ModelLoadError, UsageError, first_line
 from .base import Backend, BackendSettings, DepthMap
-from .preprocess import PREPROCESSING, prepare_rgb, resize_map
+from .preprocess import PREPROCESSING, PREPROCESSING_VERSION, prepare_rgb, resize_map
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,8 @@ class TorchBackend(Backend):
     @classmethod
     def identity(cls, settings: BackendSettings) -> dict[str, Any]:
         device = resolve_device(settings.device)
-        identity = {**super().identity(settings), "dtype": resolve_dtype(settings.dtype, device)}
+        identity = {**super().identity(settings), "dtype": resolve_dtype(settings.dtype, device),
+                    "preprocessing": PREPROCESSING_VERSION}
         if Path(settings.model).is_dir():  # a local folder: its name does not pin its weights
             from ..fingerprint import folder_digest
 
