@@ -15,10 +15,15 @@ and for bright pixels, scaled by `scale`, so tests can check values, orientation
 Faults, like the shared ZeroGPU Space produces them, are set at run time through
 `POST /_fake/config` (JSON, fields of `Behaviour`); `GET /_fake/log` returns one record per
 request, `GET /_fake/credentials` how many requests carried Hugging Face credentials. A second app without `/on_submit` is mounted at `/other/` (a wrong-endpoint server).
+
+Hostile answers: `stall` (a path prefix, e.g. "/config" or "/gradio_api/file=") leaves those
+requests unanswered for `hold` seconds, `drip` answers them one byte every `drip_every` seconds
+for `hold` seconds, `pad_bytes` appends junk after the raw file's PNG end (a huge reply).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the route annotations at run time
 import argparse
+import asyncio
 import dataclasses
 import os
 import socket
@@ -54,6 +59,11 @@ class Behaviour:
     resize: float = 1.0  # maps returned at this fraction of the image size
     http429_every: int = 0  # every k-th queue join answers HTTP 429
     http503_every: int = 0  # every k-th queue join answers HTTP 503 (queue full)
+    stall: str = ""  # requests whose path starts with this get no answer for `hold` seconds
+    drip: str = ""  # ... get one byte every `drip_every` seconds for `hold` seconds
+    drip_every: float = 0.5
+    hold: float = 40.0
+    pad_bytes: int = 0  # junk after the raw file's PNG end (decoders ignore it)
 
 
 @dataclass
@@ -121,6 +131,9 @@ def on_submit(image: np.ndarray):
             depth = np.zeros_like(depth)
         # exactly the Space's encoding (app.py on_submit)
         raw_name = _save_png(depth.astype("uint16"))
+        if behaviour.pad_bytes:
+            with open(raw_name, "ab") as raw_file:
+                raw_file.write(bytes(behaviour.pad_bytes))
         span = depth.max() - depth.min()
         depth = (depth - depth.min()) / (span if span else 1.0) * 255.0
         depth = depth.astype(np.uint8)
@@ -134,10 +147,17 @@ def on_submit(image: np.ndarray):
                 STATE.log.append(record)
 
 
+async def _trickle(behaviour: Behaviour):
+    end = time.monotonic() + behaviour.hold
+    while time.monotonic() < end:
+        yield b" "
+        await asyncio.sleep(behaviour.drip_every)
+
+
 def build_app():
     import gradio as gr
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, StreamingResponse
 
     with gr.Blocks() as demo:
         gr.Markdown("# Depth Anything V2 (local test copy)")
@@ -161,6 +181,14 @@ def build_app():
         if {"authorization", "x-hf-authorization"} & {key.lower() for key in request.headers}:
             with STATE.lock:
                 STATE.credentials += 1
+        with STATE.lock:
+            behaviour = STATE.behaviour
+        path = request.url.path
+        if behaviour.stall and path.startswith(behaviour.stall):
+            await asyncio.sleep(behaviour.hold)
+            return JSONResponse({"error": "stalled"}, status_code=504)
+        if behaviour.drip and path.startswith(behaviour.drip):
+            return StreamingResponse(_trickle(behaviour), media_type="application/octet-stream")
         if request.url.path.endswith("/queue/join"):
             with STATE.lock:
                 STATE.joins += 1

@@ -178,9 +178,6 @@ def test_precision_choice_values_and_diagnostics(fake, scale, source):
     with backend(fake.url) as engine:
         depth = engine.predict([rgb])[0]
         facts = engine.diagnostics()
-        assert os.listdir(engine._tmp) == []  # the upload PNG is gone after the request
-        tmp = engine._tmp
-    assert not os.path.exists(tmp)
     expected = known_disparity(rgb, scale)
     assert depth.source == source and depth.kind == "disparity"
     assert depth.values.shape == (48, 64) and depth.values.dtype == np.float32
@@ -233,6 +230,44 @@ def test_slow_answers_time_out(fake):
             engine.predict([scene_rgb(48, 64)])
         assert time.monotonic() - started < 2.0  # did not wait for the slow answers
     assert len(fake.log()) <= 2
+
+
+@pytest.mark.parametrize("mode", ["stall", "drip"])
+def test_timeout_bounds_connecting_to_a_silent_or_trickling_server(fake, mode):
+    fake.configure(**{mode: "/config"})  # no answer, or one byte every 0.5 s for 40 s
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match=r"after 2 attempts: no answer within 1 s"):
+        backend(fake.url, timeout=1, retries=2)
+    expected = 2 * 1 + 1.0  # two attempts of --timeout, one backoff of at most 1 s
+    assert time.monotonic() - started < 3 * expected
+
+
+@pytest.mark.parametrize("mode", ["stall", "drip"])
+def test_timeout_bounds_a_silent_or_trickling_download(fake, mode):
+    with backend(fake.url, timeout=2, retries=2) as engine:
+        fake.configure(**{mode: "/gradio_api/file="})
+        started = time.monotonic()
+        with pytest.raises(ImageError, match=r"no answer within 2 s \(--timeout\)"):
+            engine.predict([scene_rgb(48, 64)])
+        expected = 2 * 2 + 0.4  # two attempts of --timeout, one backoff of at most 0.4 s
+        assert time.monotonic() - started < 3 * expected
+    assert len(fake.log()) == 2
+
+
+def test_replies_above_the_byte_cap_fail_the_image(fake, monkeypatch):
+    monkeypatch.setattr(SpaceBackend, "max_reply_bytes", 1_000_000)
+    fake.configure(pad_bytes=2_000_000)
+    with backend(fake.url) as engine, pytest.raises(ImageError, match="cap of 1_000_000 bytes"):
+        engine.predict([scene_rgb(48, 64)])
+    assert len(fake.log()) == 1  # refused, not retried
+
+
+def test_returned_pictures_above_max_pixels_fail_before_decoding(fake):
+    fake.configure(resize=4.0)  # 256x192 maps for a 64x48 image
+    with backend(fake.url, max_pixels=20_000) as engine:
+        with pytest.raises(ImageError, match=r"gray file: image is 256x192.*--max-pixels"):
+            engine.predict([scene_rgb(48, 64)])
+    assert len(fake.log()) == 1
 
 
 def test_concurrency_and_pacing(fake):
@@ -401,6 +436,33 @@ def test_server_killed_mid_run_then_resume_elsewhere(space, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"skipped {len(done)}" in again.stdout
     assert len(list(out.glob("*.png"))) == 12
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_no_frame_copies_outlive_a_killed_run(fake, tmp_path, signal_name):
+    import signal
+
+    fake.configure(slow=1.0)
+    make_frames(tmp_path / "frames", count=6)
+    out, system_tmp = tmp_path / "out", tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    args = ["generate", tmp_path / "frames", out, "--backend", "space", "--space", fake.url, *FAST]
+    env = {**os.environ, **LOOPBACK_ENV, "TMPDIR": str(system_tmp)}
+    run = subprocess.Popen([sys.executable, "-m", "depthprior", *map(str, args)], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*.png")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the next request is in flight
+    run.send_signal(getattr(signal, signal_name))
+    run.wait(30)
+    assert list(out.glob("*.png")) and run.returncode != 0
+    assert [p.name for p in system_tmp.rglob("*") if p.is_file()] == []
+    if signal_name == "SIGKILL":  # and nothing is left after the next start either
+        fake.configure()
+        again = cli(*args, env={"TMPDIR": str(system_tmp)})
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert [p.name for p in system_tmp.rglob("*") if p.is_file()] == []
 
 
 def test_seed_scripts_against_the_server(fake, tmp_path):

@@ -2,20 +2,24 @@
 
 One request per image: upload a lossless PNG of the image's stored pixels, wait for the Space,
 fetch its two depth files into memory, keep the one with more distinct levels, and hand the
-pipeline a disparity map at the image's size (DESIGN.md, "The demo Space's contract").
+pipeline a disparity map at the image's size.
 
 Shared ZeroGPU Spaces fail often and mostly for a while only, so every request is paced
 (--min-interval), retried with exponential backoff and jitter (--retries attempts), honours the
 wait a quota message names, and a run of consecutive failed images stops the run early (the
 rerun resumes). Permanent faults (unknown Space, missing endpoint, rejected token) end it at
-once with one line. The fault kinds, pacing and stopping live in space_faults.py; reading the
-two returned files as one map in space_output.py.
+once with one line. The fault kinds, pacing and stopping live in space_faults.py; the caps on
+replies and reading the two returned files as one map in space_output.py.
 
-Nothing the Space returns is written to disk: the client runs with download_files=False (its
-own download path leaves an empty folder in the system temp dir per file) and the two depth
-files are read into memory; the slider's two pictures are not fetched at all during generate.
-The upload PNGs live in a private temp folder, each deleted when its request ends, the folder
-on close().
+--timeout is a hard deadline per attempt (connecting, or upload + processing + download), not
+counting time in the Space's queue (up to max_queue_wait); every HTTP request also ends by it,
+whatever trickles in (ReplyGuard). Replies are capped at MAX_REPLY_BYTES, returned pictures at
+--max-pixels before decoding; either fails that image with its reason.
+
+Nothing touches the local disk: the upload PNG is encoded and posted from memory (the server
+gets a reference to its own copy), the client runs with download_files=False (its own download
+path leaves an empty folder in the system temp dir per file) and the two depth files are read
+into memory; the slider's two pictures are not fetched at all during generate.
 """
 
 from __future__ import annotations
@@ -25,8 +29,6 @@ import inspect
 import logging
 import os
 import random
-import shutil
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -41,7 +43,8 @@ import numpy as np
 from ..errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError, first_line
 from .base import Backend, BackendSettings, DepthMap
 from .space_faults import Breaker, Fault, ImageFault, Pacer, format_wait, parse_wait, retry_after, status_code
-from .space_output import choose_depth, describe_array, format_of, single_channel
+from .space_output import (MAX_REPLY_BYTES, ReplyGuard, check_declared_size, choose_depth,
+                           describe_array, format_of, read_capped, single_channel)
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +53,19 @@ ENDPOINT = "/on_submit"
 #: what the public Space runs (its app.py): Depth-Anything-V2-Large at input size 518
 SPACE_MODEL = "depth-anything/Depth-Anything-V2-Large"
 SPACE_INPUT_SIZE = 518
+#: the name the upload carries (the server keeps its suffix)
+UPLOAD_NAME = "upload.png"
 
 
 def _gradio_client() -> SimpleNamespace:
     """gradio_client and the pieces of it this backend uses, imported on first use."""
     try:
         import httpx
-        from gradio_client import Client, handle_file
+        from gradio_client import Client
         from gradio_client import exceptions, utils
     except ImportError:
         raise MissingDependencyError("gradio_client", "space", "the space backend") from None
-    return SimpleNamespace(Client=Client, handle_file=handle_file, httpx=httpx,
+    return SimpleNamespace(Client=Client, httpx=httpx,
                            errors=exceptions, utils=utils)
 
 
@@ -80,10 +85,26 @@ class SpaceResponse:
 
 @dataclass
 class _Pending:
-    """A prepared input: its upload file and its queued request."""
+    """A prepared input: its queued request (the upload PNG lives in memory only)."""
 
-    path: str
     future: concurrent.futures.Future
+
+
+class _Clock:
+    """One attempt's --timeout: a deadline that time in the Space's queue moves on."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def pause(self, seconds: float) -> None:
+        self.deadline += seconds
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def fault(self) -> Fault:
+        return Fault(f"no answer within {self.seconds:g} s (--timeout)", reconnect=True)
 
 
 # ---------------------------------------------------------------- the backend
@@ -102,6 +123,8 @@ class SpaceBackend(Backend):
     #: first backoff and its ceiling, seconds (doubled per attempt, with jitter)
     backoff_base = 1.0
     backoff_max = 60.0
+    #: the most bytes read from one reply (space_output.MAX_REPLY_BYTES)
+    max_reply_bytes = MAX_REPLY_BYTES
 
     @classmethod
     def identity(cls, settings: BackendSettings) -> dict[str, Any]:
@@ -131,7 +154,7 @@ class SpaceBackend(Backend):
         self._generation = 0
         self._stale = False
         self._last: SpaceResponse | None = None
-        self._tmp = tempfile.mkdtemp(prefix="depthprior-space-")
+        self._guard = ReplyGuard(settings.timeout, self.max_reply_bytes)
         # requests run here, queued by prepare() in input order: --concurrency N keeps N in
         # flight whatever the pipeline's batch size (the reader pool prepares ahead)
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -140,8 +163,7 @@ class SpaceBackend(Backend):
             log.info("space: the Hugging Face token is not sent to %s (not a Hugging Face host)",
                      self.public_location)
         try:
-            self._client = self._connect_first()
-            self._api = self._check_endpoint(self._client)
+            self._client, self._api = self._connect_first()
         except BaseException:
             self.close()
             raise
@@ -187,15 +209,31 @@ class SpaceBackend(Backend):
 
     # ------------------------------------------------------------ connection
 
-    def _new_client(self) -> Any:
+    def _connect(self) -> tuple[Any, dict[str, Any]]:
+        """A new client and its /on_submit description, within one --timeout."""
+        clock = _Clock(self.settings.timeout)
+        guard = self._guard.until(clock.deadline)
+        client = None
+        try:
+            client = self._new_client(guard)
+            api = self._check_endpoint(client)
+        except Exception:
+            if client is not None:
+                _close_quietly(client)
+            if clock.expired():
+                raise clock.fault() from None
+            raise
+        guard.deadline = None  # from now on each request has its own --timeout
+        return client, api
+
+    def _new_client(self, guard: ReplyGuard) -> Any:
         gc = self._gc
         parameters = inspect.signature(gc.Client.__init__).parameters
         kwargs: dict[str, Any] = {"verbose": False, "download_files": False}
         if "analytics_enabled" in parameters:
             kwargs["analytics_enabled"] = False
         if "httpx_kwargs" in parameters:
-            timeout = max(self.settings.timeout, 30.0)  # heartbeats arrive every ~15 s
-            kwargs["httpx_kwargs"] = {"timeout": gc.httpx.Timeout(timeout, connect=min(timeout, 30.0))}
+            kwargs["httpx_kwargs"] = {"timeout": self.settings.timeout, "auth": guard}
         token_parameter = "token" if "token" in parameters else "hf_token"
         if not self.sends_token:
             kwargs[token_parameter] = False  # not even the saved or HF_TOKEN one
@@ -211,11 +249,13 @@ class SpaceBackend(Backend):
         host = (urllib.parse.urlsplit(self.location).hostname or "").lower()
         return host in ("huggingface.co", "hf.space") or host.endswith((".hf.space", ".huggingface.co"))
 
-    def _connect_first(self) -> Any:
+    def _connect_first(self) -> tuple[Any, dict[str, Any]]:
         last: Fault | None = None
         for attempt in range(1, self.attempts + 1):
             try:
-                return self._new_client()
+                return self._connect()
+            except (UsageError, BackendUnavailable):  # the endpoint check's verdicts
+                raise
             except Exception as error:  # noqa: BLE001 - sorted into permanent and transient
                 fault = self._connect_fault(error)
             last = fault
@@ -283,8 +323,7 @@ class SpaceBackend(Backend):
                 self._client = None
                 if old is not None:
                     _close_quietly(old)
-                self._client = self._new_client()  # faults here count as a failed attempt
-                self._check_endpoint(self._client)
+                self._client, _ = self._connect()  # faults here count as a failed attempt
                 self._generation += 1
                 self._stale = False
             return self._client, self._generation
@@ -297,8 +336,8 @@ class SpaceBackend(Backend):
     # ------------------------------------------------------------ pipeline stages
 
     def prepare(self, image: np.ndarray) -> "_Pending":
-        """Write a lossless PNG of the stored pixels (no EXIF: the Space sees the same array)
-        and queue its request; infer_each collects the outcome.
+        """Encode a lossless PNG of the stored pixels in memory (no EXIF: the Space sees the
+        same array) and queue its request; infer_each collects the outcome.
 
         Queuing here, in the pipeline's reader pool, is what lets --concurrency N keep N
         requests in flight with any batch size; with the default of 1 they run one by one,
@@ -310,13 +349,9 @@ class SpaceBackend(Backend):
                                   [cv2.IMWRITE_PNG_COMPRESSION, 3])
         if not ok:
             raise ImageError("PNG encoding for the upload failed")
-        handle, path = tempfile.mkstemp(prefix="upload-", suffix=".png", dir=self._tmp)
-        with os.fdopen(handle, "wb") as out:
-            out.write(buffer.tobytes())
         try:
-            return _Pending(path, self._pool.submit(self._outcome, path))
+            return _Pending(self._pool.submit(self._outcome, buffer.tobytes()))
         except RuntimeError:  # the pool is shut down: the backend was closed
-            _unlink(path)
             raise BackendUnavailable("the space backend was closed") from None
 
     def batch_key(self, prepared: Any) -> Any:
@@ -363,10 +398,10 @@ class SpaceBackend(Backend):
 
     # ------------------------------------------------------------ one request, retried
 
-    def _outcome(self, path: str) -> SpaceResponse | Exception:
-        """One image's request with its retries; the upload file is deleted when it ends."""
+    def _outcome(self, png: bytes) -> SpaceResponse | Exception:
+        """One image's request with its retries, as a response or the error to report."""
         try:
-            return self._request(path)
+            return self._request(png)
         except BackendUnavailable as error:
             self._breaker.stop(error)  # queued requests fail at once instead of trying again
             return error
@@ -374,10 +409,8 @@ class SpaceBackend(Backend):
             return error
         except Exception as error:  # noqa: BLE001 - never lose an outcome in the pool
             return ImageError(self._scrub(f"{type(error).__name__}: {first_line(error)}"))
-        finally:
-            _unlink(path)
 
-    def _request(self, path: str) -> SpaceResponse:
+    def _request(self, png: bytes) -> SpaceResponse:
         last: Fault | None = None
         for attempt in range(1, self.attempts + 1):
             self._breaker.check()
@@ -386,7 +419,7 @@ class SpaceBackend(Backend):
             generation = -1
             try:
                 client, generation = self._current_client()
-                response = self._attempt(client, path)
+                response = self._attempt(client, png, _Clock(self.settings.timeout))
             except (BackendUnavailable, MissingDependencyError, UsageError) as error:
                 if isinstance(error, UsageError):  # the server changed under us
                     raise BackendUnavailable(str(error)) from None
@@ -417,10 +450,21 @@ class SpaceBackend(Backend):
         self._breaker.failure(str(last))
         raise ImageError(reason)
 
-    def _attempt(self, client: Any, path: str) -> SpaceResponse:
-        job = client.submit(self._gc.handle_file(path), api_name=ENDPOINT)
+    def _attempt(self, client: Any, png: bytes, clock: _Clock) -> SpaceResponse:
+        """Upload, process and download within one --timeout (queue time aside)."""
         try:
-            result = self._wait_for(job)
+            return self._exchange(client, png, clock)
+        except (Fault, ImageFault, BackendUnavailable):
+            raise
+        except Exception:
+            if clock.expired():  # a request cut off at the deadline fails in its own words
+                raise clock.fault() from None
+            raise
+
+    def _exchange(self, client: Any, png: bytes, clock: _Clock) -> SpaceResponse:
+        job = client.submit(self._upload(client, png, clock), api_name=ENDPOINT)
+        try:
+            result = self._wait_for(job, clock)
         except BaseException:
             try:
                 job.cancel()
@@ -432,8 +476,8 @@ class SpaceBackend(Backend):
                                      f"{type(result).__name__} instead of (slider, gray file, raw file)")
         slider, gray_ref, raw_ref = result
         files: dict[str, dict[str, Any]] = {}
-        gray = self._fetch(client, gray_ref, "gray", files)
-        raw = self._fetch(client, raw_ref, "raw", files)
+        gray = self._fetch(client, gray_ref, "gray", files, clock)
+        raw = self._fetch(client, raw_ref, "raw", files, clock)
         gray, raw = single_channel(gray), single_channel(raw)
         if gray.shape != raw.shape:
             raise Fault(f"the gray ({gray.shape[1]}x{gray.shape[0]}) and raw "
@@ -442,10 +486,26 @@ class SpaceBackend(Backend):
             raise Fault(f"the Space returned a blank map (constant {gray.max()})")
         return SpaceResponse(gray, raw, files, slider)
 
-    def _wait_for(self, job: Any) -> Any:
-        """The job's result; --timeout counts time outside the Space's queue."""
+    def _upload(self, client: Any, png: bytes, clock: _Clock) -> dict[str, Any]:
+        """Post the PNG from memory; the reference to the server's copy goes into the job.
+
+        The reference carries no "meta" key on purpose: gradio_client would take it for a local
+        file and upload it again.
+        """
+        response = self._gc.httpx.post(
+            client.upload_url, files=[("files", (UPLOAD_NAME, png, "image/png"))],
+            headers=client.headers, cookies=client.cookies,
+            verify=getattr(client, "ssl_verify", True), auth=self._guard.until(clock.deadline))
+        response.raise_for_status()
+        paths = response.json()
+        if not isinstance(paths, list) or not paths or not isinstance(paths[0], str):
+            raise Fault(f"the Space's upload answered {first_line(str(paths))[:80]!r}, not a file path")
+        return {"path": paths[0], "orig_name": UPLOAD_NAME}
+
+    def _wait_for(self, job: Any, clock: _Clock) -> Any:
+        """The job's result; the --timeout clock stops while the job waits in the queue."""
         status_enum = self._gc.utils.Status
-        active = queued = 0.0
+        queued = 0.0
         last = time.monotonic()
         reported = 0.0
         while True:
@@ -460,20 +520,19 @@ class SpaceBackend(Backend):
             status = job.status()
             if status.code == status_enum.IN_QUEUE:
                 queued += step
+                clock.pause(step)
                 if queued - reported >= 30:
                     reported = queued
                     log.info("space: waiting in the Space's queue (position %s, eta %s s)",
                              status.rank, None if status.eta is None else round(status.eta))
-            else:
-                active += step
-            if active > self.settings.timeout:
-                raise Fault(f"no answer within {self.settings.timeout:g} s (--timeout)",
-                             reconnect=True)
+            if clock.expired():
+                raise clock.fault()
             if queued > self.max_queue_wait:
                 raise Fault(f"waited {queued:.0f} s in the Space's queue")
 
-    def _fetch(self, client: Any, ref: Any, label: str, files: dict[str, dict[str, Any]]) -> np.ndarray:
-        """One returned file, read into memory and decoded (nothing lands on disk)."""
+    def _fetch(self, client: Any, ref: Any, label: str, files: dict[str, dict[str, Any]],
+               clock: _Clock) -> np.ndarray:
+        """One returned file, read into memory within the caps and decoded (nothing on disk)."""
         path = ref.get("path") if isinstance(ref, dict) else ref
         if not path or not isinstance(path, str):
             raise Fault(f"the Space returned no {label} file")
@@ -484,12 +543,14 @@ class SpaceBackend(Backend):
         else:
             url = client.src_prefixed + "file=" + urllib.parse.quote(path, safe="/")
             own = True
-        response = self._gc.httpx.get(  # credentials only to the server itself
-            url, headers=client.headers if own else {}, cookies=client.cookies if own else {},
-            follow_redirects=True, verify=getattr(client, "ssl_verify", True),
-            timeout=max(self.settings.timeout, 30.0))
-        response.raise_for_status()
-        data = response.content
+        with self._gc.httpx.stream(  # credentials only to the server itself
+                "GET", url, headers=client.headers if own else {},
+                cookies=client.cookies if own else {}, follow_redirects=True,
+                verify=getattr(client, "ssl_verify", True),
+                auth=self._guard.until(clock.deadline)) as response:
+            response.raise_for_status()
+            data = read_capped(response, self.max_reply_bytes)
+        check_declared_size(data, label, self.settings.max_pixels)
         array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
             raise Fault(f"the {label} file could not be decoded ({len(data)} bytes)")
@@ -609,7 +670,7 @@ class SpaceBackend(Backend):
         for name, ref in zip(("image", "coloured depth"), refs):
             facts: dict[str, dict[str, Any]] = {}
             try:
-                self._fetch(client, ref, name, facts)
+                self._fetch(client, ref, name, facts, _Clock(self.settings.timeout))
                 info = facts[name]
                 parts.append(f"{name}: {info['format']} {info['size']}, {info['channels']} "
                              f"channel(s), {info['dtype']}")
@@ -624,7 +685,7 @@ class SpaceBackend(Backend):
             client, self._client = self._client, None
         if client is not None:
             _close_quietly(client)
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._guard.abort_all()  # no request of ours or gradio_client's outlives the backend
 
 
 # ---------------------------------------------------------------- helpers
@@ -641,13 +702,6 @@ def _render_api(api: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _close_quietly(client: Any) -> None:

@@ -1,19 +1,43 @@
-"""What the demo Space returns, read as one disparity map.
+"""What the demo Space returns, read within caps and as one disparity map.
 
-/on_submit answers with an 8-bit gray file and a "16-bit raw" file of the same disparity
-(DESIGN.md, "The demo Space's contract"); choose_depth keeps whichever holds more distinct
-levels and says why.
+Every HTTP exchange with the server (gradio_client's and the backend's own) goes through a
+ReplyGuard: at most MAX_REPLY_BYTES per reply (per event on the event streams) and, outside
+the long-lived event streams, a hard deadline that no byte trickle extends. A returned picture
+is sized from its header and held to --max-pixels before it is decoded.
+
+/on_submit answers with an 8-bit gray file and a "16-bit raw" file of the same disparity;
+choose_depth keeps whichever holds more distinct levels and says why.
 """
 
 from __future__ import annotations
 
+import io
+import socket
+import struct
+import threading
+import time
+import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
+from ..errors import ImageError
+from ..images import check_pixels
 from ..store import count_levels
-from .space_faults import Fault
+from .space_faults import Fault, ImageFault
+
+try:
+    import httpx
+except ImportError:  # the backend reports the missing gradio_client (and httpx) on use
+    httpx = None
+
+#: the most bytes read from one reply of the server: a file, a page, one event of a stream
+MAX_REPLY_BYTES = 256 * 1024 * 1024
+#: silence allowed on the event streams that span the queue (the server beats every ~15 s)
+STREAM_SILENCE = 60.0
+#: GET paths of the long-lived event streams: their time is the queue's, bounded elsewhere
+_STREAM_PATHS = ("/queue/data", "/heartbeat/")
 
 
 @dataclass
@@ -116,3 +140,161 @@ def format_of(data: bytes) -> str:
     if data.startswith(b"\xff\xd8"):
         return "JPEG"
     return "unknown format"
+
+
+# ---------------------------------------------------------------- caps on every reply
+
+
+class ReplyTooLarge(ImageFault):
+    """A reply above MAX_REPLY_BYTES: this image fails, nothing more is read."""
+
+
+class ReplyGuard(httpx.Auth if httpx is not None else object):
+    """Byte cap and hard deadline for every request made with auth=guard.
+
+    Not authentication: the auth hook is the one httpx extension point that both the module
+    functions and httpx.Client take, so gradio_client's requests pass through it too. Each
+    request gets `seconds` (or less, up to `deadline`) from its start to its last byte; at that
+    moment its socket is shut down, which ends a silent or drip-feeding reply. abort_all()
+    ends every open connection (close()).
+    """
+
+    def __init__(self, seconds: float, max_bytes: int, deadline: float | None = None,
+                 sockets: "weakref.WeakSet[socket.socket] | None" = None):
+        self.seconds = seconds
+        self.max_bytes = max_bytes
+        self.deadline = deadline  # absolute time.monotonic(), for a whole exchange
+        self._sockets = sockets if sockets is not None else weakref.WeakSet()
+
+    def until(self, deadline: float) -> "ReplyGuard":
+        """The same caps, every request also ending by `deadline`."""
+        return ReplyGuard(self.seconds, self.max_bytes, deadline, self._sockets)
+
+    def abort_all(self) -> None:
+        for sock in list(self._sockets):
+            _shut(sock)
+
+    def auth_flow(self, request: Any) -> Iterator[Any]:
+        streaming = request.method == "GET" and any(p in request.url.path for p in _STREAM_PATHS)
+        limit = None if streaming else self._limit()
+        watch = _Watch(limit, self._sockets)
+        silence = max(self.seconds, STREAM_SILENCE) if streaming else limit
+        request.extensions = {**request.extensions, "trace": watch.trace, "timeout": {
+            "connect": silence, "read": silence, "write": silence, "pool": silence}}
+        response = yield request
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            watch.release()
+            raise ReplyTooLarge(f"the server's reply declares {int(declared):_d} bytes, above the "
+                                f"cap of {self.max_bytes:_d} bytes")
+        response.stream = _CappedStream(response.stream, self.max_bytes, streaming, watch)
+
+    def _limit(self) -> float:
+        limit = self.seconds
+        if self.deadline is not None:
+            limit = min(limit, self.deadline - time.monotonic())
+        return max(limit, 0.001)
+
+
+class _Watch:
+    """One request's socket: shut down at its deadline, released when the reply is read."""
+
+    def __init__(self, limit: float | None, sockets: "weakref.WeakSet[socket.socket]"):
+        self.limit = limit
+        self.expired = False
+        self._sockets = sockets
+        self._socket: socket.socket | None = None
+        self._timer: threading.Timer | None = None
+        if limit is not None:
+            self._timer = threading.Timer(limit, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith("connect_tcp.complete") and info.get("return_value") is not None:
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                self._socket = sock
+                self._sockets.add(sock)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self._socket is not None:
+            _shut(self._socket)
+
+    def release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._socket is not None:
+            self._sockets.discard(self._socket)
+
+
+class _CappedStream(httpx.SyncByteStream if httpx is not None else object):
+    """A response body that stops at max_bytes (per event on an event stream)."""
+
+    def __init__(self, inner: Any, max_bytes: int, per_event: bool, watch: _Watch):
+        self._inner, self._max, self._per_event, self._watch = inner, max_bytes, per_event, watch
+
+    def __iter__(self) -> Iterator[bytes]:
+        held = 0
+        try:
+            for chunk in self._inner:
+                boundary = chunk.rfind(b"\n\n") if self._per_event else -1
+                held = len(chunk) - boundary - 2 if boundary >= 0 else held + len(chunk)
+                if held > self._max:
+                    raise self._too_large()
+                yield chunk
+        except httpx.TransportError:
+            if self._watch.expired:
+                raise httpx.ReadTimeout(f"no complete reply within {self._watch.limit:g} s") from None
+            raise
+
+    def _too_large(self) -> Exception:
+        if self._per_event:  # gradio_client ends a broken event stream quietly: the job fails
+            return httpx.RemoteProtocolError(f"an event above {self._max:_d} bytes")
+        return ReplyTooLarge(f"the server's reply exceeds the cap of {self._max:_d} bytes")
+
+    def close(self) -> None:
+        self._watch.release()
+        self._inner.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def read_capped(response: Any, max_bytes: int) -> bytearray:
+    """The body of a streamed response, refused beyond max_bytes (one copy in memory)."""
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) > max_bytes:
+            raise ReplyTooLarge(f"the server's reply exceeds the cap of {max_bytes:_d} bytes")
+    return data
+
+
+def check_declared_size(data: bytes | bytearray, label: str, max_pixels: int | None) -> None:
+    """ImageFault when the picture's header declares more than max_pixels (nothing decoded)."""
+    try:
+        width, height = declared_size(data)
+        check_pixels(width, height, max_pixels)
+    except ImageError as error:
+        raise ImageFault(f"the Space's {label} file: {error}") from None
+
+
+def declared_size(data: bytes | bytearray) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR, or from PIL's lazy open for other formats."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return struct.unpack(">II", bytes(data[16:24]))
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            return picture.size
+    except Image.DecompressionBombError as error:  # PIL's own cap, above twice its default
+        raise ImageError(f"image is too large to open: {error}") from None
+    except Exception as error:  # noqa: BLE001 - any unreadable header
+        raise ImageError(f"unreadable picture header ({type(error).__name__})") from None

@@ -56,7 +56,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     remote.add_argument("--concurrency", type=positive_int, default=_DEFAULTS.concurrency,
                         help="requests in flight (for your own server; default sequential)")
     remote.add_argument("--timeout", type=float, default=_DEFAULTS.timeout,
-                        help="seconds to wait for one response")
+                        help="seconds per attempt, a hard deadline; queue time aside (<= 30 min); replies > 256 MiB refused")
 
 
 def backend_settings(args: argparse.Namespace) -> BackendSettings:
