@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from depthprior import store
+from depthprior.manifest import ImageRecord, Manifest
 from depthprior.align import align
-from depthprior.errors import UnsafePathError, UsageError
+from depthprior.errors import UsageError
 from depthprior.export import coolermap_stems, export_dn_splatter, export_nerfstudio
 from scenes import look_at, make_scene, write_colmap_text
 
@@ -200,12 +201,12 @@ def test_dn_splatter_layout_units_and_alignment(scene, tmp_path):
     # a manifest as generate writes it for a metric model: raw values are 1/metres
     depths = tmp_path / "depths"
     shutil.copytree(scene.depths, depths)
-    manifest = store.Manifest(root=depths)
+    manifest = Manifest(root=depths)
     for name in scene.names:
         a = 65536.0 / scene.true_scale[name]  # png = a * inv + b
         b = -scene.true_offset[name] * a
-        manifest.images[name] = {"status": "ok", "stem": scene.key(name), "raw_kind": "inverse_depth",
-                                 "raw_min": -b / a, "raw_max": (65535 - b) / a}
+        manifest.images[name] = ImageRecord(status="ok", stem=scene.key(name), raw_kind="inverse_depth",
+                                            raw_min=-b / a, raw_max=(65535 - b) / a)
     manifest.save()
     (tmp_path / "data" / "images").mkdir(parents=True)
     summary = export_dn_splatter(depths, scene.sparse, tmp_path / "data")

@@ -16,15 +16,8 @@ from conftest import TEST_INPUT_SIZE, run_cli
 from depthprior import generate
 from depthprior.backends import Backend, BackendSettings, DepthMap
 from depthprior.errors import UsageError
-from depthprior.store import (
-    MANIFEST_NAME,
-    Manifest,
-    ManifestError,
-    OutputLock,
-    encode_inverse_depth,
-    encode_png16,
-    read_png16,
-)
+from depthprior.manifest import MANIFEST_NAME, Manifest, ManifestError
+from depthprior.store import OutputLock, encode_inverse_depth, encode_png16, read_png16
 from depthprior.verify import verify
 from synth import build_tiny_model, make_frames, scene_rgb, write_image
 
@@ -286,7 +279,7 @@ def test_a_map_constant_up_to_rounding_is_flagged_and_fails_verify(tmp_path):
     summary = generate(frames, tmp_path / "out", backend=engine, progress=False)
     assert set(summary.flagged) == {"frame_0000.jpg", "frame_0001.jpg"}
     record = Manifest.load(tmp_path / "out").images["frame_0000.jpg"]
-    assert record["flags"] == ["constant"]
+    assert record.flags == ["constant"]
     assert not read_png16(tmp_path / "out" / "frame_0000.png").any()
     result = run_cli("verify", tmp_path / "out", "--all")
     assert result.returncode == 1 and "constant" in result.stdout

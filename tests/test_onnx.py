@@ -20,7 +20,8 @@ from depthprior import generate  # noqa: E402
 from depthprior.backends import BackendSettings, create_backend  # noqa: E402
 from depthprior.errors import ImageError, ModelLoadError, UsageError  # noqa: E402
 from depthprior.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
-from depthprior.store import Manifest, read_png16  # noqa: E402
+from depthprior.manifest import Manifest  # noqa: E402
+from depthprior.store import read_png16  # noqa: E402
 from reference import reference_position_resize  # noqa: E402
 from synth import make_frames, scene_rgb, write_image  # noqa: E402
 
@@ -105,7 +106,7 @@ def test_generate_cli_with_onnx_matches_torch_pngs(tiny_onnx, tiny_model, tmp_pa
     assert manifest.identity["model"] == str(tiny_model.resolve())
     assert manifest.backend["model_output"] == "disparity" and manifest.backend["device"] == "cpu"
     assert manifest.backend["providers"] == ["CPUExecutionProvider"]
-    assert all(r["raw_kind"] == "disparity" for _, r in manifest.iter_ok())
+    assert all(r.raw_kind == "disparity" for _, r in manifest.iter_ok())
 
 
 def test_resume_follows_the_file_contents(tiny_onnx, tmp_path):

@@ -11,7 +11,8 @@ from depthprior.backends import BackendSettings, create_backend
 from depthprior.backends.preprocess import PREPROCESSING_VERSION
 from depthprior.errors import UsageError
 from depthprior.images import decode_rgb
-from depthprior.store import Manifest, decode_inverse_depth, read_png16
+from depthprior.manifest import Manifest
+from depthprior.store import decode_inverse_depth, read_png16
 from synth import make_frames, scene_rgb, write_image
 
 
@@ -34,12 +35,12 @@ def test_outputs_follow_the_contract(tmp_path, tiny_model):
         assert png.dtype == np.uint16 and png.shape == image.shape[:2]
         assert png.min() == 0 and png.max() == 65535
         record = manifest.images[name]
-        assert record["outputs"] == [f"{stem}.png"] and record["raw_kind"] == "disparity"
+        assert record.outputs == [f"{stem}.png"] and record.raw_kind == "disparity"
         expected = engine.predict([image])[0].values
-        decoded = decode_inverse_depth(png, record["raw_min"], record["raw_max"])
+        decoded = decode_inverse_depth(png, record.raw_min, record.raw_max)
         span = expected.max() - expected.min()
         assert np.abs(decoded - expected).max() <= 1e-4 * span + 1e-6
-        assert record["levels"] > 256 and record["source"] == "model"
+        assert record.levels > 256 and record.source == "model"
     assert manifest.backend["model_output"] == "disparity"
     weights = manifest.identity.pop("weights")
     assert weights.startswith("sha256:") and len(weights) == len("sha256:") + 64
@@ -98,7 +99,7 @@ def test_bad_files_fail_alone(tmp_path, tiny_model):
     assert set(summary.failed) == {"empty.jpg", "text.png", "truncated.jpg"}
     assert "empty" in summary.failed["empty.jpg"]
     manifest = Manifest.load(tmp_path / "out")
-    assert manifest.images["truncated.jpg"]["status"] == "failed"
+    assert manifest.images["truncated.jpg"].status == "failed"
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["frame_0000.png", "frame_0001.png"]
 
 
@@ -110,10 +111,10 @@ def test_npy_and_metric_models(tmp_path, tiny_metric_model):
     depth = np.load(tmp_path / "out" / "frame_0000.npy")
     png = read_png16(tmp_path / "out" / "frame_0000.png")
     record = Manifest.load(tmp_path / "out").images["frame_0000.jpg"]
-    assert record["raw_kind"] == "inverse_depth" and record["npy_kind"] == "depth"
+    assert record.raw_kind == "inverse_depth" and record.npy_kind == "depth"
     assert depth.dtype == np.float32 and depth.shape == png.shape and depth.min() > 0
-    inverse = decode_inverse_depth(png, record["raw_min"], record["raw_max"])
-    assert np.allclose(inverse, 1.0 / depth, atol=(record["raw_max"] - record["raw_min"]) / 65535)
+    inverse = decode_inverse_depth(png, record.raw_min, record.raw_max)
+    assert np.allclose(inverse, 1.0 / depth, atol=(record.raw_max - record.raw_min) / 65535)
     assert png.flat[np.argmin(depth)] == 65535  # nearest point is brightest
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from depthprior.errors import UsageError
+from depthprior.manifest import ImageRecord, Manifest
 from depthprior.store import (
     TMP_MARK,
-    Manifest,
     decode_inverse_depth,
     encode_inverse_depth,
     read_png16,
@@ -66,7 +66,7 @@ def test_stale_temporaries_removed(tmp_path):
 
 def test_manifest_round_trip_and_differences(tmp_path):
     manifest = Manifest(root=tmp_path, identity={"backend": "torch", "model": "m", "input_size": 518})
-    manifest.images["a.jpg"] = {"status": "ok", "stem": "a", "outputs": ["a.png"]}
+    manifest.images["a.jpg"] = ImageRecord(status="ok", stem="a", outputs=["a.png"])
     manifest.save()
     data = json.loads((tmp_path / "depthprior.json").read_text())
     assert data["format"] == "depthprior-manifest" and "decode" in data["convention"]

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import TEST_INPUT_SIZE
 from depthprior.backends import BackendSettings, create_backend
-from depthprior.store import MANIFEST_NAME, read_png16
+from depthprior.manifest import MANIFEST_NAME
+from depthprior.store import read_png16
 from reference import reference_position_resize
 from synth import make_frames
 

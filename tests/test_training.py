@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from depthprior import store
+from depthprior.manifest import MANIFEST_NAME, ImageRecord, Manifest
 from depthprior.errors import UnsafePathError, UsageError
 from depthprior.training import (
     DepthPriors,
@@ -31,18 +32,18 @@ from depthprior.training import (
 
 def write_priors(root: Path, maps: dict[str, np.ndarray], failed: tuple[str, ...] = ()) -> Path:
     """Exactly what generate writes: encode_inverse_depth + write_png16 + a Manifest."""
-    manifest = store.Manifest(root=root, identity={"backend": "test"})
+    manifest = Manifest(root=root, identity={"backend": "test"})
     for name, values in maps.items():
         stem = str(Path(name).with_suffix("").as_posix())
         encoded = store.encode_inverse_depth(values.astype(np.float32), "disparity")
         store.write_png16(root / f"{stem}.png", encoded.png)
-        manifest.images[name] = {
-            "status": "ok", "stem": stem, "width": values.shape[1], "height": values.shape[0],
-            "raw_min": encoded.raw_min, "raw_max": encoded.raw_max,
-        }
+        manifest.images[name] = ImageRecord(
+            status="ok", stem=stem, width=values.shape[1], height=values.shape[0],
+            raw_min=encoded.raw_min, raw_max=encoded.raw_max,
+        )
     for name in failed:
         stem = str(Path(name).with_suffix("").as_posix())
-        manifest.images[name] = {"status": "failed", "stem": stem, "error": "decode error"}
+        manifest.images[name] = ImageRecord(status="failed", stem=stem, error="decode error")
     manifest.save()
     return root
 
@@ -360,13 +361,13 @@ def test_params_keys_outside_the_depth_folder_are_refused(key, tmp_path):
 
 def test_manifest_stems_outside_the_depth_folder_are_refused(tmp_path):
     root = write_priors(tmp_path / "depths", {"a.jpg": ramp()})
-    manifest = json.loads((root / store.MANIFEST_NAME).read_text())
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
     for name, stem in (("evil.jpg", "../evil"), ("../../evil.jpg", None), ("x.jpg", "/etc/x")):
         record = {**manifest["images"]["a.jpg"], "stem": stem}
         if stem is None:
             del record["stem"]
         broken = {**manifest, "images": {**manifest["images"], name: record}}
-        (root / store.MANIFEST_NAME).write_text(json.dumps(broken))
+        (root / MANIFEST_NAME).write_text(json.dumps(broken))
         with pytest.raises(UsageError, match=re.escape(repr(name))):
             DepthPriors(root)
 

@@ -24,6 +24,7 @@ Two estimators:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -41,7 +42,10 @@ from .colmap import ModelImage, SparseModel, read_model
 from .images import image_key, stored_size
 from .priorset import SCALE_BAND
 from .errors import DepthpriorError, ImageError, UsageError
-from .store import MANIFEST_NAME, atomic_write_bytes, depth_pngs, read_png16
+from .manifest import Manifest, ManifestError
+from .store import atomic_write_bytes, depth_pngs, read_png16
+
+log = logging.getLogger(__name__)
 
 METHODS = ("robust", "mad")
 PNG_SCALE = 65536.0  # trainers read png / 2**16
@@ -762,12 +766,9 @@ def _write(summary: AlignSummary, sparse: Path, depths: Path, images_dir: Path |
 
 def _manifest_backend(depths: Path) -> dict[str, Any] | None:
     """What made the depth maps, if the folder has a depthprior manifest (optional)."""
-    path = depths / MANIFEST_NAME
-    if not path.is_file():
-        return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = Manifest.load(depths)
+    except ManifestError as error:  # the fit does not need it: say so and go on
+        log.warning("%s", error)
         return None
-    backend = data.get("backend") if isinstance(data, dict) else None
-    return backend if isinstance(backend, dict) else None
+    return manifest.backend if manifest is not None else None

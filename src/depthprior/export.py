@@ -49,7 +49,14 @@ import numpy as np
 from .errors import ImageError, UsageError
 from .images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, posix_name, safe_join
 from .priorset import PriorSet
-from .store import PNG_MAX, atomic_write_bytes, read_png16, write_npy, write_png16
+from .store import (
+    TRAINER_SCALE,
+    atomic_write_bytes,
+    decode_inverse_depth,
+    read_png16,
+    write_npy,
+    write_png16,
+)
 
 
 PARAMS_NAME = "depth_params.json"
@@ -141,16 +148,14 @@ def aligned_depth(priors: PriorSet, name: str, size: tuple[int, int]) -> tuple[n
 
 def unaligned_depth_mm(priors: PriorSet, name: str, size: tuple[int, int]) -> np.ndarray:
     """(H, W) float32: 1000 / (the prior's raw inverse depth), 0 where that is <= 0."""
-    png = read_png16(priors.path(name))
-    record = priors.record(name) or {}
-    unit = png.astype(np.float32) / np.float32(PNG_MAX)
-    if unit.shape != size:
-        unit = cv2.resize(unit, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    if "raw_min" in record and "raw_max" in record:
-        low, high = float(record["raw_min"]), float(record["raw_max"])
-        raw = low + unit.astype(np.float64) * (high - low)
+    png = read_png16(priors.path(name)).astype(np.float32)
+    if png.shape != size:
+        png = cv2.resize(png, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    record = priors.record(name)
+    if record is not None and record.ok and record.decodable:
+        raw = decode_inverse_depth(png, record.raw_min, record.raw_max).astype(np.float64)
     else:  # no manifest: the normalised values, as 3DGS reads them
-        raw = unit.astype(np.float64) * (PNG_MAX / 65536.0)
+        raw = png.astype(np.float64) / TRAINER_SCALE
     depth = np.zeros(size, dtype=np.float64)
     np.divide(1000.0, raw, out=depth, where=raw > 0)
     return depth.astype(np.float32)

@@ -24,14 +24,11 @@ from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class
 from .backends.base import FATAL_ERRORS, DepthMap
 from .errors import BackendUnavailable, ImageError, UsageError, first_line
 from .images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
+from .manifest import ImageRecord, Manifest, ManifestError, ThrottledSaver, output_files
 from .store import (
-    Manifest,
-    ManifestError,
     OutputLock,
-    ThrottledSaver,
     check_writable,
     encode_inverse_depth,
-    output_files,
     remove_stale_temporaries,
     write_npy,
     write_png16,
@@ -149,7 +146,7 @@ def generate(
                           repaired=dict(plan.damaged), ignored={**found.skipped, **found.loops})
         start = time.perf_counter()
         for name, reason in plan.unwritable.items():
-            _record(plan.manifest, summary, name, _failure(reason))
+            _record(plan.manifest, summary, name, ImageRecord.failed(reason))
         if plan.todo:
             engine = loaded or backend_type(settings)
             try:
@@ -350,7 +347,7 @@ def _run(
                 pending.append(writers.submit(_write, engine, plan.manifest.root, entry, outcome, fmt))
             for entry in batch:
                 if entry.error is not None:
-                    pending.append(_done_future((entry.item.name, _failure(entry.error))))
+                    pending.append(_done_future((entry.item.name, ImageRecord.failed(entry.error))))
             collect(block_until=window)
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -434,18 +431,18 @@ def _load(engine: Backend, item: ImageItem) -> _Loaded:
         return _Loaded(item, error=f"{type(error).__name__}: {error}")
 
 
-def _write(engine: Backend, root: Path, entry: _Loaded, outcome: Any, fmt: str) -> tuple[str, dict]:
+def _write(engine: Backend, root: Path, entry: _Loaded, outcome: Any, fmt: str) -> tuple[str, ImageRecord]:
     name = entry.item.name
     if isinstance(outcome, BaseException):
-        return name, _failure(first_line(outcome))
+        return name, ImageRecord.failed(first_line(outcome))
     try:
         depth = engine.finish(outcome, entry.height, entry.width)
         return name, _write_outputs(root, entry.item, depth, fmt)
     except Exception as error:  # noqa: BLE001
-        return name, _failure(first_line(error))
+        return name, ImageRecord.failed(first_line(error))
 
 
-def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> dict[str, Any]:
+def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> ImageRecord:
     height, width = depth.values.shape
     encoded = encode_inverse_depth(depth.values, depth.kind)
     outputs = output_files(item.stem, fmt)
@@ -455,25 +452,24 @@ def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> di
             write_png16(path, encoded.png)
         else:
             write_npy(path, depth.values)
-    flags = ["constant"] if encoded.constant else []
     levels = encoded.levels if depth.levels is None else min(encoded.levels, depth.levels)
-    return {
-        "status": "ok",
-        "stem": item.stem,
-        "outputs": outputs,
-        "width": width,
-        "height": height,
-        "raw_min": encoded.raw_min,
-        "raw_max": encoded.raw_max,
-        "raw_kind": encoded.raw_kind,
-        "npy_kind": depth.kind if fmt in ("npy", "both") else None,
-        "source": depth.source,
-        "source_levels": depth.levels,
-        "levels": levels,
-        "precision_bits": round(float(np.log2(max(levels, 1))), 2),
-        "flags": flags,
-        "notes": list(depth.notes),
-    }
+    return ImageRecord(
+        status="ok",
+        stem=item.stem,
+        outputs=outputs,
+        width=width,
+        height=height,
+        raw_min=encoded.raw_min,
+        raw_max=encoded.raw_max,
+        raw_kind=encoded.raw_kind,
+        npy_kind=depth.kind if fmt in ("npy", "both") else None,
+        source=depth.source,
+        source_levels=depth.levels,
+        levels=levels,
+        precision_bits=round(float(np.log2(max(levels, 1))), 2),
+        flags=["constant"] if encoded.constant else [],
+        notes=list(depth.notes),
+    )
 
 
 def _save_manifest(manifest: Manifest) -> str | None:
@@ -483,21 +479,17 @@ def _save_manifest(manifest: Manifest) -> str | None:
     return saver.error
 
 
-def _failure(reason: str) -> dict[str, Any]:
-    return {"status": "failed", "error": reason}
-
-
 def _done_future(value: Any) -> Future:
     future: Future = Future()
     future.set_result(value)
     return future
 
 
-def _record(manifest: Manifest, summary: Summary, name: str, record: dict[str, Any]) -> None:
+def _record(manifest: Manifest, summary: Summary, name: str, record: ImageRecord) -> None:
     manifest.images[name] = record
-    if record["status"] == "ok":
+    if record.ok:
         summary.done += 1
-        if "constant" in record["flags"]:
+        if record.constant:
             summary.flagged[name] = "constant prediction: written as all zeros, not usable as a prior"
     else:
-        summary.failed[name] = record["error"]
+        summary.failed[name] = record.error or "failed"

@@ -41,7 +41,8 @@ import numpy as np
 
 from .errors import DepthpriorError, UnsafePathError, UsageError
 from .images import image_key, posix_name, safe_join
-from .store import Manifest, depth_pngs, read_png16
+from .manifest import ImageRecord, Manifest
+from .store import depth_pngs, read_png16
 
 #: 3DGS keeps an image when 0.2 * median <= scale <= 5 * median
 SCALE_BAND = (0.2, 5.0)
@@ -160,16 +161,16 @@ class PriorSet:
                        else None)
         self.manifest = Manifest.load(self.root)
         self._files: dict[str, Path] = {}  # stem -> png
-        self._records: dict[str, dict[str, Any]] = {}  # stem -> manifest record
+        self._records: dict[str, ImageRecord] = {}  # stem -> manifest record
         self._status: dict[str, str] = {}  # stem -> manifest status when not ok
         self._aliases: dict[str, str] = {}  # any accepted spelling -> stem
         if self.manifest is not None:
             for name, record in self.manifest.images.items():
-                stem = posix_name(str(record.get("stem") or image_key(name)))
+                stem = posix_name(record.stem or image_key(name))
                 self._files[stem] = _inside(self.root, stem, f"{self.manifest.path} image {name!r}")
                 self._records[stem] = record
-                if record.get("status") != "ok":
-                    self._status[stem] = str(record.get("status"))
+                if not record.ok:
+                    self._status[stem] = record.status
                 self._aliases[posix_name(name)] = stem
         else:
             self._files.update(depth_pngs(self.root))
@@ -232,7 +233,7 @@ class PriorSet:
             f"it has {len(self.names)} priors"
         )
 
-    def record(self, name: str) -> dict[str, Any] | None:
+    def record(self, name: str) -> ImageRecord | None:
         """The image's manifest record (raw_min, raw_max, raw_kind, ...); None without one."""
         return self._records.get(self.stem(name))
 
@@ -273,7 +274,8 @@ class PriorSet:
         try:
             png = read_png16(path)
         except OSError:
-            outputs = self._records.get(stem, {}).get("outputs") or [".png"]
+            record = self._records.get(stem)
+            outputs = record.outputs if record is not None and record.ok else [".png"]
             hint = "" if any(o.endswith(".png") for o in outputs) else (
                 " (generated without PNGs: rerun generate with --format png or both)"
             )

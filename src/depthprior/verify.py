@@ -12,7 +12,8 @@ import numpy as np
 
 from .errors import ImageError, UsageError
 from .images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions
-from .store import MANIFEST_NAME, Manifest, count_levels, read_png16
+from .manifest import MANIFEST_NAME, ImageRecord, Manifest
+from .store import count_levels, read_png16
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ def verify(
     present = []
     for item in items:
         record = manifest.images.get(item.name)
-        if record is None or record.get("status") != "ok":
-            reason = record.get("error", "failed") if record else "no output"
+        if record is None or not record.ok:
+            reason = (record.error or "failed") if record else "no output"
             report.missing.append(f"{item.name}: {reason}")
             continue
         present.append((item, record))
@@ -140,11 +141,11 @@ def _sample(entries: list, count: int) -> list:
     return [entries[i] for i in sorted(set(picks.tolist()))]
 
 
-def _check_one(out: Path, item: ImageItem, record: dict, images_root: Path | None):
-    outputs = record.get("outputs", [])
+def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Path | None):
+    outputs = record.outputs
     png_rel = next((rel for rel in outputs if rel.endswith(".png")), None)
-    check = ImageCheck(item.name, png_rel or ", ".join(outputs), source=record.get("source", ""),
-                       precision_bits=record.get("precision_bits"))
+    check = ImageCheck(item.name, png_rel or ", ".join(outputs), source=record.source,
+                       precision_bits=record.precision_bits)
     for rel in outputs:
         if not (out / rel).is_file():
             check.problems.append(f"{rel} missing")
@@ -164,13 +165,13 @@ def _check_one(out: Path, item: ImageItem, record: dict, images_root: Path | Non
         check.problems.append("blank" if not depth.any() else "constant")
     elif check.levels < LOW_LEVELS:
         check.warnings.append(f"only {check.levels} distinct levels")
-    elif (record.get("source_levels") or LOW_LEVELS + 1) <= LOW_LEVELS:  # e.g. space:gray8, resized
-        check.warnings.append(f"8-bit source data ({record['source_levels']} levels) in a 16-bit PNG")
-    if (record.get("width"), record.get("height")) != (check.width, check.height):
+    elif (record.source_levels or LOW_LEVELS + 1) <= LOW_LEVELS:  # e.g. space:gray8, resized
+        check.warnings.append(f"8-bit source data ({record.source_levels} levels) in a 16-bit PNG")
+    if (record.width, record.height) != (check.width, check.height):
         check.problems.append("size differs from the manifest")
-    if not np.isfinite([record.get("raw_min", np.nan), record.get("raw_max", np.nan)]).all():
+    if not record.decodable:
         check.problems.append("manifest lacks raw_min/raw_max")
-    if "constant" in record.get("flags", []):
+    if record.constant:
         check.problems.append("constant prediction")
     image = None
     if images_root is not None and item.path.is_file():

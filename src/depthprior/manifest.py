@@ -1,0 +1,350 @@
+"""OUT/depthprior.json: the settings identity, the backend, and one typed record per image.
+
+It is the one place that reads and writes the manifest; a record is an ImageRecord everywhere.
+A manifest that cannot be trusted (not JSON, wrong shape, a name outside the folder) is a
+ManifestError naming the file; the files a record names are checked cheaply on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import __version__
+from .errors import UnsafePathError, UsageError, first_line
+from .images import safe_join
+from .store import atomic_write_bytes, now_utc
+
+MANIFEST_NAME = "depthprior.json"
+MANIFEST_FORMAT = "depthprior-manifest"
+MANIFEST_VERSION = 1
+FORMATS = ("png", "npy", "both")
+
+CONVENTION = {
+    "values": "inverse depth (disparity); near = bright",
+    "encoding": "single-channel uint16 PNG, per-image min-max normalised to 0..65535",
+    "decode": "raw = raw_min + png / 65535 * (raw_max - raw_min)",
+    "3dgs": "trainers read png / 2**16 and fit scale and offset per image",
+}
+
+def output_files(stem: str, fmt: str) -> list[str]:
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    suffixes = {"png": [".png"], "npy": [".npy"], "both": [".png", ".npy"]}[fmt]
+    return [stem + suffix for suffix in suffixes]
+
+
+@dataclass
+class ImageRecord:
+    """What the manifest says about one image: its outputs and how to read them, or why it failed.
+
+    raw = raw_min + png / 65535 * (raw_max - raw_min) undoes the PNG's normalisation; raw_kind
+    is "disparity" (relative) or "inverse_depth" (1/m from a metric model).
+    """
+
+    status: str  # "ok" or "failed"
+    stem: str = ""  # output path without extension, relative to the output folder
+    outputs: list[str] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    raw_min: float | None = None
+    raw_max: float | None = None
+    raw_kind: str = "disparity"
+    npy_kind: str | None = None  # what the .npy holds ("disparity" or "depth"), if written
+    source: str = "model"  # where the values came from, e.g. "space:gray8"
+    source_levels: int | None = None  # distinct values the source could hold, if quantised
+    levels: int = 0  # distinct values in the PNG
+    precision_bits: float = 0.0
+    flags: list[str] = field(default_factory=list)  # e.g. "constant"
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None  # why a failed image failed
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def decodable(self) -> bool:
+        """Whether raw_min and raw_max are there to undo the PNG's normalisation."""
+        bounds = (self.raw_min, self.raw_max)
+        return all(isinstance(v, (int, float)) and math.isfinite(v) for v in bounds)
+
+    @property
+    def constant(self) -> bool:
+        return "constant" in self.flags
+
+    @classmethod
+    def failed(cls, reason: str) -> "ImageRecord":
+        return cls(status="failed", error=reason)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ImageRecord":
+        """Read a record; TypeError/ValueError when it is not one (unknown keys are ignored)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a {type(data).__name__}, not an object")
+        known = {key: data[key] for key in _RECORD_FIELDS if key in data}
+        if not isinstance(known.get("status"), str):
+            raise ValueError("no status")
+        record = cls(**known)
+        if record.ok:
+            _check_types(record)
+        return record
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.ok:
+            return {"status": self.status, "error": self.error}
+        data = dataclasses.asdict(self)
+        del data["error"]
+        return data
+
+
+def _check_types(record: ImageRecord) -> None:
+    if not isinstance(record.stem, str) or not record.stem:
+        raise ValueError("no valid stem")
+    if not isinstance(record.outputs, list) or not all(isinstance(o, str) for o in record.outputs):
+        raise ValueError("outputs are not a list of names")
+    for key in ("width", "height"):
+        if not isinstance(getattr(record, key), int) or getattr(record, key) < 0:
+            raise ValueError(f"{key} is not a size")
+    for key in ("raw_min", "raw_max", "precision_bits"):
+        if not isinstance(getattr(record, key), (int, float, type(None))):
+            raise ValueError(f"{key} is not a number")
+    if not isinstance(record.flags, list) or not isinstance(record.notes, list):
+        raise ValueError("flags or notes are not lists")
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
+
+
+@dataclass
+class Manifest:
+    """OUT/depthprior.json: settings identity, backend description, one record per image."""
+
+    root: Path
+    identity: dict[str, Any] = field(default_factory=dict)
+    backend: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, ImageRecord] = field(default_factory=dict)
+    created: str = ""
+    inputs: str = ""  # absolute path of the image folder, so verify can find the images
+
+    @property
+    def path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    @classmethod
+    def load(cls, root: Path | str) -> "Manifest | None":
+        """The manifest in root, None if there is none; ManifestError if it cannot be trusted."""
+        root = Path(root)
+        path = root / MANIFEST_NAME
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ManifestError(path, f"is not readable JSON ({first_line(error)})") from None
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            raise ManifestError(path, "is not a depthprior manifest")
+        fields = {key: data.get(key, default) for key, default in _MANIFEST_FIELDS.items()}
+        for key, default in _MANIFEST_FIELDS.items():
+            if not isinstance(fields[key], type(default)):
+                raise ManifestError(path, f"has a malformed {key!r} ({type(fields[key]).__name__})")
+        fields["images"] = {
+            name: _read_record(path, root, name, record) for name, record in fields["images"].items()
+        }
+        return cls(root=root, **fields)
+
+    @staticmethod
+    def set_aside(root: Path | str) -> Path:
+        """Rename a manifest that cannot be used out of the way (kept, never deleted)."""
+        path = Path(root) / MANIFEST_NAME
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        target = path.with_name(f"{MANIFEST_NAME}.unreadable-{stamp}")
+        serial = 1
+        while target.exists():
+            target = path.with_name(f"{MANIFEST_NAME}.unreadable-{stamp}-{serial}")
+            serial += 1
+        os.replace(path, target)
+        return target
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "format_version": MANIFEST_VERSION,
+            "tool": {"name": "depthprior", "version": __version__},
+            "created": self.created or now_utc(),
+            "updated": now_utc(),
+            "inputs": self.inputs,
+            "identity": self.identity,
+            "backend": self.backend,
+            "convention": CONVENTION,
+            "images": {name: record.to_json() for name, record in sorted(self.images.items())},
+        }
+
+    def save(self) -> None:
+        text = json.dumps(self.to_json(), indent=1, allow_nan=False)
+        atomic_write_bytes(self.path, text.encode("utf-8"))
+
+    def differences(self, identity: dict[str, Any]) -> list[str]:
+        keys = sorted(set(self.identity) | set(identity))
+        return [
+            f"{key}: {self.identity.get(key)!r} there, {identity.get(key)!r} now"
+            for key in keys
+            if self.identity.get(key) != identity.get(key)
+            and not (key in IDENTITY_ADDED_LATER and key not in self.identity)
+        ]
+
+    def is_complete(self, name: str, fmt: str) -> bool:
+        """A finished image: a record, and every file the format needs, present."""
+        record = self.images.get(name)
+        if record is None or not record.ok:
+            return False
+        return all((self.root / rel).is_file() for rel in output_files(record.stem, fmt))
+
+    def damage(self, name: str, fmt: str) -> str | None:
+        """Why a finished image's files cannot be trusted (cheap header checks), or None."""
+        record = self.images[name]
+        size = (record.height, record.width)
+        for rel in output_files(record.stem, fmt):
+            check = _png_damage if rel.endswith(".png") else _npy_damage
+            problem = check(self.root / rel, size)
+            if problem:
+                return f"{rel}: {problem}"
+        return None
+
+    def iter_ok(self) -> Iterator[tuple[str, ImageRecord]]:
+        for name, record in self.images.items():
+            if record.ok:
+                yield name, record
+
+
+#: identity keys that manifests of earlier versions lack; their absence is not a difference
+IDENTITY_ADDED_LATER = frozenset({"weights"})
+
+_MANIFEST_FIELDS: dict[str, Any] = {
+    "identity": {}, "backend": {}, "images": {}, "created": "", "inputs": "",
+}
+
+
+class ManifestError(UsageError):
+    """OUT/depthprior.json exists but cannot be used; `--overwrite` sets it aside."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(
+            f"the manifest {path} {problem}; pass --overwrite to set it aside and start afresh "
+            "(it is kept, renamed), or choose another output folder"
+        )
+
+
+def _read_record(path: Path, root: Path, name: str, data: Any) -> ImageRecord:
+    """One image's record, refused when malformed or when it names a file outside root."""
+    try:
+        record = ImageRecord.from_json(data)
+    except (TypeError, ValueError) as error:
+        raise ManifestError(path, f"has a malformed record for {name!r} ({error})") from None
+    for relative in [record.stem, *record.outputs] if record.ok else []:
+        try:
+            safe_join(root, relative)
+        except UnsafePathError:
+            raise ManifestError(
+                path, f"names {relative!r} for {name!r}, outside the output folder"
+            ) from None
+    return record
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _png_damage(path: Path, size: tuple[int, int]) -> str | None:
+    """Signature, IHDR (size, 16-bit gray) and the IEND trailer: no decoding."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() < len(head) + len(_PNG_END):
+                return "missing or truncated"
+            handle.seek(-len(_PNG_END), os.SEEK_END)
+            tail = handle.read()
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
+    if head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return "not a PNG"
+    width, height = struct.unpack(">II", head[16:24])
+    if (height, width) != size:
+        return f"{width}x{height}, the record says {size[1]}x{size[0]}"
+    if head[24:26] != b"\x10\x00":
+        return "not a 16-bit single-channel PNG"
+    if tail != _PNG_END:
+        return "truncated (no IEND)"
+    return None
+
+
+def _npy_damage(path: Path, size: tuple[int, int]) -> str | None:
+    """The header's dtype and shape, and a file size that holds all of the data."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                return f"unexpected .npy version {version}"
+            data_start = handle.tell()
+            handle.seek(0, os.SEEK_END)
+            length = handle.tell()
+    except (OSError, ValueError, SyntaxError) as error:
+        return f"not a readable .npy ({first_line(error)})"
+    if dtype != np.float32 or tuple(shape) != size:
+        return f"holds {dtype} {tuple(shape)}, expected float32 {size}"
+    if length - data_start != int(np.prod(shape)) * dtype.itemsize:
+        return "truncated"
+    return None
+
+
+class ThrottledSaver:
+    """Saves the manifest at most every `interval` seconds, longer when saves get slow.
+
+    A failed save (disk full, out of inodes) never ends the run: the error is kept in `error`,
+    the next save tries again, and the caller reports it.
+    """
+
+    def __init__(self, manifest: Manifest, interval: float = 1.0):
+        self.manifest = manifest
+        self.interval = interval
+        self._last = 0.0
+        self._cost = 0.0
+        self.dirty = False
+        self.error: str | None = None
+
+    def touch(self) -> None:
+        self.dirty = True
+        if time.monotonic() - self._last >= max(self.interval, 20 * self._cost):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        start = time.monotonic()
+        try:
+            self.manifest.save()
+        except (OSError, ValueError) as error:
+            self.error = f"cannot write {self.manifest.path}: {first_line(error)}"
+            self._last = time.monotonic()
+            return
+        self._last = time.monotonic()
+        self._cost = self._last - start
+        self.dirty = False
+        self.error = None
+
+
