@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 
 def first_line(error: BaseException) -> str:
     """The first line of an error's message (its `message` attribute if it has one), or its type."""
     text = str(getattr(error, "message", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def listing(items: Iterable[object], limit: int = 5, *, quote: bool = False) -> str:
+    """The first `limit` items joined by commas, then " and N more": names in one-line messages."""
+    items = [repr(item) if quote else str(item) for item in items]
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 class DepthpriorError(Exception):
