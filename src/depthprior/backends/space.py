@@ -4,6 +4,10 @@ One request per image: upload a lossless PNG of the image's stored pixels, wait 
 fetch its two depth files into memory, keep the one with more distinct levels, and hand the
 pipeline a disparity map at the image's size.
 
+In the pipeline's stages: prepare is the submit stage (encode the upload, queue the request in
+the backend's own pool of --concurrency threads), infer_each waits for the submitted requests'
+outcomes, finish turns one response into the map.
+
 Shared ZeroGPU Spaces fail often and mostly for a while only, so every request is paced
 (--min-interval), retried with exponential backoff and jitter (--retries attempts), honours the
 wait a quota message names, and a run of consecutive failed images stops the run early (the
@@ -104,6 +108,8 @@ class _Pending:
 
 @dataclass(frozen=True)
 class SpaceOptions:
+    """Where the server is and how requests to it are paced, retried and bounded."""
+
     space: str = field(default=DEFAULT_SPACE, metadata={
         "help": "Space id or URL of a Gradio server with the /on_submit endpoint"})
     hf_token: str | None = field(default=None, repr=False, metadata={

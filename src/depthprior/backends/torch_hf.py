@@ -191,6 +191,8 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 
 @dataclass(frozen=True)
 class TorchOptions:
+    """The torch backend's own options."""
+
     compile: bool = field(default=False, metadata={"help": (
         "compile the model with torch.compile; each new input shape first compiles (about a "
         "minute on a small CPU), then runs faster (V2-Small on 2 CPU cores: 1.05-1.2x). Worth it "
