@@ -80,6 +80,10 @@ def test_settings_for_takes_shared_fields_and_the_backends_own_options():
     ("space", {"min_interval": -1}, "--min-interval must be 0 or more"),
     ("space", {"retries": 0}, "--retries must be at least 1"),
     ("space", {"concurrency": 0}, "--concurrency must be at least 1"),
+    ("torch", {"input_size": "518"}, "--input-size must be an integer"),
+    ("space", {"timeout": "5"}, "--timeout must be a finite number"),
+    ("space", {"min_interval": float("nan")}, "--min-interval must be a finite number"),
+    ("space", {"retries": True}, "--retries must be an integer"),
 ])
 def test_each_backend_checks_its_settings_in_one_place(backend, overrides, message):
     with pytest.raises(UsageError, match=message):

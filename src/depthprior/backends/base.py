@@ -14,6 +14,7 @@ any model is loaded.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Hashable, Literal, Sequence
@@ -50,6 +51,14 @@ class BackendSettings:
 @dataclass(frozen=True)
 class NoOptions:
     """The options of a backend that has none beyond BackendSettings."""
+
+
+def require_number(name: str, value: Any, kind: type) -> None:
+    """A UsageError unless `value` is a number of `kind`: int, or float (finite; ints too)."""
+    kinds = (int, float) if kind is float else (int,)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        raise UsageError(f"{option_flag(name)} must be {'a finite number' if kind is float else 'an integer'}, "
+                         f"got {value!r}")
 
 
 def option_flag(name: str) -> str:
@@ -101,6 +110,8 @@ class Backend(ABC):
 
         Cheap: no model, file or network is touched. Subclasses add their own checks.
         """
+        for name in ("batch_size", "input_size", "max_pixels"):
+            require_number(name, getattr(settings, name), int)
         if settings.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         if settings.input_size < PATCH or settings.input_size % PATCH:

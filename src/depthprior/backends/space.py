@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from ..errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError, first_line
-from .base import Backend, BackendSettings, DepthMap
+from .base import Backend, BackendSettings, DepthMap, require_number
 from .space_connection import (DEFAULT_SPACE, ENDPOINT, Clock, SpaceAddress, SpaceConnection,
                                render_api)
 from .space_faults import Breaker, Fault, ImageFault, Pacer, format_wait, parse_wait, retry_after
@@ -153,6 +153,9 @@ class SpaceBackend(Backend):
 
     @classmethod
     def check_options(cls, options: SpaceOptions) -> SpaceOptions:
+        for name, kind in (("timeout", float), ("min_interval", float), ("retries", int),
+                           ("concurrency", int)):
+            require_number(name, getattr(options, name), kind)
         if options.timeout <= 0:
             raise UsageError("--timeout must be positive")
         if options.min_interval < 0:
