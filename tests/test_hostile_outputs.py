@@ -14,7 +14,7 @@ import pytest
 
 from conftest import TEST_INPUT_SIZE, run_cli
 from depthprior import generate
-from depthprior.backends import Backend, BackendSettings, DepthMap
+from depthprior.backends import BackendSettings, DepthMap, LocalBackend
 from depthprior.errors import UsageError
 from depthprior.manifest import MANIFEST_NAME, Manifest, ManifestError
 from depthprior.store import OutputLock, encode_inverse_depth, encode_png16, read_png16
@@ -252,7 +252,7 @@ def test_a_manifest_that_cannot_be_written_still_ends_in_a_summary(tmp_path, tin
 
 # ---------------------------------------------------------------- constant up to rounding
 
-class _FlatBackend(Backend):
+class _FlatBackend(LocalBackend):
     """A backend whose map is one value plus float32 rounding noise (as an ONNX graph gave)."""
 
     name = "flat"

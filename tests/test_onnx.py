@@ -19,8 +19,9 @@ from conftest import TEST_INPUT_SIZE, run_cli  # noqa: E402
 from depthprior import generate  # noqa: E402
 from depthprior.backends import BackendSettings, create_backend  # noqa: E402
 from depthprior.errors import ImageError, ModelLoadError, UsageError  # noqa: E402
-from depthprior.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
+from depthprior.backends.onnx import inspect_onnx  # noqa: E402
 from depthprior.manifest import Manifest  # noqa: E402
+from depthprior.onnx_export import ExportError, export_onnx  # noqa: E402
 from depthprior.store import read_png16  # noqa: E402
 from reference import reference_position_resize  # noqa: E402
 from synth import make_frames, scene_rgb, write_image  # noqa: E402
@@ -63,7 +64,7 @@ def test_cli_export_writes_a_verified_dynamic_graph_with_metadata(tiny_onnx, tin
     graph = onnx.load(str(path), load_external_data=False).graph
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
-    meta = read_metadata(path)
+    meta = inspect_onnx(path).metadata
     assert meta["source_model"] == str(tiny_model.resolve())
     assert meta["model_output"] == "disparity" and meta["depth_estimation_type"] == "relative"
     assert meta["input_size"] == str(TEST_INPUT_SIZE) and meta["patch_size"] == "14"

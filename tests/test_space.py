@@ -27,7 +27,7 @@ from conftest import run_cli  # noqa: E402
 from fake_space import known_disparity  # noqa: E402
 from synth import make_frames, scene_rgb  # noqa: E402
 
-from depthprior.backends import BackendSettings  # noqa: E402
+from depthprior.backends import settings_for  # noqa: E402
 from depthprior.backends.space import SpaceBackend  # noqa: E402
 from depthprior.backends.space_faults import parse_wait  # noqa: E402
 from depthprior.backends.space_output import choose_depth  # noqa: E402
@@ -124,7 +124,7 @@ def fake(space: FakeSpace) -> FakeSpace:
 
 
 def backend(url: str, **settings) -> SpaceBackend:
-    engine = SpaceBackend(BackendSettings(space=url, **{"min_interval": 0, **settings}))
+    engine = SpaceBackend(settings_for("space", space=url, **{"min_interval": 0, **settings}))
     engine.backoff_base = 0.2
     return engine
 

@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .backends import Backend, BackendSettings, backend_class, create_backend
+from .backends import Backend, BackendSettings, LocalBackend, create_backend, option_fields, settings_for
+from .backends.preprocess import IMAGENET_MEAN, IMAGENET_STD, PATCH
 from .errors import UsageError
 from .images import ImageItem, discover
 
@@ -149,14 +150,15 @@ def bench_backend(engine: Backend, images: Path, label: str | None = None,
     from .pipeline import generate
 
     items = discover(images)
-    forward = _bare_forward(engine, items)
+    # the bare forward of a model on this machine; a remote backend has none to time
+    forward = _bare_forward(engine, items) if isinstance(engine, LocalBackend) else None
     with tempfile.TemporaryDirectory(prefix="depthprior-bench-") as out, RssSampler() as rss:
         summary = generate(images, out, backend=engine, progress=False, workers=workers)
     if summary.failed:
         raise RuntimeError(f"benchmark run failed on {len(summary.failed)} images: {summary.failed}")
     return BenchRow(
         label=label or engine.name, images=summary.done, load_s=load_s,
-        forward_s=forward / len(items), e2e_s=summary.elapsed / summary.done,
+        forward_s=forward / len(items) if forward is not None else None, e2e_s=summary.elapsed / summary.done,
         peak_rss_mb=rss.peak / 2**20, details=engine.describe(),
     )
 
@@ -232,8 +234,8 @@ def _depth_anything_processor(input_size: int) -> Any:
 
     return DPTImageProcessor(
         do_resize=True, size={"height": input_size, "width": input_size}, keep_aspect_ratio=True,
-        ensure_multiple_of=14, resample=3, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        ensure_multiple_of=PATCH, resample=3, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
         do_pad=False,
     )
 
@@ -247,25 +249,26 @@ def bench(
     baseline: bool = False,
     workers: int | None = None,
     repeats: int = 1,
+    **options: Any,
 ) -> BenchReport:
     """Compare backends (and optionally the transformers pipeline loop) on the same images.
 
     settings.model is the checkpoint (hub id or folder); the onnx backend uses `onnx_model`,
     or an export of settings.model made into a temporary folder. Each round loads, times and
     closes every contender in turn (rotating the order), so every row sees one model in memory.
+    Backend options (compile=True, timeout=...) go to the backends that take them; one that no
+    compared backend takes is refused.
     """
     if repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {repeats}")
     settings = settings or BackendSettings()
     images = Path(images)
     discover(images)  # usage errors before any model is loaded
-    classes = {name: backend_class(name) for name in backends}
+    checked = _settings_per_backend(list(backends), settings, options)
+    baseline_settings = settings_for("torch", settings) if baseline else None
     with tempfile.TemporaryDirectory(prefix="depthprior-bench-onnx-") as scratch:
         contenders: list[tuple[str, Callable[[], BenchRow]]] = []
-        for name, backend_type in classes.items():
-            # --compile is for the backends that can; the others are timed as they are
-            compiles = settings.compile and backend_type.compiles
-            backend_settings = dataclasses.replace(settings, compile=compiles)
+        for name, backend_settings in checked.items():
             if name == "onnx":
                 backend_settings = dataclasses.replace(
                     backend_settings, model=onnx_model or _export_for_bench(settings, Path(scratch))
@@ -273,7 +276,7 @@ def bench(
             contenders.append((name, _backend_round(name, backend_settings, images, workers)))
         if baseline:
             contenders.append(("transformers pipeline",
-                               lambda: bench_transformers_pipeline(images, settings)))
+                               lambda: bench_transformers_pipeline(images, baseline_settings)))
         rounds: dict[str, list[BenchRow]] = {label: [] for label, _ in contenders}
         for index in range(repeats):
             shift = index % len(contenders)
@@ -281,6 +284,24 @@ def bench(
                 rounds[label].append(run_round())
                 _release_memory()
     return BenchReport([merge_rounds(rows) for rows in rounds.values()])
+
+
+def _settings_per_backend(backends: list[str], settings: BackendSettings,
+                          options: dict[str, Any]) -> dict[str, BackendSettings]:
+    """Each backend's checked settings, given the options it takes, before anything loads.
+
+    The onnx backend runs the exported (or given) file, whose source revision is recorded in it.
+    """
+    checked, taken = {}, set()
+    for name in backends:
+        own = {f.name for f in option_fields(name)} & set(options)
+        taken |= own
+        shared = dataclasses.replace(settings, revision=None) if name == "onnx" else settings
+        checked[name] = settings_for(name, shared, **{key: options[key] for key in own})
+    leftover = {key: value for key, value in options.items() if key not in taken}
+    if leftover and backends:
+        settings_for(backends[0], settings, **leftover)  # raises: names who takes them
+    return checked
 
 
 def _backend_round(name: str, settings: BackendSettings, images: Path,

@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .backends import DEFAULT_BACKEND, BackendSettings, create_backend
+from .backends import DEFAULT_BACKEND, BackendSettings, create_backend, settings_for
 from .errors import DepthpriorError
 from .images import read_image_or_fail
 from .store import encode_inverse_depth
@@ -82,7 +82,7 @@ def check(
     settings: BackendSettings | None = None,
 ) -> CheckReport:
     """Run one image through the backend. Raises DepthpriorError if it cannot be loaded."""
-    settings = settings or BackendSettings()
+    settings = settings_for(backend, settings)
     rgb = read_image_or_fail(image, settings.max_pixels) if image is not None else synthetic_image()
     start = time.perf_counter()
     with create_backend(backend, settings) as engine:

@@ -33,13 +33,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import DepthpriorError, MissingDependencyError, UsageError
+from .backends.onnx import INPUT_NAME, META_PREFIX, OUTPUT_NAME, import_onnx
+from .backends.preprocess import PATCH
+from .errors import DepthpriorError, MissingDependencyError, UsageError, first_line
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "pixel_values"
-OUTPUT_NAME = "predicted_depth"
-META_PREFIX = "depthprior."
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
 #: max |onnx - torch| / range of the torch map that the check accepts
@@ -118,16 +117,6 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def import_onnx(purpose: str = "the onnx backend") -> tuple[Any, Any]:
-    """(onnx, onnxruntime), or a one-line MissingDependencyError naming the install command."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as error:
-        raise MissingDependencyError(error.name or "onnxruntime", "onnx", purpose) from None
-    return onnx, onnxruntime
-
-
 def parse_shape(text: str) -> tuple[int, int]:
     """'518x784' -> (518, 784): height x width."""
     try:
@@ -184,7 +173,7 @@ def export_onnx(
     start = time.perf_counter()
     network = load_depth_model(model, revision, torch.float32)
     config = network.config
-    patch = int(getattr(config, "patch_size", 14))
+    patch = int(getattr(config, "patch_size", PATCH))
     if input_size < patch or input_size % patch:
         raise UsageError(f"--input-size must be a positive multiple of {patch}, e.g. 518")
     if static_shape is not None and any(side < patch or side % patch for side in static_shape):
@@ -201,7 +190,7 @@ def export_onnx(
         example = _example_input(torch, input_size, patch, static_shape)
         wrapper = _graph_module(network)
         with _dynamic_head(network), _matmul_position_embedding(network), _no_attention_mask():
-            proto = _export(torch, onnx, wrapper, example, exporter, opset, static_shape, scratch)
+            proto = _export(torch, onnx, wrapper, example, exporter, opset, static_shape, scratch, patch)
         proto.doc_string = (f"Depth Anything ({metadata[META_PREFIX + 'source_model']}) exported by "
                             f"depthprior {__version__}: pixel_values NCHW float32 -> predicted_depth NHW")
         for key, value in metadata.items():
@@ -224,8 +213,7 @@ def export_onnx(
             except (MemoryError, KeyboardInterrupt):
                 raise
             except Exception as error:  # noqa: BLE001 - ONNX Runtime's own exception types
-                text = (str(error).strip() or type(error).__name__).splitlines()[0]
-                raise ExportError(f"the exported graph does not run in ONNX Runtime ({text}); "
+                raise ExportError(f"the exported graph does not run in ONNX Runtime ({first_line(error)}); "
                                   f"{output} was not written") from error
             verify_s = time.perf_counter() - verify_start
             bad = [c for c in checks if not c.shape_ok or c.rel > tolerance]
@@ -247,17 +235,6 @@ def export_onnx(
         metadata=metadata, external_data=data_path if external else None, checks=checks,
         tolerance=tolerance, verify_seconds=verify_s,
     )
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The `depthprior.*` metadata of an ONNX file, keys without the prefix ({} if none)."""
-    onnx, _ = import_onnx()
-    model = onnx.load(str(path), load_external_data=False)
-    return {
-        entry.key[len(META_PREFIX):]: entry.value
-        for entry in model.metadata_props
-        if entry.key.startswith(META_PREFIX)
-    }
 
 
 def verify_parity(network: Any, path: Path, shapes: list[tuple[int, int, int]]) -> list[ParityCheck]:
@@ -501,15 +478,15 @@ class _quiet_exporters:
 
 
 def _export(torch: Any, onnx: Any, wrapper: Any, example: Any, exporter: str, opset: int,
-            static_shape: tuple[int, int] | None, scratch: Path) -> Any:
+            static_shape: tuple[int, int] | None, scratch: Path, patch: int = PATCH) -> Any:
     try:
         with _quiet_exporters():
             if exporter == "dynamo":
                 batch = torch.export.Dim("batch", min=1, max=1024)
                 shapes: dict[int, Any] = {0: batch}
                 if static_shape is None:
-                    shapes[2] = 14 * torch.export.Dim("patches_h", min=1, max=1024)
-                    shapes[3] = 14 * torch.export.Dim("patches_w", min=1, max=1024)
+                    shapes[2] = patch * torch.export.Dim("patches_h", min=1, max=1024)
+                    shapes[3] = patch * torch.export.Dim("patches_w", min=1, max=1024)
                 program = torch.onnx.export(
                     wrapper, (example,), dynamo=True, opset_version=opset,
                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -528,9 +505,9 @@ def _export(torch: Any, onnx: Any, wrapper: Any, example: Any, exporter: str, op
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as error:  # noqa: BLE001 - torch.onnx raises many types
-        text = (str(error).strip() or type(error).__name__).splitlines()[0]
         other = "torchscript" if exporter == "dynamo" else "dynamo"
-        raise ExportError(f"torch.onnx ({exporter} exporter) failed: {text}; try --exporter {other}") from error
+        raise ExportError(f"torch.onnx ({exporter} exporter) failed: {first_line(error)}; "
+                          f"try --exporter {other}") from error
 
 
 def _weight_bytes(proto: Any) -> int:

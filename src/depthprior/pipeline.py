@@ -7,7 +7,6 @@ number of images is in flight, so memory does not grow with the number of images
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -20,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class
+from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class, settings_for
 from .backends.base import FATAL_ERRORS, DepthMap
 from .errors import BackendUnavailable, ImageError, UsageError, first_line
 from .images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
@@ -135,9 +134,9 @@ def generate(
     backend that uploads images refuses them unless `follow_outside`.
     """
     loaded = backend if isinstance(backend, Backend) else None
-    settings = loaded.settings if loaded else _settings(settings, setting_overrides)
-    images_root, out_root = Path(images), Path(out)
     backend_type = type(loaded) if loaded else backend_class(backend)
+    settings = loaded.settings if loaded else settings_for(backend_type, settings, **setting_overrides)
+    images_root, out_root = Path(images), Path(out)
     found = _inputs(images_root, out_root, backend_type, extensions, follow_outside)
     plan = _plan(found.items, images_root, out_root, backend_type, settings, format, overwrite)
     try:
@@ -178,20 +177,6 @@ def generate(
         # images that failed above have no prior: align the rest, list those as failed fits
         summary.align = run_align(align, out_root, images=images_root, allow_missing=True)
     return summary
-
-
-def _settings(settings: BackendSettings | None, overrides: dict[str, Any]) -> BackendSettings:
-    settings = settings or BackendSettings()
-    known = {f.name for f in dataclasses.fields(BackendSettings)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise UsageError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    settings = dataclasses.replace(settings, **overrides)
-    if settings.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if settings.input_size < 14 or settings.input_size % 14:
-        raise UsageError("--input-size must be a positive multiple of 14 (Depth Anything's patch size), e.g. 518")
-    return settings
 
 
 @dataclass
@@ -311,7 +296,7 @@ def _log_settings(plan: _Plan, engine: Backend, fmt: str) -> None:
 
 
 def _batch_size(engine: Backend) -> int:
-    return max(engine.settings.batch_size, engine.preferred_batch_size or 1)
+    return engine.preferred_batch_size
 
 
 def _run(

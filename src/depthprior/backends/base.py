@@ -1,12 +1,20 @@
-"""The one interface every backend implements.
+"""The one interface every backend implements, and the settings every backend shares.
 
 A backend turns a batch of HxWx3 uint8 RGB arrays into one float32 map per image at the
 image's own height and width. Discovery, batching, writing, resume and progress live once, in
 the pipeline, for all backends.
+
+Settings: BackendSettings holds what every backend takes; a backend's own options (torch's
+compile, the Space's address and request policy) are a frozen dataclass it declares as
+`Options`, carried in BackendSettings.options. `Backend.check_settings` is the one place a
+backend's settings are checked; every command goes through it (backends.settings_for) before
+any model is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Hashable, Literal, Sequence
@@ -15,16 +23,19 @@ import numpy as np
 
 from ..errors import BackendUnavailable, MissingDependencyError, UsageError
 from ..images import DEFAULT_MAX_PIXELS
+from .preprocess import PATCH
 
 MapKind = Literal["disparity", "depth"]
 
 #: errors that end the whole run instead of one image
 FATAL_ERRORS = (BackendUnavailable, MissingDependencyError, KeyboardInterrupt, MemoryError)
+DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
 class BackendSettings:
-    """Everything a backend may be configured with. Each backend reads the fields it knows."""
+    """What every backend is configured with; `options` holds the chosen backend's own ones
+    (an instance of its Options dataclass; None until checked = its defaults)."""
 
     model: str = "depth-anything/Depth-Anything-V2-Small-hf"
     revision: str | None = None
@@ -32,16 +43,27 @@ class BackendSettings:
     dtype: str = "auto"
     input_size: int = 518
     batch_size: int = 1
-    compile: bool = False  # torch backend: torch.compile the model (one compile per input shape)
     #: pictures above this many pixels are refused before decoding (inputs and a server's replies)
     max_pixels: int = DEFAULT_MAX_PIXELS
-    # remote Space
-    space: str = "depth-anything/Depth-Anything-V2"
-    hf_token: str | None = field(default=None, repr=False)
-    retries: int = 5
-    min_interval: float = 1.0
-    concurrency: int = 1
-    timeout: float = 120.0
+    options: Any = None
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a backend that has none beyond BackendSettings."""
+
+
+def require_number(name: str, value: Any, kind: type) -> None:
+    """A UsageError unless `value` is a number of `kind`: int, or float (finite; ints too)."""
+    kinds = (int, float) if kind is float else (int,)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        raise UsageError(f"{option_flag(name)} must be {'a finite number' if kind is float else 'an integer'}, "
+                         f"got {value!r}")
+
+
+def option_flag(name: str) -> str:
+    """The command-line spelling of a settings field or option: min_interval -> --min-interval."""
+    return "--" + name.replace("_", "-")
 
 
 @dataclass
@@ -64,22 +86,55 @@ class DepthMap:
 class Backend(ABC):
     """A depth model behind three stages, so the pipeline can overlap them:
 
-    prepare(image)  CPU work on one image, thread-safe (runs in the reader pool)
-    infer(batch)    the model on a batch of prepared inputs (runs on the main thread)
-    finish(raw, h, w)  CPU work turning one raw output into a DepthMap at the image's size,
-                    thread-safe (runs in the writer pool)
+    prepare(image)     runs in the reader pool, thread-safe, once per image. Local backends do
+                       CPU work (resize, normalise); the remote backend encodes the upload and
+                       submits the request, which runs in its own pool (see SpaceBackend).
+    infer_each(batch)  runs on the main thread: one outcome per prepared input, same order, a
+                       raw output or the Exception that failed that input. Errors in
+                       FATAL_ERRORS end the run and propagate.
+    finish(raw, h, w)  runs in the writer pool, thread-safe: one raw output -> a DepthMap at
+                       the image's stored height and width.
+
+    Local backends (torch, onnx) share these stages in LocalBackend and implement `infer`.
     """
 
     name: ClassVar[str]
-    #: whether the backend can torch.compile its model (BackendSettings.compile)
-    compiles: ClassVar[bool] = False
+    #: this backend's own options (a frozen dataclass; its fields become command-line options)
+    Options: ClassVar[type] = NoOptions
     #: whether images leave this machine (a remote service): links out of IMAGES need consent
     uploads: ClassVar[bool] = False
 
+    @classmethod
+    def check_settings(cls, settings: BackendSettings) -> BackendSettings:
+        """The settings with this backend's options filled in and checked, or a UsageError.
+
+        Cheap: no model, file or network is touched. Subclasses add their own checks.
+        """
+        for name in ("batch_size", "input_size", "max_pixels"):
+            require_number(name, getattr(settings, name), int)
+        if settings.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        if settings.input_size < PATCH or settings.input_size % PATCH:
+            raise UsageError(f"--input-size must be a positive multiple of {PATCH} "
+                             f"(Depth Anything's patch size), e.g. 518; got {settings.input_size}")
+        if settings.max_pixels < 1:
+            raise UsageError("--max-pixels must be at least 1")
+        if settings.dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {settings.dtype!r}: choose one of {', '.join(DTYPES)}")
+        options = cls.Options() if settings.options is None else settings.options
+        if not isinstance(options, cls.Options):
+            raise UsageError(f"{type(options).__name__} are not options of --backend {cls.name} "
+                             f"(it takes {cls.Options.__name__})")
+        return dataclasses.replace(settings, options=cls.check_options(options))
+
+    @classmethod
+    def check_options(cls, options: Any) -> Any:
+        """This backend's options, checked (and completed, e.g. from the environment)."""
+        return options
+
     def __init__(self, settings: BackendSettings):
-        if settings.compile and not self.compiles:
-            raise UsageError(f"--compile applies to --backend torch, not {self.name}")
-        self.settings = settings
+        self.settings = self.check_settings(settings)
+        self.options = self.settings.options
 
     @classmethod
     def identity(cls, settings: BackendSettings) -> dict[str, Any]:
@@ -94,56 +149,33 @@ class Backend(ABC):
         """Model, revision, device, dtype, convention: recorded once in the manifest."""
 
     @property
-    def preferred_batch_size(self) -> int | None:
-        """Inputs per infer_each call this backend wants, or None to follow settings.batch_size.
+    def preferred_batch_size(self) -> int:
+        """Inputs per infer_each call: --batch-size unless the backend needs more at once."""
+        return self.settings.batch_size
 
-        A remote backend with N requests in flight (--concurrency N) needs N inputs per call;
-        the pipeline batches max(settings.batch_size, preferred_batch_size) inputs.
-        """
-        return None
-
+    @abstractmethod
     def prepare(self, image: np.ndarray) -> Any:
-        return image
+        """Per-image work before inference (see the class docstring); thread-safe."""
 
     def batch_key(self, prepared: Any) -> Hashable:
         """Prepared inputs with equal keys may share a batch."""
-        return getattr(prepared, "shape", None)
+        return None
 
     @abstractmethod
-    def infer(self, batch: Sequence[Any]) -> list[Any]:
-        """Raw outputs, one per prepared input, same order; raises if the batch fails."""
+    def infer_each(self, batch: Sequence[Any]) -> list[Any | Exception]:
+        """Per-input outcomes, same order: a raw output or the error that failed that input."""
 
     @abstractmethod
     def finish(self, raw: Any, height: int, width: int) -> DepthMap:
         """The DepthMap of one image at its stored height and width."""
 
-    def infer_each(self, batch: Sequence[Any]) -> list[Any | Exception]:
-        """Per-input outcomes: a failed batch is retried one input at a time.
-
-        Errors in FATAL_ERRORS end the run and propagate. Backends whose requests are
-        independent (remote) override this.
-        """
-        try:
-            return self.infer(batch)
-        except FATAL_ERRORS:
-            raise
-        except Exception as batch_error:  # noqa: BLE001 - isolated per input below
-            if len(batch) == 1:
-                return [batch_error]
-        outcomes: list[Any | Exception] = []
-        for prepared in batch:
-            try:
-                outcomes.extend(self.infer([prepared]))
-            except FATAL_ERRORS:
-                raise
-            except Exception as error:  # noqa: BLE001
-                outcomes.append(error)
-        return outcomes
-
     def predict(self, images: Sequence[np.ndarray]) -> list[DepthMap]:
-        """All three stages in series: for check, tests and simple callers."""
-        raws = self.infer([self.prepare(image) for image in images])
-        return [self.finish(raw, *image.shape[:2]) for raw, image in zip(raws, images)]
+        """All three stages in series, raising the first failure: for check, tests, simple callers."""
+        outcomes = self.infer_each([self.prepare(image) for image in images])
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [self.finish(raw, *image.shape[:2]) for raw, image in zip(outcomes, images)]
 
     def diagnostics(self) -> dict[str, Any]:
         """Extra facts for `depthprior check` (e.g. a remote endpoint's API and last response)."""

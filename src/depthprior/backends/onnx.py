@@ -28,14 +28,33 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ImageError, ModelLoadError, UsageError, first_line
-from .base import Backend, BackendSettings, DepthMap
-from .preprocess import PREPROCESSING, PREPROCESSING_VERSION, prepare_rgb, resize_map
+from ..errors import ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
+from .base import BackendSettings
+from .local import LocalBackend
+from .preprocess import PREPROCESSING, PREPROCESSING_VERSION
 
 log = logging.getLogger(__name__)
 
+#: the graph's input and output as `depthprior export-onnx` names them
+INPUT_NAME = "pixel_values"
+OUTPUT_NAME = "predicted_depth"
+#: metadata_props keys depthprior writes start with this
+META_PREFIX = "depthprior."
+#: --device values (kind before an optional :N)
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
 _INFO_CACHE: dict[tuple[str, int, int], "OnnxFileInfo"] = {}
 _INFO_LOCK = threading.Lock()
+
+
+def import_onnx(purpose: str = "the onnx backend") -> tuple[Any, Any]:
+    """(onnx, onnxruntime), or a one-line MissingDependencyError naming the install command."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise MissingDependencyError(error.name or "onnxruntime", "onnx", purpose) from None
+    return onnx, onnxruntime
 
 
 def onnx_model_path(model: str) -> Path:
@@ -67,8 +86,6 @@ class OnnxFileInfo:
 
 def inspect_onnx(path: Path) -> OnnxFileInfo:
     """Metadata and content hash of an ONNX file; cached per (path, size, mtime) of its files."""
-    from ..onnx_export import META_PREFIX, import_onnx
-
     onnx, _ = import_onnx()
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -102,8 +119,17 @@ def inspect_onnx(path: Path) -> OnnxFileInfo:
     return info
 
 
-class OnnxBackend(Backend):
+class OnnxBackend(LocalBackend):
     name = "onnx"
+
+    @classmethod
+    def check_settings(cls, settings: BackendSettings) -> BackendSettings:
+        if settings.device.partition(":")[0] not in DEVICES:
+            raise UsageError(f"--backend onnx runs on auto, cpu, cuda[:N] or tensorrt[:N], not {settings.device!r}")
+        if settings.revision:
+            raise UsageError("--revision applies to hub checkpoints; pass it to `depthprior export-onnx`, "
+                             "the .onnx file records its source revision")
+        return super().check_settings(settings)
 
     @classmethod
     def identity(cls, settings: BackendSettings) -> dict[str, Any]:
@@ -120,13 +146,8 @@ class OnnxBackend(Backend):
 
     def __init__(self, settings: BackendSettings):
         super().__init__(settings)
-        from ..onnx_export import INPUT_NAME, import_onnx
-
         _, ort = import_onnx()
         self.path = onnx_model_path(settings.model)
-        if settings.revision:
-            raise UsageError("--revision applies to hub checkpoints; pass it to `depthprior export-onnx`, "
-                             "the .onnx file records its source revision")
         info = inspect_onnx(self.path)
         self.metadata, self.sha256 = info.metadata, info.sha256
         self.providers_requested = _providers(ort, settings.device)
@@ -185,9 +206,6 @@ class OnnxBackend(Backend):
             "preprocessing": PREPROCESSING,
         }
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        return prepare_rgb(image, self.settings.input_size)
-
     def infer(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
         if self.fixed_hw is not None and batch[0].shape[1:] != self.fixed_hw:
             height, width = batch[0].shape[1:]
@@ -217,9 +235,6 @@ class OnnxBackend(Backend):
             raise ModelLoadError(f"{self.path.name} returned shape {predicted.shape}; expected N x H x W")
         return predicted.astype(np.float32, copy=False)
 
-    def finish(self, raw: np.ndarray, height: int, width: int) -> DepthMap:
-        return DepthMap(resize_map(raw, height, width), kind=self.kind)
-
     def close(self) -> None:
         self.session = None
 
@@ -229,8 +244,6 @@ def _providers(ort: Any, device: str) -> list[Any]:
     CUDA then CPU (no TensorRT engine builds); tensorrt[:N] = TensorRT, CUDA, CPU; cpu = CPU."""
     available = set(ort.get_available_providers())
     kind, _, index = device.partition(":")
-    if kind not in ("auto", "cpu", "cuda", "tensorrt"):
-        raise UsageError(f"--backend onnx runs on auto, cpu, cuda[:N] or tensorrt[:N], not {device!r}")
     if kind == "cpu":
         return ["CPUExecutionProvider"]
     options = {"device_id": int(index)} if index.isdigit() else {}

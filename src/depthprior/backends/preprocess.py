@@ -16,6 +16,7 @@ import math
 import cv2
 import numpy as np
 
+#: Depth Anything's ViT patch size: network inputs are multiples of it
 PATCH = 14
 #: what prepare_rgb does, recorded in each backend's description (manifest, check)
 PREPROCESSING = ("lower-bound resize to input size, multiple of 14, bicubic on float RGB/255, "
@@ -24,8 +25,11 @@ PREPROCESSING = ("lower-bound resize to input size, multiple of 14, bicubic on f
 #: so a folder begun with other preprocessing is not resumed with this one (2: float resize as
 #: the reference infer_image, reference position-embedding resize)
 PREPROCESSING_VERSION = 2
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+#: ImageNet normalisation of RGB/255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
+STD = np.array(IMAGENET_STD, dtype=np.float32)
 #: uint8 levels -> normalised network input in one multiply-add: x / 255 / std - mean / std
 _LEVEL_SCALE = (1.0 / (255.0 * STD.astype(np.float64))).astype(np.float32)
 _LEVEL_SHIFT = (MEAN.astype(np.float64) / STD).astype(np.float32)

@@ -4,12 +4,17 @@ One request per image: upload a lossless PNG of the image's stored pixels, wait 
 fetch its two depth files into memory, keep the one with more distinct levels, and hand the
 pipeline a disparity map at the image's size.
 
+In the pipeline's stages: prepare is the submit stage (encode the upload, queue the request in
+the backend's own pool of --concurrency threads), infer_each waits for the submitted requests'
+outcomes, finish turns one response into the map.
+
 Shared ZeroGPU Spaces fail often and mostly for a while only, so every request is paced
 (--min-interval), retried with exponential backoff and jitter (--retries attempts), honours the
 wait a quota message names, and a run of consecutive failed images stops the run early (the
 rerun resumes). Permanent faults (unknown Space, missing endpoint, rejected token) end it at
 once with one line. The fault kinds, pacing and stopping live in space_faults.py; the caps on
-replies and reading the two returned files as one map in space_output.py.
+replies and reading the two returned files as one map in space_output.py; the client, its
+endpoint check, reconnecting and token scrubbing in space_connection.py.
 
 --timeout is a hard deadline per attempt (connecting, or upload + processing + download), not
 counting time in the Space's queue (up to max_queue_wait); every HTTP request also ends by it,
@@ -25,13 +30,13 @@ into memory; the slider's two pictures are not fetched at all during generate.
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
 import logging
 import os
 import random
 import threading
 import time
 import urllib.parse
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -41,15 +46,15 @@ import cv2
 import numpy as np
 
 from ..errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError, first_line
-from .base import Backend, BackendSettings, DepthMap
-from .space_faults import Breaker, Fault, ImageFault, Pacer, format_wait, parse_wait, retry_after, status_code
+from .base import Backend, BackendSettings, DepthMap, require_number
+from .space_connection import (DEFAULT_SPACE, ENDPOINT, Clock, SpaceAddress, SpaceConnection,
+                               render_api)
+from .space_faults import Breaker, Fault, ImageFault, Pacer, format_wait, parse_wait, retry_after
 from .space_output import (MAX_REPLY_BYTES, ReplyGuard, check_declared_size, choose_depth,
                            describe_array, format_of, read_capped, single_channel)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPACE = "depth-anything/Depth-Anything-V2"
-ENDPOINT = "/on_submit"
 #: what the public Space runs (its app.py): Depth-Anything-V2-Large at input size 518
 SPACE_MODEL = "depth-anything/Depth-Anything-V2-Large"
 SPACE_INPUT_SIZE = 518
@@ -83,6 +88,17 @@ class SpaceResponse:
     seconds: float = 0.0
 
 
+def encode_upload(image: np.ndarray) -> bytes:
+    """A lossless PNG of the stored pixels, in memory (no EXIF: the Space sees the same array)."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"expected an RGB image, got shape {image.shape}")
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                              [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise ImageError("PNG encoding for the upload failed")
+    return buffer.tobytes()
+
+
 @dataclass
 class _Pending:
     """A prepared input: its queued request (the upload PNG lives in memory only)."""
@@ -90,21 +106,23 @@ class _Pending:
     future: concurrent.futures.Future
 
 
-class _Clock:
-    """One attempt's --timeout: a deadline that time in the Space's queue moves on."""
+@dataclass(frozen=True)
+class SpaceOptions:
+    """Where the server is and how requests to it are paced, retried and bounded."""
 
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.deadline = time.monotonic() + seconds
-
-    def pause(self, seconds: float) -> None:
-        self.deadline += seconds
-
-    def expired(self) -> bool:
-        return time.monotonic() >= self.deadline
-
-    def fault(self) -> Fault:
-        return Fault(f"no answer within {self.seconds:g} s (--timeout)", reconnect=True)
+    space: str = field(default=DEFAULT_SPACE, metadata={
+        "help": "Space id or URL of a Gradio server with the /on_submit endpoint"})
+    hf_token: str | None = field(default=None, repr=False, metadata={
+        "help": "Hugging Face token (default: the HF_TOKEN environment variable)"})
+    retries: int = field(default=5, metadata={
+        "help": "attempts per image, the first included (1 = no retry)"})
+    min_interval: float = field(default=1.0, metadata={
+        "help": "seconds between requests (pacing for a shared Space)"})
+    concurrency: int = field(default=1, metadata={
+        "help": "requests in flight (for your own server; default sequential)"})
+    timeout: float = field(default=120.0, metadata={
+        "help": "seconds per attempt, a hard deadline; queue time aside (<= 30 min); "
+                "replies > 256 MiB refused"})
 
 
 # ---------------------------------------------------------------- the backend
@@ -113,6 +131,7 @@ class SpaceBackend(Backend):
     """Depth from the Depth-Anything-V2 demo Space (or any Gradio server with its /on_submit)."""
 
     name = "space"
+    Options = SpaceOptions
     uploads = True
     #: consecutive failed images (each after all its attempts) that stop the run
     max_consecutive_failures = 3
@@ -132,38 +151,49 @@ class SpaceBackend(Backend):
         # local URL, port) does not change the values, so a moved server resumes the folder.
         return {"backend": cls.name, "model": SPACE_MODEL, "input_size": SPACE_INPUT_SIZE}
 
+    @classmethod
+    def check_options(cls, options: SpaceOptions) -> SpaceOptions:
+        for name, kind in (("timeout", float), ("min_interval", float), ("retries", int),
+                           ("concurrency", int)):
+            require_number(name, getattr(options, name), kind)
+        if options.timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        if options.min_interval < 0:
+            raise UsageError("--min-interval must be 0 or more")
+        if options.retries < 1:
+            raise UsageError("--retries must be at least 1")
+        if options.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        return dataclasses.replace(options, space=options.space.strip() or DEFAULT_SPACE,
+                                   hf_token=options.hf_token or os.environ.get("HF_TOKEN") or None)
+
     def __init__(self, settings: BackendSettings):
         super().__init__(settings)
+        options = self.options
         self._gc = _gradio_client()
         for noisy in ("httpx", "httpcore"):  # one INFO line per HTTP request otherwise
             if logging.getLogger(noisy).level == logging.NOTSET:
                 logging.getLogger(noisy).setLevel(logging.WARNING)
-        if settings.timeout <= 0:
-            raise UsageError("--timeout must be positive")
-        if settings.min_interval < 0:
-            raise UsageError("--min-interval must be 0 or more")
-        self.location = settings.space.strip() or DEFAULT_SPACE
-        self.is_url = self.location.startswith(("http://", "https://"))
-        self.attempts = max(1, settings.retries)
-        self._secrets = [s for s in (settings.hf_token, os.environ.get("HF_TOKEN")) if s]
+        self.address = SpaceAddress(options.space)
+        self.attempts = options.retries
         self._closing = threading.Event()
-        self._pacer = Pacer(settings.min_interval, self._closing)
+        self._pacer = Pacer(options.min_interval, self._closing)
         self._breaker = Breaker(self.max_consecutive_failures)
         self._lock = threading.Lock()
-        self._client: Any = None
-        self._generation = 0
-        self._stale = False
         self._last: SpaceResponse | None = None
-        self._guard = ReplyGuard(settings.timeout, self.max_reply_bytes)
+        self._guard = ReplyGuard(options.timeout, self.max_reply_bytes)
+        secrets = [s for s in (options.hf_token, os.environ.get("HF_TOKEN")) if s]
+        self._connection = SpaceConnection(self.address, gc=self._gc, timeout=options.timeout,
+                                           token=options.hf_token, secrets=secrets, guard=self._guard)
         # requests run here, queued by prepare() in input order: --concurrency N keeps N in
         # flight whatever the pipeline's batch size (the reader pool prepares ahead)
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max(1, settings.concurrency), thread_name_prefix="depthprior-space")
-        if settings.hf_token and not self.sends_token:
+            options.concurrency, thread_name_prefix="depthprior-space")
+        if options.hf_token and not self.address.sends_token:
             log.info("space: the Hugging Face token is not sent to %s (not a Hugging Face host)",
                      self.public_location)
         try:
-            self._client, self._api = self._connect_first()
+            self._connection.open(self.attempts, self._classify, self._delay, self._sleep)
         except BaseException:
             self.close()
             raise
@@ -171,12 +201,13 @@ class SpaceBackend(Backend):
     # ------------------------------------------------------------ description
 
     @property
-    def preferred_batch_size(self) -> int | None:
+    def preferred_batch_size(self) -> int:
         # prepare() already keeps --concurrency requests in flight; batches of that size let
         # the pipeline collect them together
-        return self.settings.concurrency if self.settings.concurrency > 1 else None
+        return max(self.settings.batch_size, self.options.concurrency)
 
     def describe(self) -> dict[str, Any]:
+        options = self.options
         return {
             "backend": self.name,
             "space": self.public_location,
@@ -186,171 +217,34 @@ class SpaceBackend(Backend):
             "model_output": "disparity",
             "precision": "per image, the 16-bit raw or the 8-bit gray file, whichever holds more "
                          "levels (source, source_levels)",
-            "requests": f"{self.attempts} attempts, min interval {self.settings.min_interval:g} s, "
-                        f"concurrency {self.settings.concurrency}, timeout {self.settings.timeout:g} s",
+            "requests": f"{self.attempts} attempts, min interval {options.min_interval:g} s, "
+                        f"concurrency {options.concurrency}, timeout {options.timeout:g} s",
             "privacy": f"images are uploaded to {self.public_location}",
         }
 
     @property
     def public_location(self) -> str:
         """The Space id or URL, without credentials or query."""
-        if not self.is_url:
-            return self.location
-        parts = urllib.parse.urlsplit(self.location)
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+        return self.address.public
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "<token>")
-        return text
-
-    # ------------------------------------------------------------ connection
-
-    def _connect(self) -> tuple[Any, dict[str, Any]]:
-        """A new client and its /on_submit description, within one --timeout."""
-        clock = _Clock(self.settings.timeout)
-        guard = self._guard.until(clock.deadline)
-        client = None
-        try:
-            client = self._new_client(guard)
-            api = self._check_endpoint(client)
-        except Exception:
-            if client is not None:
-                _close_quietly(client)
-            if clock.expired():
-                raise clock.fault() from None
-            raise
-        guard.deadline = None  # from now on each request has its own --timeout
-        return client, api
-
-    def _new_client(self, guard: ReplyGuard) -> Any:
-        gc = self._gc
-        parameters = inspect.signature(gc.Client.__init__).parameters
-        kwargs: dict[str, Any] = {"verbose": False, "download_files": False}
-        if "analytics_enabled" in parameters:
-            kwargs["analytics_enabled"] = False
-        if "httpx_kwargs" in parameters:
-            kwargs["httpx_kwargs"] = {"timeout": self.settings.timeout, "auth": guard}
-        token_parameter = "token" if "token" in parameters else "hf_token"
-        if not self.sends_token:
-            kwargs[token_parameter] = False  # not even the saved or HF_TOKEN one
-        elif self.settings.hf_token:
-            kwargs[token_parameter] = self.settings.hf_token
-        return gc.Client(self.location, **kwargs)
-
-    @property
-    def sends_token(self) -> bool:
-        """Hugging Face credentials go to Hugging Face hosts only, never to another server."""
-        if not self.is_url:
-            return True
-        host = (urllib.parse.urlsplit(self.location).hostname or "").lower()
-        return host in ("huggingface.co", "hf.space") or host.endswith((".hf.space", ".huggingface.co"))
-
-    def _connect_first(self) -> tuple[Any, dict[str, Any]]:
-        last: Fault | None = None
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return self._connect()
-            except (UsageError, BackendUnavailable):  # the endpoint check's verdicts
-                raise
-            except Exception as error:  # noqa: BLE001 - sorted into permanent and transient
-                fault = self._connect_fault(error)
-            last = fault
-            if attempt < self.attempts:
-                delay = self._delay(fault, attempt)
-                log.warning("space: cannot connect to %s yet (%s); attempt %d/%d, next in %.1f s",
-                            self.public_location, fault, attempt, self.attempts, delay)
-                self._sleep(delay)
-        raise BackendUnavailable(
-            f"cannot connect to {self.public_location} after {self.attempts} attempts: {last}")
-
-    def _connect_fault(self, error: BaseException) -> Fault:
-        """Permanent connection faults raise (UsageError or BackendUnavailable); others return."""
-        import huggingface_hub.errors as hub_errors
-
-        gc, where = self._gc, self.public_location
-        text = self._scrub(first_line(error))
-        if isinstance(error, hub_errors.OfflineModeIsEnabled):
-            raise UsageError(f"Space id {where!r} needs the Hugging Face Hub, but HF_HUB_OFFLINE is "
-                             "set; unset it, or give the server's URL with --space http://...")
-        if isinstance(error, hub_errors.RepositoryNotFoundError) or (
-                isinstance(error, ValueError) and text.startswith("Could not find Space")):
-            raise UsageError(f"Space {where!r} not found on the Hugging Face Hub (a private Space "
-                             "needs --hf-token or HF_TOKEN with access; a local or duplicated "
-                             "server is given by its URL, http://...)")
-        status = status_code(error)
-        if status in (401, 403) or isinstance(error, gc.errors.AuthenticationError):
-            raise UsageError(f"{where} refused access (HTTP {status or 401}): a private Space needs "
-                             "--hf-token or HF_TOKEN with access (password-protected Gradio apps "
-                             "are not supported)")
-        if isinstance(error, ValueError) and "invalid state" in text:
-            raise BackendUnavailable(f"the Space {where} is not running ({text}); try later or use "
-                                     "a duplicate of it (--space)")
-        if isinstance(error, gc.httpx.ConnectError) or isinstance(error, ConnectionError):
-            raise BackendUnavailable(f"cannot reach {where}: {text}")
-        if isinstance(error, ValueError) and text.startswith("Could not fetch"):
-            # a sleeping Space answers with an error page until it has woken up (a minute or so)
-            return Fault(f"{text} (not a Gradio app, or a Space still waking up)",
-                          floor=0.0 if self.is_url else 10.0)
-        fault = self._classify(error)
-        if isinstance(fault, ImageFault):
-            raise BackendUnavailable(f"cannot connect to {where}: {fault}")
-        return fault
-
-    def _check_endpoint(self, client: Any) -> dict[str, Any]:
-        info = client.view_api(print_info=False, return_format="dict") or {}
-        named = info.get("named_endpoints", {})
-        where = self.public_location
-        if ENDPOINT not in named:
-            offered = ", ".join(named) or "no named endpoints"
-            raise UsageError(f"{where} has no {ENDPOINT} endpoint (it offers {offered}); --space "
-                             "must be the Depth-Anything-V2 demo Space or a copy of it")
-        api = named[ENDPOINT]
-        returns = api.get("returns", [])
-        if (len(api.get("parameters", [])) != 1 or len(returns) != 3
-                or any(item.get("component") != "File" for item in returns[1:])):
-            raise UsageError(f"{ENDPOINT} of {where} does not match the demo Space's contract (one "
-                             f"image in; slider, gray file, raw file out): {_render_api(api)}")
-        return api
-
-    def _current_client(self) -> tuple[Any, int]:
-        with self._lock:
-            if self._stale or self._client is None:
-                old = self._client
-                self._client = None
-                if old is not None:
-                    _close_quietly(old)
-                self._client, _ = self._connect()  # faults here count as a failed attempt
-                self._generation += 1
-                self._stale = False
-            return self._client, self._generation
-
-    def _mark_stale(self, generation: int) -> None:
-        with self._lock:
-            if generation == self._generation:
-                self._stale = True
+        return self._connection.scrub(text)
 
     # ------------------------------------------------------------ pipeline stages
 
     def prepare(self, image: np.ndarray) -> "_Pending":
-        """Encode a lossless PNG of the stored pixels in memory (no EXIF: the Space sees the
-        same array) and queue its request; infer_each collects the outcome.
+        """The submit stage: encode the upload and queue its request (see submit)."""
+        return self.submit(encode_upload(image))
 
-        Queuing here, in the pipeline's reader pool, is what lets --concurrency N keep N
-        requests in flight with any batch size; with the default of 1 they run one by one,
-        in input order, each while the previous image is being written.
+    def submit(self, png: bytes) -> "_Pending":
+        """Queue one request (with its retries) in the backend's pool; infer_each collects it.
+
+        The pipeline calls this from its reader pool, through prepare: that is what lets
+        --concurrency N keep N requests in flight with any batch size; with the default of 1
+        they run one by one, in input order, each while the previous image is being written.
         """
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ImageError(f"expected an RGB image, got shape {image.shape}")
-        ok, buffer = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                  [cv2.IMWRITE_PNG_COMPRESSION, 3])
-        if not ok:
-            raise ImageError("PNG encoding for the upload failed")
         try:
-            return _Pending(self._pool.submit(self._outcome, buffer.tobytes()))
+            return _Pending(self._pool.submit(self._outcome, png))
         except RuntimeError:  # the pool is shut down: the backend was closed
             raise BackendUnavailable("the space backend was closed") from None
 
@@ -358,7 +252,7 @@ class SpaceBackend(Backend):
         return None  # requests are independent: any inputs share a batch
 
     def infer_each(self, batch: Sequence["_Pending"]) -> list[Any]:
-        """The outcomes of the queued requests, in order.
+        """The outcomes of the submitted requests, in order (waits for them).
 
         Raises BackendUnavailable when the Space became unusable before any input of the
         batch was tried; inputs that were tried keep their outcome (and the next call raises).
@@ -373,13 +267,6 @@ class SpaceBackend(Backend):
             raise outcomes[0]
         return [ImageError(f"not processed: {o}") if isinstance(o, BackendUnavailable) else o
                 for o in outcomes]
-
-    def infer(self, batch: Sequence["_Pending"]) -> list[SpaceResponse]:
-        outcomes = self.infer_each(batch)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return outcomes
 
     def finish(self, raw: SpaceResponse, height: int, width: int) -> DepthMap:
         choice = choose_depth(raw.gray, raw.raw)
@@ -418,8 +305,8 @@ class SpaceBackend(Backend):
             started = time.monotonic()
             generation = -1
             try:
-                client, generation = self._current_client()
-                response = self._attempt(client, png, _Clock(self.settings.timeout))
+                client, generation = self._connection.current()
+                response = self._attempt(client, png, Clock(self.options.timeout))
             except (BackendUnavailable, MissingDependencyError, UsageError) as error:
                 if isinstance(error, UsageError):  # the server changed under us
                     raise BackendUnavailable(str(error)) from None
@@ -430,7 +317,7 @@ class SpaceBackend(Backend):
                     raise ImageError(str(fault)) from None
                 last = fault
                 if fault.reconnect:
-                    self._mark_stale(generation)
+                    self._connection.mark_stale(generation)
                 if attempt == self.attempts:
                     break
                 delay = self._delay(fault, attempt)
@@ -450,7 +337,7 @@ class SpaceBackend(Backend):
         self._breaker.failure(str(last))
         raise ImageError(reason)
 
-    def _attempt(self, client: Any, png: bytes, clock: _Clock) -> SpaceResponse:
+    def _attempt(self, client: Any, png: bytes, clock: Clock) -> SpaceResponse:
         """Upload, process and download within one --timeout (queue time aside)."""
         try:
             return self._exchange(client, png, clock)
@@ -461,7 +348,7 @@ class SpaceBackend(Backend):
                 raise clock.fault() from None
             raise
 
-    def _exchange(self, client: Any, png: bytes, clock: _Clock) -> SpaceResponse:
+    def _exchange(self, client: Any, png: bytes, clock: Clock) -> SpaceResponse:
         job = client.submit(self._upload(client, png, clock), api_name=ENDPOINT)
         try:
             result = self._wait_for(job, clock)
@@ -486,7 +373,7 @@ class SpaceBackend(Backend):
             raise Fault(f"the Space returned a blank map (constant {gray.max()})")
         return SpaceResponse(gray, raw, files, slider)
 
-    def _upload(self, client: Any, png: bytes, clock: _Clock) -> dict[str, Any]:
+    def _upload(self, client: Any, png: bytes, clock: Clock) -> dict[str, Any]:
         """Post the PNG from memory; the reference to the server's copy goes into the job.
 
         The reference carries no "meta" key on purpose: gradio_client would take it for a local
@@ -502,7 +389,7 @@ class SpaceBackend(Backend):
             raise Fault(f"the Space's upload answered {first_line(str(paths))[:80]!r}, not a file path")
         return {"path": paths[0], "orig_name": UPLOAD_NAME}
 
-    def _wait_for(self, job: Any, clock: _Clock) -> Any:
+    def _wait_for(self, job: Any, clock: Clock) -> Any:
         """The job's result; the --timeout clock stops while the job waits in the queue."""
         status_enum = self._gc.utils.Status
         queued = 0.0
@@ -531,7 +418,7 @@ class SpaceBackend(Backend):
                 raise Fault(f"waited {queued:.0f} s in the Space's queue")
 
     def _fetch(self, client: Any, ref: Any, label: str, files: dict[str, dict[str, Any]],
-               clock: _Clock) -> np.ndarray:
+               clock: Clock) -> np.ndarray:
         """One returned file, read into memory within the caps and decoded (nothing on disk)."""
         path = ref.get("path") if isinstance(ref, dict) else ref
         if not path or not isinstance(path, str):
@@ -605,7 +492,7 @@ class SpaceBackend(Backend):
         title = str(getattr(error, "title", "") or "")
         if "quota" in (message + title).lower():
             wait = parse_wait(message)
-            hint = "" if self.settings.hf_token else "; a logged-in token (--hf-token) gets more quota"
+            hint = "" if self.options.hf_token else "; a logged-in token (--hf-token) gets more quota"
             if wait is None:
                 raise BackendUnavailable(f"the Space's GPU quota is used up: {message}{hint}")
             if wait > self.max_wait:
@@ -636,8 +523,9 @@ class SpaceBackend(Backend):
 
     def diagnostics(self) -> dict[str, Any]:
         with self._lock:
-            last, client = self._last, self._client
-        facts: dict[str, Any] = {"api": _render_api(self._api)}
+            last = self._last
+        client = self._connection.peek()
+        facts: dict[str, Any] = {"api": render_api(self._connection.api)}
         if last is None:
             return facts
         if client is not None and last.slider:
@@ -657,7 +545,7 @@ class SpaceBackend(Backend):
         facts["request"] = f"{last.seconds:.2f} s, {last.attempts} attempt(s)"
         facts["upload"] = (
             f"the image was uploaded to {self.public_location}: a third party's server unless it "
-            "is your own" if self.is_url else
+            "is your own" if self.address.is_url else
             f"the image was uploaded to the Hugging Face Space {self.public_location}, "
             "a third-party service")
         facts["verdict"] = (f"{ENDPOINT} of {self.public_location} answered with the demo "
@@ -670,7 +558,7 @@ class SpaceBackend(Backend):
         for name, ref in zip(("image", "coloured depth"), refs):
             facts: dict[str, dict[str, Any]] = {}
             try:
-                self._fetch(client, ref, name, facts, _Clock(self.settings.timeout))
+                self._fetch(client, ref, name, facts, Clock(self.options.timeout))
                 info = facts[name]
                 parts.append(f"{name}: {info['format']} {info['size']}, {info['channels']} "
                              f"channel(s), {info['dtype']}")
@@ -681,31 +569,5 @@ class SpaceBackend(Backend):
     def close(self) -> None:
         self._closing.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            _close_quietly(client)
+        self._connection.close()
         self._guard.abort_all()  # no request of ours or gradio_client's outlives the backend
-
-
-# ---------------------------------------------------------------- helpers
-
-def _render_api(api: dict[str, Any]) -> str:
-    def item(entry: dict[str, Any]) -> str:
-        kind = entry.get("python_type", {}).get("type", "?")
-        name = entry.get("parameter_name") or entry.get("label", "?")
-        return f"{name}: {kind} [{entry.get('component', '?')}]"
-
-    params = ", ".join(item(p) for p in api.get("parameters", []))
-    lines = [f"predict({params}, api_name=\"{ENDPOINT}\") returns:"]
-    lines += [f"  {i}. {item(r)}" for i, r in enumerate(api.get("returns", []), 1)]
-    return "\n".join(lines)
-
-
-
-
-def _close_quietly(client: Any) -> None:
-    try:
-        client.close()
-    except Exception:  # noqa: BLE001
-        pass

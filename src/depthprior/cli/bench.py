@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..backends import backend_names
-from .common import add_backend_arguments, backend_settings
+from .common import add_backend_arguments, given_options, shared_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [name for name in names if name not in backend_names()]
     if unknown:
         raise UsageError(f"unknown backend(s) {', '.join(unknown)}: choose from {', '.join(backend_names())}")
-    report = bench(args.images, backends=names, settings=backend_settings(args),
+    report = bench(args.images, backends=names, settings=shared_settings(args),
                    onnx_model=args.onnx_model, baseline=args.baseline, workers=args.workers,
-                   repeats=args.repeats)
+                   repeats=args.repeats, **given_options(args))
     print(report.format())
     return 0

@@ -1,12 +1,15 @@
-"""Arguments shared by several commands, derived from BackendSettings and the backend registry."""
+"""Arguments shared by several commands, derived from BackendSettings and the backend registry:
+the shared fields are written here once, each backend's own options come from its Options."""
 
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
+from typing import Any
 
-from ..backends import DEFAULT_BACKEND, BackendSettings, backend_names
-from ..backends.torch_hf import DEVICES, DTYPES
+from ..backends import DEFAULT_BACKEND, BackendSettings, backend_class, backend_names, option_fields
+from ..backends.base import DTYPES, option_flag
+from ..backends.torch_hf import DEVICES
 
 _DEFAULTS = BackendSettings()
 
@@ -36,30 +39,40 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                        help="images per forward pass; only same-size frames share a batch")
     group.add_argument("--input-size", type=positive_int, default=_DEFAULTS.input_size,
                        help="shorter side the network sees, multiple of 14 (default 518)")
-    group.add_argument("--compile", action="store_true",
-                       help="torch backend: compile the model with torch.compile; each new input "
-                            "shape first compiles (about a minute on a small CPU), then runs faster "
-                            "(V2-Small on 2 CPU cores: 1.05-1.2x). Worth it for many same-size frames")
     group.add_argument("--max-pixels", type=positive_int, default=_DEFAULTS.max_pixels,
                        help="refuse pictures above this many pixels before decoding them: "
                             "inputs, and what a remote server returns "
                             f"(default {_DEFAULTS.max_pixels:_d} = {_DEFAULTS.max_pixels / 1e6:g} MP)")
-    remote = parser.add_argument_group("remote Space backend (--backend space)")
-    remote.add_argument("--space", default=_DEFAULTS.space,
-                        help="Space id or URL of a Gradio server with the /on_submit endpoint")
-    remote.add_argument("--hf-token", default=None,
-                        help="Hugging Face token (default: the HF_TOKEN environment variable)")
-    remote.add_argument("--retries", type=positive_int, default=_DEFAULTS.retries,
-                        help="attempts per image, the first included (1 = no retry)")
-    remote.add_argument("--min-interval", type=float, default=_DEFAULTS.min_interval,
-                        help="seconds between requests (pacing for a shared Space)")
-    remote.add_argument("--concurrency", type=positive_int, default=_DEFAULTS.concurrency,
-                        help="requests in flight (for your own server; default sequential)")
-    remote.add_argument("--timeout", type=float, default=_DEFAULTS.timeout,
-                        help="seconds per attempt, a hard deadline; queue time aside (<= 30 min); replies > 256 MiB refused")
+    for name in backend_names():
+        _add_options(parser, name)
 
 
-def backend_settings(args: argparse.Namespace) -> BackendSettings:
+def _add_options(parser: argparse.ArgumentParser, backend: str) -> None:
+    """A group with the backend's own options; unset ones stay out of the namespace (SUPPRESS),
+    so only options given on the command line reach settings_for."""
+    fields = option_fields(backend)
+    if not fields:
+        return
+    group = parser.add_argument_group(f"{backend} backend (--backend {backend})")
+    for option in fields:
+        help_text = option.metadata.get("help", "")
+        if option.type in (bool, "bool"):
+            group.add_argument(option_flag(option.name), action="store_true",
+                               default=argparse.SUPPRESS, help=help_text)
+            continue
+        if option.default is not None and "default" not in help_text:
+            help_text += f" (default {option.default})"
+        group.add_argument(option_flag(option.name), type=_parser_of(option),
+                           default=argparse.SUPPRESS, help=help_text)
+
+
+def _parser_of(option: dataclasses.Field) -> Any:
+    kind = option.type if isinstance(option.type, str) else getattr(option.type, "__name__", "str")
+    return {"int": positive_int, "float": float}.get(kind, str)
+
+
+def shared_settings(args: argparse.Namespace) -> BackendSettings:
+    """The shared fields from the command line, no backend options yet."""
     return BackendSettings(
         model=args.model,
         revision=args.revision,
@@ -67,12 +80,18 @@ def backend_settings(args: argparse.Namespace) -> BackendSettings:
         dtype=args.dtype,
         input_size=args.input_size,
         batch_size=args.batch_size,
-        compile=args.compile,
         max_pixels=args.max_pixels,
-        space=args.space,
-        hf_token=args.hf_token or os.environ.get("HF_TOKEN") or None,
-        retries=args.retries,
-        min_interval=args.min_interval,
-        concurrency=args.concurrency,
-        timeout=args.timeout,
     )
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Backend options given on the command line, by field name."""
+    names = {option.name for backend in backend_names() for option in option_fields(backend)}
+    return {name: getattr(args, name) for name in sorted(names) if hasattr(args, name)}
+
+
+def backend_settings(args: argparse.Namespace) -> BackendSettings:
+    """The checked settings of --backend (a UsageError before anything loads)."""
+    from ..backends import settings_for
+
+    return settings_for(backend_class(args.backend), shared_settings(args), **given_options(args))
