@@ -228,5 +228,3 @@ def _least_squares(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, 
         return 0.0, my
     scale = float(w @ (dx * (y - my))) / sxx
     return scale, my - scale * mx
-
-
