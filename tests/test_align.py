@@ -25,16 +25,10 @@ from scenes import (
     write_colmap_text,
 )
 
-from depthprior.align import (
-    MAX_RESIDUAL,
-    MIN_POINTS,
-    DepthFilesError,
-    align,
-    fit_mad,
-    fit_robust,
-    report_path,
-    sample_bilinear,
-)
+from depthprior.align import MAX_RESIDUAL, DepthFilesError, align
+from depthprior.depth_params import report_path
+from depthprior.fitting import MIN_POINTS, fit_mad, fit_robust
+from depthprior.sampling import sample_bilinear
 from depthprior.colmap import ModelError, read_model
 from depthprior.images import image_key
 from depthprior.errors import MissingDependencyError, UsageError
@@ -675,3 +669,59 @@ def test_a_fifo_among_the_frames_is_refused_without_blocking(tmp_path):
     assert result.returncode == 2, result.stderr
     assert frame.name in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- one owner per format
+
+FITTING_HALF = ["align.py", "fitting.py", "sampling.py", "depth_params.py", "priorset.py",
+                "export.py", "colmap.py", "colmap_files.py", "cli/align.py", "cli/export.py",
+                "training/__init__.py", "training/losses.py", "training/priors.py",
+                "training/supervision.py"]
+
+
+def literals(path: Path) -> list[str]:
+    """The string and number literals of a module's code, `2 ** 16` as one; docstrings and
+    comments are not code, and a message that mentions a name does not define it."""
+    import io
+    import tokenize
+
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+              if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+                                tokenize.DEDENT)]
+    found = []
+    for i, token in enumerate(tokens):
+        if token.type == tokenize.STRING:
+            found.append(token.string.strip("'\""))
+        elif token.type == tokenize.NUMBER:
+            power = [t.string for t in tokens[i:i + 5]]
+            if power[1:2] != ["**"]:
+                found.append(token.string)
+            elif power[3:4] == ["-"]:
+                found.append("".join(power))
+            else:
+                found.append("".join(power[:3]))
+    return found
+
+
+def test_shared_formats_and_the_png_scale_are_defined_once():
+    """depth_params.json, its report and the PNG scale: one module names each."""
+    import depthprior
+
+    src = Path(depthprior.__file__).parent
+    expected = {  # literal -> the modules that hold it
+        "depth_params.json": ["depth_params.py"],
+        "depthprior-align-report": ["depth_params.py"],
+        ".report.json": ["depth_params.py"],
+        "per_image": ["depth_params.py"],
+        "65535": ["store.py"],  # store.PNG_MAX
+        "65536.0": ["store.py"],  # store.TRAINER_SCALE
+        "65536": [],
+        "2**16": [],
+        "2**16-1": [],
+    }
+    found: dict[str, list[str]] = {value: [] for value in expected}
+    for module in ["store.py", *FITTING_HALF]:
+        for value in literals(src / module):
+            if value in found:
+                found[value].append(module)
+    assert found == expected

@@ -510,7 +510,8 @@ def test_tiny_training_loop_converges(scene):
 # ---------------------------------------------------------------- round trip through align
 
 def test_loader_round_trips_align_and_honours_its_report(tmp_path):
-    from depthprior.align import align, report_path
+    from depthprior.align import align
+    from depthprior.depth_params import report_path
     from scenes import make_scene
 
     scene = make_scene(tmp_path / "scene", n_images=5, width=64, height=48, points_per_image=120,
@@ -541,3 +542,37 @@ def test_loader_round_trips_align_and_honours_its_report(tmp_path):
         relative = ((prior.inverse_depth - truth).abs() / truth)[0]
         assert relative.median().item() < 5e-3  # 1/z of the scene, from a half-size prior
         assert loss.item() < 0.03 * truth.mean().item()  # mean: edges of the upsampled prior
+
+
+def test_params_read_only_their_own_report(tmp_path):
+    """A params file is judged by <its stem>.report.json, never by another file's report."""
+    from depthprior.align import align
+    from scenes import make_scene
+
+    scene = make_scene(tmp_path / "scene", n_images=5, width=64, height=48, points_per_image=120,
+                       write_images=False, few_points={1: 5}, seed=7)
+    summary = align(scene.sparse, scene.depths, workers=1)
+    failed = scene.key(scene.names[1])
+    assert [r.key for r in summary.failed] == [failed]
+    assert DepthPriors(scene.depths, summary.output).unreliable.keys() == {failed}
+
+    # the user's own params beside align's: every image fitted, no report of its own
+    mine = json.loads(summary.output.read_text())
+    mine[failed] = mine[scene.key(scene.names[0])]
+    custom = scene.sparse / "custom.json"
+    custom.write_text(json.dumps(mine))
+    priors = DepthPriors(scene.depths, custom)
+    assert priors.unreliable == {}
+    assert priors.get(scene.names[1]).reliable
+
+
+def test_a_torch_prior_is_the_numpy_prior_as_a_tensor(tmp_path):
+    from depthprior.priorset import PriorArray
+
+    root = write_priors(tmp_path / "depths", {"a.jpg": ramp()})
+    priors = DepthPriors(root, {"a": {"scale": 2.0, "offset": 0.1}})
+    array, prior = priors.load("a", (6, 8)), priors.get("a", size=(6, 8))
+    assert isinstance(prior, PriorArray)
+    assert np.array_equal(prior.inverse_depth[0].numpy(), array.inverse_depth)
+    rest = ("stem", "reliable", "reason", "scale", "offset", "aligned")
+    assert [getattr(prior, f) for f in rest] == [getattr(array, f) for f in rest]

@@ -59,10 +59,6 @@ class SparseModel:
     point_ids: np.ndarray  # sorted int64
     point_xyz: np.ndarray  # Mx3 float64, same order as point_ids
 
-    @property
-    def num_registered(self) -> int:
-        return sum(image.registered for image in self.images)
-
     def lookup_points(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """xyz of the given 3D point ids, and a mask of the ids that exist in the model."""
         if self.point_ids.size == 0 or ids.size == 0:

@@ -2,7 +2,7 @@
 
 Both exports need depth_params.json from `depthprior align` (they fail with one line asking for
 it rather than fitting silently with other settings) and the COLMAP model it was fitted on.
-Each image's prior is loaded exactly as a 3DGS trainer would (`DepthPriors`: png / 2**16,
+Each image's prior is loaded exactly as a 3DGS trainer would (`PriorSet`: png / 2**16,
 bilinear resize to the camera's size, ``scale * x + offset``), then ``depth = 1 / that`` in the
 model's units; pixels whose aligned inverse depth is <= 0 have no depth (0). Images whose fit
 failed or is an outlier are written as all-invalid maps, because both trainers need one depth
@@ -46,7 +46,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import ImageError, UsageError
+from .depth_params import default_path, params_file
+from .errors import ImageError, UsageError, listing
 from .images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, posix_name, safe_join
 from .priorset import PriorSet
 from .store import (
@@ -59,14 +60,14 @@ from .store import (
 )
 
 
-PARAMS_NAME = "depth_params.json"
 NERFSTUDIO_DEPTH_DIR = "depthprior_depth"
 DN_SPLATTER_DIR = "mono_depth"
 DN_SPLATTER_PARSERS = ("coolermap", "normal-nerfstudio")
 #: nerfstudio opens DATA/depths_N/<file name of depth_file_path> when it trains at 1/N size
 DOWNSCALED_DEPTHS = "depths_{}"
 DOWNSCALED_IMAGES = re.compile(r"images_(\d+)")
-UINT16_MAX = 65535
+#: nerfstudio depth PNGs hold uint16 steps of unit_scale: the largest depth they can say
+NERFSTUDIO_DEPTH_STEPS = int(np.iinfo(np.uint16).max)
 #: poses in an existing transforms.json must match the model's scale within this
 SCALE_TOLERANCE = 0.01
 
@@ -90,9 +91,8 @@ class ExportSummary:
         for folder in self.downscaled:
             lines.append(f"downscaled depth -> {folder}")
         if self.invalid:
-            shown = ", ".join(f"{k} ({v})" for k, v in list(self.invalid.items())[:5])
-            more = f" and {len(self.invalid) - 5} more" if len(self.invalid) > 5 else ""
-            lines.append(f"{len(self.invalid)} written as all-invalid (no usable fit): {shown}{more}")
+            shown = listing(f"{key} ({why})" for key, why in self.invalid.items())
+            lines.append(f"{len(self.invalid)} written as all-invalid (no usable fit): {shown}")
         if self.out_of_range:
             lines.append(f"{self.out_of_range} pixel(s) outside the uint16 range left invalid")
         lines.extend(self.notes)
@@ -107,9 +107,7 @@ def _open(depths: Path | str, sparse: Path | str, params: Path | str | None):
     from .colmap import read_model
 
     sparse = Path(sparse)
-    params_path = Path(params) if params is not None else sparse / PARAMS_NAME
-    if params_path.is_dir():
-        params_path = params_path / PARAMS_NAME
+    params_path = params_file(params) if params is not None else default_path(sparse)
     if not params_path.is_file():
         raise UsageError(
             f"no {params_path.name} at {params_path}: run `depthprior align --sparse {sparse} "
@@ -126,11 +124,9 @@ def _open(depths: Path | str, sparse: Path | str, params: Path | str | None):
 def _require_priors(priors: PriorSet, names: list[str]) -> None:
     missing = priors.missing(names)
     if missing:
-        shown = ", ".join(repr(n) for n in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise UsageError(
             f"no depth prior in {priors.root} for {len(missing)} image(s) of the model: "
-            f"{shown}{more}; run `depthprior generate` on the model's images"
+            f"{listing(missing, quote=True)}; run `depthprior generate` on the model's images"
         )
 
 
@@ -289,7 +285,7 @@ def _depth_png(priors: PriorSet, image: Any, unit_scale: float, summary: ExportS
     """The image's depth as uint16 steps of unit_scale (0 = none), counted into summary."""
     depth, reason = aligned_depth(priors, image.name, _size(image))
     scaled = depth.astype(np.float64) / unit_scale
-    fits = (scaled >= 0.5) & (scaled < UINT16_MAX + 0.5)
+    fits = (scaled >= 0.5) & (scaled < NERFSTUDIO_DEPTH_STEPS + 0.5)
     summary.out_of_range += int(np.count_nonzero((depth > 0) & ~fits))
     if reason:
         summary.invalid[image.key] = reason
@@ -360,7 +356,7 @@ def min_pool_valid(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     near one, and a block without any valid depth stays 0.
     """
     height, width = size
-    empty = np.uint32(UINT16_MAX + 1)
+    empty = np.uint32(NERFSTUDIO_DEPTH_STEPS + 1)
     values = np.where(depth > 0, depth.astype(np.uint32), empty)
     rows = (np.arange(height) * depth.shape[0]) // height
     cols = (np.arange(width) * depth.shape[1]) // width
@@ -385,11 +381,9 @@ def _match_frames(frames: list[dict], paths: list[str], registered: list, transf
             unmatched.append(path)
         matched.append(image)
     if unmatched:
-        shown = ", ".join(repr(p) for p in unmatched[:5])
-        more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
         raise UsageError(
             f"{len(unmatched)} frame(s) of {transforms} are not registered images of the COLMAP "
-            f"model: {shown}{more}"
+            f"model: {listing(unmatched, quote=True)}"
         )
     return matched
 
@@ -607,10 +601,9 @@ def _refuse_stale(out_dir: Path, ours: set[str]) -> None:
     found = glob.glob(os.path.join(glob.escape(str(out_dir)), "*_aligned.npy"))
     stale = sorted(os.path.basename(path) for path in found if os.path.basename(path) not in ours)
     if stale:
-        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
         raise UsageError(
-            f"{out_dir} holds {len(stale)} other *_aligned.npy file(s) ({shown}) that DN-Splatter "
-            "would pair with images too: delete them (or the folder) and export again"
+            f"{out_dir} holds {len(stale)} other *_aligned.npy file(s) ({listing(stale)}) that "
+            "DN-Splatter would pair with images too: delete them (or the folder) and export again"
         )
 
 

@@ -1,12 +1,12 @@
 """Depth priors by image name, as a 3DGS trainer sees them, in numpy (no torch here).
 
-Reproduces what the official 3DGS trainer does with `-d DEPTHS` (scene/cameras.py,
-utils/camera_utils.py, scene/dataset_readers.py):
+Reproduces what the official 3DGS trainer does with `-d DEPTHS`:
 
-1. read the uint16 PNG as ``png / 2**16`` (float32);
+1. read the uint16 PNG as ``png / TRAINER_SCALE`` (2**16, float32);
 2. resize it to the training resolution with OpenCV's bilinear filter (``cv2.resize``);
-3. with depth_params.json, mark the image unreliable when its scale is below 0.2x or above 5x
-   the median of the positive scales, and apply ``scale * x + offset`` when scale > 0.
+3. with depth_params.json (read and checked by `depthprior.depth_params`), mark the image
+   unreliable when its scale is outside SCALE_BAND x the median of the positive scales, and
+   apply ``scale * x + offset`` when scale > 0.
 
 Where 3DGS is silently lenient this loader is strict, on purpose:
 
@@ -15,7 +15,7 @@ Where 3DGS is silently lenient this loader is strict, on purpose:
 - an image without an entry in depth_params.json is unreliable (3DGS prints a line and trains on
   the unaligned map as if it were aligned);
 - a missing prior raises :class:`MissingPriorError` naming the image; it is never zeros;
-- images that ``depthprior align`` reports as unreliable or failed (``<params>.report.json``
+- images that ``depthprior align`` reports as unreliable or failed (``<params stem>.report.json``
   beside depth_params.json) are unreliable too;
 - an entry whose scale/offset are not finite, overflow float32, or would make the prior
   constant or nowhere positive is unreliable and never applied (3DGS would train on zeros or
@@ -29,8 +29,6 @@ Where 3DGS is silently lenient this loader is strict, on purpose:
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -39,21 +37,11 @@ from typing import Any, Iterable, Mapping
 import cv2
 import numpy as np
 
-from .errors import DepthpriorError, UnsafePathError, UsageError
-from .images import image_key, posix_name, safe_join
+from .depth_params import PARAMS_NAME, SCALE_BAND, DepthParams, depth_file
+from .errors import DepthpriorError, UsageError, listing
+from .images import image_key, posix_name
 from .manifest import ImageRecord, Manifest
-from .store import depth_pngs, read_png16
-
-#: 3DGS keeps an image when 0.2 * median <= scale <= 5 * median
-SCALE_BAND = (0.2, 5.0)
-#: 3DGS reads priors as png / 2**16 (not 65535)
-PNG_DIVISOR = float(2**16)
-PARAMS_NAME = "depth_params.json"
-#: `depthprior align` writes <params stem>.report.json beside the params, in this format
-REPORT_FORMAT = "depthprior-align-report"
-REPORT_FALLBACK = "depth_params.report.json"
-#: the report's per-image table (key -> {"status": "ok"|"unreliable"|"failed", "reason"})
-REPORT_IMAGE_FIELDS = ("per_image", "images_detail", "images")
+from .store import TRAINER_SCALE, depth_pngs, read_png16
 
 
 class MissingPriorError(DepthpriorError, LookupError):
@@ -71,67 +59,6 @@ class PriorArray:
     scale: float | None
     offset: float | None
     aligned: bool  # scale and offset from depth_params.json applied
-
-
-@dataclass(frozen=True)
-class DepthParams:
-    """depth_params.json: per-image scale/offset, the median scale, and reliability."""
-
-    entries: dict[str, tuple[float, float]]
-    median_scale: float
-    unreliable: dict[str, str]  # stem -> reason
-    path: Path | None = None
-    unusable: frozenset[str] = frozenset()  # stems whose scale/offset are never applied
-
-    @classmethod
-    def load(
-        cls,
-        source: "str | os.PathLike[str] | Mapping[str, Any] | DepthParams",
-        band: tuple[float, float] = SCALE_BAND,
-        depth_dir: "str | os.PathLike[str] | None" = None,
-    ) -> "DepthParams":
-        """From a depth_params.json path, the folder holding it, or an already-parsed dict.
-
-        A key that would point outside ``depth_dir`` (default: the current folder) is refused
-        with UnsafePathError. An entry whose numbers cannot be applied (see `entry_problem`)
-        is unreliable and listed in ``unusable``.
-        """
-        if isinstance(source, DepthParams):
-            return source
-        path: Path | None = None
-        report: Mapping[str, Any] | None = None
-        if isinstance(source, Mapping):
-            data: Any = source
-        else:
-            path = Path(source)
-            if path.is_dir():
-                path = path / PARAMS_NAME
-            if not path.is_file():
-                raise UsageError(
-                    f"depth params not found: {path}; run `depthprior align` to write it"
-                )
-            data = _read_json(path, "depth params")
-            report = _find_report(path)
-        if not isinstance(data, Mapping):
-            raise UsageError(f"{path or 'depth params'}: expected an object of image names")
-        entries = _entries(data, path, Path(depth_dir) if depth_dir is not None else Path("."))
-        positive = [s for s, _ in entries.values() if math.isfinite(s) and s > 0]
-        median = float(np.median(positive)) if positive else 0.0
-        unreliable: dict[str, str] = {}
-        unusable: set[str] = set()
-        low, high = band
-        for stem, (scale, offset) in entries.items():
-            problem = entry_problem(scale, offset)
-            if problem:
-                unreliable[stem] = problem
-                unusable.add(stem)
-            elif scale < low * median or scale > high * median:
-                unreliable[stem] = (
-                    f"scale {scale:.4g} is outside [{low:g}, {high:g}] x the median {median:.4g}"
-                )
-        for stem, reason in _report_unreliable(report).items():
-            unreliable.setdefault(stem, reason)
-        return cls(entries, median, unreliable, path, frozenset(unusable))
 
 
 class PriorSet:
@@ -167,7 +94,7 @@ class PriorSet:
         if self.manifest is not None:
             for name, record in self.manifest.images.items():
                 stem = posix_name(record.stem or image_key(name))
-                self._files[stem] = _inside(self.root, stem, f"{self.manifest.path} image {name!r}")
+                self._files[stem] = depth_file(self.root, stem, f"{self.manifest.path} image {name!r}")
                 self._records[stem] = record
                 if not record.ok:
                     self._status[stem] = record.status
@@ -224,12 +151,11 @@ class PriorSet:
         return stem
 
     def _missing_message(self, names: list[str]) -> str:
-        shown = ", ".join(repr(n) for n in names[:5])
-        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
         failed = [n for n in names if self._aliases.get(posix_name(n)) in self._status]
         why = " (generate failed for some: see depthprior.json)" if failed else ""
         return (
-            f"no depth prior in {self.root} for {len(names)} image(s): {shown}{more}{why}; "
+            f"no depth prior in {self.root} for {len(names)} image(s): "
+            f"{listing(names, quote=True)}{why}; "
             f"it has {len(self.names)} priors"
         )
 
@@ -248,7 +174,7 @@ class PriorSet:
         if self.params is None:
             return True, None
         if stem not in self.params.entries:
-            return False, "no entry in depth_params.json"
+            return False, f"no entry in {PARAMS_NAME}"
         reason = self.params.unreliable.get(stem)
         return reason is None, reason
 
@@ -284,7 +210,7 @@ class PriorSet:
             ) from None
         if png.ndim != 2 or png.dtype != np.uint16:
             raise UsageError(f"{path} is not a single-channel uint16 depth PNG")
-        values = png.astype(np.float32) / PNG_DIVISOR
+        values = png.astype(np.float32) / TRAINER_SCALE
         if hw is not None and hw != values.shape:
             values = cv2.resize(values, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
         values[values < 0] = 0
@@ -298,103 +224,6 @@ class PriorSet:
                 aligned = True
         return PriorArray(stem, np.ascontiguousarray(values), reliable, reason, scale, offset,
                           aligned)
-
-
-#: the largest value of png / 2**16
-PRIOR_MAX = 65535 / PNG_DIVISOR
-
-
-def entry_problem(scale: float, offset: float) -> str:
-    """Why a depth_params.json entry cannot be applied, or '' when it can.
-
-    Applied to every prior value x in [0, PRIOR_MAX] as float32 ``scale * x + offset``, it must
-    give finite numbers that vary with x and are positive somewhere; a failed fit has scale <= 0.
-    """
-    if not (math.isfinite(scale) and math.isfinite(offset)):
-        return f"scale {scale:g} / offset {offset:g} in depth_params.json is not a finite number"
-    if scale <= 0:
-        return f"failed fit in depth_params.json (scale {scale:g})"
-    with np.errstate(all="ignore"):
-        low = np.float32(offset)
-        high = np.float32(scale) * np.float32(PRIOR_MAX) + low
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return (f"scale {scale:g} / offset {offset:g} in depth_params.json overflow 32-bit "
-                "floats: unusable")
-    if not high > 0:
-        return (f"scale {scale:g} / offset {offset:g} in depth_params.json make every inverse "
-                "depth negative or zero: unusable")
-    if high == low:
-        return (f"scale {scale:g} is too small next to offset {offset:g} in depth_params.json: "
-                "the aligned prior would be constant")
-    return ""
-
-
-def _entries(data: Mapping[str, Any], path: Path | None,
-             depth_dir: Path) -> dict[str, tuple[float, float]]:
-    """stem -> (scale, offset) as written; keys that would leave depth_dir are refused."""
-    source = path or "depth params"
-    entries: dict[str, tuple[float, float]] = {}
-    for key, value in data.items():
-        try:
-            scale, offset = float(value["scale"]), float(value["offset"])
-        except (TypeError, KeyError, ValueError, OverflowError):
-            raise UsageError(
-                f"{source}: entry {key!r} needs numeric 'scale' and 'offset'"
-            ) from None
-        stem = posix_name(str(key))
-        _inside(depth_dir, stem, f"{source} key {key!r}")
-        entries[stem] = (scale, offset)
-    return entries
-
-
-def _inside(root: Path, stem: str, what: str) -> Path:
-    """root/stem.png, or UnsafePathError naming `what` when that would leave root."""
-    try:
-        return safe_join(root, stem, ".png")
-    except UnsafePathError:
-        raise UnsafePathError(
-            f"{what} points outside the depth folder {root}; refused (image names are "
-            "relative paths without '..')"
-        ) from None
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the {what} file {path}: {error}") from None
-
-
-def _find_report(params_path: Path) -> Mapping[str, Any] | None:
-    """The report `depthprior align` writes beside its params file (<stem>.report.json)."""
-    for path in (params_path.with_name(params_path.stem + ".report.json"),
-                 params_path.with_name(REPORT_FALLBACK)):
-        if path.is_file():
-            data = _read_json(path, "align report")
-            if isinstance(data, Mapping) and data.get("format") == REPORT_FORMAT:
-                return data
-    return None
-
-
-def _report_unreliable(report: Mapping[str, Any] | None) -> dict[str, str]:
-    """stem -> reason for images the align report marks unreliable or failed."""
-    out: dict[str, str] = {}
-    images = None
-    for field in REPORT_IMAGE_FIELDS:
-        candidate = report.get(field) if report else None
-        if isinstance(candidate, Mapping):
-            images = candidate
-            break
-    if images is None:
-        return out
-    for key, record in images.items():
-        if not isinstance(record, Mapping):
-            continue
-        status = record.get("status")
-        if status in ("unreliable", "failed"):
-            reason = record.get("reason") or status
-            out[posix_name(str(record.get("key") or key))] = f"align report: {status}: {reason}"
-    return out
 
 
 __all__ = [

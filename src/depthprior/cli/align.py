@@ -7,6 +7,7 @@ import math
 import sys
 from typing import TextIO
 
+from ..errors import listing
 from .common import positive_int
 
 
@@ -112,10 +113,8 @@ def print_table(summary, *, brief: bool = False, stream: TextIO | None = None) -
           f"{summary.median_scale:.4g}, {summary.seconds:.1f} s)", file=out)
     print(f"report: {summary.report}", file=out)
     if summary.unmatched_depths:
-        first = ", ".join(summary.unmatched_depths[:3])
-        more = f" and {len(summary.unmatched_depths) - 3} more" if len(summary.unmatched_depths) > 3 else ""
         print(f"note: {len(summary.unmatched_depths)} depth files match no image of the model "
-              f"({first}{more})", file=out)
+              f"({listing(summary.unmatched_depths, 3)})", file=out)
 
 
 def _percent(value: float | None) -> str:

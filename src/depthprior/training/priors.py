@@ -12,20 +12,15 @@ from typing import Any, Mapping
 
 import torch
 
-from ..priorset import SCALE_BAND, DepthParams, MissingPriorError, PriorSet
+from ..depth_params import SCALE_BAND, DepthParams
+from ..priorset import MissingPriorError, PriorArray, PriorSet
 
 
 @dataclass
-class Prior:
-    """One image's prior, ready to compare with a rendered inverse depth."""
+class Prior(PriorArray):
+    """`PriorArray` with its values as a tensor, ready to compare with a rendered inverse depth."""
 
-    stem: str  # name without extension, relative to the depth folder
-    inverse_depth: torch.Tensor  # (1, H, W) float32; aligned when `aligned`
-    reliable: bool  # False: a trainer skips this image's depth loss
-    reason: str | None  # why it is unreliable
-    scale: float | None
-    offset: float | None
-    aligned: bool  # scale and offset from depth_params.json applied
+    inverse_depth: torch.Tensor  # (1, H, W) float32 on the device; aligned when `aligned`
 
 
 class DepthPriors(PriorSet):
@@ -77,8 +72,7 @@ class DepthPriors(PriorSet):
             return self._cache[key]
         array = self.load(stem, hw)
         tensor = torch.from_numpy(array.inverse_depth[None]).to(target)
-        prior = Prior(array.stem, tensor, array.reliable, array.reason, array.scale,
-                      array.offset, array.aligned)
+        prior = Prior(**{**vars(array), "inverse_depth": tensor})
         if self.cache:
             self._cache[key] = prior
         return prior

@@ -1,0 +1,115 @@
+"""Sampling a depth map at a COLMAP image's SfM points: (prior values, 1/z) pairs to fit.
+
+Two samplers, one per estimator of `fitting`:
+- `observations` + `sample_bilinear`: points in front of the camera and inside its image,
+  sampled bilinearly between pixel centres (positions scaled on each axis by map size / camera
+  size, so downscaled priors work);
+- `official_samples`: exactly the samples of gaussian-splatting's utils/make_depth_scale.py.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .colmap import ModelImage, SparseModel
+from .store import PNG_MAX
+
+# the official make_depth_scale.py reads its prior as png / 65535
+OFFICIAL_DIVISOR = float(PNG_MAX)
+REMAP_MAX_SIDE = 32767  # cv2.remap refuses images and maps this wide or tall
+REMAP_COLUMNS = 1024  # so the sample positions go in as blocks of this many columns
+
+
+def official_samples(model: SparseModel, image: ModelImage,
+                     depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The samples of gaussian-splatting's utils/make_depth_scale.py: prior, 1/z, span of 1/z.
+
+    Its points: every observation with a point id in [0, largest id] (a missing point counts as
+    the origin, as in its lookup table); the span of 1/z is taken over all of them. Its samples:
+    those with 1/z > 0 whose position `xy * s`, s = map rows / camera height on both axes, no
+    half-pixel shift, float32, lies in [0, camera size * s); the prior is `png / 65535` in
+    float32, read there by bilinear cv2.remap with replicated border.
+    """
+    ids = image.point3D_ids
+    if not image.registered or image.cam_from_world is None or model.point_ids.size == 0:
+        return np.zeros(0, np.float32), np.zeros(0), 0.0
+    in_range = (ids >= 0) & (ids <= model.point_ids[-1])
+    xyz, found = model.lookup_points(ids[in_range])
+    xyz = np.where(found[:, None], xyz, 0.0)
+    pose = image.cam_from_world
+    z = xyz @ pose[2, :3] + pose[2, 3]
+    with np.errstate(divide="ignore"):
+        inverse = 1.0 / z
+    span = float(inverse.max() - inverse.min()) if inverse.size else 0.0
+    s = depth.shape[0] / image.camera.height
+    maps = (image.xy[in_range] * s).astype(np.float32)
+    valid = (
+        (maps[:, 0] >= 0) & (maps[:, 1] >= 0)
+        & (maps[:, 0] < image.camera.width * s) & (maps[:, 1] < image.camera.height * s)
+        & (inverse > 0)
+    )
+    prior = remap_linear(depth.astype(np.float32) / OFFICIAL_DIVISOR, maps[valid])
+    return prior, inverse[valid], span
+
+
+def remap_linear(values: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """cv2.remap's bilinear samples (replicated border) at float32 (x, y) positions, in order."""
+    count = len(maps)
+    if count == 0:
+        return np.zeros(0, dtype=values.dtype)
+    columns = min(count, REMAP_COLUMNS)
+    rows = -(-count // columns)
+    grid = np.zeros((rows * columns, 2), dtype=np.float32)
+    grid[:count] = maps
+    map_x, map_y = grid[:, 0].reshape(rows, columns), grid[:, 1].reshape(rows, columns)
+    sampled = cv2.remap(values, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+    return sampled.reshape(-1)[:count]
+
+
+# ---------------------------------------------------------------- sampling
+
+def observations(model: SparseModel, image: ModelImage) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel positions and inverse depth 1/z of the image's observed 3D points.
+
+    Keeps points in front of the camera (z > 0) and inside the camera's image; positions are in
+    COLMAP pixels (the top-left corner of the image is 0,0; pixel centres are at +0.5).
+    """
+    if not image.registered or image.cam_from_world is None or image.point3D_ids.size == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    xyz, found = model.lookup_points(image.point3D_ids)
+    pose = image.cam_from_world
+    z = xyz @ pose[2, :3] + pose[2, 3]
+    xy = image.xy
+    width, height = image.camera.width, image.camera.height
+    keep = found & (z > 0) & np.isfinite(z)
+    keep &= (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+    return xy[keep], 1.0 / z[keep]
+
+
+def sample_bilinear(depth: np.ndarray, xy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Stored values of a depth map at COLMAP pixel positions of a width x height camera.
+
+    The map may have another resolution (a downscaled prior): positions are scaled on each axis
+    by map size / camera size. Bilinear between pixel centres; edges are replicated.
+    """
+    if depth.ndim == 3:
+        depth = depth[..., 0]  # as the trainer does with a multi-channel file
+    rows, cols = depth.shape
+    u = xy[:, 0] * (cols / width) - 0.5
+    v = xy[:, 1] * (rows / height) - 0.5
+    u = np.clip(u, 0.0, cols - 1.0)
+    v = np.clip(v, 0.0, rows - 1.0)
+    j0 = np.minimum(np.floor(u).astype(np.intp), cols - 1)
+    i0 = np.minimum(np.floor(v).astype(np.intp), rows - 1)
+    j1 = np.minimum(j0 + 1, cols - 1)
+    i1 = np.minimum(i0 + 1, rows - 1)
+    fu = u - j0
+    fv = v - i0
+    def at(i: np.ndarray, j: np.ndarray) -> np.ndarray:  # gather first: the map stays uint16
+        return depth[i, j].astype(np.float64)
+
+    top = at(i0, j0) * (1.0 - fu) + at(i0, j1) * fu
+    bottom = at(i1, j0) * (1.0 - fu) + at(i1, j1) * fu
+    return top * (1.0 - fv) + bottom * fv
