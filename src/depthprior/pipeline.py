@@ -135,6 +135,7 @@ def generate(
     `images` is a folder, one image, or a Scan of one (depthprior.images.scan; then the folder is
     not walked again and `extensions` is not used). Generation only: depthprior.steps.run_generate
     runs verify and align after it.
+
     Backend options are given as `settings` or as keyword overrides of BackendSettings fields
     (model=..., device=..., dtype=..., batch_size=..., input_size=..., ...). `backend` is a
     registry name, or an already loaded Backend (then its own settings apply and it stays open).
