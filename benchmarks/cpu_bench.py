@@ -43,19 +43,20 @@ def main() -> None:
 
     from depthprior.backends import BackendSettings, create_backend
     from depthprior.bench import BenchReport, bench, bench_backend
-    from depthprior.images import discover
+    from depthprior.images import scan
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         model = args.model or str(build("small", scratch / "model"))
         settings = BackendSettings(model=model, input_size=args.input_size)
         backends = [b for b in args.backends.split(",") if b]
-        report = bench(args.photos, backends=backends, settings=settings, baseline=args.baseline,
+        found = scan(args.photos)
+        report = bench(found, backends=backends, settings=settings, baseline=args.baseline,
                        repeats=args.repeats)
         print(report.format(), flush=True)
         if not args.rss_counts:
             return
-        photos = [item.path for item in discover(args.photos)]
+        photos = [item.path for item in found.items]
         best = min((row for row in report.rows if row.label in backends), key=lambda row: row.e2e_s)
         name = best.label
         engine_settings = settings

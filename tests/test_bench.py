@@ -110,3 +110,23 @@ def test_bare_forward_warms_every_shape_once_and_times_each_batch(tiny_model, tm
         assert _bare_forward(engine, discover(tmp_path)) > 0
     # batches: [a, b] (landscape, 2), [c] (portrait, 1), [d] (landscape, 1): three new shapes
     assert calls == [2, 2, 1, 1, 1, 1]
+
+
+def test_every_contender_times_the_one_scan_of_the_folder(tiny_model, tmp_path, monkeypatch):
+    import os
+
+    frames = tmp_path / "frames"
+    make_frames(frames, count=2, size=(48, 64))
+    listed, original, target = [], os.scandir, str(frames.resolve())
+
+    def scandir(path=".", *args):
+        if not isinstance(path, int) and os.path.realpath(path) == target:
+            listed.append(path)
+        return original(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    settings = BackendSettings(model=str(tiny_model), input_size=TEST_INPUT_SIZE)
+    report = bench(frames, backends=["torch"], settings=settings, baseline=True, repeats=2)
+    assert [(row.label, row.images, row.rounds) for row in report.rows] == [
+        ("torch", 2, 2), ("transformers pipeline", 2, 2)]
+    assert len(listed) == 1  # bare forward, end to end and the baseline share one discovery

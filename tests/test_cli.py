@@ -67,6 +67,18 @@ def test_usage_errors_exit_2_before_loading_a_model(tmp_path, cli):
         assert "Traceback" not in result.stderr
 
 
+def test_name_collisions_name_the_first_pairs_and_count_the_rest(tmp_path, cli):
+    for stem in "abcd":
+        for ext in (".jpg", ".png"):
+            (tmp_path / "clash" / f"{stem}{ext}").parent.mkdir(exist_ok=True)
+            (tmp_path / "clash" / f"{stem}{ext}").write_bytes(b"x")
+    result = cli("generate", tmp_path / "clash", tmp_path / "out", "--model", MISSING_MODEL)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("name collision: a.jpg and a.png would write the same output (so would "
+            "'b.jpg and b.png', 'c.jpg and c.png' and 1 more); rename or move one of them"
+            ) in _one_error_line(result)
+
+
 def test_model_that_cannot_be_loaded(tmp_path, cli):
     make_frames(tmp_path / "frames", 1)
     result = cli("generate", tmp_path / "frames", tmp_path / "out", "--model", MISSING_MODEL)

@@ -158,3 +158,97 @@ def test_a_folder_begun_with_earlier_preprocessing_is_not_resumed(tmp_path, tiny
     make_frames(frames / "more", 1)
     with pytest.raises(UsageError, match="preprocessing: None there, 2 now"):
         _generate(frames, out, tiny_model)
+
+
+# ---------------------------------------------------------------- steps chained one level up
+
+def _listings_of(folder, monkeypatch) -> list:
+    """Every os.scandir of `folder` from now on (discovery lists the input root once per walk)."""
+    import os
+
+    listed, original, target = [], os.scandir, folder.resolve()
+
+    def scandir(path=".", *args):
+        if not isinstance(path, int) and os.path.realpath(path) == str(target):
+            listed.append(path)
+        return original(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return listed
+
+
+def _manifest_reads(monkeypatch) -> list:
+    reads, original = [], Manifest.load
+    monkeypatch.setattr(Manifest, "load", lambda root: reads.append(root) or original(root))
+    return reads
+
+
+def test_generate_then_verify_reads_the_folder_and_the_manifest_once(tmp_path, tiny_model,
+                                                                      monkeypatch, capsys):
+    from depthprior.cli import main
+
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 3)
+    listed, reads = _listings_of(frames, monkeypatch), _manifest_reads(monkeypatch)
+    code = main(["generate", str(frames), str(out), "--model", str(tiny_model),
+                 "--input-size", str(TEST_INPUT_SIZE), "--no-progress", "--verify"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "done 3, skipped 0" in printed and "3/3 outputs present" in printed
+    assert "verify: OK" in printed
+    # verify checks the image list and the manifest generate holds: one walk, one read (resume)
+    assert (len(listed), len(reads)) == (1, 1)
+
+
+def test_generate_takes_a_scan_and_leaves_it_as_it_was(tmp_path, tiny_model, monkeypatch):
+    from depthprior.images import scan
+
+    frames = tmp_path / "frames"
+    make_frames(frames, 2)
+    make_frames(frames / "out", 1)  # inside the output folder: not an input of this run
+    found = scan(frames)
+    names = [item.name for item in found.items]
+    listed = _listings_of(frames, monkeypatch)
+    summary = _generate(found, frames / "out", tiny_model)
+    assert (summary.total, summary.done, summary.exit_code) == (2, 2, 0)
+    assert summary.images == frames and [item.name for item in summary.items] == names[:2]
+    assert [item.name for item in found.items] == names == ["frame_0000.jpg", "frame_0001.jpg",
+                                                           "out/frame_0000.jpg"]
+    assert listed == []
+
+
+@pytest.mark.parametrize("option", [{"verify": True}, {"align": "scene/sparse/0"}, {"num_samples": 2}])
+def test_generate_refuses_next_step_options_and_names_the_chain(tmp_path, tiny_model, option):
+    make_frames(tmp_path / "frames", 1)
+    with pytest.raises(UsageError, match=rf"no {next(iter(option))}: call depthprior\.steps\.run_generate"):
+        _generate(tmp_path / "frames", tmp_path / "out", tiny_model, **option)
+    assert not (tmp_path / "out").exists()
+
+
+def test_chained_exit_code_and_output_combine_each_steps_own(tmp_path):
+    from depthprior.pipeline import Summary
+    from depthprior.steps import GenerateRun
+    from depthprior.verify import VerifyReport
+
+    summary = Summary(out=tmp_path, total=1, done=1)
+    good, bad = VerifyReport(out=tmp_path, expected=1, present=1), VerifyReport(out=tmp_path, expected=1)
+    bad.missing.append("a.jpg: no output")
+    assert GenerateRun(summary).exit_code == 0
+    assert GenerateRun(summary, verify=good).exit_code == 0
+    assert GenerateRun(summary, verify=bad).exit_code == 1
+    assert GenerateRun(summary, verify=bad).format() == summary.format() + "\n" + bad.format()
+    summary.interrupted = True
+    assert GenerateRun(summary, verify=good).exit_code == 130
+    summary.interrupted, summary.failed = False, {"b.jpg": "unreadable"}
+    assert (summary.exit_code, GenerateRun(summary, verify=good).exit_code) == (1, 1)
+
+
+def test_verify_lists_twenty_missing_outputs_and_counts_the_rest(tmp_path):
+    from depthprior.images import ImageItem
+    from depthprior.verify import check_outputs
+
+    items = [ImageItem(tmp_path / f"f{i:02d}.jpg", f"f{i:02d}.jpg") for i in range(23)]
+    report = check_outputs(Manifest(root=tmp_path), items)
+    lines = report.format().splitlines()
+    assert [line for line in lines if line.startswith("MISSING")][-1] == "MISSING f19.jpg: no output"
+    assert sum(line.startswith("MISSING") for line in lines) == 20
+    assert "... and 3 more missing" in lines and lines[-1] == "verify: FAILED"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Summary
+    from .steps import GenerateRun
 
 
 def generate(images: Any, out: Any, **options: Any) -> "Summary":
@@ -17,4 +18,11 @@ def generate(images: Any, out: Any, **options: Any) -> "Summary":
     return _generate(images, out, **options)
 
 
-__all__ = ["__version__", "generate"]
+def run_generate(images: Any, out: Any, **options: Any) -> "GenerateRun":
+    """generate, then verify and align as asked. See depthprior.steps.run_generate."""
+    from .steps import run_generate as _run_generate
+
+    return _run_generate(images, out, **options)
+
+
+__all__ = ["__version__", "generate", "run_generate"]

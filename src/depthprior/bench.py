@@ -6,6 +6,8 @@ also where --compile compiles). End to end: generate() with the same loaded back
 temporary folder (decode, prepare, infer, resize back, encode, write, manifest). Their ratio
 is the cost of everything around the model. Optionally the plain transformers pipeline loop most people write by hand.
 
+The image folder is scanned once; every contender works on that one list of images.
+
 Shared machines drift by 10-30% over minutes, which swamps differences of that size measured
 one after the other. With `repeats` > 1 every contender runs once per round, the order rotating
 from round to round, and each ratio (e2e/forward, A vs B) is the median of the per-round ratios:
@@ -31,7 +33,7 @@ import numpy as np
 from .backends import Backend, BackendSettings, LocalBackend, create_backend, option_fields, settings_for
 from .backends.preprocess import IMAGENET_MEAN, IMAGENET_STD, PATCH
 from .errors import UsageError
-from .images import ImageItem, discover
+from .images import ImageItem, Scan, scan
 
 
 @dataclass
@@ -144,16 +146,18 @@ def current_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def bench_backend(engine: Backend, images: Path, label: str | None = None,
+def bench_backend(engine: Backend, images: Path | Scan, label: str | None = None,
                   workers: int | None = None, load_s: float = 0.0) -> BenchRow:
-    """Bare forward and end-to-end time of one loaded backend over every image in `images`."""
+    """Bare forward and end-to-end time of one loaded backend over every image in `images`
+    (a folder, or a Scan of one: then it is not walked again)."""
     from .pipeline import generate
 
-    items = discover(images)
+    found = _scanned(images)
+    items = found.items
     # the bare forward of a model on this machine; a remote backend has none to time
     forward = _bare_forward(engine, items) if isinstance(engine, LocalBackend) else None
     with tempfile.TemporaryDirectory(prefix="depthprior-bench-") as out, RssSampler() as rss:
-        summary = generate(images, out, backend=engine, progress=False, workers=workers)
+        summary = generate(found, out, backend=engine, progress=False, workers=workers)
     if summary.failed:
         raise RuntimeError(f"benchmark run failed on {len(summary.failed)} images: {summary.failed}")
     return BenchRow(
@@ -185,7 +189,11 @@ def _bare_forward(engine: Backend, items: list[ImageItem]) -> float:
     return total
 
 
-def bench_transformers_pipeline(images: Path, settings: BackendSettings) -> BenchRow:
+def _scanned(images: Path | str | Scan) -> Scan:
+    return images if isinstance(images, Scan) else scan(images)
+
+
+def bench_transformers_pipeline(images: Path | Scan, settings: BackendSettings) -> BenchRow:
     """The loop most people write: transformers.pipeline("depth-estimation") + 16-bit save."""
     import cv2
     import torch
@@ -200,7 +208,7 @@ def bench_transformers_pipeline(images: Path, settings: BackendSettings) -> Benc
                        image_processor=_depth_anything_processor(settings.input_size),
                        dtype=torch_dtype(resolve_dtype(settings.dtype, device)))
     load_s = time.perf_counter() - start
-    paths = [item.path for item in discover(images)]
+    paths = [item.path for item in _scanned(images).items]
     for path in _one_per_size(paths):  # steady state, as for the backends: every shape once
         with Image.open(path) as image:
             pipe(image.convert("RGB"))
@@ -241,7 +249,7 @@ def _depth_anything_processor(input_size: int) -> Any:
 
 
 def bench(
-    images: str | Path,
+    images: str | Path | Scan,
     *,
     backends: Iterable[str] = ("torch",),
     settings: BackendSettings | None = None,
@@ -262,8 +270,7 @@ def bench(
     if repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {repeats}")
     settings = settings or BackendSettings()
-    images = Path(images)
-    discover(images)  # usage errors before any model is loaded
+    found = _scanned(images)  # usage errors before any model is loaded; shared by all contenders
     checked = _settings_per_backend(list(backends), settings, options)
     baseline_settings = settings_for("torch", settings) if baseline else None
     with tempfile.TemporaryDirectory(prefix="depthprior-bench-onnx-") as scratch:
@@ -273,10 +280,10 @@ def bench(
                 backend_settings = dataclasses.replace(
                     backend_settings, model=onnx_model or _export_for_bench(settings, Path(scratch))
                 )
-            contenders.append((name, _backend_round(name, backend_settings, images, workers)))
+            contenders.append((name, _backend_round(name, backend_settings, found, workers)))
         if baseline:
             contenders.append(("transformers pipeline",
-                               lambda: bench_transformers_pipeline(images, baseline_settings)))
+                               lambda: bench_transformers_pipeline(found, baseline_settings)))
         rounds: dict[str, list[BenchRow]] = {label: [] for label, _ in contenders}
         for index in range(repeats):
             shift = index % len(contenders)
@@ -304,13 +311,13 @@ def _settings_per_backend(backends: list[str], settings: BackendSettings,
     return checked
 
 
-def _backend_round(name: str, settings: BackendSettings, images: Path,
+def _backend_round(name: str, settings: BackendSettings, found: Scan,
                    workers: int | None) -> Callable[[], BenchRow]:
     def run_round() -> BenchRow:
         start = time.perf_counter()
         with create_backend(name, settings) as engine:
             load_s = time.perf_counter() - start
-            return bench_backend(engine, images, name, workers, load_s)
+            return bench_backend(engine, found, name, workers, load_s)
     return run_round
 
 

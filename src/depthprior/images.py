@@ -13,7 +13,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .errors import ImageError, UnsafePathError, UsageError, first_line
+from .errors import ImageError, UnsafePathError, UsageError, first_line, listing
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: images (and any picture a command is handed, e.g. a server's reply) above this many pixels
@@ -281,9 +281,9 @@ def check_collisions(items: Iterable[ImageItem]) -> None:
         else:
             seen[key] = item.name
     if clashes:
-        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        others = f" (so would {listing(clashes[1:], limit=2, quote=True)})" if clashes[1:] else ""
         raise UsageError(
-            f"name collision: {clashes[0]} would write the same output{more}; "
+            f"name collision: {clashes[0]} would write the same output{others}; "
             "rename or move one of them"
         )
 

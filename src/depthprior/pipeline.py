@@ -1,5 +1,7 @@
 """generate(): plan -> read -> infer -> write, with bounded queues, progress and a summary.
 
+Generation only: verifying and aligning afterwards is chained one level up (depthprior.steps).
+
 Reading (decode + prepare) and writing (resize back + encode + atomic write) run in thread
 pools beside inference; OpenCV releases the GIL, so they overlap the model. At most a fixed
 number of images is in flight, so memory does not grow with the number of images.
@@ -7,6 +9,7 @@ number of images is in flight, so memory does not grow with the number of images
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -54,8 +57,11 @@ class Summary:
     interrupted: bool = False
     stopped: str | None = None
     backend: dict[str, Any] = field(default_factory=dict)
-    verify: Any = None
-    align: Any = None
+    #: what the next steps need without reading the folders again: the input root, the images
+    #: found there (outside OUT), and the manifest as this run left it
+    images: Path | None = field(default=None, repr=False)
+    items: list[ImageItem] = field(default_factory=list, repr=False)
+    manifest: Manifest | None = field(default=None, repr=False)
 
     @property
     def images_per_s(self) -> float:
@@ -67,11 +73,7 @@ class Summary:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        if self.failed or self.stopped or self.manifest_error:
-            return 1
-        verify_failed = self.verify is not None and not self.verify.ok
-        align_failed = self.align is not None and getattr(self.align, "failed", None)
-        return 1 if verify_failed or align_failed else 0
+        return 1 if self.failed or self.stopped or self.manifest_error else 0
 
     def format(self) -> str:
         lines = [
@@ -100,7 +102,9 @@ class Summary:
 
 
 @dataclass
-class _Loaded:
+class PreparedImage:
+    """One image read and prepared for the backend (or why it could not be)."""
+
     item: ImageItem
     height: int = 0
     width: int = 0
@@ -108,8 +112,12 @@ class _Loaded:
     error: str | None = None
 
 
+#: options of the steps that may follow generate, refused here with a pointer to the chain
+_NEXT_STEP_OPTIONS = ("verify", "num_samples", "align")
+
+
 def generate(
-    images: str | os.PathLike[str],
+    images: str | os.PathLike[str] | Scan,
     out: str | os.PathLike[str],
     *,
     backend: str | Backend = DEFAULT_BACKEND,
@@ -119,13 +127,14 @@ def generate(
     extensions: Iterable[str] = (),
     workers: int | None = None,
     progress: bool = True,
-    verify: bool = False,
-    num_samples: int = 8,
-    align: str | os.PathLike[str] | None = None,
     follow_outside: bool = False,
     **setting_overrides: Any,
 ) -> Summary:
     """Depth priors for every image under `images`, written to `out` (README: Output format).
+
+    `images` is a folder, one image, or a Scan of one (depthprior.images.scan; then the folder is
+    not walked again and `extensions` is not used). Generation only: depthprior.steps.run_generate
+    runs verify and align after it.
 
     Backend options are given as `settings` or as keyword overrides of BackendSettings fields
     (model=..., device=..., dtype=..., batch_size=..., input_size=..., ...). `backend` is a
@@ -133,16 +142,19 @@ def generate(
     Images reached through links to folders outside `images` are counted before any work; a
     backend that uploads images refuses them unless `follow_outside`.
     """
+    _refuse_next_step_options(setting_overrides)
     loaded = backend if isinstance(backend, Backend) else None
     backend_type = type(loaded) if loaded else backend_class(backend)
     settings = loaded.settings if loaded else settings_for(backend_type, settings, **setting_overrides)
-    images_root, out_root = Path(images), Path(out)
-    found = _inputs(images_root, out_root, backend_type, extensions, follow_outside)
+    images_root = images.root if isinstance(images, Scan) else Path(images)
+    out_root = Path(out)
+    found = _inputs(images, out_root, backend_type, extensions, follow_outside)
     plan = _plan(found.items, images_root, out_root, backend_type, settings, format, overwrite)
     try:
         summary = Summary(out=out_root, total=len(plan.items),
                           skipped=len(plan.items) - len(plan.todo) - len(plan.unwritable),
-                          repaired=dict(plan.damaged), ignored={**found.skipped, **found.loops})
+                          repaired=dict(plan.damaged), ignored={**found.skipped, **found.loops},
+                          images=images_root, items=plan.items, manifest=plan.manifest)
         start = time.perf_counter()
         for name, reason in plan.unwritable.items():
             _record(plan.manifest, summary, name, ImageRecord.failed(reason))
@@ -164,19 +176,16 @@ def generate(
         summary.elapsed = time.perf_counter() - start
     finally:
         plan.lock.release()
-    if summary.interrupted:
-        return summary
-    if verify:
-        from .verify import verify as run_verify
-
-        summary.verify = run_verify(out_root, images=images_root, num_samples=num_samples,
-                                    extensions=extensions)
-    if align is not None:
-        from .align import align as run_align
-
-        # images that failed above have no prior: align the rest, list those as failed fits
-        summary.align = run_align(align, out_root, images=images_root, allow_missing=True)
     return summary
+
+
+def _refuse_next_step_options(options: dict[str, Any]) -> None:
+    given = [name for name in _NEXT_STEP_OPTIONS if name in options]
+    if given:
+        raise UsageError(
+            f"generate() makes the priors only and takes no {', '.join(given)}: call "
+            "depthprior.steps.run_generate(images, out, verify=..., align=...) to verify and align after it"
+        )
 
 
 @dataclass
@@ -191,13 +200,15 @@ class _Plan:
     unwritable: dict[str, str] = field(default_factory=dict)  # outputs would land outside OUT
 
 
-def _inputs(images_root: Path, out_root: Path, backend_type: type[Backend],
+def _inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_type: type[Backend],
             extensions: Iterable[str], follow_outside: bool) -> Scan:
     """The images to work on, what discovery left alone, and the outside-links rule."""
+    images_root = images.root if isinstance(images, Scan) else Path(images)
     if images_root.exists() and out_root.resolve() == images_root.resolve():
         raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
-    found = scan(images_root, normalise_extensions(extensions))
-    found.items = [item for item in found.items if not is_inside(item.path, out_root)]
+    scanned = images if isinstance(images, Scan) else scan(images_root, normalise_extensions(extensions))
+    found = dataclasses.replace(  # a caller's Scan stays as it was
+        scanned, items=[item for item in scanned.items if not is_inside(item.path, out_root)])
     if not found.items:
         raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
     for name, reason in {**found.skipped, **found.loops}.items():
@@ -382,15 +393,15 @@ def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: list
         yield result
 
 
-def prepared_batches(engine: Backend, items: Iterable[ImageItem]) -> Iterator[list[_Loaded]]:
+def prepared_batches(engine: Backend, items: Iterable[ImageItem]) -> Iterator[list[PreparedImage]]:
     """The items read and prepared in order on this thread, batched exactly as generate batches
     them (for timing the model alone); unreadable ones come through with `error` set."""
     return _batches(engine, (_load(engine, item) for item in items), _batch_size(engine))
 
 
-def _batches(engine: Backend, loaded: Iterator[_Loaded], batch_size: int) -> Iterator[list[_Loaded]]:
+def _batches(engine: Backend, loaded: Iterator[PreparedImage], batch_size: int) -> Iterator[list[PreparedImage]]:
     """Consecutive inputs with the same batch key, up to batch_size; failed reads pass through."""
-    batch: list[_Loaded] = []
+    batch: list[PreparedImage] = []
     key: Any = None
     for entry in loaded:
         entry_key = None if entry.error is not None else engine.batch_key(entry.prepared)
@@ -404,19 +415,19 @@ def _batches(engine: Backend, loaded: Iterator[_Loaded], batch_size: int) -> Ite
         yield batch
 
 
-def _load(engine: Backend, item: ImageItem) -> _Loaded:
+def _load(engine: Backend, item: ImageItem) -> PreparedImage:
     try:
         image = decode_rgb(item.path, max_pixels=engine.settings.max_pixels)
-        return _Loaded(item, image.shape[0], image.shape[1], engine.prepare(image))
+        return PreparedImage(item, image.shape[0], image.shape[1], engine.prepare(image))
     except FATAL_ERRORS:
         raise
     except ImageError as error:
-        return _Loaded(item, error=str(error))
+        return PreparedImage(item, error=str(error))
     except Exception as error:  # noqa: BLE001 - one bad file never stops the batch
-        return _Loaded(item, error=f"{type(error).__name__}: {error}")
+        return PreparedImage(item, error=f"{type(error).__name__}: {error}")
 
 
-def _write(engine: Backend, root: Path, entry: _Loaded, outcome: Any, fmt: str) -> tuple[str, ImageRecord]:
+def _write(engine: Backend, root: Path, entry: PreparedImage, outcome: Any, fmt: str) -> tuple[str, ImageRecord]:
     name = entry.item.name
     if isinstance(outcome, BaseException):
         return name, ImageRecord.failed(first_line(outcome))

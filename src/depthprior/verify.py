@@ -10,7 +10,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .errors import ImageError, UsageError
+from .errors import ImageError, UsageError, listing
 from .images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import count_levels, read_png16
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 SHEET_NAME = "depthprior_verify.png"
 LOW_LEVELS = 256  # fewer distinct levels than an 8-bit image: coarse prior
+MISSING_SHOWN = 20  # missing outputs listed one per line; the rest are counted
 
 
 @dataclass
@@ -65,10 +66,10 @@ class VerifyReport:
                 f"{_clip(check.name, 40):<40} {check.width:>5}x{check.height:<5} "
                 f"{check.levels:>7} {bits:>5} {_clip(check.source, 14):<14} {status}"
             )
-        for name in self.missing[:20]:
-            lines.append(f"MISSING {name}")
-        if len(self.missing) > 20:
-            lines.append(f"... and {len(self.missing) - 20} more missing")
+        lines.extend(f"MISSING {name}" for name in self.missing[:MISSING_SHOWN])
+        hidden = self.missing[MISSING_SHOWN:]
+        if hidden:
+            lines.append(f"...{listing(hidden, limit=0)} missing")  # "... and N more missing"
         lines.extend(f"PROBLEM {problem}" for problem in self.problems)
         if self.sheet:
             lines.append(f"contact sheet: {self.sheet}")
@@ -91,16 +92,42 @@ def verify(
 ) -> VerifyReport:
     """Check OUT against the manifest (and the images, when found); write a contact sheet."""
     out = Path(out)
+    manifest = load_manifest(out)
+    images_root = Path(images) if images else (Path(manifest.inputs) if manifest.inputs else None)
+    items, problems = _expected_items(manifest, images_root, extensions)
+    report = check_outputs(manifest, items, images_root=images_root, num_samples=num_samples,
+                           all=all, sheet=sheet)
+    report.problems.extend(problems)
+    return report
+
+
+def load_manifest(out: Path) -> Manifest:
+    """The manifest of an output folder; UsageError when OUT is not one."""
     if not out.is_dir():
         raise UsageError(f"output folder not found: {out}")
     manifest = Manifest.load(out)
     if manifest is None:
         raise UsageError(f"{out} has no {MANIFEST_NAME}: not a depthprior output folder "
                          "(run depthprior generate first)")
-    report = VerifyReport(out=out)
-    images_root = Path(images) if images else (Path(manifest.inputs) if manifest.inputs else None)
-    items = _expected_items(manifest, images_root, extensions, report)
-    report.expected = len(items)
+    return manifest
+
+
+def check_outputs(
+    manifest: Manifest,
+    items: list[ImageItem],
+    *,
+    images_root: Path | None = None,
+    num_samples: int = 8,
+    all: bool = False,
+    sheet: str | Path | None = None,
+) -> VerifyReport:
+    """Check the outputs `manifest` records for `items` (the images expected in its folder).
+
+    For a caller that already holds both (generate, just before): nothing is read again but
+    the outputs and the sampled images themselves. `images_root` None: outputs only.
+    """
+    out = manifest.root
+    report = VerifyReport(out=out, expected=len(items))
     present = []
     for item in items:
         record = manifest.images.get(item.name)
@@ -123,15 +150,17 @@ def verify(
     return report
 
 
-def _expected_items(manifest: Manifest, images_root: Path | None, extensions: Iterable[str],
-                    report: VerifyReport) -> list[ImageItem]:
+def _expected_items(manifest: Manifest, images_root: Path | None,
+                    extensions: Iterable[str]) -> tuple[list[ImageItem], list[str]]:
+    """The images OUT should hold outputs for, and a problem when their folder is gone."""
     if images_root is not None and images_root.exists():
         found = discover(images_root, normalise_extensions(extensions))
-        return [item for item in found if not is_inside(item.path, report.out)]
+        return [item for item in found if not is_inside(item.path, manifest.root)], []
+    problems = []
     if images_root is not None:
-        report.problems.append(f"image folder {images_root} not found: checked outputs only")
+        problems.append(f"image folder {images_root} not found: checked outputs only")
     root = images_root or Path(".")
-    return [ImageItem(root / name, name) for name in sorted(manifest.images)]
+    return [ImageItem(root / name, name) for name in sorted(manifest.images)], problems
 
 
 def _sample(entries: list, count: int) -> list:

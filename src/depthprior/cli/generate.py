@@ -44,11 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import generate
+    from ..steps import run_generate
 
-    summary = generate(
+    result = run_generate(
         args.images,
         args.out,
+        verify=args.verify,
+        num_samples=args.num_samples,
+        align=args.align,
         backend=args.backend,
         settings=backend_settings(args),
         format=args.format,
@@ -56,17 +59,8 @@ def run(args: argparse.Namespace) -> int:
         extensions=args.ext,
         workers=args.workers,
         progress=not args.no_progress and not args.quiet,
-        verify=args.verify,
-        num_samples=args.num_samples,
-        align=args.align,
         follow_outside=args.follow_outside,
     )
-    print(summary.format())
-    if summary.verify is not None:
-        print(summary.verify.format())
-    if summary.align is not None:
-        from .align import print_table
-
-        print_table(summary.align, brief=True)
+    print(result.format())
     sys.stdout.flush()
-    return summary.exit_code
+    return result.exit_code

@@ -1,0 +1,94 @@
+"""Steps that follow one another: generate, then verify, then align, as `depthprior generate`
+runs them. Each step returns its own result; this module chains them and combines the verdicts.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .images import Scan
+from .pipeline import Summary, generate
+from .verify import VerifyReport, check_outputs, load_manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .align import AlignSummary
+    from .manifest import Manifest
+
+
+@dataclass
+class GenerateRun:
+    """generate's Summary, and the verify report and align summary when those steps ran."""
+
+    summary: Summary
+    verify: VerifyReport | None = None
+    align: AlignSummary | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """generate's code (130 interrupted, 1 failures); else 1 when verify or align failed."""
+        if self.summary.exit_code:
+            return self.summary.exit_code
+        verify_failed = self.verify is not None and not self.verify.ok
+        align_failed = self.align is not None and bool(self.align.failed)
+        return 1 if verify_failed or align_failed else 0
+
+    def format(self) -> str:
+        parts = [self.summary.format()]
+        if self.verify is not None:
+            parts.append(self.verify.format())
+        if self.align is not None:
+            parts.append(format_align(self.align, brief=True))
+        return "\n".join(parts)
+
+
+def run_generate(
+    images: str | os.PathLike[str] | Scan,
+    out: str | os.PathLike[str],
+    *,
+    verify: bool = False,
+    num_samples: int = 8,
+    align: str | os.PathLike[str] | None = None,
+    **generate_options: Any,
+) -> GenerateRun:
+    """generate(images, out, **generate_options), then verify OUT (`num_samples` frames on the
+    contact sheet) and fit it to the COLMAP model in `align`; an interrupted run stops there.
+
+    Verify checks the manifest and image list generate holds, so nothing is loaded or scanned
+    twice. Align fits the images that have a prior and lists the others as failed fits.
+    """
+    summary = generate(images, out, **generate_options)
+    run = GenerateRun(summary)
+    if summary.interrupted:
+        return run
+    if verify:
+        run.verify = check_outputs(_recorded(summary), summary.items, images_root=summary.images,
+                                   num_samples=num_samples)
+    if align is not None:
+        from .align import align as fit
+
+        run.align = fit(align, summary.out, images=summary.images, allow_missing=True)
+    return run
+
+
+def _recorded(summary: Summary) -> Manifest:
+    """The manifest as generate left it; read back from OUT when its last save failed, since
+    the file on disk (what align and export read) is then what verify must judge."""
+    if summary.manifest is not None and summary.manifest_error is None:
+        return summary.manifest
+    return load_manifest(Path(summary.out))
+
+
+def format_align(summary: AlignSummary, *, brief: bool = False) -> str:
+    """The align table and summary lines as `depthprior align` prints them.
+
+    The one place outside cli/align that uses its printer; it belongs on AlignSummary.
+    """
+    from .cli.align import print_table
+
+    text = io.StringIO()
+    print_table(summary, brief=brief, stream=text)
+    return text.getvalue().rstrip("\n")
