@@ -14,6 +14,7 @@ and "mad" (the official make_depth_scale.py recipe, `fitting.fit_mad` on
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +121,39 @@ class AlignSummary:
     def params(self) -> dict[str, Entry]:
         """depth_params.json's entries: key -> (scale, offset)."""
         return {r.key: Entry(r.scale, r.offset) for r in self.results}
+
+    def format(self, *, brief: bool = False) -> str:
+        """The per-image table (brief: only images not ok) and the summary lines."""
+        lines = _table([r for r in self.results if not brief or r.status != "ok"])
+        counts = (f"{len(self.results)} images: {len(self.fitted) - len(self.unreliable)} ok, "
+                  f"{len(self.unreliable)} unreliable, {len(self.failed)} failed (scale 0)")
+        lines.append(f"wrote {self.output} ({counts}; method {self.method}, median scale "
+                     f"{self.median_scale:.4g}, {self.seconds:.1f} s)")
+        lines.append(f"report: {self.report}")
+        if self.unmatched_depths:
+            lines.append(f"note: {len(self.unmatched_depths)} depth files match no image of the "
+                         f"model ({listing(self.unmatched_depths, 3)})")
+        return "\n".join(lines)
+
+
+def _table(rows: list[ImageResult]) -> list[str]:
+    if not rows:
+        return []
+    width = min(max(len("image"), *(len(r.key) for r in rows)), 60)
+    lines = [f"{'image':<{width}}  {'points':>6}  {'inliers':>7}  {'resid':>6}  "
+             f"{'scale':>10}  {'offset':>10}  status"]
+    for r in rows:
+        status = r.status + (f": {r.reason}" if r.reason else "")
+        name = r.key if len(r.key) <= width else "..." + r.key[-(width - 3):]
+        lines.append(f"{name:<{width}}  {r.points:>6}  {r.inliers:>7}  {_percent(r.residual):>6}  "
+                     f"{r.scale:>10.4g}  {r.offset:>10.4g}  {status}")
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return "<0.1%" if value < 0.001 else f"{value:.1%}"
 
 
 # ---------------------------------------------------------------- the command

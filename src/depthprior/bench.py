@@ -34,6 +34,7 @@ from .backends import Backend, BackendSettings, LocalBackend, create_backend, op
 from .backends.preprocess import IMAGENET_MEAN, IMAGENET_STD, PATCH
 from .errors import UsageError
 from .images import ImageItem, Scan, scan
+from .store import PNG_MAX
 
 
 @dataclass
@@ -219,7 +220,7 @@ def bench_transformers_pipeline(images: Path | Scan, settings: BackendSettings) 
                 predicted = pipe(image.convert("RGB"))["predicted_depth"]
             depth = predicted.squeeze().float().cpu().numpy() if torch.is_tensor(predicted) else np.asarray(predicted)
             low, high = float(depth.min()), float(depth.max())
-            png = ((depth - low) / max(high - low, 1e-12) * 65535).astype(np.uint16)
+            png = ((depth - low) / max(high - low, 1e-12) * PNG_MAX).astype(np.uint16)
             cv2.imwrite(str(Path(out) / f"{index}.png"), png)
         elapsed = time.perf_counter() - start
     return BenchRow("transformers pipeline", len(paths), load_s, None, elapsed / len(paths),

@@ -4,7 +4,6 @@ runs them. Each step returns its own result; this module chains them and combine
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ class GenerateRun:
         if self.verify is not None:
             parts.append(self.verify.format())
         if self.align is not None:
-            parts.append(format_align(self.align, brief=True))
+            parts.append(self.align.format(brief=True))
         return "\n".join(parts)
 
 
@@ -80,15 +79,3 @@ def _recorded(summary: Summary) -> Manifest:
     if summary.manifest is not None and summary.manifest_error is None:
         return summary.manifest
     return load_manifest(Path(summary.out))
-
-
-def format_align(summary: AlignSummary, *, brief: bool = False) -> str:
-    """The align table and summary lines as `depthprior align` prints them.
-
-    The one place outside cli/align that uses its printer; it belongs on AlignSummary.
-    """
-    from .cli.align import print_table
-
-    text = io.StringIO()
-    print_table(summary, brief=brief, stream=text)
-    return text.getvalue().rstrip("\n")

@@ -13,7 +13,7 @@ import numpy as np
 from .errors import ImageError, UsageError, listing
 from .images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
-from .store import count_levels, read_png16
+from .store import PNG_MAX, count_levels, read_png16
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def row_label(check: ImageCheck) -> str:
 def colourise(depth: np.ndarray) -> np.ndarray:
     """uint16 inverse depth -> BGR picture (near = bright/yellow with the inferno map)."""
     depth = depth if depth.ndim == 2 else depth[..., 0]
-    eight = (depth.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    eight = (depth.astype(np.float32) * (255.0 / PNG_MAX)).astype(np.uint8)
     return cv2.applyColorMap(eight, cv2.COLORMAP_INFERNO)
 
 

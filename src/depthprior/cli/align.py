@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from typing import TextIO
 
-from ..errors import listing
 from .common import positive_int
 
 
@@ -88,36 +85,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print_table(summary, brief=args.brief or quiet)
+    print(summary.format(brief=args.brief or quiet))
     return 1 if summary.failed else 0
-
-
-def print_table(summary, *, brief: bool = False, stream: TextIO | None = None) -> None:
-    """The per-image table and a summary line (the report JSON has the same numbers)."""
-    out = stream or sys.stdout
-    rows = [r for r in summary.results if not brief or r.status != "ok"]
-    if rows:
-        width = min(max(len("image"), *(len(r.key) for r in rows)), 60)
-        header = (f"{'image':<{width}}  {'points':>6}  {'inliers':>7}  {'resid':>6}  "
-                  f"{'scale':>10}  {'offset':>10}  status")
-        print(header, file=out)
-        for r in rows:
-            residual = _percent(r.residual)
-            status = r.status + (f": {r.reason}" if r.reason else "")
-            name = r.key if len(r.key) <= width else "..." + r.key[-(width - 3):]
-            print(f"{name:<{width}}  {r.points:>6}  {r.inliers:>7}  {residual:>6}  "
-                  f"{r.scale:>10.4g}  {r.offset:>10.4g}  {status}", file=out)
-    counts = (f"{len(summary.results)} images: {len(summary.fitted) - len(summary.unreliable)} ok, "
-              f"{len(summary.unreliable)} unreliable, {len(summary.failed)} failed (scale 0)")
-    print(f"wrote {summary.output} ({counts}; method {summary.method}, median scale "
-          f"{summary.median_scale:.4g}, {summary.seconds:.1f} s)", file=out)
-    print(f"report: {summary.report}", file=out)
-    if summary.unmatched_depths:
-        print(f"note: {len(summary.unmatched_depths)} depth files match no image of the model "
-              f"({listing(summary.unmatched_depths, 3)})", file=out)
-
-
-def _percent(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    return "<0.1%" if value < 0.001 else f"{value:.1%}"
