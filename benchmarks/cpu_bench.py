@@ -41,8 +41,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="existing checkpoint folder (default: build one)")
     args = parser.parse_args()
 
-    from depthprior.backends import BackendSettings, create_backend
-    from depthprior.bench import BenchReport, bench, bench_backend
+    from depthprior.priors.backends import BackendSettings, create_backend
+    from depthprior.priors.bench import BenchReport, bench, bench_backend
     from depthprior.images import scan
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -61,7 +61,7 @@ def main() -> None:
         name = best.label
         engine_settings = settings
         if name == "onnx":
-            from depthprior.onnx_export import export_onnx
+            from depthprior.priors.onnx_export import export_onnx
 
             export_onnx(model, scratch / "model.onnx", input_size=args.input_size)
             engine_settings = BackendSettings(model=str(scratch / "model.onnx"), input_size=args.input_size)

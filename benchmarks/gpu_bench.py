@@ -57,8 +57,8 @@ def main() -> None:
 
     import torch
 
-    from depthprior.backends import BackendSettings, create_backend
-    from depthprior.bench import BenchReport, bench_backend
+    from depthprior.priors.backends import BackendSettings, create_backend
+    from depthprior.priors.bench import BenchReport, bench_backend
 
     width, height = map(int, args.size.split("x"))
     print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}, "

@@ -4,7 +4,7 @@
     python benchmarks/onnx_forward.py IMAGE --model FOLDER --variants dynamo,torchscript --threads 2
 
 Builds a random-weight Depth-Anything-V2-Small (real shapes, no download) unless --model is
-given, exports it with each requested exporter (depthprior.onnx_export.export_onnx, verified),
+given, exports it with each requested exporter (depthprior.priors.onnx_export.export_onnx, verified),
 then times torch and every ONNX variant on the image's prepared input (the pipeline's shape),
 interleaved rep by rep so background load hits all alike, and prints min and median ms.
 Variants: dynamo, torchscript, and "<variant>+ortopt" (ONNX Runtime's transformer optimizer,
@@ -85,10 +85,10 @@ def main() -> None:
 
     import torch
 
-    from depthprior.backends.preprocess import prepare_rgb
-    from depthprior.backends.torch_hf import load_depth_model
+    from depthprior.priors.backends.preprocess import prepare_rgb
+    from depthprior.priors.backends.torch_hf import load_depth_model
     from depthprior.images import decode_rgb
-    from depthprior.onnx_export import export_onnx
+    from depthprior.priors.onnx_export import export_onnx
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = args.keep or Path(scratch_name)

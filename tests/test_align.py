@@ -25,11 +25,11 @@ from scenes import (
     write_colmap_text,
 )
 
-from depthprior.align import MAX_RESIDUAL, DepthFilesError, align
-from depthprior.depth_params import report_path
-from depthprior.fitting import MIN_POINTS, fit_mad, fit_robust
-from depthprior.sampling import sample_bilinear
-from depthprior.colmap import ModelError, read_model
+from depthprior.scene.align import MAX_RESIDUAL, DepthFilesError, align
+from depthprior.scene.depth_params import report_path
+from depthprior.scene.fitting import MIN_POINTS, fit_mad, fit_robust
+from depthprior.scene.sampling import sample_bilinear
+from depthprior.scene.colmap import ModelError, read_model
 from depthprior.images import image_key
 from depthprior.errors import MissingDependencyError, UsageError
 
@@ -673,10 +673,6 @@ def test_a_fifo_among_the_frames_is_refused_without_blocking(tmp_path):
 
 # ---------------------------------------------------------------- one owner per format
 
-FITTING_HALF = ["align.py", "fitting.py", "sampling.py", "depth_params.py", "priorset.py",
-                "export.py", "colmap.py", "colmap_files.py", "cli/align.py", "cli/export.py",
-                "training/__init__.py", "training/losses.py", "training/priors.py",
-                "training/supervision.py"]
 
 
 def literals(path: Path) -> list[str]:
@@ -704,24 +700,25 @@ def literals(path: Path) -> list[str]:
 
 
 def test_shared_formats_and_the_png_scale_are_defined_once():
-    """depth_params.json, its report and the PNG scale: one module names each."""
+    """depth_params.json, its report and the PNG scale: one module of the package names each."""
     import depthprior
 
     src = Path(depthprior.__file__).parent
     expected = {  # literal -> the modules that hold it
-        "depth_params.json": ["depth_params.py"],
-        "depthprior-align-report": ["depth_params.py"],
-        ".report.json": ["depth_params.py"],
-        "per_image": ["depth_params.py"],
-        "65535": ["store.py"],  # store.PNG_MAX
-        "65536.0": ["store.py"],  # store.TRAINER_SCALE
+        "depth_params.json": ["scene/depth_params.py"],
+        "depthprior-align-report": ["scene/depth_params.py"],
+        ".report.json": ["scene/depth_params.py"],
+        "per_image": ["scene/depth_params.py"],
+        "65535": ["priors/store.py"],  # store.PNG_MAX
+        "65536.0": ["priors/store.py"],  # store.TRAINER_SCALE
         "65536": [],
         "2**16": [],
         "2**16-1": [],
     }
     found: dict[str, list[str]] = {value: [] for value in expected}
-    for module in ["store.py", *FITTING_HALF]:
-        for value in literals(src / module):
+    for path in sorted(src.rglob("*.py")):
+        module = path.relative_to(src).as_posix()
+        for value in literals(path):
             if value in found:
                 found[value].append(module)
     assert found == expected

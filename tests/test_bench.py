@@ -7,8 +7,8 @@ import re
 import pytest
 
 from conftest import TEST_INPUT_SIZE
-from depthprior.backends import BackendSettings
-from depthprior.bench import BenchReport, BenchRow, bench, merge_rounds
+from depthprior.priors.backends import BackendSettings
+from depthprior.priors.bench import BenchReport, BenchRow, bench, merge_rounds
 from depthprior.errors import UsageError
 from synth import make_frames
 
@@ -54,7 +54,7 @@ def test_bench_times_backends_and_the_pipeline_loop_in_interleaved_rounds(tiny_m
 
 def test_cli_bench_compares_torch_and_onnx(tiny_model, tmp_path, cli):
     pytest.importorskip("onnxruntime")
-    from depthprior.onnx_export import export_onnx
+    from depthprior.priors.onnx_export import export_onnx
 
     onnx_file = export_onnx(str(tiny_model), tmp_path / "tiny.onnx", input_size=TEST_INPUT_SIZE,
                             exporter="torchscript").path
@@ -95,8 +95,8 @@ def test_comparison_names_the_faster_by_per_round_ratio_even_against_the_medians
 
 
 def test_bare_forward_warms_every_shape_once_and_times_each_batch(tiny_model, tmp_path):
-    from depthprior.backends import create_backend
-    from depthprior.bench import _bare_forward
+    from depthprior.priors.backends import create_backend
+    from depthprior.priors.bench import _bare_forward
     from depthprior.images import discover
     from synth import scene_rgb, write_image
 

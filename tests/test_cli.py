@@ -14,7 +14,7 @@ import numpy as np
 
 from conftest import TEST_INPUT_SIZE
 from depthprior import generate
-from depthprior.store import TMP_MARK, read_png16
+from depthprior.priors.store import TMP_MARK, read_png16
 from synth import make_frames
 
 SIZE = ["--input-size", str(TEST_INPUT_SIZE)]

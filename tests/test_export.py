@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from depthprior import store
-from depthprior.manifest import ImageRecord, Manifest
-from depthprior.align import align
+from depthprior.priors.manifest import ImageRecord, Manifest
+from depthprior.scene.align import align
 from depthprior.errors import UsageError
-from depthprior.export import coolermap_stems, export_dn_splatter, export_nerfstudio
+from depthprior.scene.export import coolermap_stems, export_dn_splatter, export_nerfstudio
 from scenes import look_at, make_scene, write_colmap_text
 
 

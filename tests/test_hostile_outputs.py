@@ -14,11 +14,11 @@ import pytest
 
 from conftest import TEST_INPUT_SIZE, run_cli
 from depthprior import generate
-from depthprior.backends import BackendSettings, DepthMap, LocalBackend
+from depthprior.priors.backends import BackendSettings, DepthMap, LocalBackend
 from depthprior.errors import UsageError
-from depthprior.manifest import MANIFEST_NAME, Manifest, ManifestError
-from depthprior.store import OutputLock, encode_inverse_depth, encode_png16, read_png16
-from depthprior.verify import verify
+from depthprior.priors.manifest import MANIFEST_NAME, Manifest, ManifestError
+from depthprior.priors.store import OutputLock, encode_inverse_depth, encode_png16, read_png16
+from depthprior.priors.verify import verify
 from synth import build_tiny_model, make_frames, scene_rgb, write_image
 
 SIZE = ["--input-size", str(TEST_INPUT_SIZE)]

@@ -17,12 +17,12 @@ pytest.importorskip("onnx")
 
 from conftest import TEST_INPUT_SIZE, run_cli  # noqa: E402
 from depthprior import generate  # noqa: E402
-from depthprior.backends import BackendSettings, create_backend  # noqa: E402
+from depthprior.priors.backends import BackendSettings, create_backend  # noqa: E402
 from depthprior.errors import ImageError, ModelLoadError, UsageError  # noqa: E402
-from depthprior.backends.onnx import inspect_onnx  # noqa: E402
-from depthprior.manifest import Manifest  # noqa: E402
-from depthprior.onnx_export import ExportError, export_onnx  # noqa: E402
-from depthprior.store import read_png16  # noqa: E402
+from depthprior.priors.backends.onnx import inspect_onnx  # noqa: E402
+from depthprior.priors.manifest import Manifest  # noqa: E402
+from depthprior.priors.onnx_export import ExportError, export_onnx  # noqa: E402
+from depthprior.priors.store import read_png16  # noqa: E402
 from reference import reference_position_resize  # noqa: E402
 from synth import make_frames, scene_rgb, write_image  # noqa: E402
 
@@ -217,7 +217,7 @@ def test_export_refuses_bad_outputs_and_keeps_the_old_file_on_failure(tiny_model
         export_onnx(str(tiny_model), tmp_path / "model.onnx", input_size=50, exporter="torchscript")
     target = tmp_path / "model.onnx"
     target.write_bytes(b"previous export")
-    import depthprior.onnx_export as module
+    import depthprior.priors.onnx_export as module
 
     def wrong(network, path, shapes):
         return [module.ParityCheck(1, h, w, 1.0, 0.5, True) for _, h, w in shapes]
@@ -230,7 +230,7 @@ def test_export_refuses_bad_outputs_and_keeps_the_old_file_on_failure(tiny_model
 
 
 def test_check_command_runs_the_onnx_backend(tiny_onnx):
-    from depthprior.check import check
+    from depthprior.priors.check import check
 
     report = check(backend="onnx", settings=BackendSettings(model=str(tiny_onnx[0]), input_size=TEST_INPUT_SIZE))
     assert report.ok and report.kind == "disparity" and report.backend["backend"] == "onnx"
@@ -280,7 +280,7 @@ def test_position_embedding_matmuls_follow_the_reference_rule(rows, cols):
     Resize is slow); the result equals torch's bicubic with the reference scale factor."""
     import torch
 
-    from depthprior.onnx_export import _interpolate_pos_encoding
+    from depthprior.priors.onnx_export import _interpolate_pos_encoding
 
     module = position_module()
     with torch.no_grad():
@@ -300,7 +300,7 @@ def test_exported_position_embedding_resize_follows_the_reference_rule(exporter,
     import onnxruntime
     import torch
 
-    from depthprior.onnx_export import DEFAULT_OPSET, OUTPUT_NAME, _export, _interpolate_pos_encoding
+    from depthprior.priors.onnx_export import DEFAULT_OPSET, OUTPUT_NAME, _export, _interpolate_pos_encoding
 
     class PositionResize(torch.nn.Module):
         def __init__(self):

@@ -7,12 +7,12 @@ import pytest
 
 from conftest import TEST_INPUT_SIZE
 from depthprior import generate
-from depthprior.backends import BackendSettings, create_backend
-from depthprior.backends.preprocess import PREPROCESSING_VERSION
+from depthprior.priors.backends import BackendSettings, create_backend
+from depthprior.priors.backends.preprocess import PREPROCESSING_VERSION
 from depthprior.errors import UsageError
 from depthprior.images import decode_rgb
-from depthprior.manifest import Manifest
-from depthprior.store import decode_inverse_depth, read_png16
+from depthprior.priors.manifest import Manifest
+from depthprior.priors.store import decode_inverse_depth, read_png16
 from synth import make_frames, scene_rgb, write_image
 
 
@@ -225,9 +225,9 @@ def test_generate_refuses_next_step_options_and_names_the_chain(tmp_path, tiny_m
 
 
 def test_chained_exit_code_and_output_combine_each_steps_own(tmp_path):
-    from depthprior.pipeline import Summary
+    from depthprior.priors.pipeline import Summary
     from depthprior.steps import GenerateRun
-    from depthprior.verify import VerifyReport
+    from depthprior.priors.verify import VerifyReport
 
     summary = Summary(out=tmp_path, total=1, done=1)
     good, bad = VerifyReport(out=tmp_path, expected=1, present=1), VerifyReport(out=tmp_path, expected=1)
@@ -244,7 +244,7 @@ def test_chained_exit_code_and_output_combine_each_steps_own(tmp_path):
 
 def test_verify_lists_twenty_missing_outputs_and_counts_the_rest(tmp_path):
     from depthprior.images import ImageItem
-    from depthprior.verify import check_outputs
+    from depthprior.priors.verify import check_outputs
 
     items = [ImageItem(tmp_path / f"f{i:02d}.jpg", f"f{i:02d}.jpg") for i in range(23)]
     report = check_outputs(Manifest(root=tmp_path), items)

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from depthprior.backends import BackendSettings, create_backend
-from depthprior.backends.preprocess import prepare_rgb
+from depthprior.priors.backends import BackendSettings, create_backend
+from depthprior.priors.backends.preprocess import prepare_rgb
 from reference import REFERENCE_MEAN, REFERENCE_STD, reference_network_input
 from synth import scene_rgb
 

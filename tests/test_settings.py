@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from depthprior.backends import BackendSettings, settings_for
-from depthprior.backends.space import SpaceOptions
-from depthprior.backends.torch_hf import TorchOptions
-from depthprior.bench import bench
-from depthprior.check import check
+from depthprior.priors.backends import BackendSettings, settings_for
+from depthprior.priors.backends.space import SpaceOptions
+from depthprior.priors.backends.torch_hf import TorchOptions
+from depthprior.priors.bench import bench
+from depthprior.priors.check import check
 from depthprior.errors import UsageError
 from synth import make_frames
 

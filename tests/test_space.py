@@ -27,13 +27,13 @@ from conftest import run_cli  # noqa: E402
 from fake_space import known_disparity  # noqa: E402
 from synth import make_frames, scene_rgb  # noqa: E402
 
-from depthprior.backends import settings_for  # noqa: E402
-from depthprior.backends.space import SpaceBackend  # noqa: E402
-from depthprior.backends.space_faults import parse_wait  # noqa: E402
-from depthprior.backends.space_output import choose_depth  # noqa: E402
+from depthprior.priors.backends import settings_for  # noqa: E402
+from depthprior.priors.backends.space import SpaceBackend  # noqa: E402
+from depthprior.priors.backends.space_faults import parse_wait  # noqa: E402
+from depthprior.priors.backends.space_output import choose_depth  # noqa: E402
 from depthprior.errors import BackendUnavailable, ImageError, UsageError  # noqa: E402
 from depthprior.images import decode_rgb  # noqa: E402
-from depthprior.store import TMP_MARK, count_levels, read_png16  # noqa: E402
+from depthprior.priors.store import TMP_MARK, count_levels, read_png16  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE = Path(__file__).resolve().parent / "fake_space.py"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from depthprior.errors import UsageError
-from depthprior.manifest import ImageRecord, Manifest
-from depthprior.store import (
+from depthprior.priors.manifest import ImageRecord, Manifest
+from depthprior.priors.store import (
     TMP_MARK,
     decode_inverse_depth,
     encode_inverse_depth,

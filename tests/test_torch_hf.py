@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import TEST_INPUT_SIZE
-from depthprior.backends import BackendSettings, create_backend
-from depthprior.manifest import MANIFEST_NAME
-from depthprior.store import read_png16
+from depthprior.priors.backends import BackendSettings, create_backend
+from depthprior.priors.manifest import MANIFEST_NAME
+from depthprior.priors.store import read_png16
 from reference import reference_position_resize
 from synth import make_frames
 
@@ -103,7 +103,7 @@ def test_unfamiliar_embeddings_keep_their_own_resize_with_a_warning(tiny_model, 
     """A DINOv2 whose resize takes other arguments is left as it is, and the user is told."""
     import types
 
-    from depthprior.backends.torch_hf import follow_reference_position_resize, load_depth_model
+    from depthprior.priors.backends.torch_hf import follow_reference_position_resize, load_depth_model
 
     network = load_depth_model(str(tiny_model))
     embeddings = network.backbone.embeddings

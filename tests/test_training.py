@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from depthprior import store
-from depthprior.manifest import MANIFEST_NAME, ImageRecord, Manifest
+from depthprior.priors.manifest import MANIFEST_NAME, ImageRecord, Manifest
 from depthprior.errors import UnsafePathError, UsageError
 from depthprior.training import (
     DepthPriors,
@@ -510,8 +510,8 @@ def test_tiny_training_loop_converges(scene):
 # ---------------------------------------------------------------- round trip through align
 
 def test_loader_round_trips_align_and_honours_its_report(tmp_path):
-    from depthprior.align import align
-    from depthprior.depth_params import report_path
+    from depthprior.scene.align import align
+    from depthprior.scene.depth_params import report_path
     from scenes import make_scene
 
     scene = make_scene(tmp_path / "scene", n_images=5, width=64, height=48, points_per_image=120,
@@ -546,7 +546,7 @@ def test_loader_round_trips_align_and_honours_its_report(tmp_path):
 
 def test_params_read_only_their_own_report(tmp_path):
     """A params file is judged by <its stem>.report.json, never by another file's report."""
-    from depthprior.align import align
+    from depthprior.scene.align import align
     from scenes import make_scene
 
     scene = make_scene(tmp_path / "scene", n_images=5, width=64, height=48, points_per_image=120,
@@ -567,7 +567,7 @@ def test_params_read_only_their_own_report(tmp_path):
 
 
 def test_a_torch_prior_is_the_numpy_prior_as_a_tensor(tmp_path):
-    from depthprior.priorset import PriorArray
+    from depthprior.scene.priorset import PriorArray
 
     root = write_priors(tmp_path / "depths", {"a.jpg": ramp()})
     priors = DepthPriors(root, {"a": {"scale": 2.0, "offset": 0.1}})

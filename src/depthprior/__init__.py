@@ -7,13 +7,13 @@ __version__ = "0.2.0"
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import Summary
+    from .priors.pipeline import Summary
     from .steps import GenerateRun
 
 
 def generate(images: Any, out: Any, **options: Any) -> "Summary":
-    """Folder of frames -> 16-bit inverse-depth PNGs in OUT. See depthprior.pipeline.generate."""
-    from .pipeline import generate as _generate
+    """Folder of frames -> 16-bit inverse-depth PNGs in OUT. See depthprior.priors.pipeline.generate."""
+    from .priors.pipeline import generate as _generate
 
     return _generate(images, out, **options)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .images import Scan
-from .pipeline import Summary, generate
-from .verify import VerifyReport, check_outputs, load_manifest
+from .priors.pipeline import Summary, generate
+from .priors.verify import VerifyReport, check_outputs, load_manifest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .align import AlignSummary
-    from .manifest import Manifest
+    from .scene.align import AlignSummary
+    from .priors.manifest import Manifest
 
 
 @dataclass
@@ -67,7 +67,7 @@ def run_generate(
         run.verify = check_outputs(_recorded(summary), summary.items, images_root=summary.images,
                                    num_samples=num_samples)
     if align is not None:
-        from .align import align as fit
+        from .scene.align import align as fit
 
         run.align = fit(align, summary.out, images=summary.images, allow_missing=True)
     return run

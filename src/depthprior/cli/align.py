@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..align import align
+    from ..scene.align import align
 
     quiet = getattr(args, "quiet", False)
     bar = None

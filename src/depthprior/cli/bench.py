@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..backends import backend_names
+from ..priors.backends import backend_names
 from .common import add_backend_arguments, given_options, shared_settings
 
 
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import bench
+    from ..priors.bench import bench
     from ..errors import UsageError
 
     names = [name.strip() for name in (args.backends or args.backend).split(",") if name.strip()]

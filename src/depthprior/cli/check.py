@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..check import check
+    from ..priors.check import check
 
     report = check(args.image, backend=args.backend, settings=backend_settings(args))
     print(report.format())

@@ -7,9 +7,9 @@ import argparse
 import dataclasses
 from typing import Any
 
-from ..backends import DEFAULT_BACKEND, BackendSettings, backend_class, backend_names, option_fields
-from ..backends.base import DTYPES, option_flag
-from ..backends.torch_hf import DEVICES
+from ..priors.backends import DEFAULT_BACKEND, BackendSettings, backend_class, backend_names, option_fields
+from ..priors.backends.base import DTYPES, option_flag
+from ..priors.backends.torch_hf import DEVICES
 
 _DEFAULTS = BackendSettings()
 
@@ -92,6 +92,6 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def backend_settings(args: argparse.Namespace) -> BackendSettings:
     """The checked settings of --backend (a UsageError before anything loads)."""
-    from ..backends import settings_for
+    from ..priors.backends import settings_for
 
     return settings_for(backend_class(args.backend), shared_settings(args), **given_options(args))

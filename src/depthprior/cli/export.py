@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_nerfstudio(args: argparse.Namespace) -> int:
-    from ..export import export_nerfstudio
+    from ..scene.export import export_nerfstudio
 
     summary = export_nerfstudio(
         args.depths, args.sparse, args.transforms, params=args.params, out=args.out,
@@ -113,7 +113,7 @@ def run_nerfstudio(args: argparse.Namespace) -> int:
 
 
 def run_dn_splatter(args: argparse.Namespace) -> int:
-    from ..export import export_dn_splatter
+    from ..scene.export import export_dn_splatter
 
     summary = export_dn_splatter(args.depths, args.sparse, args.data, params=args.params,
                                  out=args.out, parser=args.parser, downscales=args.downscales,

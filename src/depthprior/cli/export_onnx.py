@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..backends import BackendSettings
+from ..priors.backends import BackendSettings
 from .common import positive_int
 
 _DEFAULTS = BackendSettings()
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..onnx_export import export_onnx, parse_shape
+    from ..priors.onnx_export import export_onnx, parse_shape
 
     result = export_onnx(
         args.model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..manifest import FORMATS
+from ..priors.manifest import FORMATS
 from .common import add_backend_arguments, backend_settings, positive_int
 
 

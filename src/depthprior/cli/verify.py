@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..verify import verify
+    from ..priors.verify import verify
 
     report = verify(args.out, images=args.images, num_samples=args.num_samples, all=args.all,
                     sheet=args.sheet, extensions=args.ext)

@@ -1,7 +1,7 @@
 """DepthPriors: image name -> prior tensor at a training resolution, on a device.
 
 The loading rules (3DGS-exact reading, resizing, alignment and reliability, and where this is
-stricter than 3DGS) live in `depthprior.priorset`; this module moves the arrays to torch.
+stricter than 3DGS) live in `depthprior.scene.priorset`; this module moves the arrays to torch.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ..depth_params import SCALE_BAND, DepthParams
-from ..priorset import MissingPriorError, PriorArray, PriorSet
+from ..scene.depth_params import SCALE_BAND, DepthParams
+from ..scene.priorset import MissingPriorError, PriorArray, PriorSet
 
 
 @dataclass

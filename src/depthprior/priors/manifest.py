@@ -20,9 +20,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import __version__
-from .errors import UnsafePathError, UsageError, first_line
-from .images import safe_join
+from .. import __version__
+from ..errors import UnsafePathError, UsageError, first_line
+from ..images import safe_join
 from .store import atomic_write_bytes, now_utc
 
 MANIFEST_NAME = "depthprior.json"

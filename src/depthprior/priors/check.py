@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 
 from .backends import DEFAULT_BACKEND, BackendSettings, create_backend, settings_for
-from .errors import DepthpriorError
-from .images import read_image_or_fail
+from ..errors import DepthpriorError
+from ..images import read_image_or_fail
 from .store import encode_inverse_depth
 
 

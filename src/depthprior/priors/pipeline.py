@@ -24,8 +24,8 @@ import numpy as np
 
 from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class, settings_for
 from .backends.base import FATAL_ERRORS, DepthMap
-from .errors import BackendUnavailable, ImageError, UsageError, first_line
-from .images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
+from ..errors import BackendUnavailable, ImageError, UsageError, first_line
+from ..images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
 from .manifest import ImageRecord, Manifest, ManifestError, ThrottledSaver, output_files
 from .store import (
     OutputLock,

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 TMP_MARK = ".depthprior-tmp-"
 PNG_MAX = 65535  # the PNG's full scale: raw_min..raw_max map to 0..PNG_MAX

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import MissingDependencyError, ModelLoadError, UsageError, first_line
+from ...errors import MissingDependencyError, ModelLoadError, UsageError, first_line
 from .base import BackendSettings
 from .local import LocalBackend
 from .preprocess import PREPROCESSING, PREPROCESSING_VERSION

@@ -22,8 +22,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import ImageError
-from ..images import check_pixels
+from ...errors import ImageError
+from ...images import check_pixels
 from ..store import count_levels
 from .space_faults import Fault, ImageFault
 

@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from ..errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError, first_line
+from ...errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError, first_line
 from .base import Backend, BackendSettings, DepthMap, require_number
 from .space_connection import (DEFAULT_SPACE, ENDPOINT, Clock, SpaceAddress, SpaceConnection,
                                render_api)

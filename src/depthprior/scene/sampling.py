@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .colmap import ModelImage, SparseModel
-from .store import PNG_MAX
+from ..priors.store import PNG_MAX
 
 # the official make_depth_scale.py reads its prior as png / 65535
 OFFICIAL_DIVISOR = float(PNG_MAX)

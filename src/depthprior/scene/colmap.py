@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from .colmap_files import DAMAGED, ModelError, read_model_files
-from .errors import MissingDependencyError
-from .images import DEFAULT_MAX_PIXELS, image_key
+from ..errors import MissingDependencyError
+from ..images import DEFAULT_MAX_PIXELS, image_key
 
 MODEL_FILES = ("cameras", "images", "points3D")
 

@@ -10,14 +10,14 @@ import dataclasses
 import importlib
 from typing import Any
 
-from ..errors import UsageError
+from ...errors import UsageError
 from .base import Backend, BackendSettings, DepthMap, option_flag
 from .local import LocalBackend
 
 _REGISTRY: dict[str, str] = {
-    "torch": "depthprior.backends.torch_hf:TorchBackend",
-    "onnx": "depthprior.backends.onnx:OnnxBackend",
-    "space": "depthprior.backends.space:SpaceBackend",
+    "torch": "depthprior.priors.backends.torch_hf:TorchBackend",
+    "onnx": "depthprior.priors.backends.onnx:OnnxBackend",
+    "space": "depthprior.priors.backends.space:SpaceBackend",
 }
 
 DEFAULT_BACKEND = "torch"

@@ -27,12 +27,12 @@ import numpy as np
 from . import depth_params
 from .colmap import ModelImage, SparseModel, read_model
 from .depth_params import SCALE_BAND, AlignWriteError, Entry
-from .errors import ImageError, UsageError, listing
+from ..errors import ImageError, UsageError, listing
 from .fitting import MIN_INLIER_FRACTION, MIN_POINTS, Fit, fit_mad, fit_robust
-from .images import image_key, stored_size
-from .manifest import Manifest, ManifestError
+from ..images import image_key, stored_size
+from ..priors.manifest import Manifest, ManifestError
 from .sampling import REMAP_MAX_SIDE, observations, official_samples, sample_bilinear
-from .store import TRAINER_SCALE, depth_pngs, read_png16
+from ..priors.store import TRAINER_SCALE, depth_pngs, read_png16
 
 log = logging.getLogger(__name__)
 

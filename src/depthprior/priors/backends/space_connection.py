@@ -16,7 +16,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import BackendUnavailable, UsageError, first_line
+from ...errors import BackendUnavailable, UsageError, first_line
 from .space_faults import Fault, ImageFault, status_code
 from .space_output import ReplyGuard
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .store import TRAINER_SCALE
+from ..priors.store import TRAINER_SCALE
 
 MIN_POINTS = 11  # the recipe fits only with more than 10 points
 MIN_PRIOR_RANGE = 16 / TRAINER_SCALE  # prior samples spanning fewer PNG levels are degenerate

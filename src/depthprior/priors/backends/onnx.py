@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
+from ...errors import ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
 from .base import BackendSettings
 from .local import LocalBackend
 from .preprocess import PREPROCESSING, PREPROCESSING_VERSION

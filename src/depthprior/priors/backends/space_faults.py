@@ -14,7 +14,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from ..errors import BackendUnavailable
+from ...errors import BackendUnavailable
 
 _QUOTA_WAIT = re.compile(
     r"(?:try again|retry)(?: after| in)?\s+(?:(\d+):)?(\d{1,2}):(\d{2})\b", re.IGNORECASE)

@@ -32,8 +32,8 @@ import numpy as np
 
 from .backends import Backend, BackendSettings, LocalBackend, create_backend, option_fields, settings_for
 from .backends.preprocess import IMAGENET_MEAN, IMAGENET_STD, PATCH
-from .errors import UsageError
-from .images import ImageItem, Scan, scan
+from ..errors import UsageError
+from ..images import ImageItem, Scan, scan
 from .store import PNG_MAX
 
 

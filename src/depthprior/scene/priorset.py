@@ -4,7 +4,7 @@ Reproduces what the official 3DGS trainer does with `-d DEPTHS`:
 
 1. read the uint16 PNG as ``png / TRAINER_SCALE`` (2**16, float32);
 2. resize it to the training resolution with OpenCV's bilinear filter (``cv2.resize``);
-3. with depth_params.json (read and checked by `depthprior.depth_params`), mark the image
+3. with depth_params.json (read and checked by `depthprior.scene.depth_params`), mark the image
    unreliable when its scale is outside SCALE_BAND x the median of the positive scales, and
    apply ``scale * x + offset`` when scale > 0.
 
@@ -38,10 +38,10 @@ import cv2
 import numpy as np
 
 from .depth_params import PARAMS_NAME, SCALE_BAND, DepthParams, depth_file
-from .errors import DepthpriorError, UsageError, listing
-from .images import image_key, posix_name
-from .manifest import ImageRecord, Manifest
-from .store import TRAINER_SCALE, depth_pngs, read_png16
+from ..errors import DepthpriorError, UsageError, listing
+from ..images import image_key, posix_name
+from ..priors.manifest import ImageRecord, Manifest
+from ..priors.store import TRAINER_SCALE, depth_pngs, read_png16
 
 
 class MissingPriorError(DepthpriorError, LookupError):

@@ -29,10 +29,10 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from . import __version__
-from .errors import DepthpriorError, UnsafePathError, UsageError
-from .images import posix_name, safe_join
-from .store import PNG_MAX, TRAINER_SCALE, atomic_write_bytes
+from .. import __version__
+from ..errors import DepthpriorError, UnsafePathError, UsageError
+from ..images import posix_name, safe_join
+from ..priors.store import PNG_MAX, TRAINER_SCALE, atomic_write_bytes
 
 PARAMS_NAME = "depth_params.json"
 #: 3DGS keeps an image when 0.2 * median <= scale <= 5 * median

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DepthpriorError, UsageError
-from .images import DEFAULT_MAX_PIXELS, check_pixels
+from ..errors import DepthpriorError, UsageError
+from ..images import DEFAULT_MAX_PIXELS, check_pixels
 
 
 class ModelError(UsageError):

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
 from .backends.onnx import INPUT_NAME, META_PREFIX, OUTPUT_NAME, import_onnx
 from .backends.preprocess import PATCH
-from .errors import DepthpriorError, MissingDependencyError, UsageError, first_line
+from ..errors import DepthpriorError, MissingDependencyError, UsageError, first_line
 
 log = logging.getLogger(__name__)
 

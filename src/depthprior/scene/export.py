@@ -47,10 +47,10 @@ import cv2
 import numpy as np
 
 from .depth_params import default_path, params_file
-from .errors import ImageError, UsageError, listing
-from .images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, posix_name, safe_join
+from ..errors import ImageError, UsageError, listing
+from ..images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, posix_name, safe_join
 from .priorset import PriorSet
-from .store import (
+from ..priors.store import (
     TRAINER_SCALE,
     atomic_write_bytes,
     decode_inverse_depth,

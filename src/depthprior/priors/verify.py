@@ -10,8 +10,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .errors import ImageError, UsageError, listing
-from .images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions
+from ..errors import ImageError, UsageError, listing
+from ..images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
 

@@ -21,8 +21,8 @@ from typing import Any, ClassVar, Hashable, Literal, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailable, MissingDependencyError, UsageError
-from ..images import DEFAULT_MAX_PIXELS
+from ...errors import BackendUnavailable, MissingDependencyError, UsageError
+from ...images import DEFAULT_MAX_PIXELS
 from .preprocess import PATCH
 
 MapKind = Literal["disparity", "depth"]

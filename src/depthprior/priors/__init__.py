@@ -1,0 +1,6 @@
+"""Making priors: frames in, one 16-bit inverse-depth PNG per frame and a manifest out.
+
+backends/ (the models behind one interface), pipeline (generate: plan, read, infer, write),
+store (the files and the folder lock), manifest (OUT/depthprior.json), verify, check, bench,
+onnx_export, fingerprint (what a local checkpoint holds).
+"""
