@@ -168,3 +168,13 @@ def test_check_prints_architecture_convention_and_preprocessing(checkpoints, cli
     for expected in ("architecture_type: depth_pro", "convention: metric depth (m)",
                      "preprocessing: DepthProImageProcessor", "bilinear to fixed 128x128"):
         assert expected in result.stdout, result.stdout
+
+
+def test_check_says_in_one_line_when_the_model_fails_on_the_picture(checkpoints, cli):
+    """transformers' ViT DPT needs a square patch grid; the tiny one's processor keeps the
+    aspect ratio, so check's 640x480 picture makes the model raise: one line, not a traceback."""
+    result = cli("check", "--model", checkpoints("dpt"), "--device", "cpu")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the model failed on the built-in synthetic image (640x480)" in lines[0]
+    assert "Traceback" not in result.stderr
