@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -67,3 +68,114 @@ def write_image(path: Path, rgb: np.ndarray, **params: int) -> Path:
 
 def make_frames(folder: Path, count: int = 4, size: tuple[int, int] = (48, 64), ext: str = ".jpg") -> list[Path]:
     return [write_image(folder / f"frame_{i:04d}{ext}", scene_rgb(*size, seed=i)) for i in range(count)]
+
+
+# ---------------------------------------------------------------- other depth architectures
+
+def _dinov2(**overrides):
+    from transformers import Dinov2Config
+
+    settings = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    patch_size=14, image_size=518, out_features=["stage1", "stage2"],
+                    reshape_hidden_states=False)
+    return Dinov2Config(**{**settings, **overrides})
+
+
+def _tiny_dpt(metric: bool):
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessorPil as DPTImageProcessor
+
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                       image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=16, head_hidden_size=8)
+    processor = DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=True,
+                                  ensure_multiple_of=16, do_pad=True, size_divisor=64)
+    return DPTForDepthEstimation(config), processor, ("head.head.4", 1e6)
+
+
+def _tiny_glpn(metric: bool):
+    from transformers import GLPNConfig, GLPNForDepthEstimation, GLPNImageProcessorPil as GLPNImageProcessor
+
+    config = GLPNConfig(num_encoder_blocks=4, depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1],
+                        hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 1, 2, 2],
+                        decoder_hidden_size=16, max_depth=10, head_in_index=-1)
+    return GLPNForDepthEstimation(config), GLPNImageProcessor(size_divisor=32), ("head.head.2", 1e3)
+
+
+def _tiny_zoedepth(metric: bool):
+    from transformers import ZoeDepthConfig, ZoeDepthForDepthEstimation, ZoeDepthImageProcessorPil as ZoeDepthImageProcessor
+
+    backbone = _dinov2(out_features=["stage1", "stage2", "stage3", "stage4"], num_hidden_layers=4)
+    config = ZoeDepthConfig(backbone_config=backbone, backbone_hidden_size=32, hidden_size=32,
+                            neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=16,
+                            reassemble_factors=[4, 2, 1, 0.5], head_in_index=-1,
+                            bottleneck_features=16, num_attractors=[4, 4, 4, 4],
+                            bin_embedding_dim=8, num_relative_features=8,
+                            bin_configurations=[{"n_bins": 8, "min_depth": 1e-3, "max_depth": 10.0,
+                                                 "name": "nyu"}])
+    processor = ZoeDepthImageProcessor(size={"height": 56, "width": 70}, ensure_multiple_of=14)
+    return ZoeDepthForDepthEstimation(config), processor, None
+
+
+def _tiny_depth_pro(metric: bool):
+    from transformers import DepthProConfig, DepthProForDepthEstimation
+
+    vit = dict(model_type="dinov2", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64, patch_size=8, image_size=32)
+    config = DepthProConfig(fusion_hidden_size=16, patch_size=32, intermediate_hook_ids=[1, 0],
+                            intermediate_feature_dims=[16, 16], scaled_images_ratios=[0.25, 0.5, 1],
+                            scaled_images_overlap_ratios=[0.0, 0.5, 0.25],
+                            scaled_images_feature_dims=[16, 16, 16], merge_padding_value=1,
+                            use_fov_model=metric, num_fov_head_layers=1,
+                            image_model_config=dict(vit), patch_model_config=dict(vit),
+                            fov_model_config=dict(vit))
+    # DepthProImageProcessor needs torchvision: its saved settings, written as save_pretrained would
+    processor = {"image_processor_type": "DepthProImageProcessor", "size": {"height": 128, "width": 128},
+                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255,
+                 "do_resize": True, "do_rescale": True, "do_normalize": True, "resample": 2}
+    model = DepthProForDepthEstimation(config, use_fov_model=metric)
+    if metric:  # random weights estimate ~0 degrees: centre the field of view near 60
+        import torch
+
+        with torch.no_grad():
+            [*_, last] = (module for module in model.fov_model.head.modules() if getattr(module, "bias", None) is not None)
+            last.bias.fill_(60.0)
+    return model, processor, ("head.layers.4", 1e-3)
+
+
+def _tiny_classifier(metric: bool):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=16)
+    return ViTForImageClassification(config), None, None
+
+
+TINY_BUILDERS = {
+    "dpt": _tiny_dpt,
+    "glpn": _tiny_glpn,
+    "zoedepth": _tiny_zoedepth,
+    "depth_pro": _tiny_depth_pro,
+    "vit": _tiny_classifier,  # not a depth model: refused
+}
+
+
+def build_tiny_checkpoint(folder: Path, architecture: str, *, metric: bool = False, seed: int = 0) -> Path:
+    """A random-weight checkpoint of `architecture` with its image processor, saved with
+    save_pretrained (model and processor), loadable by path like a hub id."""
+    import torch
+
+    torch.manual_seed(seed)
+    model, processor, last_layer = TINY_BUILDERS[architecture](metric)
+    model.eval()
+    if last_layer is not None:
+        name, factor = last_layer
+        with torch.no_grad():  # random weights give near-constant maps: spread them
+            layer = model.get_submodule(name)
+            layer.weight.mul_(factor)
+            layer.bias.fill_(1.0)
+    model.save_pretrained(folder)
+    if isinstance(processor, dict):
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor), encoding="utf-8")
+    elif processor is not None:
+        processor.save_pretrained(folder)
+    return folder

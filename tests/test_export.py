@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from depthprior import store
+from depthprior.priors import store
 from depthprior.priors.manifest import ImageRecord, Manifest
 from depthprior.scene.align import align
 from depthprior.errors import UsageError

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from depthprior import store
+from depthprior.priors import store
 from depthprior.priors.manifest import MANIFEST_NAME, ImageRecord, Manifest
 from depthprior.errors import UnsafePathError, UsageError
 from depthprior.training import (

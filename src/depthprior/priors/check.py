@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from .backends import DEFAULT_BACKEND, BackendSettings, create_backend, settings_for
-from ..errors import DepthpriorError
+from ..errors import DepthpriorError, ImageError, first_line
 from ..images import read_image_or_fail
 from .store import encode_inverse_depth
 
@@ -87,7 +87,7 @@ def check(
     start = time.perf_counter()
     with create_backend(backend, settings) as engine:
         loaded = time.perf_counter()
-        depth = engine.predict([rgb])[0]
+        depth = _predict_one(engine, rgb, image)
         done = time.perf_counter()
         described, diagnostics = engine.describe(), engine.diagnostics()
     values = depth.values
@@ -108,6 +108,18 @@ def check(
     except ValueError as error:
         report.problems.append(str(error))
     return report
+
+
+def _predict_one(engine, rgb: np.ndarray, image: str | Path | None):
+    """The map of one picture; a model that fails on it is one line (ImageError), not a traceback."""
+    try:
+        return engine.predict([rgb])[0]
+    except DepthpriorError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the model raised, said in one line
+        picture = image or "the built-in synthetic image"
+        raise ImageError(f"the model failed on {picture} ({rgb.shape[1]}x{rgb.shape[0]}): "
+                         f"{type(error).__name__}: {first_line(error)}") from None
 
 
 __all__ = ["CheckReport", "check", "synthetic_image", "DepthpriorError"]

@@ -67,6 +67,7 @@ class ImageRecord:
     precision_bits: float = 0.0
     flags: list[str] = field(default_factory=list)  # e.g. "constant"
     notes: list[str] = field(default_factory=list)
+    extras: dict[str, float] = field(default_factory=dict)  # per-image model outputs (Depth Pro's focal)
     error: str | None = None  # why a failed image failed
 
     @property
@@ -121,6 +122,8 @@ def _check_types(record: ImageRecord) -> None:
             raise ValueError(f"{key} is not a number")
     if not isinstance(record.flags, list) or not isinstance(record.notes, list):
         raise ValueError("flags or notes are not lists")
+    if not isinstance(record.extras, dict):
+        raise ValueError("extras is not an object")
 
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))

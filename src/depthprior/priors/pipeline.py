@@ -465,6 +465,7 @@ def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> Im
         precision_bits=round(float(np.log2(max(levels, 1))), 2),
         flags=["constant"] if encoded.constant else [],
         notes=list(depth.notes),
+        extras=dict(depth.extras),
     )
 
 

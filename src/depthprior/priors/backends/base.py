@@ -74,6 +74,7 @@ class DepthMap:
     source: where the values came from ("model", or e.g. "space:gray8").
     levels: number of distinct values the source could hold, when it was quantised.
     notes: anything the manifest should say about this image (e.g. a resize by the backend).
+    extras: per-image model outputs recorded in the manifest (e.g. Depth Pro's focal length).
     """
 
     values: np.ndarray
@@ -81,6 +82,8 @@ class DepthMap:
     source: str = "model"
     levels: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: per-image model outputs besides the map, e.g. Depth Pro's field_of_view_deg and focal_px
+    extras: dict[str, float] = field(default_factory=dict)
 
 
 class Backend(ABC):
@@ -114,9 +117,7 @@ class Backend(ABC):
             require_number(name, getattr(settings, name), int)
         if settings.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
-        if settings.input_size < PATCH or settings.input_size % PATCH:
-            raise UsageError(f"--input-size must be a positive multiple of {PATCH} "
-                             f"(Depth Anything's patch size), e.g. 518; got {settings.input_size}")
+        cls.check_input_size(settings)
         if settings.max_pixels < 1:
             raise UsageError("--max-pixels must be at least 1")
         if settings.dtype not in DTYPES:
@@ -126,6 +127,14 @@ class Backend(ABC):
             raise UsageError(f"{type(options).__name__} are not options of --backend {cls.name} "
                              f"(it takes {cls.Options.__name__})")
         return dataclasses.replace(settings, options=cls.check_options(options))
+
+    @classmethod
+    def check_input_size(cls, settings: BackendSettings) -> None:
+        """--input-size for Depth Anything: a multiple of its patch size (backends running other
+        architectures override this)."""
+        if settings.input_size < PATCH or settings.input_size % PATCH:
+            raise UsageError(f"--input-size must be a positive multiple of {PATCH} "
+                             f"(Depth Anything's patch size), e.g. 518; got {settings.input_size}")
 
     @classmethod
     def check_options(cls, options: Any) -> Any:

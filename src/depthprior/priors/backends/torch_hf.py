@@ -1,8 +1,9 @@
-"""Depth Anything (V1/V2, relative or metric) through transformers, by hub id or local folder."""
+"""Depth models through transformers (architectures.ARCHITECTURES), by hub id or local folder."""
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import types
 from pathlib import Path
@@ -12,9 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...errors import MissingDependencyError, ModelLoadError, UsageError, first_line
-from .base import BackendSettings
+from .base import BackendSettings, DepthMap
 from .local import LocalBackend
-from .preprocess import PREPROCESSING, PREPROCESSING_VERSION
+from .architectures import DEFAULT_INPUT_SIZE, Architecture, Prediction, Prepared, architecture_class, cached_model_type
+from .preprocess import PREPROCESSING, PREPROCESSING_VERSION, resize_map
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +70,37 @@ def torch_dtype(name: str) -> Any:
 
 
 def load_depth_model(model: str, revision: str | None = None, dtype: Any = None) -> Any:
-    """A transformers Depth Anything model from a hub id or a local folder, in eval mode."""
+    """A transformers Depth Anything model from a hub id or a local folder, in eval mode
+    (export-onnx and the onnx backend take Depth Anything only)."""
+    network = load_network(model, revision, dtype)
+    if network.config.model_type != "depth_anything":
+        raise ModelLoadError(f"model {model!r} is a {network.config.model_type} checkpoint; ONNX export "
+                             "supports Depth Anything checkpoints only (run it with --backend torch)")
+    return network
+
+
+def load_config(model: str, revision: str | None = None) -> Any:
     try:
-        from transformers import AutoConfig, AutoModelForDepthEstimation
+        from transformers import AutoConfig
     except ImportError:
         raise MissingDependencyError("transformers", "all", "the torch backend") from None
     try:
-        config = AutoConfig.from_pretrained(model, revision=revision)
-    except (OSError, ValueError) as error:
+        return AutoConfig.from_pretrained(model, revision=revision)
+    except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
             f"cannot load model {model!r}: {first_line(error)} "
-            "(give a Depth Anything hub id, or a local folder saved with save_pretrained; "
+            "(give a depth-estimation hub id, or a local folder saved with save_pretrained; "
             "offline machines need a local folder or a filled Hugging Face cache)"
         ) from None
-    if getattr(config, "model_type", None) != "depth_anything":
-        raise ModelLoadError(
-            f"model {model!r} is a {getattr(config, 'model_type', 'unknown')!r} model, "
-            "not Depth Anything; choose a Depth Anything V1/V2 checkpoint"
-        )
+
+
+def load_network(model: str, revision: str | None = None, dtype: Any = None) -> Any:
+    """Any supported depth model (architectures.ARCHITECTURES) from a hub id or local folder,
+    in eval mode; other checkpoints are refused with one line (ModelLoadError)."""
+    from transformers import AutoModelForDepthEstimation
+
+    config = load_config(model, revision)
+    architecture_class(getattr(config, "model_type", None), model)
     _quiet_transformers()
     try:
         network = AutoModelForDepthEstimation.from_pretrained(
@@ -93,8 +108,48 @@ def load_depth_model(model: str, revision: str | None = None, dtype: Any = None)
         )
     except (OSError, ValueError, RuntimeError) as error:
         raise ModelLoadError(f"cannot load weights of {model!r}: {first_line(error)}") from None
-    follow_reference_position_resize(network)
+    if config.model_type == "depth_anything":
+        follow_reference_position_resize(network)
     return network.eval()
+
+
+def load_processor(model_type: str, model: str, revision: str | None = None) -> Any:
+    """The checkpoint's own image processor (transformers' PIL/numpy implementation), or for
+    Depth Pro (whose processor needs torchvision) its saved settings."""
+    if model_type == "depth_anything":
+        return None
+    if model_type == "depth_pro":
+        return _saved_processor_settings(model, revision)
+    import transformers
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    names = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type) or {}
+    processor_class = getattr(transformers, names.get("pil") or "", None)
+    if processor_class is None:
+        raise ModelLoadError(f"no image processor for {model_type} checkpoints in this transformers")
+    try:
+        return processor_class.from_pretrained(model, revision=revision)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the image processor of {model!r}: {first_line(error)}") from None
+
+
+def _saved_processor_settings(model: str, revision: str | None) -> Any:
+    from transformers.utils import cached_file
+
+    settings = {"size": {"height": 1536, "width": 1536}, "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255}
+    try:
+        path = cached_file(model, "preprocessor_config.json", revision=revision,
+                           _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        path = None
+    if path:
+        try:
+            saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"cannot read the image processor settings of {model!r}: {first_line(error)}") from None
+        settings.update({key: saved[key] for key in settings if key in saved})
+    return types.SimpleNamespace(**settings)
 
 
 def position_embeddings_module(network: Any) -> Any:
@@ -209,6 +264,15 @@ class TorchBackend(LocalBackend):
         return super().check_settings(settings)
 
     @classmethod
+    def check_input_size(cls, settings: BackendSettings) -> None:
+        """The rule of the checkpoint's architecture when its config is on this machine
+        (Depth Anything's otherwise; a fixed-size model found only at load is refused there)."""
+        model_type = cached_model_type(settings.model, settings.revision)
+        if model_type is None or model_type == "depth_anything":
+            return super().check_input_size(settings)
+        architecture_class(model_type, settings.model).check_input_size(settings.input_size)
+
+    @classmethod
     def identity(cls, settings: BackendSettings) -> dict[str, Any]:
         device = resolve_device(settings.device)
         identity = {**super().identity(settings), "dtype": resolve_dtype(settings.dtype, device),
@@ -225,19 +289,29 @@ class TorchBackend(LocalBackend):
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
         self._torch_dtype = torch_dtype(self.dtype)
-        self.model = load_depth_model(settings.model, settings.revision, self._torch_dtype)
+        self.model = load_network(settings.model, settings.revision, self._torch_dtype)
+        config = self.model.config
+        architecture = architecture_class(config.model_type, settings.model)
+        architecture.check_input_size(settings.input_size)
+        processor = load_processor(config.model_type, settings.model, settings.revision)
+        self.architecture: Architecture = architecture(config, processor)
         # NHWC weights for the DPT neck and head convolutions (oneDNN on CPU, tensor cores on
         # GPU): on 2 CPU cores V2-Small steady state 1050-1170 -> 1010-1120 ms, and less time on
         # each new input shape; results equal NCHW to ~1e-6 of the range.
         self.model.to(self.device, memory_format=torch.channels_last)
-        self.kind = map_kind(self.model.config)
+        self.kind = self.architecture.kind()
         self._pin = self.device.startswith("cuda")
         self._forward = _compile(torch, self.model) if self.options.compile else self.model
         self._compiled_shapes: set[tuple[int, ...]] = set()
 
+    @property
+    def reference_path(self) -> bool:
+        """Depth Anything: depthprior's reference preprocessing, raw arrays between stages."""
+        return self.architecture.model_type == "depth_anything"
+
     def describe(self) -> dict[str, Any]:
         config = self.model.config
-        return {
+        described = {
             "backend": self.name,
             "model": self.settings.model,
             "revision": getattr(config, "_commit_hash", None) or self.settings.revision,
@@ -250,28 +324,63 @@ class TorchBackend(LocalBackend):
             "compiled": self._forward is not self.model,
             "preprocessing": PREPROCESSING,
         }
+        described.update(self.architecture.describe(self.settings.input_size))
+        if self.reference_path:
+            described["preprocessing"] = PREPROCESSING
+        else:
+            described["input_size"] = "checkpoint default" if self.settings.input_size == DEFAULT_INPUT_SIZE \
+                else self.settings.input_size
+        return described
 
-    def infer(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def prepare(self, image: np.ndarray) -> Any:
+        if self.reference_path:
+            return super().prepare(image)
+        return self.architecture.prepare(image, self.settings.input_size)
+
+    def finish(self, raw: Any, height: int, width: int) -> DepthMap:
+        if not isinstance(raw, Prediction):
+            return super().finish(raw, height, width)
+        resized = resize_map(crop_frame(raw.values, raw.frame), height, width)
+        extras = dict(raw.extras)
+        values = self.architecture.values(resized, extras, width)
+        return DepthMap(values, kind=self.kind, extras=extras)
+
+    def infer(self, batch: Sequence[Any]) -> list[Any]:
         torch = import_torch()
-        pixels = torch.from_numpy(np.stack(batch))
+        frames = [getattr(prepared, "frame", None) for prepared in batch]
+        arrays = [prepared.pixels if isinstance(prepared, Prepared) else prepared for prepared in batch]
+        pixels = torch.from_numpy(np.stack(arrays))
         if self._pin:
             pixels = pixels.pin_memory()
         pixels = pixels.to(self.device, non_blocking=True).to(self._torch_dtype)
         with torch.inference_mode():
-            predicted = self._run(pixels)
-        return list(predicted.float().cpu().numpy())
+            output = self._run(pixels)
+        predicted = list(output.predicted_depth.float().cpu().numpy())
+        if self.reference_path:
+            return predicted
+        return [Prediction(values, frame, self.architecture.extras(output, index))
+                for index, (values, frame) in enumerate(zip(predicted, frames))]
 
     def _run(self, pixels: Any) -> Any:
+        """The model's output (predicted_depth and, for some models, more) for a batch."""
         if self._forward is self.model:
-            return self.model(pixel_values=pixels).predicted_depth
+            return self.model(pixel_values=pixels)
         shape = tuple(pixels.shape)
         if shape not in self._compiled_shapes:
             log.info("compiling the model for input %s (once per input shape)", "x".join(map(str, shape)))
         try:
-            predicted = self._forward(pixel_values=pixels).predicted_depth
+            output = self._forward(pixel_values=pixels)
         except _compile_errors() as error:
             log.warning("torch.compile failed, running the model uncompiled: %s", first_line(error))
             self._forward = self.model
-            return self.model(pixel_values=pixels).predicted_depth
+            return self.model(pixel_values=pixels)
         self._compiled_shapes.add(shape)
-        return predicted
+        return output
+
+
+def crop_frame(values: np.ndarray, frame: Any) -> np.ndarray:
+    """The part of a network output that shows the image (Frame), padding cut off."""
+    if frame is None:
+        return values
+    outer = resize_map(values, *frame.outer)
+    return outer[frame.top:frame.top + frame.height, frame.left:frame.left + frame.width]

@@ -1,0 +1,55 @@
+"""Forward time per image of each depth architecture at its default config and input size,
+with random weights (no download is possible here; every layer has the real size, so the
+timings are the real model's; the maps mean nothing).
+
+    python benchmarks/models_bench.py dpt glpn --repeats 2
+
+A tiny test checkpoint says nothing about speed: use this instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+#: architecture -> (config class name, input height, width at the default checkpoint's size)
+DEFAULTS = {
+    "dpt": ("DPTConfig", 384, 384),  # Intel/dpt-large: ViT-L/16, 384x384
+    "glpn": ("GLPNConfig", 480, 640),  # vinvino02/glpn-nyu: the image's own size (NYU 480x640)
+    "zoedepth": ("ZoeDepthConfig", 384, 512),  # Intel/zoedepth-nyu-kitti: BEiT-L, 384x512
+    "depth_pro": ("DepthProConfig", 1536, 1536),  # fixed 1536x1536; default sub-configs are ViT-B, apple/DepthPro-hf uses ViT-L
+}
+
+
+def forward_ms(architecture: str, repeats: int) -> float:
+    import torch
+    import transformers
+    from transformers import AutoModelForDepthEstimation
+
+    config_name, height, width = DEFAULTS[architecture]
+    config = getattr(transformers, config_name)()
+    model = AutoModelForDepthEstimation.from_config(config).eval()
+    pixels = torch.randn(1, 3, height, width)
+    with torch.inference_mode():
+        model(pixel_values=pixels)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(pixel_values=pixels)
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("architectures", nargs="*", default=list(DEFAULTS))
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    print(f"torch threads: {torch.get_num_threads()}")
+    for architecture in args.architectures:
+        _, height, width = DEFAULTS[architecture]
+        print(f"{architecture:>10} {height}x{width}: {forward_ms(architecture, args.repeats):.0f} ms/image", flush=True)
+
+
+if __name__ == "__main__":
+    main()
