@@ -549,6 +549,7 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess, command: str,
 
 
 @pytest.mark.parametrize("case", list(DAMAGE))
+@pytest.mark.hostile
 def test_align_refuses_a_damaged_model_naming_file_and_record(case, intact, tmp_path):
     fmt, damage, words = DAMAGE[case]
     scene = intact[fmt]
@@ -563,6 +564,7 @@ def test_align_refuses_a_damaged_model_naming_file_and_record(case, intact, tmp_
 @pytest.mark.parametrize("case", ["cameras.bin truncated to 32 of 64 bytes", "camera width 0",
                                   "camera of 200000x150000", "NaN translation",
                                   "images.txt NaN translation"])
+@pytest.mark.hostile
 def test_export_refuses_a_damaged_model(case, intact, tmp_path):
     fmt, damage, words = DAMAGE[case]
     scene = intact[fmt]
@@ -656,6 +658,7 @@ def test_cli_exit_codes(tmp_path):
 
 
 
+@pytest.mark.hostile
 def test_a_fifo_among_the_frames_is_refused_without_blocking(tmp_path):
     import os
 

@@ -21,6 +21,8 @@ from depthprior.errors import ImageError, UsageError
 from depthprior.images import decode_rgb, discover, read_image_or_fail, scan
 from synth import scene_rgb, write_image
 
+pytestmark = pytest.mark.hostile
+
 BOMB_SIDE = 20_000
 #: far below the 400 MB a decoded 20000x20000 gray picture takes, far above the interpreter
 PEAK_LIMIT_MB = 300

@@ -226,6 +226,7 @@ def test_dn_splatter_layout_units_and_alignment(scene, tmp_path):
         assert np.median(np.abs(mono[..., 0] - 1000 * truth) / (1000 * truth)) < 2e-3  # "mm"
 
 
+@pytest.mark.hostile
 def test_dn_splatter_refuses_stale_aligned_files(scene, tmp_path):
     folder = tmp_path / "mono_depth"
     folder.mkdir()
@@ -358,6 +359,7 @@ def test_nerfstudio_downscale_refuses_repeated_file_names(tmp_path):
     assert not (tmp_path / "ns").exists()
 
 
+@pytest.mark.hostile
 def test_exports_write_only_inside_their_folders(tmp_path):
     depths, sparse = tiny_model(tmp_path / "s", ["\\tmp\\x\\v\\precious.jpg", "ok.jpg"])
     export_nerfstudio(depths, sparse, tmp_path / "ns")
@@ -373,6 +375,7 @@ def test_exports_write_only_inside_their_folders(tmp_path):
         assert escaped.read_bytes() == before and not (tmp_path / "t" / out).exists()
 
 
+@pytest.mark.hostile
 def test_nerfstudio_refuses_non_finite_numbers(scene, tmp_path):
     transforms = tmp_path / "transforms.json"
     export_nerfstudio(scene.depths, scene.sparse, transforms, out=tmp_path / "first")
@@ -387,6 +390,7 @@ def test_nerfstudio_refuses_non_finite_numbers(scene, tmp_path):
     assert transforms.read_text() == before
 
 
+@pytest.mark.hostile
 def test_exports_refuse_cameras_above_the_pixel_cap(scene, tmp_path):
     for target, folder in (("nerfstudio", "--transforms"), ("dn-splatter", "--data")):
         result = cli(target, "--depths", scene.depths, "--sparse", scene.sparse,

@@ -21,6 +21,8 @@ from depthprior.priors.store import OutputLock, encode_inverse_depth, encode_png
 from depthprior.priors.verify import verify
 from synth import build_tiny_model, make_frames, scene_rgb, write_image
 
+pytestmark = pytest.mark.hostile
+
 SIZE = ["--input-size", str(TEST_INPUT_SIZE)]
 
 
@@ -158,13 +160,18 @@ def test_a_checkpoint_replaced_in_the_same_folder_is_not_mixed_in(tmp_path, monk
         generate(frames, out, **options)
 
 
-def test_manifests_from_before_weight_digests_still_resume(tmp_path, tiny_model):
+def _generated(tmp_path: Path, model: Path) -> tuple[Path, Path, dict, dict]:
+    """Two frames generated into OUT: frames, out, the options used, the manifest's JSON."""
     frames = tmp_path / "frames"
     make_frames(frames, 2)
     out = tmp_path / "out"
-    options = dict(model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
+    options = dict(model=str(model), input_size=TEST_INPUT_SIZE, progress=False)
     generate(frames, out, **options)
-    data = json.loads((out / MANIFEST_NAME).read_text())
+    return frames, out, options, json.loads((out / MANIFEST_NAME).read_text())
+
+
+def test_manifests_from_before_weight_digests_still_resume(tmp_path, tiny_model):
+    frames, out, options, data = _generated(tmp_path, tiny_model)
     del data["identity"]["weights"]
     (out / MANIFEST_NAME).write_text(json.dumps(data))
     make_frames(frames / "more", 1)
@@ -190,12 +197,7 @@ def _malformed(data: dict) -> dict[str, bytes]:
 
 
 def test_every_malformed_manifest_is_refused_and_overwrite_recovers(tmp_path, tiny_model):
-    frames = tmp_path / "frames"
-    make_frames(frames, 2)
-    out = tmp_path / "out"
-    options = dict(model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
-    generate(frames, out, **options)
-    data = json.loads((out / MANIFEST_NAME).read_text())
+    frames, out, options, data = _generated(tmp_path, tiny_model)
     for case, content in _malformed(data).items():
         (out / MANIFEST_NAME).write_bytes(content)
         for command in (lambda: generate(frames, out, **options), lambda: verify(out)):

@@ -233,6 +233,7 @@ def test_slow_answers_time_out(fake):
 
 
 @pytest.mark.parametrize("mode", ["stall", "drip"])
+@pytest.mark.hostile
 def test_timeout_bounds_connecting_to_a_silent_or_trickling_server(fake, mode):
     fake.configure(**{mode: "/config"})  # no answer, or one byte every 0.5 s for 40 s
     started = time.monotonic()
@@ -243,6 +244,7 @@ def test_timeout_bounds_connecting_to_a_silent_or_trickling_server(fake, mode):
 
 
 @pytest.mark.parametrize("mode", ["stall", "drip"])
+@pytest.mark.hostile
 def test_timeout_bounds_a_silent_or_trickling_download(fake, mode):
     with backend(fake.url, timeout=2, retries=2) as engine:
         fake.configure(**{mode: "/gradio_api/file="})
@@ -254,6 +256,7 @@ def test_timeout_bounds_a_silent_or_trickling_download(fake, mode):
     assert len(fake.log()) == 2
 
 
+@pytest.mark.hostile
 def test_replies_above_the_byte_cap_fail_the_image(fake, monkeypatch):
     monkeypatch.setattr(SpaceBackend, "max_reply_bytes", 1_000_000)
     fake.configure(pad_bytes=2_000_000)
@@ -262,6 +265,7 @@ def test_replies_above_the_byte_cap_fail_the_image(fake, monkeypatch):
     assert len(fake.log()) == 1  # refused, not retried
 
 
+@pytest.mark.hostile
 def test_returned_pictures_above_max_pixels_fail_before_decoding(fake):
     fake.configure(resize=4.0)  # 256x192 maps for a 64x48 image
     with backend(fake.url, max_pixels=20_000) as engine:
@@ -439,6 +443,7 @@ def test_server_killed_mid_run_then_resume_elsewhere(space, tmp_path):
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+@pytest.mark.hostile
 def test_no_frame_copies_outlive_a_killed_run(fake, tmp_path, signal_name):
     import signal
 

@@ -327,6 +327,7 @@ UNUSABLE = {
 }
 
 
+@pytest.mark.hostile
 def test_unusable_params_are_reported_and_never_applied(tmp_path):
     names = {f"{k}.jpg": ramp(seed=i) for i, k in enumerate(["good", *UNUSABLE])}
     root = write_priors(tmp_path / "depths", names)
@@ -349,6 +350,7 @@ def test_unusable_params_are_reported_and_never_applied(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["../x", "/etc/x", "a/../../x", "sub/../../x"])
+@pytest.mark.hostile
 def test_params_keys_outside_the_depth_folder_are_refused(key, tmp_path):
     root = write_priors(tmp_path / "depths", {"a.jpg": ramp()})
     params = tmp_path / "depth_params.json"
@@ -359,6 +361,7 @@ def test_params_keys_outside_the_depth_folder_are_refused(key, tmp_path):
             DepthPriors(root, source)
 
 
+@pytest.mark.hostile
 def test_manifest_stems_outside_the_depth_folder_are_refused(tmp_path):
     root = write_priors(tmp_path / "depths", {"a.jpg": ramp()})
     manifest = json.loads((root / MANIFEST_NAME).read_text())

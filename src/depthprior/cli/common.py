@@ -26,8 +26,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", default=DEFAULT_BACKEND, choices=backend_names(),
                        help=f"inference backend (default {DEFAULT_BACKEND})")
     group.add_argument("--model", default=_DEFAULTS.model,
-                       help="hub id or local folder of a Depth Anything V1/V2 checkpoint "
-                            "(transformers format), or a .onnx file for --backend onnx "
+                       help="hub id or local folder of a transformers depth-estimation checkpoint "
+                            "(Depth Anything V1/V2, DPT, GLPN, ZoeDepth, Depth Pro), or a .onnx "
+                            "file for --backend onnx "
                             f"(default {_DEFAULTS.model})")
     group.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     group.add_argument("--device", default=_DEFAULTS.device,
