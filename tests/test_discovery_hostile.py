@@ -171,6 +171,8 @@ def test_generate_skips_a_fifo_and_loops_and_finishes(tmp_path, tiny_model, cli)
     assert result.returncode == 0, result.stderr
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == ["a.png"]
+    listed = [line.split(":")[0].strip() for line in result.stdout.splitlines() if "IGNORED" in line]
+    assert listed == ["IGNORED b.jpg", "IGNORED loop", "IGNORED loop2"], result.stdout
 
 
 # --- decompression bombs -------------------------------------------------------------------

@@ -91,7 +91,7 @@ class Summary:
                 "free space (or fix the folder) and rerun the same command to resume"
             )
         for name, reason in self.ignored.items():
-            lines.append(f"  SKIPPED {name}: {reason}")
+            lines.append(f"  IGNORED {name}: {reason}")
         for name, reason in self.repaired.items():
             lines.append(f"  REDONE {name}: damaged output ({reason})")
         for name, reason in self.failed.items():
