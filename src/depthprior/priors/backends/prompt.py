@@ -67,7 +67,7 @@ class SparsePrompts:
         """The model's image for an input name (same name, else same name without extension)."""
         image = self.by_name.get(name) or self.by_key.get(image_key(name))
         if image is None:
-            raise ImageError(f"{name} is not an image of the COLMAP model {self.path}: no SfM points "
+            raise ImageError(f"{name or 'a picture without a name'} is not an image of the COLMAP model {self.path}: no SfM points "
                              "to prompt it with (pass the images folder the model was made from)")
         if not image.registered:
             raise ImageError(f"{name} is not registered in the COLMAP model {self.path} (no pose): "
