@@ -142,6 +142,19 @@ def _tiny_depth_pro(metric: bool):
     return model, processor, ("head.layers.4", 1e-3)
 
 
+def _tiny_prompt_depth_anything(metric: bool):
+    from transformers import (PromptDepthAnythingConfig, PromptDepthAnythingForDepthEstimation,
+                              PromptDepthAnythingImageProcessorPil)
+
+    config = PromptDepthAnythingConfig(
+        backbone_config=_dinov2(), reassemble_hidden_size=32, reassemble_factors=[4, 2],
+        neck_hidden_sizes=[8, 16], fusion_hidden_size=16, head_hidden_size=8, patch_size=14,
+        depth_estimation_type="metric" if metric else "relative", max_depth=1)
+    processor = PromptDepthAnythingImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True,
+                                                     ensure_multiple_of=14)
+    return PromptDepthAnythingForDepthEstimation(config), processor, ("head.conv3", 1e5)
+
+
 def _tiny_classifier(metric: bool):
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -155,6 +168,7 @@ TINY_BUILDERS = {
     "glpn": _tiny_glpn,
     "zoedepth": _tiny_zoedepth,
     "depth_pro": _tiny_depth_pro,
+    "prompt_depth_anything": _tiny_prompt_depth_anything,
     "vit": _tiny_classifier,  # not a depth model: refused
 }
 

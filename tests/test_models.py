@@ -85,7 +85,7 @@ def test_each_architecture_writes_maps_in_its_convention_and_resumes(checkpoints
 def _network_output(model, image, input_size=518):
     settings = BackendSettings(model=str(model), device="cpu", input_size=input_size)
     with create_backend("torch", settings) as engine:
-        prepared = engine.prepare(image)
+        prepared = engine.prepare(image, "image.png")
         return prepared, engine.infer([prepared])[0].values
 
 
@@ -148,8 +148,7 @@ def test_a_classification_checkpoint_is_refused_in_one_line(checkpoints, frames,
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("model_type,reason", [("prompt_depth_anything", "needs a prompt depth map"),
-                                               ("chmv2", "canopy height"),
+@pytest.mark.parametrize("model_type,reason", [("chmv2", "canopy height"),
                                                ("tipsv2_dpt", "needs torchvision")])
 def test_depth_architectures_depthprior_cannot_run_are_refused_with_the_reason(tmp_path, frames, cli,
                                                                                model_type, reason):

@@ -80,7 +80,7 @@ def test_onnx_matches_torch_on_every_aspect_ratio(tiny_onnx, tiny_model, input_s
         expected = [torch_engine.predict([image])[0] for image in images]
         got = [engine.predict([image])[0] for image in images]
         # a batch of several same-size inputs goes through the dynamic batch axis
-        batched = engine.infer([engine.prepare(images[0])] * 3)
+        batched = engine.infer([engine.prepare(images[0], "0.png")] * 3)
     for image, want, have in zip(images, expected, got):
         assert have.values.shape == image.shape[:2] and have.values.dtype == np.float32
         assert have.kind == want.kind == "disparity"
@@ -171,7 +171,7 @@ def test_fixed_shape_graph_runs_its_size_and_names_the_fix_for_others(tiny_model
     assert summary.done == 1 and list(summary.failed) == ["portrait.png"]
     assert "fixed-shape" in summary.failed["portrait.png"] and "export-onnx" in summary.failed["portrait.png"]
     with _onnx_engine(path) as engine, pytest.raises(ImageError, match="56x70"):
-        engine.infer([engine.prepare(scene_rgb(64, 48))])
+        engine.infer([engine.prepare(scene_rgb(64, 48), "0.png")])
 
 
 def test_model_path_errors_say_to_export_first(tmp_path, tiny_model, tiny_onnx):

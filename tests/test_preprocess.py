@@ -75,7 +75,7 @@ def test_returned_map_is_registered_with_the_full_size_image(tmp_path, height, w
     image = smooth_scene(height, width)
     settings = BackendSettings(model=str(model), input_size=56, device="cpu")
     with create_backend("onnx", settings) as engine:
-        network_h, network_w = engine.prepare(image).shape[1:]
+        network_h, network_w = engine.prepare(image, "image.png").shape[1:]
         returned = engine.predict([image])[0].values
     assert returned.shape == (height, width)
     red = returned * (REFERENCE_STD[0] * 255) + REFERENCE_MEAN[0] * 255
@@ -98,5 +98,5 @@ def test_torch_and_onnx_backends_prepare_and_resize_back_alike(tiny_model, tmp_p
     with create_backend("torch", torch_settings) as torch_engine, create_backend("onnx", onnx_settings) as onnx_engine:
         expected = reference_network_input(image, 56)
         for engine in (torch_engine, onnx_engine):
-            assert level_error(engine.prepare(image), expected) <= 1e-3, engine.name
+            assert level_error(engine.prepare(image, "image.png"), expected) <= 1e-3, engine.name
         assert np.array_equal(torch_engine.finish(raw, 97, 230).values, onnx_engine.finish(raw, 97, 230).values)

@@ -279,14 +279,14 @@ def test_concurrency_and_pacing(fake):
     with backend(fake.url, concurrency=3) as engine:
         assert engine.preferred_batch_size == 3
         images = [scene_rgb(48, 64, seed=i) for i in range(6)]
-        outcomes = engine.infer_each([engine.prepare(image) for image in images])
+        outcomes = engine.infer_each([engine.prepare(image, f"{index}.png") for index, image in enumerate(images)])
     assert all(not isinstance(o, Exception) for o in outcomes)
     spans = [(r["start"], r["end"]) for r in fake.log()]
     overlap = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
     assert overlap >= 2
     fake.configure()
     with backend(fake.url, concurrency=3, min_interval=0.5) as engine:
-        engine.infer_each([engine.prepare(scene_rgb(48, 64, seed=i)) for i in range(3)])
+        engine.infer_each([engine.prepare(scene_rgb(48, 64, seed=i), f"{i}.png") for i in range(3)])
     starts = sorted(r["start"] for r in fake.log())
     assert min(np.diff(starts)) >= 0.35  # 0.5 s apart at the client, less upload jitter
 

@@ -27,7 +27,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"inference backend (default {DEFAULT_BACKEND})")
     group.add_argument("--model", default=_DEFAULTS.model,
                        help="hub id or local folder of a transformers depth-estimation checkpoint "
-                            "(Depth Anything V1/V2, DPT, GLPN, ZoeDepth, Depth Pro), or a .onnx "
+                            "(Depth Anything V1/V2, DPT, GLPN, ZoeDepth, Depth Pro, Prompt Depth Anything), or a .onnx "
                             "file for --backend onnx "
                             f"(default {_DEFAULTS.model})")
     group.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")

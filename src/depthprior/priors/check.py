@@ -113,7 +113,7 @@ def check(
 def _predict_one(engine, rgb: np.ndarray, image: str | Path | None):
     """The map of one picture; a model that fails on it is one line (ImageError), not a traceback."""
     try:
-        return engine.predict([rgb])[0]
+        return engine.predict([rgb], [Path(image).name if image else ""])[0]
     except DepthpriorError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the model raised, said in one line

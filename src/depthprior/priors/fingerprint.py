@@ -32,6 +32,11 @@ def folder_digest(folder: Path | str) -> str:
         if path.is_file() and not path.name.startswith(".")
         and path.suffix.lower() in MODEL_FILE_SUFFIXES
     )
+    return files_digest(files)
+
+
+def files_digest(files: list[Path]) -> str:
+    """sha256 over the names and contents of `files`, in the order given."""
     with _lock:
         cache = _load_cache()
         digest = hashlib.sha256()

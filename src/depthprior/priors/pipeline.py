@@ -418,7 +418,7 @@ def _batches(engine: Backend, loaded: Iterator[PreparedImage], batch_size: int) 
 def _load(engine: Backend, item: ImageItem) -> PreparedImage:
     try:
         image = decode_rgb(item.path, max_pixels=engine.settings.max_pixels)
-        return PreparedImage(item, image.shape[0], image.shape[1], engine.prepare(image))
+        return PreparedImage(item, image.shape[0], image.shape[1], engine.prepare(image, item.name))
     except FATAL_ERRORS:
         raise
     except ImageError as error:

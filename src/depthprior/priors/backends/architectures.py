@@ -44,6 +44,7 @@ class Prepared:
 
     pixels: np.ndarray  # 3xhxw float32
     frame: Frame | None = None
+    prompt: np.ndarray | None = None  # 1xh'xw' float32 prompt depth (Prompt Depth Anything)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -175,6 +176,23 @@ def centre_pad(pixels: np.ndarray, divisor: int) -> Prepared:
     return Prepared(padded, Frame(outer, top, left, height, width))
 
 
+class PromptDepthAnything(DPT):
+    """Depth Anything with a metric depth prompt per image (--prompt-sparse): the network
+    normalises the prompt to 0..1 and maps its output back to the prompt's range."""
+
+    model_type = "prompt_depth_anything"
+    recommended = "metric depth in the SfM scene's units, prompted by its sparse points (--prompt-sparse)"
+
+    def kind(self) -> MapKind:
+        return "depth"
+
+    def convention(self) -> str:
+        return "metric depth in the prompt's units (the SfM model's; metres when it is metric)"
+
+    def describe(self, input_size: int) -> dict[str, Any]:
+        return {**super().describe(input_size), "units": "SfM model units"}
+
+
 class GLPN(Architecture):
     model_type = "glpn"
     recommended = "metric indoor (NYU) / driving (KITTI) depth; runs at the image's own size"
@@ -260,13 +278,11 @@ def processor_size(processor: Any, default: tuple[int, int]) -> tuple[int, int]:
 
 
 ARCHITECTURES: dict[str, type[Architecture]] = {
-    cls.model_type: cls for cls in (DepthAnything, DPT, GLPN, ZoeDepth, DepthPro)
+    cls.model_type: cls for cls in (DepthAnything, DPT, PromptDepthAnything, GLPN, ZoeDepth, DepthPro)
 }
 
 #: depth-estimation architectures depthprior refuses, and why (one line each)
 REFUSED = {
-    "prompt_depth_anything": "needs a prompt depth map per image (--prompt-sparse), which depthprior "
-                             "does not build yet",
     "chmv2": "predicts canopy height from aerial images, not depth from the camera",
     "tipsv2_dpt": "its image processor needs torchvision, which this installation lacks",
 }

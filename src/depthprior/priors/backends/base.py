@@ -89,9 +89,11 @@ class DepthMap:
 class Backend(ABC):
     """A depth model behind three stages, so the pipeline can overlap them:
 
-    prepare(image)     runs in the reader pool, thread-safe, once per image. Local backends do
-                       CPU work (resize, normalise); the remote backend encodes the upload and
-                       submits the request, which runs in its own pool (see SpaceBackend).
+    prepare(image, name)  runs in the reader pool, thread-safe, once per image; name is the
+                       image's posix path relative to the input root (ImageItem.name). Local
+                       backends do CPU work (resize, normalise; a prompt for the image by its
+                       name); the remote backend encodes the upload and submits the request,
+                       which runs in its own pool (see SpaceBackend).
     infer_each(batch)  runs on the main thread: one outcome per prepared input, same order, a
                        raw output or the Exception that failed that input. Errors in
                        FATAL_ERRORS end the run and propagate.
@@ -163,7 +165,7 @@ class Backend(ABC):
         return self.settings.batch_size
 
     @abstractmethod
-    def prepare(self, image: np.ndarray) -> Any:
+    def prepare(self, image: np.ndarray, name: str) -> Any:
         """Per-image work before inference (see the class docstring); thread-safe."""
 
     def batch_key(self, prepared: Any) -> Hashable:
@@ -178,9 +180,11 @@ class Backend(ABC):
     def finish(self, raw: Any, height: int, width: int) -> DepthMap:
         """The DepthMap of one image at its stored height and width."""
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[DepthMap]:
-        """All three stages in series, raising the first failure: for check, tests, simple callers."""
-        outcomes = self.infer_each([self.prepare(image) for image in images])
+    def predict(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[DepthMap]:
+        """All three stages in series, raising the first failure: for check, tests, simple callers
+        (names: the images' relative names, as prepare takes them; default "")."""
+        names = [""] * len(images) if names is None else list(names)
+        outcomes = self.infer_each([self.prepare(image, name) for image, name in zip(images, names)])
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome

@@ -18,7 +18,7 @@ class LocalBackend(Backend):
     #: what the model outputs; set once the model is loaded
     kind: MapKind = "disparity"
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
+    def prepare(self, image: np.ndarray, name: str) -> np.ndarray:
         return prepare_rgb(image, self.settings.input_size)
 
     def batch_key(self, prepared: Any) -> Hashable:

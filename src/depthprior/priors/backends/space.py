@@ -232,7 +232,7 @@ class SpaceBackend(Backend):
 
     # ------------------------------------------------------------ pipeline stages
 
-    def prepare(self, image: np.ndarray) -> "_Pending":
+    def prepare(self, image: np.ndarray, name: str) -> "_Pending":
         """The submit stage: encode the upload and queue its request (see submit)."""
         return self.submit(encode_upload(image))
 

@@ -8,7 +8,7 @@ import logging
 import types
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from .base import BackendSettings, DepthMap
 from .local import LocalBackend
 from .architectures import DEFAULT_INPUT_SIZE, Architecture, Prediction, Prepared, architecture_class, cached_model_type
 from .preprocess import PREPROCESSING, PREPROCESSING_VERSION, resize_map
+from .prompt import PROMPT_LONG_SIDE, SparsePrompts, network_prompt, sparse_model_digest
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,10 @@ class TorchOptions:
         "compile the model with torch.compile; each new input shape first compiles (about a "
         "minute on a small CPU), then runs faster (V2-Small on 2 CPU cores: 1.05-1.2x). Worth it "
         "for many same-size frames")})
+    prompt_sparse: str | None = field(default=None, metadata={"help": (
+        "COLMAP sparse model folder (SCENE/sparse/0) of these images: Prompt Depth Anything "
+        "checkpoints are prompted with the depth of the SfM points each image sees, and predict "
+        "depth in the model's units; required by them, refused by other checkpoints")})
 
 
 class TorchBackend(LocalBackend):
@@ -261,7 +266,17 @@ class TorchBackend(LocalBackend):
     @classmethod
     def check_settings(cls, settings: BackendSettings) -> BackendSettings:
         check_device(settings.device)
-        return super().check_settings(settings)
+        settings = super().check_settings(settings)
+        check_prompt(settings, cached_model_type(settings.model, settings.revision))
+        return settings
+
+    @classmethod
+    def check_options(cls, options: TorchOptions) -> TorchOptions:
+        if options.prompt_sparse is not None:
+            from ...scene.colmap import model_format
+
+            model_format(Path(options.prompt_sparse))  # a ModelError (exit 2) unless a COLMAP model
+        return options
 
     @classmethod
     def check_input_size(cls, settings: BackendSettings) -> None:
@@ -281,6 +296,8 @@ class TorchBackend(LocalBackend):
             from ..fingerprint import folder_digest
 
             identity["weights"] = folder_digest(settings.model)
+        if settings.options is not None and settings.options.prompt_sparse is not None:
+            identity["prompt_sparse"] = sparse_model_digest(settings.options.prompt_sparse)
         return identity
 
     def __init__(self, settings: BackendSettings):
@@ -289,6 +306,9 @@ class TorchBackend(LocalBackend):
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
         self._torch_dtype = torch_dtype(self.dtype)
+        check_prompt(self.settings, load_config(settings.model, settings.revision).model_type)
+        self.prompts = None if self.options.prompt_sparse is None else \
+            SparsePrompts.read(self.options.prompt_sparse, self.settings.max_pixels)
         self.model = load_network(settings.model, settings.revision, self._torch_dtype)
         config = self.model.config
         architecture = architecture_class(config.model_type, settings.model)
@@ -325,6 +345,10 @@ class TorchBackend(LocalBackend):
             "preprocessing": PREPROCESSING,
         }
         described.update(self.architecture.describe(self.settings.input_size))
+        if self.prompts is not None:
+            described["prompt_sparse"] = str(self.prompts.path)
+            described["prompt"] = (f"depth of the SfM points each image sees, nearest per cell, holes filled "
+                                   f"from the nearest point; longer side {PROMPT_LONG_SIDE} cells")
         if self.reference_path:
             described["preprocessing"] = PREPROCESSING
         else:
@@ -332,10 +356,17 @@ class TorchBackend(LocalBackend):
                 else self.settings.input_size
         return described
 
-    def prepare(self, image: np.ndarray) -> Any:
+    def prepare(self, image: np.ndarray, name: str) -> Any:
         if self.reference_path:
-            return super().prepare(image)
-        return self.architecture.prepare(image, self.settings.input_size)
+            return super().prepare(image, name)
+        prepared = self.architecture.prepare(image, self.settings.input_size)
+        if self.prompts is not None:
+            prepared.prompt = network_prompt(self.prompts.depth(name, *image.shape[:2]))
+        return prepared
+
+    def batch_key(self, prepared: Any) -> Hashable:
+        prompt = getattr(prepared, "prompt", None)
+        return prepared.shape, None if prompt is None else prompt.shape
 
     def finish(self, raw: Any, height: int, width: int) -> DepthMap:
         if not isinstance(raw, Prediction):
@@ -353,29 +384,46 @@ class TorchBackend(LocalBackend):
         if self._pin:
             pixels = pixels.pin_memory()
         pixels = pixels.to(self.device, non_blocking=True).to(self._torch_dtype)
+        inputs = {"pixel_values": pixels}
+        if self.prompts is not None:
+            prompt = torch.from_numpy(np.stack([prepared.prompt for prepared in batch]))
+            inputs["prompt_depth"] = prompt.to(self.device).to(self._torch_dtype)
         with torch.inference_mode():
-            output = self._run(pixels)
+            output = self._run(inputs)
         predicted = list(output.predicted_depth.float().cpu().numpy())
         if self.reference_path:
             return predicted
         return [Prediction(values, frame, self.architecture.extras(output, index))
                 for index, (values, frame) in enumerate(zip(predicted, frames))]
 
-    def _run(self, pixels: Any) -> Any:
+    def _run(self, inputs: dict[str, Any]) -> Any:
         """The model's output (predicted_depth and, for some models, more) for a batch."""
         if self._forward is self.model:
-            return self.model(pixel_values=pixels)
-        shape = tuple(pixels.shape)
+            return self.model(**inputs)
+        shape = tuple(inputs["pixel_values"].shape)
         if shape not in self._compiled_shapes:
             log.info("compiling the model for input %s (once per input shape)", "x".join(map(str, shape)))
         try:
-            output = self._forward(pixel_values=pixels)
+            output = self._forward(**inputs)
         except _compile_errors() as error:
             log.warning("torch.compile failed, running the model uncompiled: %s", first_line(error))
             self._forward = self.model
-            return self.model(pixel_values=pixels)
+            return self.model(**inputs)
         self._compiled_shapes.add(shape)
         return output
+
+
+def check_prompt(settings: BackendSettings, model_type: str | None) -> None:
+    """--prompt-sparse is given exactly when the checkpoint is Prompt Depth Anything (a
+    UsageError otherwise; nothing is said while the model type is unknown)."""
+    prompt = settings.options.prompt_sparse if settings.options is not None else None
+    if model_type is None or (model_type == "prompt_depth_anything") == (prompt is not None):
+        return
+    if prompt is None:
+        raise UsageError(f"model {settings.model!r} is a Prompt Depth Anything checkpoint, which needs a prompt "
+                         "depth per image: pass --prompt-sparse SCENE/sparse/0 (the COLMAP model of these images)")
+    raise UsageError(f"--prompt-sparse applies to Prompt Depth Anything checkpoints only; model "
+                     f"{settings.model!r} is a {model_type} checkpoint: leave --prompt-sparse out")
 
 
 def crop_frame(values: np.ndarray, frame: Any) -> np.ndarray:
