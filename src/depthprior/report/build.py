@@ -129,7 +129,7 @@ def _draw_frames(scene: SceneData, model, assets: Path, page_dir: Path,
         with ThreadPoolExecutor(count, thread_name_prefix="report") as pool:
             for frame, done in zip(scene.frames, pool.map(work, scene.frames)):
                 if drawer is not None and done.samples is not None and frame.fit is not None:
-                    done.view.scatter = _scatter(drawer, frame, done.samples, assets, page_dir)
+                    _scatter(drawer, frame, done.samples, done.view, assets, page_dir)
                 views[frame.index] = done.view
     finally:
         if drawer is not None:
@@ -207,7 +207,7 @@ def inlier_mask(prior: np.ndarray, target: np.ndarray, scale: float, offset: flo
 
 
 def _scatter(drawer: ScatterDrawer, frame: Frame, samples: tuple[np.ndarray, np.ndarray],
-             assets: Path, page_dir: Path) -> str:
+             view: FrameView, assets: Path, page_dir: Path) -> None:
     prior, target = samples
     fit = frame.fit
     inlier = inlier_mask(prior, target, fit.scale, fit.offset, fit.inliers)
@@ -215,8 +215,9 @@ def _scatter(drawer: ScatterDrawer, frame: Frame, samples: tuple[np.ndarray, np.
         keep = np.sort(np.random.default_rng(frame.index).choice(prior.size, SCATTER_POINTS,
                                                                  replace=False))
         prior, target, inlier = prior[keep], target[keep], inlier[keep]
-    jpeg = drawer.draw(prior, target, inlier, fit.scale, fit.offset)
-    return _asset(assets, page_dir, frame, "fit", jpeg)
+    jpeg, x_range, y_range = drawer.draw(prior, target, inlier, fit.scale, fit.offset)
+    view.scatter_ranges = (x_range, y_range)
+    view.scatter = _asset(assets, page_dir, frame, "fit", jpeg)
 
 
 # ---------------------------------------------------------------- series

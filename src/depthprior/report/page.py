@@ -25,6 +25,10 @@ SORT_KEYS = {
 }
 
 
+FIT_CAPTION = ('fit: <span class="in">&bull; inliers</span> <span class="out">&times; '
+               'outliers</span> &mdash; line')
+
+
 @dataclass
 class FrameView:
     """What the page shows of a frame beyond its data: picture links (relative) and notes."""
@@ -35,6 +39,7 @@ class FrameView:
     scatter: str | None = None
     size: tuple[int, int] = (240, 180)  # thumbnail width, height
     mask_trusted: float | None = None
+    scatter_ranges: tuple[tuple[float, float], tuple[float, float]] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -49,7 +54,9 @@ def number(value: float | None, digits: int = 4) -> str:
 
 
 def percent(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.1%}"
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value * 100:.3g}%"
 
 
 def render(scene: SceneData, views: dict[int, FrameView], plots: list[SeriesPlot]) -> str:
@@ -159,8 +166,9 @@ def _card(frame: Frame, view: FrameView) -> str:
     data = " ".join(f'data-{k}="{"" if v is None or not math.isfinite(v) else repr(v)}"'
                     for k, v in figures.items())
     pictures = "".join(_picture(src, label, view.size) for src, label in (
-        (view.photo, "photo"), (view.prior, "prior"), (view.overlay, "mask"),
-        (view.scatter, "fit")) if src)
+        (view.photo, "photo"), (view.prior, "prior"), (view.overlay, "mask")) if src)
+    if view.scatter:
+        pictures += _picture(view.scatter, "fit", (260, 200), _ranges(view.scatter_ranges))
     reasons = "".join(f"<li>{esc(r)}</li>" for r in frame.reasons + frame.marks + view.notes)
     return (f'<article class="card {frame.status}" id="frame-{frame.index}" '
             f'data-status="{frame.status}" {data}>'
@@ -170,10 +178,19 @@ def _card(frame: Frame, view: FrameView) -> str:
             f'<div class="pics">{pictures}</div>{_numbers(frame, view)}</article>')
 
 
-def _picture(src: str, label: str, size: tuple[int, int]) -> str:
-    width, height = size if label != "fit" else (260, 200)
+def _ranges(ranges: tuple[tuple[float, float], tuple[float, float]] | None) -> str:
+    if ranges is None:
+        return FIT_CAPTION
+    (x_low, x_high), (y_low, y_high) = ranges
+    return (f"{FIT_CAPTION}<br>prior {number(x_low)} to {number(x_high)}, "
+            f"1/z {number(y_low)} to {number(y_high)}")
+
+
+def _picture(src: str, label: str, size: tuple[int, int], caption: str | None = None) -> str:
+    width, height = size
+    caption = caption or label
     return (f'<figure><img loading="lazy" src="{esc(quote(src))}" width="{width}" '
-            f'height="{height}" alt="{label}"><figcaption>{label}</figcaption></figure>')
+            f'height="{height}" alt="{label}"><figcaption>{caption}</figcaption></figure>')
 
 
 def _numbers(frame: Frame, view: FrameView) -> str:
@@ -219,7 +236,7 @@ table.kv th{text-align:left;font-weight:normal;color:#666;padding-right:10px}
 .name{font-family:monospace}
 .pics{display:flex;gap:6px;flex-wrap:wrap}
 .pics figure{margin:0}.pics img{background:#eee;display:block;height:auto;max-width:260px}
-figcaption{font-size:11px;color:#666}
+figcaption{font-size:11px;color:#666}.in{color:#1f77b4}.out{color:#d62728}
 ul.reasons{margin:4px 0;padding-left:18px;color:#a00}
 #problems li.failed b{color:#d62728}#problems li.flagged b{color:#ff9800}
 footer{margin-top:20px;color:#888;font-size:11px}

@@ -12,6 +12,7 @@ import io
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from ..errors import MissingDependencyError
@@ -79,47 +80,70 @@ def series_plot(title: str, frames: Sequence[int], values: Sequence[float | None
 
 
 class ScatterDrawer:
-    """Prior value against SfM inverse depth with the fitted line, one reused figure."""
+    """Prior value against SfM inverse depth with the fitted line, one reused figure.
+
+    The axes are drawn once; per frame only the points and the line are drawn over that
+    background (blitting), with each frame's data mapped to the axes' fixed 0..1 range (`draw`
+    returns the ranges, which the page prints under the plot). A full redraw (ticks and labels
+    laid out per frame) costs ~50 ms a frame, most of a minute for 1,000 frames; this ~5 ms.
+    """
 
     def __init__(self) -> None:
         plt = _pyplot()
         self._plt = plt
         self.figure, self.axes = plt.subplots(figsize=SCATTER_SIZE, dpi=SCATTER_DPI)
         axes = self.axes
-        self.inliers = axes.scatter([], [], s=4, c=INLIER_COLOUR, linewidths=0, label="inlier")
-        self.outliers = axes.scatter([], [], s=6, c=OUTLIER_COLOUR, linewidths=0, marker="x",
-                                     label="outlier")
-        (self.line,) = axes.plot([], [], color="black", linewidth=1.0)
-        axes.set_xlabel("prior (png / 65536)", fontsize=7)
+        axes.set_xlim(-0.05, 1.05)
+        axes.set_ylim(-0.05, 1.05)
+        axes.set_xticks([0, 1], ["min", "max"], fontsize=6)
+        axes.set_yticks([0, 1], ["min", "max"], fontsize=6)
+        axes.set_xlabel("prior", fontsize=7)
         axes.set_ylabel("SfM 1/z", fontsize=7)
-        axes.tick_params(labelsize=6)
-        axes.legend(fontsize=6, loc="upper left", markerscale=2, frameon=False)
+        axes.grid(alpha=0.3)
         self.figure.tight_layout()
+        self.inliers = axes.scatter([], [], s=4, c=INLIER_COLOUR, linewidths=0, animated=True)
+        self.outliers = axes.scatter([], [], s=8, c=OUTLIER_COLOUR, linewidths=0.8, marker="x",
+                                     animated=True)
+        (self.line,) = axes.plot([], [], color="black", linewidth=1.0, animated=True)
+        self.figure.canvas.draw()
+        self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
 
     def draw(self, prior: np.ndarray, target: np.ndarray, inlier: np.ndarray,
-             scale: float, offset: float) -> bytes:
-        """JPEG bytes of one frame's scatter (the line only when the fit has a positive scale)."""
-        self.inliers.set_offsets(np.column_stack([prior[inlier], target[inlier]]))
-        self.outliers.set_offsets(np.column_stack([prior[~inlier], target[~inlier]]))
-        low, high = (float(prior.min()), float(prior.max())) if prior.size else (0.0, 1.0)
+             scale: float, offset: float) -> tuple[bytes, tuple[float, float], tuple[float, float]]:
+        """One frame's scatter as JPEG bytes (the line only when the fit has a positive scale),
+        and the prior and 1/z ranges that the axes' 0 and 1 stand for."""
+        x_range, y_range = _range(prior), _range(target)
+        x, y = _unit(prior, x_range), _unit(target, y_range)
+        self.inliers.set_offsets(np.column_stack([x[inlier], y[inlier]]))
+        self.outliers.set_offsets(np.column_stack([x[~inlier], y[~inlier]]))
         if scale > 0:
-            self.line.set_data([low, high], [scale * low + offset, scale * high + offset])
+            ends = np.array(x_range)
+            self.line.set_data(_unit(ends, x_range), _unit(scale * ends + offset, y_range))
         else:
             self.line.set_data([], [])
-        self._limits(prior, target)
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="jpeg", dpi=SCATTER_DPI,
-                            pil_kwargs={"quality": 85})
-        return buffer.getvalue()
-
-    def _limits(self, prior: np.ndarray, target: np.ndarray) -> None:
-        for values, setter in ((prior, self.axes.set_xlim), (target, self.axes.set_ylim)):
-            if values.size == 0:
-                setter(0.0, 1.0)
-                continue
-            low, high = float(values.min()), float(values.max())
-            pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
-            setter(low - pad, high + pad)
+        canvas = self.figure.canvas
+        canvas.restore_region(self.background)
+        for artist in (self.inliers, self.outliers, self.line):
+            self.axes.draw_artist(artist)
+        rgba = np.asarray(canvas.buffer_rgba())
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR),
+                                [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            raise OSError("JPEG encoding failed")
+        return jpeg.tobytes(), x_range, y_range
 
     def close(self) -> None:
         self._plt.close(self.figure)
+
+
+def _range(values: np.ndarray) -> tuple[float, float]:
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    return (low, high) if high > low else (low - 0.5 * (abs(low) or 1.0), high + 0.5 * (abs(high) or 1.0))
+
+
+def _unit(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """values mapped so that bounds become 0 and 1."""
+    low, high = bounds
+    return (np.asarray(values, dtype=np.float64) - low) / (high - low)
