@@ -167,6 +167,30 @@ def test_rerun_replaces_only_its_own_pictures(scene, tmp_path):
     assert not any(p.name.endswith("-fit.jpg") for p in first.assets.iterdir())
 
 
+@pytest.mark.hostile
+def test_hostile_numbers_and_names_stay_inert(scene, tmp_path):
+    sparse = tmp_path / "sparse"
+    shutil.copytree(scene.sparse, sparse)
+    params = json.loads((sparse / "depth_params.json").read_text())
+    params["frame_003"]["offset"] = float("nan")
+    params["frame_006"]["offset"] = -1e308
+    (sparse / "depth_params.json").write_text(json.dumps(params))
+    depths = tmp_path / "depths"
+    shutil.copytree(scene.depths, depths, ignore=shutil.ignore_patterns("report*"))
+    manifest = Manifest.load(depths)
+    hostile = 'x"<script>alert(1)</script>&.jpg'
+    manifest.images[hostile] = ImageRecord.failed("<b>bad</b>")
+    manifest.save()
+    summary = report(depths, sparse=sparse)
+    html = summary.path.read_text(encoding="utf-8")
+    frames = _by_name(gather(depths, sparse=sparse))
+    assert frames["frame_003.jpg"].status == frames["frame_006.jpg"].status == "unreliable"
+    assert "<script>alert" not in html and "<b>bad</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    numbers = re.findall(r'data-(?:scale|offset|inliers|residual)="([^"]*)"', html)
+    assert numbers and all(v == "" or np.isfinite(float(v)) for v in numbers)
+
+
 # ---------------------------------------------------------------- the CLI
 
 def test_cli_bad_inputs_are_one_line(scene, cli, tmp_path):

@@ -45,7 +45,7 @@ class ReportSummary:
         statuses = ", ".join(f"{count} {status}" for status, count in self.statuses.items())
         lines = [f"wrote {self.path} ({self.frames} frames: {statuses}; {self.seconds:.1f} s)"]
         if self.fits is None:
-            lines.append("no --sparse: the page shows the priors only (no fits, plots or scatters)")
+            lines.append("no SfM model given: the page shows the priors only (no fits, plots or scatters)")
         lines += [f"note: {note}" for note in self.notes]
         lines.append(f"open it in a browser: file://{self.path.resolve()}")
         return "\n".join(lines)
@@ -210,12 +210,13 @@ def _scatter(drawer: ScatterDrawer, frame: Frame, samples: tuple[np.ndarray, np.
              view: FrameView, assets: Path, page_dir: Path) -> None:
     prior, target = samples
     fit = frame.fit
-    inlier = inlier_mask(prior, target, fit.scale, fit.offset, fit.inliers)
+    inlier = inlier_mask(prior, target, fit.scale, fit.offset, fit.inliers if fit.usable else 0)
     if prior.size > SCATTER_POINTS:
         keep = np.sort(np.random.default_rng(frame.index).choice(prior.size, SCATTER_POINTS,
                                                                  replace=False))
         prior, target, inlier = prior[keep], target[keep], inlier[keep]
-    jpeg, x_range, y_range = drawer.draw(prior, target, inlier, fit.scale, fit.offset)
+    scale = fit.scale if fit.usable else 0.0  # no line for numbers the trainer never applies
+    jpeg, x_range, y_range = drawer.draw(prior, target, inlier, scale, fit.offset)
     view.scatter_ranges = (x_range, y_range)
     view.scatter = _asset(assets, page_dir, frame, "fit", jpeg)
 
@@ -233,7 +234,7 @@ def _series(scene: SceneData) -> list[SeriesPlot]:
         return [f.index for f in frames if any(m.split()[0] in kinds for m in f.marks)
                 or f.status != "ok"]
 
-    ok = [fit if fit.status != "failed" else None for fit in fits]
+    ok = [fit if fit.status != "failed" and fit.usable else None for fit in fits]
     return [
         series_plot("scale (log)", index, [f.scale if f else None for f in ok], marked("scale"),
                     log=True),

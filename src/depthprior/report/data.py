@@ -44,6 +44,7 @@ class FitRow:
     points: int | None = None
     inliers: int | None = None
     residual: float | None = None
+    usable: bool = True  # False: the trainer never applies these numbers (not finite, overflow)
 
     @property
     def inlier_ratio(self) -> float | None:
@@ -232,14 +233,21 @@ def _add_fits(scene: SceneData, params_path: Path) -> None:
 
 def _fit_row(entry: depth_params.Entry, params: DepthParams, key: str,
              row: Any) -> FitRow:
+    """The align report's row, made no better than depth_params.json's own numbers allow."""
     row = row if isinstance(row, Mapping) else {}
-    status = row.get("status") if row.get("status") in ("ok", "unreliable", "failed") else None
-    if status is None:
-        status = "failed" if not entry.scale > 0 else ("unreliable" if key in params.unreliable else "ok")
-    reason = str(row.get("reason") or params.unreliable.get(key, "") or
-                 ("scale 0 in depth_params.json" if status == "failed" else ""))
-    return FitRow(status, reason, entry.scale, entry.offset, _int(row.get("points")),
-                  _int(row.get("inliers")), _number(row.get("residual")))
+    reported = row.get("status") if row.get("status") in ("ok", "unreliable", "failed") else "ok"
+    judged = ("failed" if not entry.scale > 0 else
+              "unreliable" if key in params.unreliable else "ok")
+    order = ("ok", "unreliable", "failed")
+    status = max(reported, judged, key=order.index)
+    reasons = [str(row.get("reason") or "")]
+    if judged != "ok" and judged == status and reported != status:
+        reasons.append(params.unreliable.get(key, "scale 0 in depth_params.json"))
+    elif status != "ok" and not reasons[0]:
+        reasons.append(params.unreliable.get(key, "scale 0 in depth_params.json"))
+    return FitRow(status, "; ".join(r for r in reasons if r), entry.scale, entry.offset,
+                  _int(row.get("points")), _int(row.get("inliers")), _number(row.get("residual")),
+                  usable=key not in params.unusable and entry.scale > 0)
 
 
 def _int(value: Any) -> int | None:
@@ -282,7 +290,7 @@ def read_consistency(masks_dir: Path) -> dict[str, Any] | None:
 
 def mark_series(frames: list[Frame]) -> None:
     """Mark frames whose scale or offset is an outlier, or jumps from the frame before."""
-    fitted = [f for f in frames if f.fit is not None and f.fit.status != "failed" and f.fit.scale > 0]
+    fitted = [f for f in frames if f.fit is not None and f.fit.status != "failed" and f.fit.usable]
     if len(fitted) < 3:
         return
     series = {
