@@ -126,9 +126,9 @@ class SceneData:
         }
 
     def fit_counts(self) -> dict[str, int] | None:
-        fits = [f.fit for f in self.frames if f.fit is not None]
         if self.params is None:
             return None
+        fits = [f.fit for f in self.frames if f.fit is not None]
         return {status: sum(fit.status == status for fit in fits)
                 for status in ("ok", "unreliable", "failed")}
 
