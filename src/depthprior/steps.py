@@ -1,5 +1,6 @@
-"""Steps that follow one another: generate, then verify, then align, as `depthprior generate`
-runs them. Each step returns its own result; this module chains them and combines the verdicts.
+"""Steps that follow one another: generate, then verify, then align, then the report, as
+`depthprior generate` runs them. Each step returns its own result; this module chains them and
+combines the verdicts.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from .priors.verify import VerifyReport, check_outputs, load_manifest
 if TYPE_CHECKING:  # pragma: no cover
     from .scene.align import AlignSummary
     from .priors.manifest import Manifest
+    from .report import ReportSummary
 
 
 @dataclass
 class GenerateRun:
-    """generate's Summary, and the verify report and align summary when those steps ran."""
+    """generate's Summary, and the verify, align and report results when those steps ran."""
 
     summary: Summary
     verify: VerifyReport | None = None
     align: AlignSummary | None = None
+    report: ReportSummary | None = None
 
     @property
     def exit_code(self) -> int:
@@ -41,6 +44,8 @@ class GenerateRun:
             parts.append(self.verify.format())
         if self.align is not None:
             parts.append(self.align.format(brief=True))
+        if self.report is not None:
+            parts.append(self.report.format())
         return "\n".join(parts)
 
 
@@ -51,10 +56,12 @@ def run_generate(
     verify: bool = False,
     num_samples: int = 8,
     align: str | os.PathLike[str] | None = None,
+    report: bool = False,
     **generate_options: Any,
 ) -> GenerateRun:
     """generate(images, out, **generate_options), then verify OUT (`num_samples` frames on the
-    contact sheet) and fit it to the COLMAP model in `align`; an interrupted run stops there.
+    contact sheet), fit it to the COLMAP model in `align`, and write OUT/report.html (`report`,
+    with the fits when `align` is given); an interrupted run stops there.
 
     Verify checks the manifest and image list generate holds, so nothing is loaded or scanned
     twice. Align fits the images that have a prior and lists the others as failed fits.
@@ -70,6 +77,11 @@ def run_generate(
         from .scene.align import align as fit
 
         run.align = fit(align, summary.out, images=summary.images, allow_missing=True)
+    if report:
+        from .report import report as write_report
+
+        folder = summary.images if summary.images is not None and summary.images.is_dir() else None
+        run.report = write_report(summary.out, images=folder, sparse=align)
     return run
 
 

@@ -1,0 +1,246 @@
+"""depthprior report: gather the scene (`data`), draw (`pictures`, `plots`), write (`page`).
+
+Per-frame pictures are read and shrunk on a thread pool (OpenCV releases the GIL); the
+matplotlib scatters are drawn on the calling thread from one reused figure, from at most
+SCATTER_POINTS samples per frame (the counts shown are always over all samples).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ImageError, UsageError, first_line
+from ..images import DEFAULT_MAX_PIXELS, safe_join
+from ..priors.store import TRAINER_SCALE, atomic_write_bytes, read_png16
+from ..scene.sampling import REMAP_MAX_SIDE, observations, official_samples, sample_bilinear
+from . import pictures
+from .data import Frame, SceneData, gather
+from .page import FrameView, render
+from .plots import ScatterDrawer, SeriesPlot, series_plot
+
+REPORT_NAME = "report.html"
+ASSETS_SUFFIX = "_files"
+SCATTER_POINTS = 400
+ASSET_NAME = re.compile(r"\d{5}-(photo|prior|mask|fit)\.jpg")
+
+
+@dataclass
+class ReportSummary:
+    path: Path  # the HTML file
+    assets: Path  # the folder of pictures beside it
+    frames: int
+    statuses: dict[str, int]
+    fits: dict[str, int] | None
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        statuses = ", ".join(f"{count} {status}" for status, count in self.statuses.items())
+        lines = [f"wrote {self.path} ({self.frames} frames: {statuses}; {self.seconds:.1f} s)"]
+        if self.fits is None:
+            lines.append("no SfM model given: the page shows the priors only (no fits, plots or scatters)")
+        lines += [f"note: {note}" for note in self.notes]
+        lines.append(f"open it in a browser: file://{self.path.resolve()}")
+        return "\n".join(lines)
+
+
+@dataclass
+class FrameWork:
+    """What a worker prepares for one frame: its view and, with a model, the scatter samples."""
+
+    view: FrameView
+    samples: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def report(out: Path | str, *, images: Path | str | None = None, sparse: Path | str | None = None,
+           masks: Path | str | None = None, output: Path | str | None = None,
+           max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int | None = None) -> ReportSummary:
+    """Write OUT/report.html (or `output`) and its assets folder for a generate output folder.
+
+    images: the frames (default: the folder the manifest records). sparse: the COLMAP model
+    whose depth_params.json (from `depthprior align`) gives the fits. masks: confidence masks
+    (`<key>.png`, uint8, >= 128 trusted) and optionally their consistency.json.
+    Raises UsageError (one line) for inputs that cannot be used.
+    """
+    started = time.monotonic()
+    scene = gather(out, images=images, sparse=sparse, masks=masks)
+    page = Path(output) if output is not None else scene.out / REPORT_NAME
+    assets = _prepare_output(page)
+    model = _model(scene)
+    views = _draw_frames(scene, model, assets, page.parent, max_pixels, workers)
+    html = render(scene, views, _series(scene))
+    try:
+        atomic_write_bytes(page, html.encode("utf-8"))
+    except OSError as error:
+        raise UsageError(f"cannot write {page}: {first_line(error)}; choose another -o") from None
+    notes = [note for view in views.values() for note in view.notes][:5]
+    return ReportSummary(page, assets, len(scene.frames), scene.status_counts(), scene.fit_counts(),
+                         time.monotonic() - started, notes)
+
+
+def _prepare_output(page: Path) -> Path:
+    """A fresh assets folder beside the page; UsageError when the page cannot go there."""
+    if page.is_dir():
+        raise UsageError(f"output {page} is a folder; pass a file name such as {page / REPORT_NAME}")
+    if page.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"output {page} should end in .html")
+    assets = page.with_name(page.stem + ASSETS_SUFFIX)
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        assets.mkdir(exist_ok=True)
+        for old in assets.iterdir():  # only pictures of an earlier report: nothing else
+            if ASSET_NAME.fullmatch(old.name) and old.is_file():
+                old.unlink()
+    except OSError as error:
+        raise UsageError(f"cannot write the report's assets {assets}: {first_line(error)}; "
+                         "choose another -o") from None
+    return assets
+
+
+def _model(scene: SceneData):
+    if scene.params is None or scene.sparse is None:
+        return None
+    from ..scene.colmap import read_model
+
+    return read_model(scene.sparse)
+
+
+# ---------------------------------------------------------------- per frame
+
+def _draw_frames(scene: SceneData, model, assets: Path, page_dir: Path,
+                 max_pixels: int | None, workers: int | None) -> dict[int, FrameView]:
+    images = {image.key: image for image in model.images} if model is not None else {}
+
+    def work(frame: Frame) -> FrameWork:
+        return _frame_work(frame, model, images.get(frame.key), scene.method, assets,
+                           page_dir, max_pixels)
+
+    count = workers or min(4, os.cpu_count() or 1)
+    views: dict[int, FrameView] = {}
+    drawer = ScatterDrawer() if model is not None else None
+    try:
+        with ThreadPoolExecutor(count, thread_name_prefix="report") as pool:
+            for frame, done in zip(scene.frames, pool.map(work, scene.frames)):
+                if drawer is not None and done.samples is not None and frame.fit is not None:
+                    _scatter(drawer, frame, done.samples, done.view, assets, page_dir)
+                views[frame.index] = done.view
+    finally:
+        if drawer is not None:
+            drawer.close()
+    return views
+
+
+def _asset(assets: Path, page_dir: Path, frame: Frame, what: str, data: bytes) -> str:
+    path = safe_join(assets, f"{frame.index:05d}-{what}", ".jpg")
+    atomic_write_bytes(path, data)
+    return os.path.relpath(path, page_dir).replace(os.sep, "/")
+
+
+def _frame_work(frame: Frame, model, image, method: str | None, assets: Path, page_dir: Path,
+                max_pixels: int | None) -> FrameWork:
+    view = FrameView()
+    base = None
+    if frame.photo is not None:
+        try:
+            base = pictures.photo_thumbnail(frame.photo, max_pixels)
+            view.photo = _asset(assets, page_dir, frame, "photo", pictures.encode_jpeg(base))
+        except ImageError as error:
+            view.notes.append(f"{frame.name}: photo not shown: {first_line(error)}")
+    depth = _read(frame.prior, view, frame, "prior")
+    if depth is not None:
+        colour = pictures.prior_thumbnail(depth)
+        view.prior = _asset(assets, page_dir, frame, "prior", pictures.encode_jpeg(colour))
+        base = base if base is not None else colour
+    view.size = (base.shape[1], base.shape[0]) if base is not None else view.size
+    mask = _read(frame.mask, view, frame, "mask")
+    if mask is not None and base is not None:
+        overlay, view.mask_trusted = pictures.mask_overlay(base, mask)
+        view.overlay = _asset(assets, page_dir, frame, "mask", pictures.encode_jpeg(overlay))
+    samples = None
+    if model is not None and image is not None and depth is not None and frame.fit is not None:
+        samples = scatter_samples(model, image, depth, method)
+    return FrameWork(view, samples)
+
+
+def _read(path: Path | None, view: FrameView, frame: Frame, what: str) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        return read_png16(path)
+    except OSError as error:
+        view.notes.append(f"{frame.name}: {what} not shown: {first_line(error)}")
+        return None
+
+
+def scatter_samples(model, image, depth: np.ndarray,
+                    method: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(prior, SfM 1/z) sampled the way align's method sampled them."""
+    if depth.ndim == 3:
+        depth = depth[..., 0]
+    if method == "mad":
+        if max(depth.shape) >= REMAP_MAX_SIDE:
+            return np.zeros(0), np.zeros(0)
+        prior, target, _span = official_samples(model, image, depth)
+        return np.asarray(prior, np.float64), np.asarray(target, np.float64)
+    xy, target = observations(model, image)
+    prior = sample_bilinear(depth, xy, image.camera.width, image.camera.height) / TRAINER_SCALE
+    return prior, np.asarray(target, np.float64)
+
+
+def inlier_mask(prior: np.ndarray, target: np.ndarray, scale: float, offset: float,
+                inliers: int | None) -> np.ndarray:
+    """The reported number of inliers, as the samples closest to the fitted line (align's
+    inliers are a band around the line, so these are the same samples)."""
+    mask = np.zeros(prior.size, dtype=bool)
+    if not scale > 0 or not inliers:
+        return mask
+    residual = np.abs(scale * prior + offset - target)
+    mask[np.argsort(residual, kind="stable")[:inliers]] = True
+    return mask
+
+
+def _scatter(drawer: ScatterDrawer, frame: Frame, samples: tuple[np.ndarray, np.ndarray],
+             view: FrameView, assets: Path, page_dir: Path) -> None:
+    prior, target = samples
+    fit = frame.fit
+    inlier = inlier_mask(prior, target, fit.scale, fit.offset, fit.inliers if fit.usable else 0)
+    if prior.size > SCATTER_POINTS:
+        keep = np.sort(np.random.default_rng(frame.index).choice(prior.size, SCATTER_POINTS,
+                                                                 replace=False))
+        prior, target, inlier = prior[keep], target[keep], inlier[keep]
+    scale = fit.scale if fit.usable else 0.0  # no line for numbers the trainer never applies
+    jpeg, x_range, y_range = drawer.draw(prior, target, inlier, scale, fit.offset)
+    view.scatter_ranges = (x_range, y_range)
+    view.scatter = _asset(assets, page_dir, frame, "fit", jpeg)
+
+
+# ---------------------------------------------------------------- series
+
+def _series(scene: SceneData) -> list[SeriesPlot]:
+    frames = [f for f in scene.frames if f.fit is not None]
+    if not frames:
+        return []
+    index = [f.index for f in frames]
+    fits = [f.fit for f in frames]
+
+    def marked(*kinds: str) -> list[int]:
+        return [f.index for f in frames if any(m.split()[0] in kinds for m in f.marks)
+                or f.status != "ok"]
+
+    ok = [fit if fit.status != "failed" and fit.usable else None for fit in fits]
+    return [
+        series_plot("scale (log)", index, [f.scale if f else None for f in ok], marked("scale"),
+                    log=True),
+        series_plot("offset", index, [f.offset if f else None for f in ok], marked("offset")),
+        series_plot("inliers (%)", index, [f.inlier_ratio for f in fits], marked(), percent=True),
+        series_plot("rejected (%)", index, [f.rejected for f in fits], marked(), percent=True),
+        series_plot("median residual of the inliers (%)", index, [f.residual for f in fits],
+                    marked(), percent=True),
+    ]

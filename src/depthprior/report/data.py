@@ -1,0 +1,329 @@
+"""The report's data: one `Frame` per image from the manifest, the align report and the masks.
+
+Everything is read through the module that owns its format: the manifest (`priors.manifest`),
+depth_params.json and its align report (`scene.depth_params`), the COLMAP model
+(`scene.colmap`). Nothing here draws or writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import UnsafePathError, UsageError
+from ..images import image_key, safe_join
+from ..priors.manifest import ImageRecord, Manifest
+from ..priors.verify import LOW_LEVELS, load_manifest
+from ..scene import depth_params
+from ..scene.depth_params import REPORT_IMAGES, DepthParams
+
+CONSISTENCY_NAME = "consistency.json"
+#: a frame's status, worst first: the grid's default order and the filter's choices
+STATUSES = ("failed", "flagged", "unreliable", "ok")
+#: series points further than this many robust sigmas from the median are outliers
+OUTLIER_SIGMAS = 3.5
+#: a step between consecutive frames larger than this many robust sigmas of the steps is a jump
+JUMP_SIGMAS = 5.0
+#: ... and larger than this in log scale (a 25% change), so a very steady scene flags nothing
+MIN_SCALE_JUMP = math.log(1.25)
+
+
+@dataclass
+class FitRow:
+    """One image's fit as align reported it (or as depth_params.json alone says)."""
+
+    status: str  # ok / unreliable / failed
+    reason: str
+    scale: float
+    offset: float
+    points: int | None = None
+    inliers: int | None = None
+    residual: float | None = None
+    usable: bool = True  # False: the trainer never applies these numbers (not finite, overflow)
+
+    @property
+    def inlier_ratio(self) -> float | None:
+        if not self.points or self.inliers is None:
+            return None
+        return self.inliers / self.points
+
+    @property
+    def rejected(self) -> float | None:
+        ratio = self.inlier_ratio
+        return None if ratio is None else 1.0 - ratio
+
+
+@dataclass
+class Frame:
+    """One image of the scene, in frame order (sorted names)."""
+
+    index: int
+    key: str  # image name without extension: output stem and depth_params.json key
+    name: str  # image name as the manifest (or the model) has it
+    generated: str  # "ok", "failed", or "absent" (not in the manifest)
+    record: ImageRecord | None = None
+    prior: Path | None = None  # the depth PNG
+    photo: Path | None = None
+    mask: Path | None = None
+    fit: FitRow | None = None
+    reasons: list[str] = field(default_factory=list)
+    marks: list[str] = field(default_factory=list)  # "scale outlier", "offset jump", ...
+
+    @property
+    def status(self) -> str:
+        if self.generated != "ok" or (self.fit is not None and self.fit.status == "failed"):
+            return "failed"
+        if self.record is not None and (self.record.flags or self.record.levels < LOW_LEVELS):
+            return "flagged"
+        if self.fit is not None and self.fit.status == "unreliable":
+            return "unreliable"
+        return "ok"
+
+    @property
+    def rank(self) -> int:
+        return STATUSES.index(self.status)
+
+    def figures(self) -> dict[str, float | None]:
+        """The numbers the grid sorts by."""
+        fit = self.fit
+        record = self.record
+        return {
+            "frame": float(self.index),
+            "scale": fit.scale if fit else None,
+            "offset": fit.offset if fit else None,
+            "inliers": fit.inlier_ratio if fit else None,
+            "residual": fit.residual if fit else None,
+            "points": float(fit.points) if fit and fit.points is not None else None,
+            "levels": float(record.levels) if record and record.ok else None,
+        }
+
+
+@dataclass
+class SceneData:
+    out: Path
+    manifest: Manifest
+    frames: list[Frame]
+    images: Path | None
+    sparse: Path | None
+    params: Path | None
+    masks: Path | None
+    method: str | None = None
+    median_scale: float | None = None
+    consistency: dict[str, Any] | None = None
+
+    def counts(self) -> dict[str, int]:
+        records = list(self.manifest.images.values())
+        return {
+            "images": len(records),
+            "done": sum(r.ok for r in records),
+            "failed": sum(not r.ok for r in records),
+            "flagged": sum(r.ok and bool(r.flags) for r in records),
+        }
+
+    def fit_counts(self) -> dict[str, int] | None:
+        if self.params is None:
+            return None
+        fits = [f.fit for f in self.frames if f.fit is not None]
+        return {status: sum(fit.status == status for fit in fits)
+                for status in ("ok", "unreliable", "failed")}
+
+    def status_counts(self) -> dict[str, int]:
+        return {status: sum(f.status == status for f in self.frames) for status in STATUSES}
+
+
+# ---------------------------------------------------------------- gathering
+
+def gather(out: Path | str, *, images: Path | str | None = None, sparse: Path | str | None = None,
+           masks: Path | str | None = None) -> SceneData:
+    """Read everything the page shows; UsageError (one line) for inputs that cannot be used."""
+    out = Path(out)
+    manifest = load_manifest(out)
+    images_root = _images_root(images, manifest)
+    sparse_dir = _folder(sparse, "sparse model folder") if sparse is not None else None
+    masks_dir = _folder(masks, "mask folder") if masks is not None else None
+    frames = _frames(out, manifest, images_root)
+    scene = SceneData(out, manifest, frames, images_root, sparse_dir, None, masks_dir)
+    if sparse_dir is not None:
+        _add_fits(scene, depth_params.default_path(sparse_dir))
+    if masks_dir is not None:
+        _add_masks(scene, masks_dir)
+    mark_series(scene.frames)
+    return scene
+
+
+def _folder(path: Path | str, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise UsageError(f"{what} not found: {path}")
+    return path
+
+
+def _images_root(images: Path | str | None, manifest: Manifest) -> Path | None:
+    """--images, else the folder the manifest records when it still exists, else None."""
+    if images is not None:
+        return _folder(images, "image folder")
+    recorded = Path(manifest.inputs) if manifest.inputs else None
+    return recorded if recorded is not None and recorded.is_dir() else None
+
+
+def _frames(out: Path, manifest: Manifest, images_root: Path | None) -> list[Frame]:
+    frames = []
+    for index, (name, record) in enumerate(sorted(manifest.images.items())):
+        key = record.stem if record.ok else image_key(name)
+        frame = Frame(index, key, name, "ok" if record.ok else "failed", record)
+        if record.ok:
+            frame.prior = _prior_file(out, record)
+            if record.flags:
+                frame.reasons.append("flagged: " + ", ".join(record.flags))
+            if record.levels < LOW_LEVELS:
+                frame.reasons.append(f"only {record.levels} distinct levels (8-bit or coarser)")
+        else:
+            frame.reasons.append(f"generate failed: {record.error or 'no reason recorded'}")
+        frame.photo = _photo(images_root, name)
+        frames.append(frame)
+    return frames
+
+
+def _prior_file(out: Path, record: ImageRecord) -> Path | None:
+    png = [rel for rel in record.outputs if rel.endswith(".png")]
+    path = out / png[0] if png else None
+    return path if path is not None and path.is_file() else None
+
+
+def _photo(images_root: Path | None, name: str) -> Path | None:
+    if images_root is None:
+        return None
+    try:
+        path = safe_join(images_root, name)
+    except UnsafePathError:
+        return None
+    return path if path.is_file() else None
+
+
+def _add_fits(scene: SceneData, params_path: Path) -> None:
+    """Per-frame fits from depth_params.json and, when there, its align report."""
+    if not params_path.is_file():
+        raise UsageError(f"no {depth_params.PARAMS_NAME} in {params_path.parent}: run "
+                         f"`depthprior align --sparse {params_path.parent} --depths {scene.out}` "
+                         "first, or leave out --sparse")
+    params = DepthParams.load(params_path, depth_dir=scene.out)
+    report = depth_params.read_report(params_path) or {}
+    table = report.get(REPORT_IMAGES)
+    rows = table if isinstance(table, Mapping) else {}
+    scene.params = params_path
+    scene.method = report.get("method") if isinstance(report.get("method"), str) else None
+    scene.median_scale = params.median_scale
+    by_key = {frame.key: frame for frame in scene.frames}
+    for key, entry in params.entries.items():
+        frame = by_key.get(key)
+        if frame is None:  # in the model, not in the manifest
+            frame = Frame(len(scene.frames), key, key, "absent",
+                          reasons=["no prior: not in the manifest"])
+            scene.frames.append(frame)
+            by_key[key] = frame
+        frame.fit = _fit_row(entry, params, key, rows.get(key))
+        if frame.fit.status != "ok":
+            frame.reasons.append(f"fit {frame.fit.status}: {frame.fit.reason}")
+
+
+def _fit_row(entry: depth_params.Entry, params: DepthParams, key: str,
+             row: Any) -> FitRow:
+    """The align report's row, made no better than depth_params.json's own numbers allow."""
+    row = row if isinstance(row, Mapping) else {}
+    reported = row.get("status") if row.get("status") in ("ok", "unreliable", "failed") else "ok"
+    judged = ("failed" if not entry.scale > 0 else
+              "unreliable" if key in params.unreliable else "ok")
+    order = ("ok", "unreliable", "failed")
+    status = max(reported, judged, key=order.index)
+    reasons = [str(row.get("reason") or "")]
+    if judged != "ok" and judged == status and reported != status:
+        reasons.append(params.unreliable.get(key, "scale 0 in depth_params.json"))
+    elif status != "ok" and not reasons[0]:
+        reasons.append(params.unreliable.get(key, "scale 0 in depth_params.json"))
+    return FitRow(status, "; ".join(r for r in reasons if r), entry.scale, entry.offset,
+                  _int(row.get("points")), _int(row.get("inliers")), _number(row.get("residual")),
+                  usable=key not in params.unusable and entry.scale > 0)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _add_masks(scene: SceneData, masks_dir: Path) -> None:
+    for frame in scene.frames:
+        try:
+            path = safe_join(masks_dir, frame.key, ".png")
+        except UnsafePathError:
+            continue
+        frame.mask = path if path.is_file() else None
+    scene.consistency = read_consistency(masks_dir)
+
+
+def read_consistency(masks_dir: Path) -> dict[str, Any] | None:
+    """The scene-level numbers of masks_dir/consistency.json (scalars only), None without one."""
+    path = masks_dir / CONSISTENCY_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read {path}: {error}") from None
+    if not isinstance(data, Mapping):
+        raise UsageError(f"{path} is not a JSON object")
+    scene = data.get("scene") if isinstance(data.get("scene"), Mapping) else data
+    return {str(k): v for k, v in scene.items()
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+
+
+# ---------------------------------------------------------------- jumps and outliers
+
+def mark_series(frames: list[Frame]) -> None:
+    """Mark frames whose scale or offset is an outlier, or jumps from the frame before."""
+    fitted = [f for f in frames if f.fit is not None and f.fit.status != "failed" and f.fit.usable]
+    if len(fitted) < 3:
+        return
+    series = {
+        "scale": np.log([f.fit.scale for f in fitted]),
+        "offset": np.array([f.fit.offset for f in fitted]),
+    }
+    for what, values in series.items():
+        floor = MIN_SCALE_JUMP if what == "scale" else 0.0
+        for i in outliers(values):
+            fitted[i].marks.append(f"{what} outlier")
+        for i in jumps(values, floor):
+            fitted[i].marks.append(f"{what} jump")
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def outliers(values: np.ndarray) -> list[int]:
+    """Indices further than OUTLIER_SIGMAS robust sigmas from the median."""
+    sigma = _robust_sigma(values)
+    spread = np.abs(values - np.median(values))
+    if sigma <= 0:
+        return [int(i) for i in np.flatnonzero(spread > 0)] if np.count_nonzero(spread) * 2 < len(values) else []
+    return [int(i) for i in np.flatnonzero(spread > OUTLIER_SIGMAS * sigma)]
+
+
+def jumps(values: np.ndarray, floor: float = 0.0) -> list[int]:
+    """Indices i whose step from i-1 exceeds JUMP_SIGMAS robust sigmas of all steps and floor."""
+    steps = np.abs(np.diff(values))
+    if steps.size < 2:
+        return []
+    limit = max(JUMP_SIGMAS * 1.4826 * float(np.median(steps)), floor)
+    if limit <= 0:
+        limit = float(np.finfo(np.float64).eps) * max(1.0, float(np.max(np.abs(values))))
+    return [int(i) + 1 for i in np.flatnonzero(steps > limit)]

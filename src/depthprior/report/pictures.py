@@ -1,0 +1,65 @@
+"""The report's per-frame pictures: small JPEG thumbnails of the photo, the prior and the mask.
+
+JPEG only (never PNG): the assets may sit inside the depth folder, where every PNG is taken
+for a prior by align and the exports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..images import decode_rgb
+from ..priors.verify import colourise
+
+THUMB_WIDTH = 240
+JPEG_QUALITY = 80
+#: mask values at or above this are trusted (the confidence masks' convention)
+MASK_TRUSTED = 128
+
+
+def thumbnail_size(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, THUMB_WIDTH / max(width, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def encode_jpeg(bgr: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise OSError("JPEG encoding failed")
+    return buffer.tobytes()
+
+
+def photo_thumbnail(path: Path, max_pixels: int | None) -> np.ndarray:
+    """The photo as a small BGR array (ImageError when it cannot be read)."""
+    rgb = decode_rgb(path, max_pixels)
+    return shrink(rgb, thumbnail_size(rgb.shape[1], rgb.shape[0]))[..., ::-1]
+
+
+def prior_thumbnail(depth: np.ndarray) -> np.ndarray:
+    """The uint16 prior, colour-mapped (near = bright), as a small BGR array."""
+    depth = depth if depth.ndim == 2 else depth[..., 0]
+    size = thumbnail_size(depth.shape[1], depth.shape[0])
+    return colourise(shrink(depth, size))
+
+
+def mask_overlay(base: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """base tinted red where the mask does not trust the prior; and the trusted fraction."""
+    mask = mask if mask.ndim == 2 else mask[..., 0]
+    if mask.dtype != np.uint8:
+        mask = (mask.astype(np.float32) * (255.0 / max(float(np.iinfo(mask.dtype).max), 1.0))
+                if np.issubdtype(mask.dtype, np.integer) else mask * 255.0).astype(np.uint8)
+    trusted = float(np.mean(mask >= MASK_TRUSTED))
+    small = shrink(mask, (base.shape[1], base.shape[0])).astype(np.float32)
+    alpha = (0.7 * (1.0 - small / 255.0))[..., None]
+    red = np.array([40, 40, 230], dtype=np.float32)
+    tinted = base.astype(np.float32) * (1.0 - alpha) + red * alpha
+    return tinted.astype(np.uint8), trusted
