@@ -14,6 +14,7 @@ import pytest
 from conftest import TEST_INPUT_SIZE
 from scenes import make_scene
 
+from depthprior.errors import UsageError
 from depthprior.priors.manifest import ImageRecord, Manifest
 from depthprior.priors.store import depth_pngs, read_png16
 from depthprior.report import report
@@ -165,6 +166,19 @@ def test_rerun_replaces_only_its_own_pictures(scene, tmp_path):
     report(scene.depths, output=page)
     assert keep.read_text() == "mine"
     assert not any(p.name.endswith("-fit.jpg") for p in first.assets.iterdir())
+
+
+@pytest.mark.hostile
+def test_an_assets_folder_that_is_a_link_is_refused(scene, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    precious = elsewhere / "00000-photo.jpg"  # named like a picture the report would replace
+    precious.write_bytes(b"precious")
+    page = tmp_path / "r.html"
+    (tmp_path / "r_files").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UsageError, match="is a link"):
+        report(scene.depths, output=page)
+    assert precious.read_bytes() == b"precious" and not page.exists()
 
 
 @pytest.mark.hostile

@@ -92,6 +92,9 @@ def _prepare_output(page: Path) -> Path:
     if page.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"output {page} should end in .html")
     assets = page.with_name(page.stem + ASSETS_SUFFIX)
+    if assets.is_symlink():  # its pictures would be written (and old ones deleted) elsewhere
+        raise UsageError(f"the report's assets folder {assets} is a link; remove it or choose "
+                         "another -o")
     try:
         page.parent.mkdir(parents=True, exist_ok=True)
         assets.mkdir(exist_ok=True)
