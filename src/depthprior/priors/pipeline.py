@@ -212,7 +212,7 @@ def _inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_type:
     if not found.items:
         raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
     for name, reason in {**found.skipped, **found.loops}.items():
-        log.warning("skipped %s: %s", name, reason)
+        log.warning("ignored %s: %s", name, reason)
     outside = found.outside
     if outside:
         message = (f"{len(outside)} of {len(found.items)} images lie outside {images_root}, "
