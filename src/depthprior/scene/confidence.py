@@ -221,6 +221,12 @@ class _Views:
         self._views: dict[str, View] = {}
         self._rays: dict[tuple, tuple[np.ndarray, Callable]] = {}
         self.prior_sizes: dict[str, tuple[int, int]] = {}
+        self._digests: dict[Path, bytes] = {}
+
+    def file_digest(self, path: Path) -> bytes:
+        if path not in self._digests:
+            self._digests[path] = hashlib.sha256(path.read_bytes()).digest()
+        return self._digests[path]
 
     def get(self, image: ModelImage) -> View:
         view = self._views.get(image.name)
@@ -272,17 +278,13 @@ def camera_grid(camera: ModelCamera, grid: tuple[int, int]):
 def _image(image: ModelImage, witnesses: list[ModelImage], views: _Views, priors: PriorSet,
            output: Path, settings: Settings, previous: dict[str, dict]) -> tuple[ImageReport, np.ndarray]:
     target = safe_join(output, image.key, ".png")
-    digest = input_digest(image, witnesses, priors, settings)
+    digest = input_digest(image, witnesses, views.file_digest, priors, settings)
     names = [w.name for w in witnesses]
-    old = previous.get(image.name)
-    if old is not None and old.get("digest") == digest and target.is_file():
-        mask = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
-        size = views._prior_size(image)
-        if mask is not None and mask.shape == size and mask.dtype == np.uint8:
-            report = ImageReport(image.name, image.key, "skipped", None, names,
-                                 *(old.get(k, 0.0) for k in ("checked", "agreeing", "rejected")),
-                                 old.get("disagreement"), digest)
-            return report, _grid_mask(mask, views.get(image).shape)
+    resumed = _resume(image, previous.get(image.name), digest, target, views)
+    if resumed is not None:
+        report, mask = resumed
+        report.witnesses = names
+        return report, _grid_mask(mask, views.get(image).shape)
     subject = views.get(image)
     votes = [consistency.witness_votes(subject, views.get(w), settings.threshold) for w in witnesses]
     agree = sum((v.agree.astype(np.int32) for v in votes), np.zeros(subject.shape, np.int32))
@@ -306,18 +308,39 @@ def _image(image: ModelImage, witnesses: list[ModelImage], views: _Views, priors
     return report, mask
 
 
+def _resume(image: ModelImage, old: dict | None, digest: str, target: Path,
+            views: "_Views") -> tuple[ImageReport, np.ndarray] | None:
+    """The earlier report of an image whose inputs are unchanged and whose mask is intact."""
+    if old is None or old.get("digest") != digest or not target.is_file():
+        return None
+    numbers = [old.get(k) for k in ("checked", "agreeing", "rejected")]
+    disagreement = old.get("disagreement")
+    if not all(_is_number(n) for n in numbers) or not (disagreement is None or _is_number(disagreement)):
+        return None
+    mask = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
+    if mask is None or mask.dtype != np.uint8 or mask.shape != views._prior_size(image):
+        return None
+    report = ImageReport(image.name, image.key, "skipped", None, [], *map(float, numbers),
+                         disagreement, digest)
+    return report, mask
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
 def _grid_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def input_digest(image: ModelImage, witnesses: list[ModelImage], priors: PriorSet,
-                 settings: Settings) -> str:
+def input_digest(image: ModelImage, witnesses: list[ModelImage], file_digest: Callable[[Path], bytes],
+                 priors: PriorSet, settings: Settings) -> str:
     """sha256 of everything a mask depends on: settings, and per view its prior, fit and pose."""
     digest = hashlib.sha256(json.dumps(settings.__dict__, sort_keys=True).encode())
     for view in [image, *witnesses]:
         stem = priors.stem(view.name)
         digest.update(view.name.encode() + b"\0")
-        digest.update(priors.path(view.name).read_bytes())
+        digest.update(file_digest(priors.path(view.name)))
         digest.update(repr(priors.params.entries.get(stem)).encode())
         digest.update(np.asarray(view.cam_from_world, dtype=np.float64).tobytes())
         digest.update(view.camera.model.encode() + np.asarray(
