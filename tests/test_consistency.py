@@ -180,3 +180,24 @@ def test_bad_inputs_one_line_exit_2(small, extra, words):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr
+
+
+def test_unsafe_image_name_refused_before_writing(small, tmp_path):
+    """A model image named '../x' would put its mask outside the mask folder."""
+    from scenes import write_colmap_text
+
+    model = read_model(small.sparse)
+    text = tmp_path / "text"
+    names = ["../" + small.names[0], *small.names[1:]]
+    poses = {new: small.cam_from_world[old] for new, old in zip(names, small.names)}
+    keypoints = {new: small.observations[old] for new, old in zip(names, small.names)}
+    write_colmap_text(text, small.K, small.width, small.height, names, poses, keypoints,
+                      model.point_ids, model.point_xyz)
+    params = json.loads((small.sparse / "depth_params.json").read_text())
+    params["../" + small.key(small.names[0])] = params.pop(small.key(small.names[0]))
+    (text / "depth_params.json").write_text(json.dumps(params))
+    out = tmp_path / "masks"
+    result = run_cli("consistency", "--sparse", text, "--depths", small.depths, "-o", out)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "outside" in result.stderr
+    assert not any(out.rglob("*.png")) and not (tmp_path / "x.png").exists()

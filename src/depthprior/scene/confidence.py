@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,9 @@ def check_consistency(
     if not usable:
         raise UsageError(f"no image of {sparse} has a reliable aligned prior in {depths}; "
                          f"check {params}")
+    for image in usable:
+        safe_join(output, image.key, ".png")  # every target checked before any is written
+    _make_folder(output)
     neighbours = covisible(model, usable, settings.neighbours)
     views = _Views(priors, settings.resolution)
     previous = _previous_digests(output)
@@ -166,6 +170,16 @@ def _check_output(output: Path, depths: Path) -> None:
     if is_inside(output, depths):
         raise UsageError(f"output {output} is inside the depth folder {depths}: its masks would "
                          "be read as priors; choose a folder beside it")
+
+
+def _make_folder(output: Path) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the mask folder {output}: {error.strerror}; "
+                         "choose another -o") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write in the mask folder {output}; choose another -o")
 
 
 def _usable(model: SparseModel, priors: PriorSet) -> tuple[list[ModelImage], list[ImageReport]]:
