@@ -201,3 +201,29 @@ def test_unsafe_image_name_refused_before_writing(small, tmp_path):
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "outside" in result.stderr
     assert not any(out.rglob("*.png")) and not (tmp_path / "x.png").exists()
+
+
+# ---------------------------------------------------------------- use of the masks
+
+def test_loss_ignores_rejected_pixels(small, tmp_path):
+    torch = pytest.importorskip("torch")
+    from depthprior.scene.priorset import MissingPriorError
+    from depthprior.training import DepthSupervision
+
+    masks = tmp_path / "masks"
+    name = small.names[0]
+    mask = np.full((small.prior_height, small.prior_width), 255, np.uint8)
+    mask[:, : small.prior_width // 2] = 0
+    (masks).mkdir()
+    cv2.imwrite(str(masks / (small.key(name) + ".png")), mask)
+    supervision = DepthSupervision(small.depths, lambda_depth=1.0, loss="l1",
+                                   params=small.sparse / "depth_params.json", masks=masks)
+    rendered = torch.rand(1, small.prior_height, small.prior_width, requires_grad=True)
+    supervision(name, rendered, 0).backward()
+    grad = rendered.grad[0]
+    assert torch.all(grad[:, : small.prior_width // 2] == 0)
+    assert torch.all(grad[:, small.prior_width // 2 :] != 0)
+    with pytest.raises(MissingPriorError, match=small.key(small.names[1])):
+        supervision(small.names[1], rendered.detach(), 0)
+    with pytest.raises(MissingPriorError, match=small.key(small.names[1])):
+        supervision.check(small.names[:2])

@@ -339,6 +339,24 @@ def _resume(image: ModelImage, old: dict | None, digest: str, target: Path,
     return report, mask
 
 
+def load_mask(folder: Path | str, key: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image's confidence in [0, 1] (mask / 255), bilinear to size = (height, width).
+
+    Raises MissingPriorError naming the image when its mask is missing or unreadable.
+    """
+    from .priorset import MissingPriorError
+
+    path = safe_join(folder, key, ".png")
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
+        raise MissingPriorError(f"no confidence mask for {key!r}: {path} is missing or not a "
+                                "uint8 mask; run `depthprior consistency` or drop masks=")
+    values = mask.astype(np.float32) / consistency.AGREED
+    if size is not None and tuple(size) != values.shape:
+        values = cv2.resize(values, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+    return values
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
@@ -390,4 +408,5 @@ def scene_tae(images: list[ModelImage], views: _Views,
 
 
 __all__ = ["ConsistencySummary", "ImageReport", "REPORT_NAME", "Settings", "check_consistency",
+           "load_mask",
            "covisible", "default_output"]
