@@ -227,3 +227,34 @@ def test_loss_ignores_rejected_pixels(small, tmp_path):
         supervision(small.names[1], rendered.detach(), 0)
     with pytest.raises(MissingPriorError, match=small.key(small.names[1])):
         supervision.check(small.names[:2])
+
+
+@pytest.mark.parametrize("target", ["nerfstudio", "dn-splatter"])
+def test_exports_write_no_depth_where_rejected(small, tmp_path, target):
+    masks = tmp_path / "masks"
+    result = run_cli("consistency", "--sparse", small.sparse, "--depths", small.depths, "-o", masks,
+                     "--resolution", RESOLUTION)
+    assert result.returncode == 0, result.stderr
+    name = small.names[0]
+    mask = np.full((small.prior_height, small.prior_width), 255, np.uint8)
+    mask[: small.prior_height // 2] = 0  # the top half rejected
+    cv2.imwrite(str(masks / (small.key(name) + ".png")), mask)
+    if target == "nerfstudio":
+        args = ("--transforms", tmp_path / "ns")
+    else:
+        args = ("--data", tmp_path / "dn")
+    result = run_cli("export", target, "--depths", small.depths, "--sparse", small.sparse,
+                     "--masks", masks, *args)
+    assert result.returncode == 0, result.stderr
+    if target == "nerfstudio":
+        depth = cv2.imread(str(tmp_path / "ns" / "depthprior_depth" / (small.key(name) + ".png")),
+                           cv2.IMREAD_UNCHANGED)
+    else:
+        depth = np.load(sorted((tmp_path / "dn" / "mono_depth").glob("*_aligned.npy"))[0])[..., 0]
+    half = small.height // 2
+    assert np.all(depth[: half - 1] == 0)
+    assert np.all(depth[half + 1 :] > 0)
+    (masks / (small.key(small.names[1]) + ".png")).unlink()
+    result = run_cli("export", target, "--depths", small.depths, "--sparse", small.sparse,
+                     "--masks", masks, args[0], str(args[1]) + "2")
+    assert result.returncode == 2 and small.names[1] in result.stderr
