@@ -468,3 +468,36 @@ def patch_file(path: Path, offset: int, fmt: str, *values) -> None:
 def first_image_name(images_bin: Path) -> str:
     data = images_bin.read_bytes()
     return data[IMAGE_NAME_AT:data.index(b"\0", IMAGE_NAME_AT)].decode()
+
+
+# ---------------------------------------------------------------- wrong regions
+
+def inject_blobs(scene: Scene, *, every: int = 3, seed: int = 0,
+                 error: tuple[float, float] = (0.2, 0.5)) -> dict[str, np.ndarray]:
+    """Overwrite a disc of every `every`-th prior with inverse depth off by 20-50% (either way).
+
+    The disc (radius a sixth of the prior's height, random centre away from the border) is
+    rewritten on disk as png = a * (1/z) * (1 + e) + b, e = +-U(error): the prior stays smooth
+    and plausible there but wrong. Returns name -> boolean mask of the wrong pixels (prior size).
+    """
+    rng = np.random.default_rng(seed)
+    wrong: dict[str, np.ndarray] = {}
+    for index, name in enumerate(scene.names):
+        rows, cols = scene.prior_height, scene.prior_width
+        disc = np.zeros((rows, cols), dtype=bool)
+        if index % every == 0:
+            radius = rows / 6
+            centre = rng.uniform([radius, radius], [cols - radius, rows - radius])
+            yy, xx = np.mgrid[0:rows, 0:cols] + 0.5
+            disc = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius**2
+            factor = 1.0 + rng.choice([-1.0, 1.0]) * rng.uniform(*error)
+            a = PNG_SCALE / scene.true_scale[name]
+            b = -scene.true_offset[name] * a
+            png = scene.written_prior[name].copy()
+            values = a * scene.prior_inverse_depth[name][disc] * factor + b
+            png[disc] = np.clip(np.rint(values), 0, 65535).astype(np.uint16)
+            scene.written_prior[name] = png
+            if not cv2.imwrite(str(scene.depth_path(name)), png):
+                raise OSError(f"cannot write {scene.depth_path(name)}")
+        wrong[name] = disc
+    return wrong

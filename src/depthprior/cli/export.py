@@ -46,6 +46,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="depth_params.json from depthprior align (default SPARSE/depth_params.json)")
     parser.add_argument("--max-pixels", type=_max_pixels, default=DEFAULT_MAX_PIXELS,
                         help="refuse cameras above this many pixels (default 100 MP)")
+    parser.add_argument("--masks", default=None, metavar="DIR",
+                        help="confidence masks from depthprior consistency: depth 0 (none) "
+                             "where a mask rejects the prior (value below 128)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -106,7 +109,7 @@ def run_nerfstudio(args: argparse.Namespace) -> int:
     summary = export_nerfstudio(
         args.depths, args.sparse, args.transforms, params=args.params, out=args.out,
         unit_scale=args.unit_scale, images_prefix=args.images_prefix,
-        downscales=args.downscales, max_pixels=args.max_pixels,
+        downscales=args.downscales, max_pixels=args.max_pixels, masks=args.masks,
     )
     print(summary.format())
     return 0
@@ -117,6 +120,6 @@ def run_dn_splatter(args: argparse.Namespace) -> int:
 
     summary = export_dn_splatter(args.depths, args.sparse, args.data, params=args.params,
                                  out=args.out, parser=args.parser, downscales=args.downscales,
-                                 max_pixels=args.max_pixels)
+                                 max_pixels=args.max_pixels, masks=args.masks)
     print(summary.format())
     return 0

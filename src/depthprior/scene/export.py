@@ -49,6 +49,8 @@ import numpy as np
 from .depth_params import default_path, params_file
 from ..errors import ImageError, UsageError, listing
 from ..images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, posix_name, safe_join
+from .confidence import load_mask
+from .consistency import AGREED, TRUSTED
 from .priorset import PriorSet
 from ..priors.store import (
     TRAINER_SCALE,
@@ -130,8 +132,30 @@ def _require_priors(priors: PriorSet, names: list[str]) -> None:
         )
 
 
-def aligned_depth(priors: PriorSet, name: str, size: tuple[int, int]) -> tuple[np.ndarray, str | None]:
-    """(H, W) float32 z-depth in the model's units (0 = none) and why it is all-invalid, if so."""
+def _require_masks(masks: Path | None, priors: PriorSet, names: list[str]) -> None:
+    """Every reliable image has a confidence mask in `masks` (UsageError listing the others)."""
+    if masks is None:
+        return
+    if not Path(masks).is_dir():
+        raise UsageError(f"mask folder not found: {masks}; run `depthprior consistency`")
+    missing = [name for name in names if priors.reliable(name)
+               and not safe_join(masks, priors.stem(name), ".png").is_file()]
+    if missing:
+        raise UsageError(f"no confidence mask in {masks} for {len(missing)} image(s): "
+                         f"{listing(missing, quote=True)}; rerun `depthprior consistency`")
+
+
+def rejected(masks: Path | None, priors: PriorSet, name: str, size: tuple[int, int]) -> np.ndarray | None:
+    """Pixels the consistency mask rejects (confidence below trusted), at size; None without masks."""
+    if masks is None:
+        return None
+    return load_mask(masks, priors.stem(name), size) < TRUSTED / AGREED
+
+
+def aligned_depth(priors: PriorSet, name: str, size: tuple[int, int],
+                  masks: Path | None = None) -> tuple[np.ndarray, str | None]:
+    """(H, W) float32 z-depth in the model's units (0 = none: also where `masks` rejects) and
+    why it is all-invalid, if so."""
     prior = priors.load(name, size)
     if not prior.reliable:
         return np.zeros(size, dtype=np.float32), prior.reason or "unreliable"
@@ -139,6 +163,9 @@ def aligned_depth(priors: PriorSet, name: str, size: tuple[int, int]) -> tuple[n
     valid = np.isfinite(inverse) & (inverse > 0)
     depth = np.zeros(size, dtype=np.float64)
     np.divide(1.0, inverse, out=depth, where=valid)
+    drop = rejected(masks, priors, name, size)
+    if drop is not None:
+        depth[drop] = 0.0
     return depth.astype(np.float32), None
 
 
@@ -213,11 +240,13 @@ def export_nerfstudio(
     images_prefix: str = "images",
     downscales: tuple[int, ...] = (),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    masks: Path | str | None = None,
 ) -> ExportSummary:
     """uint16 depth PNGs in units of `unit_scale` + depth_file_path in transforms.json.
 
     transforms: updated in place if it exists, else written from the COLMAP model with frames
-    ``<images_prefix>/<image name>``; a folder (or a path not ending in .json) means
+    ``<images_prefix>/<image name>``; masks: the folder of `depthprior consistency` (0 where
+    it rejects); a folder (or a path not ending in .json) means
     FOLDER/transforms.json. out: depth folder (default DIR/depthprior_depth beside
     transforms.json). unit_scale: nerfstudio's depth_unit_scale_factor (pass the same value to
     ns-train when it is not the default 1e-3). downscales: factors N to write DIR/depths_N for,
@@ -235,6 +264,8 @@ def export_nerfstudio(
     meta, frames, matched = _frames_for(transforms, registered, images_prefix)
     _check_finite(meta, transforms)
     _require_priors(priors, [image.name for image in matched])
+    masks = Path(masks) if masks is not None else None
+    _require_masks(masks, priors, [image.name for image in matched])
     _check_sizes(matched, max_pixels)
     targets = [safe_join(out_dir, image.key, ".png") for image in matched]
     factors = _downscale_factors(base, downscales)
@@ -243,7 +274,7 @@ def export_nerfstudio(
 
     summary = ExportSummary("nerfstudio", out_dir, transforms=transforms)
     for frame, image, target in zip(frames, matched, targets):
-        png = _depth_png(priors, image, unit_scale, summary)
+        png = _depth_png(priors, image, unit_scale, summary, masks)
         write_png16(target, png)
         frame["depth_file_path"] = Path(os.path.relpath(target, base)).as_posix()
         for factor in factors:
@@ -281,9 +312,10 @@ def _frames_for(transforms: Path, registered: list, images_prefix: str) -> tuple
     return meta, frames, matched
 
 
-def _depth_png(priors: PriorSet, image: Any, unit_scale: float, summary: ExportSummary) -> np.ndarray:
+def _depth_png(priors: PriorSet, image: Any, unit_scale: float, summary: ExportSummary,
+               masks: Path | None = None) -> np.ndarray:
     """The image's depth as uint16 steps of unit_scale (0 = none), counted into summary."""
-    depth, reason = aligned_depth(priors, image.name, _size(image))
+    depth, reason = aligned_depth(priors, image.name, _size(image), masks)
     scaled = depth.astype(np.float64) / unit_scale
     fits = (scaled >= 0.5) & (scaled < NERFSTUDIO_DEPTH_STEPS + 0.5)
     summary.out_of_range += int(np.count_nonzero((depth > 0) & ~fits))
@@ -489,6 +521,7 @@ def export_dn_splatter(
     parser: str = "coolermap",
     downscales: tuple[int, ...] = (),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    masks: Path | str | None = None,
 ) -> ExportSummary:
     """Depth laid out as DN-Splatter's `parser` reads it, and the command that trains on it.
 
@@ -502,20 +535,23 @@ def export_dn_splatter(
     data = Path(data)
     if parser == "normal-nerfstudio":
         summary = export_nerfstudio(depths, sparse, data / "transforms.json", params=params,
-                                    downscales=downscales, max_pixels=max_pixels)
+                                    downscales=downscales, max_pixels=max_pixels, masks=masks)
         summary.target = "dn-splatter (normal-nerfstudio)"
         summary.command = (f"ns-train dn-splatter --pipeline.model.use-depth-loss True "
                            f"normal-nerfstudio --data {shlex.quote(str(data))} "
                            "--depth-unit-scale-factor 0.001")
         return summary
-    return _export_coolermap(depths, sparse, data, params, out, max_pixels)
+    return _export_coolermap(depths, sparse, data, params, out, max_pixels,
+                             Path(masks) if masks is not None else None)
 
 
-def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels) -> ExportSummary:
+def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
+                      masks: Path | None) -> ExportSummary:
     priors, _model, registered = _open(depths, sparse, params)
     out_dir = Path(out) if out is not None else data / DN_SPLATTER_DIR
     _check_glob_safe(data)
     _require_priors(priors, [image.name for image in registered])
+    _require_masks(masks, priors, [image.name for image in registered])
     _check_sizes(registered, max_pixels)
     stems = coolermap_stems([image.name for image in registered])
     _refuse_stale(out_dir, {stems[image.name] + "_aligned.npy" for image in registered})
@@ -523,10 +559,13 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels) -> Ex
     summary = ExportSummary("dn-splatter (coolermap)", out_dir)
     for image in registered:
         stem, size = stems[image.name], _size(image)
-        depth, reason = aligned_depth(priors, image.name, size)
+        depth, reason = aligned_depth(priors, image.name, size, masks)
+        unaligned = unaligned_depth_mm(priors, image.name, size)
+        drop = rejected(masks, priors, image.name, size) if reason is None else None
+        if drop is not None:
+            unaligned[drop] = 0.0
         write_npy(safe_join(out_dir, stem, "_aligned.npy"), depth[..., None])
-        write_npy(safe_join(out_dir, stem, ".npy"),
-                  unaligned_depth_mm(priors, image.name, size)[..., None])
+        write_npy(safe_join(out_dir, stem, ".npy"), unaligned[..., None])
         summary.images += 1
         if reason:
             summary.invalid[image.key] = reason

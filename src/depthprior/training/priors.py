@@ -10,8 +10,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from pathlib import Path
+
 import torch
 
+from ..errors import UsageError
+from ..scene.confidence import load_mask
 from ..scene.depth_params import SCALE_BAND, DepthParams
 from ..scene.priorset import MissingPriorError, PriorArray, PriorSet
 
@@ -40,7 +44,8 @@ class DepthPriors(PriorSet):
     relative path the images were generated from (``cam0/frame_001.jpg``) or, when unambiguous,
     as the bare file name. A name without a prior raises `MissingPriorError`, never zeros.
     Loaded tensors are cached per (name, size, device) when ``cache`` (3DGS keeps every camera's
-    prior in memory too).
+    prior in memory too). With ``masks`` (the folder `depthprior consistency` wrote),
+    `confidence` gives each image's per-pixel confidence to multiply the loss weight by.
     """
 
     def __init__(
@@ -51,11 +56,16 @@ class DepthPriors(PriorSet):
         device: "str | torch.device" = "cpu",
         cache: bool = True,
         scale_band: tuple[float, float] = SCALE_BAND,
+        masks: "str | os.PathLike[str] | None" = None,
     ):
         super().__init__(depth_dir, params, scale_band=scale_band)
         self.device = torch.device(device)
         self.cache = cache
         self._cache: dict[tuple[str, tuple[int, int] | None, str], Prior] = {}
+        self.masks = Path(masks) if masks is not None else None
+        if self.masks is not None and not self.masks.is_dir():
+            raise UsageError(f"mask folder not found: {self.masks}; run `depthprior consistency`")
+        self._mask_cache: dict[tuple[str, tuple[int, int] | None, str], torch.Tensor] = {}
 
     def get(
         self,
@@ -76,6 +86,29 @@ class DepthPriors(PriorSet):
         if self.cache:
             self._cache[key] = prior
         return prior
+
+    def confidence(
+        self,
+        name: str,
+        size: "tuple[int, int] | torch.Size | None" = None,
+        device: "str | torch.device | None" = None,
+    ) -> torch.Tensor | None:
+        """The image's confidence mask / 255 as (1, H, W), bilinear to size; None without masks=.
+
+        A missing mask raises MissingPriorError naming the image, like a missing prior.
+        """
+        if self.masks is None:
+            return None
+        stem = self.stem(name)
+        target = torch.device(device) if device is not None else self.device
+        hw = (int(size[0]), int(size[1])) if size is not None else None
+        key = (stem, hw, str(target))
+        tensor = self._mask_cache.get(key)
+        if tensor is None:
+            tensor = torch.from_numpy(load_mask(self.masks, stem, hw)[None]).to(target)
+            if self.cache:
+                self._mask_cache[key] = tensor
+        return tensor
 
     def inverse_depth(
         self,

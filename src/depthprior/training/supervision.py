@@ -58,6 +58,9 @@ class DepthSupervision:
     (``weight_init=1.0, weight_final=0.01, max_steps=30000``) the ``"l1"`` loss equals 3DGS's
     ``depth_l1_weight(iteration) * Ll1depth_pure``.
 
+    ``masks``: the folder `depthprior consistency` wrote; each pixel's weight is multiplied by
+    its confidence (mask / 255, bilinear to the render size), so rejected pixels get none.
+
     Images whose fit failed or is an outlier (see `DepthPriors.reliability`) give a zero loss
     without gradient; an image without a prior raises `MissingPriorError`.
     """
@@ -76,6 +79,7 @@ class DepthSupervision:
         edge_gamma: float | None = None,
         min_depth: float = 1e-6,
         cache: bool = True,
+        masks: "str | os.PathLike[str] | None" = None,
     ):
         if loss not in LOSSES:
             raise UsageError(f"unknown depth loss {loss!r}: choose one of {', '.join(LOSSES)}")
@@ -89,7 +93,7 @@ class DepthSupervision:
         if lambda_depth < 0:
             raise UsageError("lambda_depth must be >= 0")
         depth_weight_schedule(0, weight_init, weight_final, max_steps)  # validates
-        self.priors = DepthPriors(depth_dir, params, cache=cache)
+        self.priors = DepthPriors(depth_dir, params, cache=cache, masks=masks)
         self.lambda_depth = float(lambda_depth)
         self.loss_name = loss
         self.loss_fn = LOSSES[loss]
@@ -109,8 +113,12 @@ class DepthSupervision:
         return self.lambda_depth * schedule
 
     def check(self, names: Iterable[str]) -> None:
-        """Raise one MissingPriorError naming every training image without a prior."""
+        """Raise one MissingPriorError naming every training image without a prior (or mask)."""
+        names = list(names)
         self.priors.check(names)
+        for name in names:
+            if self.priors.reliable(name):
+                self.priors.confidence(name)
 
     def __call__(
         self,
@@ -142,6 +150,10 @@ class DepthSupervision:
         if rendered.ndim == 2:
             target = target[0]
         weights = mask
+        confidence = self.priors.confidence(name, rendered.shape[-2:], rendered.device)
+        if confidence is not None:
+            confidence = confidence[0] if rendered.ndim == 2 else confidence
+            weights = confidence if weights is None else weights * confidence
         if self.rendered == "depth":
             valid = rendered > self.min_depth
             pred = 1.0 / torch.where(valid, rendered, torch.ones_like(rendered))

@@ -1,0 +1,76 @@
+"""depthprior consistency --sparse SCENE/sparse/0 --depths DEPTHS"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "consistency",
+        help="confidence masks: which pixels of each aligned prior the other views agree with",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "For every registered image with a reliable aligned prior, reproject its depth\n"
+            "into the images that share the most SfM points with it (its witnesses) and\n"
+            "compare, occlusion-aware: a point hidden behind a witness's surface is no\n"
+            "evidence; within --threshold it agrees; in front of it, or with a witness's\n"
+            "point in front of it, it is contradicted.\n\n"
+            "Writes DIR/<image name without extension>.png, uint8 at the prior's size:\n"
+            "  255 every witness with evidence agrees, 128..254 the agreeing share,\n"
+            "  128 no witness sees the pixel (kept, at half weight), 0 rejected (more\n"
+            "  witnesses contradict than agree); >= 128 is trusted.\n"
+            "and DIR/consistency.json (per image: witnesses, fractions checked, agreeing,\n"
+            "rejected, median relative disagreement; the scene's TAE before and after\n"
+            "masking). Reruns skip images whose inputs have not changed.\n\n"
+            "exit status: 0 every image checked; 1 some image could not be checked (failed or\n"
+            "unreliable fit, no witness); 2 bad arguments or inputs (nothing written)."
+        ),
+    )
+    parser.add_argument("--sparse", required=True, metavar="SPARSE",
+                        help="COLMAP model folder, binary or text (e.g. SCENE/sparse/0)")
+    parser.add_argument("--depths", required=True, metavar="DEPTHS",
+                        help="depth maps from 'depthprior generate'")
+    parser.add_argument("--params", default=None, metavar="FILE",
+                        help="depth_params.json from 'depthprior align' (default SPARSE/depth_params.json)")
+    parser.add_argument("-o", "--output", default=None, metavar="DIR",
+                        help="mask folder (default DEPTHS_confidence beside DEPTHS)")
+    parser.add_argument("--neighbours", type=positive_int, default=4,
+                        help="witnesses per image, by shared SfM points (default 4)")
+    parser.add_argument("--threshold", type=float, default=0.05,
+                        help="relative depth difference that still agrees (default 0.05)")
+    parser.add_argument("--resolution", type=float, default=0.25,
+                        help="fraction of the prior's size the check runs at (default 0.25); "
+                             "masks are written at the prior's size")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..scene.confidence import Settings, check_consistency
+
+    quiet = getattr(args, "quiet", False)
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="image", desc="consistency", leave=False, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    settings = Settings(args.neighbours, args.threshold, args.resolution)
+    try:
+        summary = check_consistency(args.sparse, args.depths, params=args.params,
+                                    output=args.output, settings=settings, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not quiet:
+        print(summary.format())
+    return 1 if summary.failed else 0

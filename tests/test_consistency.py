@@ -1,0 +1,260 @@
+"""depthprior consistency: confidence masks from the SfM poses, on synthetic scenes with known truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from scenes import Scene, cast_pixels, inject_blobs, make_scene
+
+from depthprior.scene import consistency
+from depthprior.scene.align import align
+from depthprior.scene.colmap import read_model
+from depthprior.scene.confidence import REPORT_NAME, camera_grid
+from depthprior.scene.consistency import View
+
+pytest.importorskip("pycolmap")
+
+RESOLUTION = "0.5"
+
+
+def mask_of(folder: Path, scene: Scene, name: str) -> np.ndarray:
+    mask = cv2.imread(str(folder / (scene.key(name) + ".png")), cv2.IMREAD_UNCHANGED)
+    assert mask is not None, name
+    return mask
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """24 frames on a ring, subfolders, a wrong disc in every third prior; aligned and checked."""
+    scene = make_scene(tmp_path_factory.mktemp("blobs"), n_images=24, subfolders=True,
+                       write_images=False, seed=4)
+    wrong = inject_blobs(scene, seed=4)
+    align(scene.sparse, scene.depths)
+    result = run_cli("consistency", "--sparse", scene.sparse, "--depths", scene.depths,
+                     "--resolution", RESOLUTION)
+    assert result.returncode == 0, result.stderr
+    return scene, wrong, scene.root / "depths_confidence", result
+
+
+def test_injected_regions_rejected_and_correct_pixels_kept(blobs):
+    scene, wrong, out, _ = blobs
+    injected = rejected = correct_seen = correct_rejected = 0
+    for name in scene.names:
+        mask = mask_of(out, scene, name)
+        bad = wrong[name]
+        injected += bad.sum()
+        rejected += (bad & (mask < 128)).sum()
+        seen = mask != consistency.UNSEEN
+        correct_seen += (~bad & seen).sum()
+        correct_rejected += (~bad & (mask < 128)).sum()
+    assert injected > 0 and correct_seen > 0
+    assert rejected / injected >= 0.9
+    assert correct_rejected / correct_seen <= 0.05
+
+
+def test_tae_lower_after_masking(blobs):
+    _, _, out, _ = blobs
+    scene = json.loads((out / REPORT_NAME).read_text())["scene"]
+    assert scene["tae_after"] < scene["tae_before"]
+
+
+def test_masks_mirror_subfolders_at_prior_size(blobs):
+    scene, _, out, result = blobs
+    for name in scene.names:
+        mask = mask_of(out, scene, name)
+        assert name.startswith(("cam0/", "cam1/"))
+        assert mask.dtype == np.uint8 and mask.shape == (scene.prior_height, scene.prior_width)
+    report = json.loads((out / REPORT_NAME).read_text())["images"]
+    assert set(report) == set(scene.names)
+    entry = report[scene.names[0]]
+    assert len(entry["witnesses"]) == 4 and entry["status"] == "checked"
+    assert 0 < entry["rejected"] < entry["checked"] <= 1
+    assert "TAE" in result.stdout
+
+
+def view_from_truth(scene: Scene, name: str, grid: tuple[int, int]) -> View:
+    camera = read_model(scene.sparse).images[0].camera
+    rays, to_grid = camera_grid(camera, grid)
+    from scenes import render_inverse_depth
+
+    inverse = render_inverse_depth(scene.cam_from_world[name], scene.K, scene.width,
+                                   scene.height, grid[1], grid[0])[0].astype(np.float32)
+    return View(inverse, rays, scene.cam_from_world[name], to_grid)
+
+
+def test_occluded_points_are_no_evidence_against_a_correct_pixel(tmp_path):
+    """True depths everywhere: the wall behind the sphere/cube, hidden from the witness, is
+    never contradicted by it (a plain depth comparison would reject it)."""
+    scene = make_scene(tmp_path, n_images=8, write_images=False, seed=5)
+    grid = (60, 80)
+    subject = view_from_truth(scene, scene.names[0], grid)
+    witness = view_from_truth(scene, scene.names[1], grid)
+    votes = consistency.witness_votes(subject, witness, 0.05)
+    # independent truth: cast from the witness to each subject point; occluded if hit nearer
+    points, flat = consistency.backproject(subject)
+    pose = scene.cam_from_world[scene.names[1]]
+    camera = points @ pose[:, :3].T + pose[:, 3]
+    xy = camera[:, :2] / camera[:, 2:] * [scene.K[0, 0], scene.K[1, 1]] + scene.K[:2, 2]
+    inside = (camera[:, 2] > 0) & (xy[:, 0] > 1) & (xy[:, 1] > 1)
+    inside &= (xy[:, 0] < scene.width - 1) & (xy[:, 1] < scene.height - 1)
+    hit = cast_pixels(pose, scene.K, xy[inside])[0]
+    occluded = np.zeros(subject.inverse_depth.size, dtype=bool)
+    occluded[flat[inside][hit < camera[inside, 2] * 0.9]] = True
+    assert occluded.sum() > 50
+    assert not votes.contradict.reshape(-1)[occluded].any()
+    assert votes.agree.sum() > 0.3 * subject.inverse_depth.size
+    assert votes.contradict.mean() < 0.01
+
+
+def test_confidence_values():
+    agree = np.array([0, 2, 1, 1, 0, 3])
+    contradict = np.array([0, 0, 1, 2, 1, 1])
+    assert consistency.confidence(agree, contradict).tolist() == [128, 255, 128, 0, 0, 191]
+
+
+@pytest.fixture
+def small(tmp_path) -> Scene:
+    scene = make_scene(tmp_path / "scene", n_images=8, write_images=False, seed=6)
+    align(scene.sparse, scene.depths)
+    return scene
+
+
+def test_failed_and_unreliable_fits_take_no_part(small, tmp_path):
+    params_path = small.sparse / "depth_params.json"
+    params = json.loads(params_path.read_text())
+    failed, outlier = small.key(small.names[2]), small.key(small.names[5])
+    params[failed] = {"scale": 0.0, "offset": 0.0}
+    params[outlier]["scale"] *= 50
+    params_path.write_text(json.dumps(params))
+    out = tmp_path / "masks"
+    result = run_cli("consistency", "--sparse", small.sparse, "--depths", small.depths, "-o", out,
+                     "--resolution", RESOLUTION)
+    assert result.returncode == 1, result.stderr
+    report = json.loads((out / REPORT_NAME).read_text())["images"]
+    for name in (small.names[2], small.names[5]):
+        assert report[name]["status"] == "excluded"
+        assert not (out / (small.key(name) + ".png")).exists()
+    for name, entry in report.items():
+        assert small.names[2] not in entry["witnesses"] and small.names[5] not in entry["witnesses"]
+    assert report[small.names[0]]["status"] == "checked"
+
+
+def test_rerun_skips_unchanged_images_and_redoes_changed_ones(small, tmp_path):
+    out = tmp_path / "masks"
+    args = ("consistency", "--sparse", small.sparse, "--depths", small.depths, "-o", out,
+            "--resolution", RESOLUTION)
+    assert run_cli(*args).returncode == 0
+    first = json.loads((out / REPORT_NAME).read_text())["images"]
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    second = json.loads((out / REPORT_NAME).read_text())["images"]
+    assert {e["status"] for e in second.values()} == {"skipped"}
+    assert all(second[n]["rejected"] == first[n]["rejected"] for n in first)
+    changed = small.names[3]
+    png = cv2.imread(str(small.depth_path(changed)), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(small.depth_path(changed)), (png // 2).astype(np.uint16))
+    assert run_cli(*args).returncode == 0
+    third = json.loads((out / REPORT_NAME).read_text())["images"]
+    redone = {n for n, e in third.items() if e["status"] == "checked"}
+    assert changed in redone
+    assert redone == {changed} | {n for n, e in third.items() if changed in e["witnesses"]}
+    assert len(redone) < len(third)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (("--threshold", "0"), "--threshold"),
+    (("--resolution", "2"), "--resolution"),
+    (("--params", "nowhere.json"), "depth params not found"),
+    (("-o", "DEPTHS/masks"), "inside the depth folder"),
+])
+def test_bad_inputs_one_line_exit_2(small, extra, words):
+    extra = tuple(str(small.depths) + a[len("DEPTHS"):] if a.startswith("DEPTHS") else a
+                  for a in extra)
+    result = run_cli("consistency", "--sparse", small.sparse, "--depths", small.depths, *extra)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr
+
+
+def test_unsafe_image_name_refused_before_writing(small, tmp_path):
+    """A model image named '../x' would put its mask outside the mask folder."""
+    from scenes import write_colmap_text
+
+    model = read_model(small.sparse)
+    text = tmp_path / "text"
+    names = ["../" + small.names[0], *small.names[1:]]
+    poses = {new: small.cam_from_world[old] for new, old in zip(names, small.names)}
+    keypoints = {new: small.observations[old] for new, old in zip(names, small.names)}
+    write_colmap_text(text, small.K, small.width, small.height, names, poses, keypoints,
+                      model.point_ids, model.point_xyz)
+    params = json.loads((small.sparse / "depth_params.json").read_text())
+    params["../" + small.key(small.names[0])] = params.pop(small.key(small.names[0]))
+    (text / "depth_params.json").write_text(json.dumps(params))
+    out = tmp_path / "masks"
+    result = run_cli("consistency", "--sparse", text, "--depths", small.depths, "-o", out)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "outside" in result.stderr
+    assert not any(out.rglob("*.png")) and not (tmp_path / "x.png").exists()
+
+
+# ---------------------------------------------------------------- use of the masks
+
+def test_loss_ignores_rejected_pixels(small, tmp_path):
+    torch = pytest.importorskip("torch")
+    from depthprior.scene.priorset import MissingPriorError
+    from depthprior.training import DepthSupervision
+
+    masks = tmp_path / "masks"
+    name = small.names[0]
+    mask = np.full((small.prior_height, small.prior_width), 255, np.uint8)
+    mask[:, : small.prior_width // 2] = 0
+    (masks).mkdir()
+    cv2.imwrite(str(masks / (small.key(name) + ".png")), mask)
+    supervision = DepthSupervision(small.depths, lambda_depth=1.0, loss="l1",
+                                   params=small.sparse / "depth_params.json", masks=masks)
+    rendered = torch.rand(1, small.prior_height, small.prior_width, requires_grad=True)
+    supervision(name, rendered, 0).backward()
+    grad = rendered.grad[0]
+    assert torch.all(grad[:, : small.prior_width // 2] == 0)
+    assert torch.all(grad[:, small.prior_width // 2 :] != 0)
+    with pytest.raises(MissingPriorError, match=small.key(small.names[1])):
+        supervision(small.names[1], rendered.detach(), 0)
+    with pytest.raises(MissingPriorError, match=small.key(small.names[1])):
+        supervision.check(small.names[:2])
+
+
+@pytest.mark.parametrize("target", ["nerfstudio", "dn-splatter"])
+def test_exports_write_no_depth_where_rejected(small, tmp_path, target):
+    masks = tmp_path / "masks"
+    result = run_cli("consistency", "--sparse", small.sparse, "--depths", small.depths, "-o", masks,
+                     "--resolution", RESOLUTION)
+    assert result.returncode == 0, result.stderr
+    name = small.names[0]
+    mask = np.full((small.prior_height, small.prior_width), 255, np.uint8)
+    mask[: small.prior_height // 2] = 0  # the top half rejected
+    cv2.imwrite(str(masks / (small.key(name) + ".png")), mask)
+    if target == "nerfstudio":
+        args = ("--transforms", tmp_path / "ns")
+    else:
+        args = ("--data", tmp_path / "dn")
+    result = run_cli("export", target, "--depths", small.depths, "--sparse", small.sparse,
+                     "--masks", masks, *args)
+    assert result.returncode == 0, result.stderr
+    if target == "nerfstudio":
+        depth = cv2.imread(str(tmp_path / "ns" / "depthprior_depth" / (small.key(name) + ".png")),
+                           cv2.IMREAD_UNCHANGED)
+    else:
+        depth = np.load(sorted((tmp_path / "dn" / "mono_depth").glob("*_aligned.npy"))[0])[..., 0]
+    half = small.height // 2
+    assert np.all(depth[: half - 1] == 0)
+    assert np.all(depth[half + 1 :] > 0)
+    (masks / (small.key(small.names[1]) + ".png")).unlink()
+    result = run_cli("export", target, "--depths", small.depths, "--sparse", small.sparse,
+                     "--masks", masks, args[0], str(args[1]) + "2")
+    assert result.returncode == 2 and small.names[1] in result.stderr
