@@ -20,9 +20,9 @@ from ..images import image_key, safe_join
 from ..priors.manifest import ImageRecord, Manifest
 from ..priors.verify import LOW_LEVELS, load_manifest
 from ..scene import depth_params
+from ..scene.confidence import REPORT_NAME as CONSISTENCY_REPORT
 from ..scene.depth_params import REPORT_IMAGES, DepthParams
 
-CONSISTENCY_NAME = "consistency.json"
 #: a frame's status, worst first: the grid's default order and the filter's choices
 STATUSES = ("failed", "flagged", "unreliable", "ok")
 #: series points further than this many robust sigmas from the median are outliers
@@ -272,7 +272,7 @@ def _add_masks(scene: SceneData, masks_dir: Path) -> None:
 
 def read_consistency(masks_dir: Path) -> dict[str, Any] | None:
     """The scene-level numbers of masks_dir/consistency.json (scalars only), None without one."""
-    path = masks_dir / CONSISTENCY_NAME
+    path = masks_dir / CONSISTENCY_REPORT
     if not path.is_file():
         return None
     try:
