@@ -167,6 +167,29 @@ def test_rerun_skips_unchanged_images_and_redoes_changed_ones(small, tmp_path):
     assert len(redone) < len(third)
 
 
+@pytest.mark.parametrize("damage", ["garbage", "8-bit"])
+def test_unreadable_prior_fails_that_image_only(small, tmp_path, damage):
+    broken = small.names[4]
+    path = small.depth_path(broken)
+    if damage == "garbage":
+        path.write_bytes(b"not a png at all")
+    else:
+        cv2.imwrite(str(path), np.full((small.prior_height, small.prior_width), 7, np.uint8))
+    out = tmp_path / "masks"
+    result = run_cli("consistency", "--sparse", small.sparse, "--depths", small.depths, "-o", out,
+                     "--resolution", RESOLUTION)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads((out / REPORT_NAME).read_text())["images"]
+    assert report[broken]["status"] == "failed" and path.name in report[broken]["reason"]
+    assert path.name in result.stdout
+    assert not (out / (small.key(broken) + ".png")).exists()
+    others = [n for n in small.names if n != broken]
+    assert all(report[n]["status"] == "checked" for n in others)
+    assert all(broken not in report[n]["witnesses"] for n in others)
+    assert all((out / (small.key(n) + ".png")).is_file() for n in others)
+
+
 @pytest.mark.parametrize("extra, words", [
     (("--threshold", "0"), "--threshold"),
     (("--resolution", "2"), "--resolution"),

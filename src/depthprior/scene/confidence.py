@@ -26,7 +26,7 @@ from .colmap import ModelCamera, ModelImage, SparseModel, read_model
 from .consistency import TRUSTED, View
 from .depth_params import default_path, params_file
 from .priorset import PriorSet
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from ..images import is_inside, safe_join
 from ..priors.store import atomic_write_bytes
 
@@ -53,7 +53,7 @@ class Settings:
 class ImageReport:
     name: str
     key: str
-    status: str  # "checked", "skipped" (resumed), "unchecked" (no witness), "excluded"
+    status: str  # "checked", "skipped" (resumed), "unchecked" (no witness), "excluded", "failed"
     reason: str | None = None
     witnesses: list[str] = field(default_factory=list)
     checked: float = 0.0  # fraction of pixels some witness has evidence on
@@ -76,7 +76,7 @@ class ConsistencySummary:
 
     @property
     def failed(self) -> list[ImageReport]:
-        return [r for r in self.images if r.status in ("unchecked", "excluded")]
+        return [r for r in self.images if r.status in ("unchecked", "excluded", "failed")]
 
     def to_json(self, settings: Settings) -> dict[str, Any]:
         return {
@@ -143,10 +143,11 @@ def check_consistency(
     for image in usable:
         safe_join(output, image.key, ".png")  # every target checked before any is written
     _make_folder(output)
-    neighbours = covisible(model, usable, settings.neighbours)
     views = _Views(priors, settings.resolution)
+    usable, unreadable = _readable(usable, views)
+    neighbours = covisible(model, usable, settings.neighbours)
     previous = _previous_digests(output)
-    reports = list(excluded)
+    reports = excluded + unreadable
     masks: dict[str, np.ndarray] = {}
     for done, image in enumerate(usable, start=1):
         report, mask = _image(image, neighbours[image.name], views, priors, output, settings,
@@ -202,6 +203,21 @@ def _usable(model: SparseModel, priors: PriorSet) -> tuple[list[ModelImage], lis
     return usable, excluded
 
 
+def _readable(images: list[ModelImage], views: "_Views") -> tuple[list[ModelImage], list[ImageReport]]:
+    """The images whose prior loads; a failure report (with its reason) for each of the others.
+
+    An unreadable prior fails its own image only: it is neither subject nor witness.
+    """
+    readable, failed = [], []
+    for image in images:
+        reason = views.prepare(image)
+        if reason is None:
+            readable.append(image)
+        else:
+            failed.append(ImageReport(image.name, image.key, "failed", reason))
+    return readable, failed
+
+
 def covisible(model: SparseModel, images: list[ModelImage], count: int) -> dict[str, list[ModelImage]]:
     """Each image's `count` images sharing the most SfM points with it (ties by name)."""
     point_rows, owners = [], []
@@ -241,6 +257,19 @@ class _Views:
         if path not in self._digests:
             self._digests[path] = hashlib.sha256(path.read_bytes()).digest()
         return self._digests[path]
+
+    def prepare(self, image: ModelImage) -> str | None:
+        """Load an image's view and digest its prior; why it cannot be used, or None."""
+        from .priorset import MissingPriorError
+
+        try:
+            self.file_digest(self.priors.path(image.name))
+            self.get(image)
+        except (MissingPriorError, UsageError) as error:
+            return first_line(error)
+        except OSError as error:
+            return f"cannot read the prior of {image.name!r}: {error.strerror or error}"
+        return None
 
     def get(self, image: ModelImage) -> View:
         view = self._views.get(image.name)
