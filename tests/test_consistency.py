@@ -167,6 +167,19 @@ def test_rerun_skips_unchanged_images_and_redoes_changed_ones(small, tmp_path):
     assert len(redone) < len(third)
 
 
+def test_threads_write_the_same_bytes_as_one(blobs, tmp_path):
+    scene = blobs[0]
+    outputs = {}
+    for workers in ("1", "3"):
+        out = tmp_path / workers
+        result = run_cli("consistency", "--sparse", scene.sparse, "--depths", scene.depths,
+                         "-o", out, "--resolution", RESOLUTION, "--workers", workers)
+        assert result.returncode == 0, result.stderr
+        outputs[workers] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert len(outputs["1"]) == len(scene.names) + 1
+    assert outputs["1"] == outputs["3"]
+
+
 @pytest.mark.parametrize("damage", ["garbage", "8-bit"])
 def test_unreadable_prior_fails_that_image_only(small, tmp_path, damage):
     broken = small.names[4]

@@ -14,9 +14,10 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -117,8 +118,12 @@ def check_consistency(
     output: Path | str | None = None,
     settings: Settings | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> ConsistencySummary:
     """Write a confidence mask per usable image and consistency.json; see the module doc.
+
+    Images are loaded, then checked, on `workers` threads (default min(8, cores)); the outputs
+    do not depend on the count.
 
     Raises UsageError (nothing written) for bad settings, model, depth folder, params or output.
     """
@@ -144,16 +149,19 @@ def check_consistency(
         safe_join(output, image.key, ".png")  # every target checked before any is written
     _make_folder(output)
     views = _Views(priors, settings.resolution)
-    usable, unreadable = _readable(usable, views)
+    count = workers if workers is not None else min(8, os.cpu_count() or 1)
+    usable, unreadable = _readable(usable, views, count)
     neighbours = covisible(model, usable, settings.neighbours)
     previous = _previous_digests(output)
     reports = excluded + unreadable
     masks: dict[str, np.ndarray] = {}
-    for done, image in enumerate(usable, start=1):
-        report, mask = _image(image, neighbours[image.name], views, priors, output, settings,
-                              previous)
+
+    def work(image: ModelImage) -> tuple[ImageReport, np.ndarray]:
+        return _image(image, neighbours[image.name], views, priors, output, settings, previous)
+
+    for done, (report, mask) in enumerate(_in_order(work, usable, count), start=1):
         reports.append(report)
-        masks[image.name] = mask
+        masks[report.name] = mask
         if progress:
             progress(done, len(usable))
     reports.sort(key=lambda r: r.name)
@@ -203,14 +211,26 @@ def _usable(model: SparseModel, priors: PriorSet) -> tuple[list[ModelImage], lis
     return usable, excluded
 
 
-def _readable(images: list[ModelImage], views: "_Views") -> tuple[list[ModelImage], list[ImageReport]]:
+def _in_order(work: Callable, items: list, workers: int) -> Iterator:
+    """work(item) for each item, in order, on a bounded thread pool (numpy/OpenCV free the GIL)."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="consistency") \
+        if workers > 1 and len(items) > 1 else None
+    try:
+        yield from (pool.map(work, items) if pool else map(work, items))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+
+def _readable(images: list[ModelImage], views: "_Views",
+              workers: int) -> tuple[list[ModelImage], list[ImageReport]]:
     """The images whose prior loads; a failure report (with its reason) for each of the others.
 
-    An unreadable prior fails its own image only: it is neither subject nor witness.
+    An unreadable prior fails its own image only: it is neither subject nor witness. Every
+    view is loaded here, so the checks after it only read the cache.
     """
     readable, failed = [], []
-    for image in images:
-        reason = views.prepare(image)
+    for image, reason in zip(images, _in_order(views.prepare, images, workers)):
         if reason is None:
             readable.append(image)
         else:
@@ -274,20 +294,19 @@ class _Views:
     def get(self, image: ModelImage) -> View:
         view = self._views.get(image.name)
         if view is None:
-            height, width = self._prior_size(image)
+            full = self.priors.load(image.name).inverse_depth  # decoded once per image
+            height, width = self.prior_sizes[image.name] = full.shape
             grid = (max(2, round(height * self.resolution)), max(2, round(width * self.resolution)))
-            inverse = self.priors.load(image.name, grid).inverse_depth
+            inverse = cv2.resize(full, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR)
             rays, to_grid = self._camera(image.camera, grid)
             view = View(inverse, rays, image.cam_from_world, to_grid)
             self._views[image.name] = view
         return view
 
     def _prior_size(self, image: ModelImage) -> tuple[int, int]:
-        size = self.prior_sizes.get(image.name)
-        if size is None:
-            size = self.priors.load(image.name).inverse_depth.shape
-            self.prior_sizes[image.name] = size
-        return size
+        if image.name not in self.prior_sizes:
+            self.get(image)
+        return self.prior_sizes[image.name]
 
     def _camera(self, camera: ModelCamera, grid: tuple[int, int]):
         key = (camera.camera_id, grid)
