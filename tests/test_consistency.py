@@ -239,6 +239,41 @@ def test_unsafe_image_name_refused_before_writing(small, tmp_path):
     assert not any(out.rglob("*.png")) and not (tmp_path / "x.png").exists()
 
 
+# ---------------------------------------------------------------- generate --consistency
+
+def test_generate_align_consistency_writes_masks(tmp_path, tiny_model, cli):
+    """Random-weight priors cannot be checked (exit 1, one line saying why); the scene's true
+    priors in their place (generate resumes over them) are checked, exit 0."""
+    from conftest import TEST_INPUT_SIZE
+
+    scene = make_scene(tmp_path / "scene", n_images=6, seed=6)
+    out = tmp_path / "depths"
+    args = ("generate", scene.images, out, "--model", tiny_model, "--input-size",
+            str(TEST_INPUT_SIZE), "--no-progress", "--align", scene.sparse, "--consistency")
+    random = cli(*args)
+    assert random.returncode == 1, random.stderr
+    assert "consistency: not run: no image" in random.stdout and "Traceback" not in random.stderr
+    for name in scene.names:
+        (out / (scene.key(name) + ".png")).write_bytes(scene.depth_path(name).read_bytes())
+    true = cli(*args)
+    assert true.returncode == 0, true.stdout + true.stderr
+    assert "skipped 6" in true.stdout and "TAE" in true.stdout
+    masks = tmp_path / "depths_confidence"
+    report = json.loads((masks / REPORT_NAME).read_text())["images"]
+    assert sorted(report) == sorted(scene.names)
+    assert all(entry["status"] == "checked" for entry in report.values())
+    assert all(mask_of(masks, scene, name).shape == (scene.prior_height, scene.prior_width)
+               for name in scene.names)
+
+
+def test_generate_consistency_without_align_refused(tmp_path, cli):
+    out = tmp_path / "depths"
+    result = cli("generate", tmp_path, out, "--consistency")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--align" in lines[0] and not out.exists()
+
+
 # ---------------------------------------------------------------- use of the masks
 
 def test_loss_ignores_rejected_pixels(small, tmp_path):
