@@ -329,3 +329,36 @@ def test_exports_write_no_depth_where_rejected(small, tmp_path, target):
     result = run_cli("export", target, "--depths", small.depths, "--sparse", small.sparse,
                      "--masks", masks, args[0], str(args[1]) + "2")
     assert result.returncode == 2 and small.names[1] in result.stderr
+
+
+def test_verify_shows_the_mask_beside_the_map(tmp_path, tiny_model, cli):
+    from conftest import TEST_INPUT_SIZE
+    from synth import make_frames
+
+    make_frames(tmp_path / "frames", 2, size=(60, 80))
+    out = tmp_path / "out"
+    assert cli("generate", tmp_path / "frames", out, "--model", tiny_model, "--input-size",
+               str(TEST_INPUT_SIZE), "--no-progress").returncode == 0
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    pngs = sorted(out.glob("*.png"))
+    half = np.zeros((60, 80), np.uint8)
+    half[:, 40:] = 255
+    cv2.imwrite(str(masks / pngs[0].name), half)
+    plain = cli("verify", out, "--sheet", tmp_path / "plain.png")
+    masked = cli("verify", out, "--sheet", tmp_path / "masked.png", "--masks", masks)
+    assert plain.returncode == 0 and masked.returncode == 0, masked.stdout + masked.stderr
+    assert f"no confidence mask {masks / pngs[1].name}" in masked.stdout
+    sheet = cv2.imread(str(tmp_path / "masked.png"))
+    panel = cv2.imread(str(tmp_path / "plain.png")).shape[1] // 2  # image, map
+    assert sheet.shape[1] == 3 * panel
+    row = sheet[22 + 10:22 + 190, 2 * panel:]  # first row under its label: the mask
+    assert (row[:, :panel // 2 - 2] == 0).all() and (row[:, panel // 2 + 2:] == 255).all()
+    second = sheet[226 + 22 + 10:226 + 22 + 190, 2 * panel:]
+    assert (second == 0).all()  # no mask: a blank panel
+    wrong = cv2.resize(half, (40, 30))
+    cv2.imwrite(str(masks / pngs[1].name), wrong)
+    bad = cli("verify", out, "--masks", masks)
+    assert bad.returncode == 1 and "not the map's 80x60" in bad.stdout
+    missing = cli("verify", out, "--masks", tmp_path / "nowhere")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
