@@ -131,14 +131,7 @@ def check_consistency(
     settings = settings or Settings()
     settings.check()
     sparse, depths = Path(sparse), Path(depths)
-    if not depths.is_dir():
-        raise UsageError(f"depth folder not found: {depths}; run 'depthprior generate' first")
-    params = params_file(params) if params is not None else default_path(sparse)
-    if not params.is_file():
-        raise UsageError(f"depth params not found: {params}; run 'depthprior align' first "
-                         "or pass --params")
-    output = Path(output) if output is not None else default_output(depths)
-    _check_output(output, depths)
+    params, output = _inputs(sparse, depths, params, output)
     model = read_model(sparse)
     priors = PriorSet(depths, params)
     usable, excluded = _usable(model, priors)
@@ -171,6 +164,21 @@ def check_consistency(
     atomic_write_bytes(output / REPORT_NAME,
                        json.dumps(summary.to_json(settings), indent=1).encode("utf-8"))
     return summary
+
+
+def _inputs(sparse: Path, depths: Path, params: Path | str | None,
+            output: Path | str | None) -> tuple[Path, Path]:
+    """The params file and mask folder to use; UsageError when the depths, params or output
+    cannot be."""
+    if not depths.is_dir():
+        raise UsageError(f"depth folder not found: {depths}; run 'depthprior generate' first")
+    params = params_file(params) if params is not None else default_path(sparse)
+    if not params.is_file():
+        raise UsageError(f"depth params not found: {params}; run 'depthprior align' first "
+                         "or pass --params")
+    output = Path(output) if output is not None else default_output(depths)
+    _check_output(output, depths)
+    return params, output
 
 
 def _check_output(output: Path, depths: Path) -> None:
