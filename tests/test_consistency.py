@@ -167,6 +167,42 @@ def test_rerun_skips_unchanged_images_and_redoes_changed_ones(small, tmp_path):
     assert len(redone) < len(third)
 
 
+def test_threads_write_the_same_bytes_as_one(blobs, tmp_path):
+    scene = blobs[0]
+    outputs = {}
+    for workers in ("1", "3"):
+        out = tmp_path / workers
+        result = run_cli("consistency", "--sparse", scene.sparse, "--depths", scene.depths,
+                         "-o", out, "--resolution", RESOLUTION, "--workers", workers)
+        assert result.returncode == 0, result.stderr
+        outputs[workers] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert len(outputs["1"]) == len(scene.names) + 1
+    assert outputs["1"] == outputs["3"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "8-bit"])
+def test_unreadable_prior_fails_that_image_only(small, tmp_path, damage):
+    broken = small.names[4]
+    path = small.depth_path(broken)
+    if damage == "garbage":
+        path.write_bytes(b"not a png at all")
+    else:
+        cv2.imwrite(str(path), np.full((small.prior_height, small.prior_width), 7, np.uint8))
+    out = tmp_path / "masks"
+    result = run_cli("consistency", "--sparse", small.sparse, "--depths", small.depths, "-o", out,
+                     "--resolution", RESOLUTION)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads((out / REPORT_NAME).read_text())["images"]
+    assert report[broken]["status"] == "failed" and path.name in report[broken]["reason"]
+    assert path.name in result.stdout
+    assert not (out / (small.key(broken) + ".png")).exists()
+    others = [n for n in small.names if n != broken]
+    assert all(report[n]["status"] == "checked" for n in others)
+    assert all(broken not in report[n]["witnesses"] for n in others)
+    assert all((out / (small.key(n) + ".png")).is_file() for n in others)
+
+
 @pytest.mark.parametrize("extra, words", [
     (("--threshold", "0"), "--threshold"),
     (("--resolution", "2"), "--resolution"),
@@ -201,6 +237,41 @@ def test_unsafe_image_name_refused_before_writing(small, tmp_path):
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "outside" in result.stderr
     assert not any(out.rglob("*.png")) and not (tmp_path / "x.png").exists()
+
+
+# ---------------------------------------------------------------- generate --consistency
+
+def test_generate_align_consistency_writes_masks(tmp_path, tiny_model, cli):
+    """Random-weight priors cannot be checked (exit 1, one line saying why); the scene's true
+    priors in their place (generate resumes over them) are checked, exit 0."""
+    from conftest import TEST_INPUT_SIZE
+
+    scene = make_scene(tmp_path / "scene", n_images=6, seed=6)
+    out = tmp_path / "depths"
+    args = ("generate", scene.images, out, "--model", tiny_model, "--input-size",
+            str(TEST_INPUT_SIZE), "--no-progress", "--align", scene.sparse, "--consistency")
+    random = cli(*args)
+    assert random.returncode == 1, random.stderr
+    assert "consistency: not run: no image" in random.stdout and "Traceback" not in random.stderr
+    for name in scene.names:
+        (out / (scene.key(name) + ".png")).write_bytes(scene.depth_path(name).read_bytes())
+    true = cli(*args)
+    assert true.returncode == 0, true.stdout + true.stderr
+    assert "skipped 6" in true.stdout and "TAE" in true.stdout
+    masks = tmp_path / "depths_confidence"
+    report = json.loads((masks / REPORT_NAME).read_text())["images"]
+    assert sorted(report) == sorted(scene.names)
+    assert all(entry["status"] == "checked" for entry in report.values())
+    assert all(mask_of(masks, scene, name).shape == (scene.prior_height, scene.prior_width)
+               for name in scene.names)
+
+
+def test_generate_consistency_without_align_refused(tmp_path, cli):
+    out = tmp_path / "depths"
+    result = cli("generate", tmp_path, out, "--consistency")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--align" in lines[0] and not out.exists()
 
 
 # ---------------------------------------------------------------- use of the masks
@@ -258,3 +329,36 @@ def test_exports_write_no_depth_where_rejected(small, tmp_path, target):
     result = run_cli("export", target, "--depths", small.depths, "--sparse", small.sparse,
                      "--masks", masks, args[0], str(args[1]) + "2")
     assert result.returncode == 2 and small.names[1] in result.stderr
+
+
+def test_verify_shows_the_mask_beside_the_map(tmp_path, tiny_model, cli):
+    from conftest import TEST_INPUT_SIZE
+    from synth import make_frames
+
+    make_frames(tmp_path / "frames", 2, size=(60, 80))
+    out = tmp_path / "out"
+    assert cli("generate", tmp_path / "frames", out, "--model", tiny_model, "--input-size",
+               str(TEST_INPUT_SIZE), "--no-progress").returncode == 0
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    pngs = sorted(out.glob("*.png"))
+    half = np.zeros((60, 80), np.uint8)
+    half[:, 40:] = 255
+    cv2.imwrite(str(masks / pngs[0].name), half)
+    plain = cli("verify", out, "--sheet", tmp_path / "plain.png")
+    masked = cli("verify", out, "--sheet", tmp_path / "masked.png", "--masks", masks)
+    assert plain.returncode == 0 and masked.returncode == 0, masked.stdout + masked.stderr
+    assert f"no confidence mask {masks / pngs[1].name}" in masked.stdout
+    sheet = cv2.imread(str(tmp_path / "masked.png"))
+    panel = cv2.imread(str(tmp_path / "plain.png")).shape[1] // 2  # image, map
+    assert sheet.shape[1] == 3 * panel
+    row = sheet[22 + 10:22 + 190, 2 * panel:]  # first row under its label: the mask
+    assert (row[:, :panel // 2 - 2] == 0).all() and (row[:, panel // 2 + 2:] == 255).all()
+    second = sheet[226 + 22 + 10:226 + 22 + 190, 2 * panel:]
+    assert (second == 0).all()  # no mask: a blank panel
+    wrong = cv2.resize(half, (40, 30))
+    cv2.imwrite(str(masks / pngs[1].name), wrong)
+    bad = cli("verify", out, "--masks", masks)
+    assert bad.returncode == 1 and "not the map's 80x60" in bad.stdout
+    missing = cli("verify", out, "--masks", tmp_path / "nowhere")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1

@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resolution", type=float, default=0.25,
                         help="fraction of the prior's size the check runs at (default 0.25); "
                              "masks are written at the prior's size")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="threads (default: CPU count, at most 8); outputs do not depend on it")
     parser.set_defaults(run=run)
 
 
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(args.neighbours, args.threshold, args.resolution)
     try:
         summary = check_consistency(args.sparse, args.depths, params=args.params,
-                                    output=args.output, settings=settings, progress=progress)
+                                    output=args.output, settings=settings, progress=progress,
+                                    workers=args.workers)
     finally:
         if bar is not None:
             bar.close()

@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     checks.add_argument("--align", metavar="SPARSE", default=None,
                         help="COLMAP model folder (e.g. scene/sparse/0): fit per-image scale/offset "
                              "and write depth_params.json there")
+    checks.add_argument("--consistency", action="store_true",
+                        help="after --align, write confidence masks of the aligned priors beside "
+                             "OUT (`depthprior consistency`, OUT_confidence)")
     checks.add_argument("--report", action="store_true",
                         help="write OUT/report.html at the end (`depthprior report`; with the fits "
                              "when --align is given)")
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         verify=args.verify,
         num_samples=args.num_samples,
         align=args.align,
+        consistency=args.consistency,
         report=args.report,
         backend=args.backend,
         settings=backend_settings(args),

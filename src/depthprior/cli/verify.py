@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sheet", default=None, help="contact sheet path (default OUT/depthprior_verify.png)")
     parser.add_argument("--ext", action="append", default=[], metavar="EXT",
                         help="extra image extensions, as given to generate")
+    parser.add_argument("--masks", default=None, metavar="DIR",
+                        help="confidence masks from 'depthprior consistency': checked and shown "
+                             "beside each map on the contact sheet")
     parser.set_defaults(run=run)
 
 
@@ -32,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from ..priors.verify import verify
 
     report = verify(args.out, images=args.images, num_samples=args.num_samples, all=args.all,
-                    sheet=args.sheet, extensions=args.ext)
+                    sheet=args.sheet, extensions=args.ext, masks=args.masks)
     print(report.format())
     return 0 if report.ok else 1

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, UsageError, listing
-from ..images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions
+from ..images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions, safe_join
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
 
@@ -89,14 +89,21 @@ def verify(
     all: bool = False,
     sheet: str | Path | None = None,
     extensions: Iterable[str] = (),
+    masks: str | Path | None = None,
 ) -> VerifyReport:
-    """Check OUT against the manifest (and the images, when found); write a contact sheet."""
+    """Check OUT against the manifest (and the images, when found); write a contact sheet.
+
+    `masks`: a folder of `depthprior consistency` masks, shown beside each map and checked
+    (uint8, the map's size); an image without one gets a warning and a blank panel.
+    """
     out = Path(out)
+    if masks is not None and not Path(masks).is_dir():
+        raise UsageError(f"mask folder not found: {masks}; run 'depthprior consistency' first")
     manifest = load_manifest(out)
     images_root = Path(images) if images else (Path(manifest.inputs) if manifest.inputs else None)
     items, problems = _expected_items(manifest, images_root, extensions)
     report = check_outputs(manifest, items, images_root=images_root, num_samples=num_samples,
-                           all=all, sheet=sheet)
+                           all=all, sheet=sheet, masks=masks)
     report.problems.extend(problems)
     return report
 
@@ -120,6 +127,7 @@ def check_outputs(
     num_samples: int = 8,
     all: bool = False,
     sheet: str | Path | None = None,
+    masks: str | Path | None = None,
 ) -> VerifyReport:
     """Check the outputs `manifest` records for `items` (the images expected in its folder).
 
@@ -143,7 +151,8 @@ def check_outputs(
         check, picture = _check_one(out, item, record, images_root)
         report.checks.append(check)
         if picture is not None:
-            pictures.append((check, picture))
+            mask = _check_mask(Path(masks), check) if masks is not None else None
+            pictures.append((check, (*picture, mask) if masks is not None else picture))
     if pictures:
         report.sheet = Path(sheet) if sheet else out / SHEET_NAME
         _write_sheet(report.sheet, pictures)
@@ -215,14 +224,33 @@ def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Pat
     return check, (image, depth)
 
 
+def _check_mask(masks: Path, check: ImageCheck) -> np.ndarray:
+    """The image's confidence mask (a black one when it is missing or wrong, with the reason)."""
+    path = safe_join(masks, check.output.removesuffix(".png"), ".png")
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    blank = np.zeros((check.height, check.width), np.uint8)
+    if mask is None:
+        check.warnings.append(f"no confidence mask {path}")
+        return blank
+    if mask.dtype != np.uint8 or mask.ndim != 2:
+        check.problems.append(f"mask {path} is not a single-channel uint8 mask")
+        return blank
+    if mask.shape != (check.height, check.width):
+        check.problems.append(f"mask {path} is {mask.shape[1]}x{mask.shape[0]}, "
+                              f"not the map's {check.width}x{check.height}")
+        return blank
+    return mask
+
+
 def _write_sheet(path: Path, pictures: list, row_height: int = 200) -> None:
     from .store import atomic_write_bytes
 
     rows = []
-    for check, (image, depth) in pictures:
+    for check, (image, depth, *mask) in pictures:
         coloured = colourise(depth)
         panels = [coloured] if image is None else [cv2.cvtColor(image, cv2.COLOR_RGB2BGR), coloured]
         panels = [_fit_height(panel, row_height) for panel in panels]
+        panels += [_mask_panel(m, panels[-1].shape[:2]) for m in mask]
         row = np.concatenate(panels, axis=1)
         label = f"{check.name}   {row_label(check)}"
         strip = np.full((22, row.shape[1], 3), 255, dtype=np.uint8)
@@ -236,6 +264,12 @@ def _write_sheet(path: Path, pictures: list, row_height: int = 200) -> None:
         raise OSError("contact sheet encoding failed")
     atomic_write_bytes(path, buffer.tobytes())
     log.info("contact sheet written to %s", path)
+
+
+def _mask_panel(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The mask in grey (white = trusted, black = rejected) at the map panel's size."""
+    resized = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return cv2.cvtColor(resized, cv2.COLOR_GRAY2BGR)
 
 
 def row_label(check: ImageCheck) -> str:

@@ -14,9 +14,10 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -26,7 +27,7 @@ from .colmap import ModelCamera, ModelImage, SparseModel, read_model
 from .consistency import TRUSTED, View
 from .depth_params import default_path, params_file
 from .priorset import PriorSet
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from ..images import is_inside, safe_join
 from ..priors.store import atomic_write_bytes
 
@@ -53,7 +54,7 @@ class Settings:
 class ImageReport:
     name: str
     key: str
-    status: str  # "checked", "skipped" (resumed), "unchecked" (no witness), "excluded"
+    status: str  # "checked", "skipped" (resumed), "unchecked" (no witness), "excluded", "failed"
     reason: str | None = None
     witnesses: list[str] = field(default_factory=list)
     checked: float = 0.0  # fraction of pixels some witness has evidence on
@@ -76,7 +77,7 @@ class ConsistencySummary:
 
     @property
     def failed(self) -> list[ImageReport]:
-        return [r for r in self.images if r.status in ("unchecked", "excluded")]
+        return [r for r in self.images if r.status in ("unchecked", "excluded", "failed")]
 
     def to_json(self, settings: Settings) -> dict[str, Any]:
         return {
@@ -117,8 +118,12 @@ def check_consistency(
     output: Path | str | None = None,
     settings: Settings | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> ConsistencySummary:
     """Write a confidence mask per usable image and consistency.json; see the module doc.
+
+    Images are loaded, then checked, on `workers` threads (default min(8, cores)); the outputs
+    do not depend on the count.
 
     Raises UsageError (nothing written) for bad settings, model, depth folder, params or output.
     """
@@ -126,14 +131,7 @@ def check_consistency(
     settings = settings or Settings()
     settings.check()
     sparse, depths = Path(sparse), Path(depths)
-    if not depths.is_dir():
-        raise UsageError(f"depth folder not found: {depths}; run 'depthprior generate' first")
-    params = params_file(params) if params is not None else default_path(sparse)
-    if not params.is_file():
-        raise UsageError(f"depth params not found: {params}; run 'depthprior align' first "
-                         "or pass --params")
-    output = Path(output) if output is not None else default_output(depths)
-    _check_output(output, depths)
+    params, output = _inputs(sparse, depths, params, output)
     model = read_model(sparse)
     priors = PriorSet(depths, params)
     usable, excluded = _usable(model, priors)
@@ -143,16 +141,20 @@ def check_consistency(
     for image in usable:
         safe_join(output, image.key, ".png")  # every target checked before any is written
     _make_folder(output)
-    neighbours = covisible(model, usable, settings.neighbours)
     views = _Views(priors, settings.resolution)
+    count = workers if workers is not None else min(8, os.cpu_count() or 1)
+    usable, unreadable = _readable(usable, views, count)
+    neighbours = covisible(model, usable, settings.neighbours)
     previous = _previous_digests(output)
-    reports = list(excluded)
+    reports = excluded + unreadable
     masks: dict[str, np.ndarray] = {}
-    for done, image in enumerate(usable, start=1):
-        report, mask = _image(image, neighbours[image.name], views, priors, output, settings,
-                              previous)
+
+    def work(image: ModelImage) -> tuple[ImageReport, np.ndarray]:
+        return _image(image, neighbours[image.name], views, priors, output, settings, previous)
+
+    for done, (report, mask) in enumerate(_in_order(work, usable, count), start=1):
         reports.append(report)
-        masks[image.name] = mask
+        masks[report.name] = mask
         if progress:
             progress(done, len(usable))
     reports.sort(key=lambda r: r.name)
@@ -162,6 +164,21 @@ def check_consistency(
     atomic_write_bytes(output / REPORT_NAME,
                        json.dumps(summary.to_json(settings), indent=1).encode("utf-8"))
     return summary
+
+
+def _inputs(sparse: Path, depths: Path, params: Path | str | None,
+            output: Path | str | None) -> tuple[Path, Path]:
+    """The params file and mask folder to use; UsageError when the depths, params or output
+    cannot be."""
+    if not depths.is_dir():
+        raise UsageError(f"depth folder not found: {depths}; run 'depthprior generate' first")
+    params = params_file(params) if params is not None else default_path(sparse)
+    if not params.is_file():
+        raise UsageError(f"depth params not found: {params}; run 'depthprior align' first "
+                         "or pass --params")
+    output = Path(output) if output is not None else default_output(depths)
+    _check_output(output, depths)
+    return params, output
 
 
 def _check_output(output: Path, depths: Path) -> None:
@@ -200,6 +217,33 @@ def _usable(model: SparseModel, priors: PriorSet) -> tuple[list[ModelImage], lis
         else:
             excluded.append(ImageReport(image.name, image.key, "excluded", reason))
     return usable, excluded
+
+
+def _in_order(work: Callable, items: list, workers: int) -> Iterator:
+    """work(item) for each item, in order, on a bounded thread pool (numpy/OpenCV free the GIL)."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="consistency") \
+        if workers > 1 and len(items) > 1 else None
+    try:
+        yield from (pool.map(work, items) if pool else map(work, items))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+
+def _readable(images: list[ModelImage], views: "_Views",
+              workers: int) -> tuple[list[ModelImage], list[ImageReport]]:
+    """The images whose prior loads; a failure report (with its reason) for each of the others.
+
+    An unreadable prior fails its own image only: it is neither subject nor witness. Every
+    view is loaded here, so the checks after it only read the cache.
+    """
+    readable, failed = [], []
+    for image, reason in zip(images, _in_order(views.prepare, images, workers)):
+        if reason is None:
+            readable.append(image)
+        else:
+            failed.append(ImageReport(image.name, image.key, "failed", reason))
+    return readable, failed
 
 
 def covisible(model: SparseModel, images: list[ModelImage], count: int) -> dict[str, list[ModelImage]]:
@@ -242,23 +286,35 @@ class _Views:
             self._digests[path] = hashlib.sha256(path.read_bytes()).digest()
         return self._digests[path]
 
+    def prepare(self, image: ModelImage) -> str | None:
+        """Load an image's view and digest its prior; why it cannot be used, or None."""
+        from .priorset import MissingPriorError
+
+        try:
+            self.file_digest(self.priors.path(image.name))
+            self.get(image)
+        except (MissingPriorError, UsageError) as error:
+            return first_line(error)
+        except OSError as error:
+            return f"cannot read the prior of {image.name!r}: {error.strerror or error}"
+        return None
+
     def get(self, image: ModelImage) -> View:
         view = self._views.get(image.name)
         if view is None:
-            height, width = self._prior_size(image)
+            full = self.priors.load(image.name).inverse_depth  # decoded once per image
+            height, width = self.prior_sizes[image.name] = full.shape
             grid = (max(2, round(height * self.resolution)), max(2, round(width * self.resolution)))
-            inverse = self.priors.load(image.name, grid).inverse_depth
+            inverse = cv2.resize(full, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR)
             rays, to_grid = self._camera(image.camera, grid)
             view = View(inverse, rays, image.cam_from_world, to_grid)
             self._views[image.name] = view
         return view
 
     def _prior_size(self, image: ModelImage) -> tuple[int, int]:
-        size = self.prior_sizes.get(image.name)
-        if size is None:
-            size = self.priors.load(image.name).inverse_depth.shape
-            self.prior_sizes[image.name] = size
-        return size
+        if image.name not in self.prior_sizes:
+            self.get(image)
+        return self.prior_sizes[image.name]
 
     def _camera(self, camera: ModelCamera, grid: tuple[int, int]):
         key = (camera.camera_id, grid)
