@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .common import positive_int
+from .common import image_progress, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,19 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..scene.align import align
 
     quiet = getattr(args, "quiet", False)
-    bar = None
-    if not quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="image", desc="align", leave=False, file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
+    with image_progress("align", quiet) as progress:
         summary = align(
             args.sparse,
             args.depths,
@@ -82,8 +69,5 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=progress,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     print(summary.format(brief=args.brief or quiet))
     return 1 if summary.failed else 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from ..priors.backends import DEFAULT_BACKEND, BackendSettings, backend_class, backend_names, option_fields
 from ..priors.backends.base import DTYPES, option_flag
@@ -96,3 +98,25 @@ def backend_settings(args: argparse.Namespace) -> BackendSettings:
     from ..priors.backends import settings_for
 
     return settings_for(backend_class(args.backend), shared_settings(args), **given_options(args))
+
+
+@contextmanager
+def image_progress(desc: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress(done, total) callback drawing one tqdm bar on a terminal (none when quiet)."""
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="image", desc=desc, leave=False, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()

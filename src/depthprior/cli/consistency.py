@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .common import positive_int
+from .common import image_progress, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,26 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from ..scene.confidence import Settings, check_consistency
 
     quiet = getattr(args, "quiet", False)
-    bar = None
-    if not quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="image", desc="consistency", leave=False, file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
     settings = Settings(args.neighbours, args.threshold, args.resolution)
-    try:
+    with image_progress("consistency", quiet) as progress:
         summary = check_consistency(args.sparse, args.depths, params=args.params,
                                     output=args.output, settings=settings, progress=progress,
                                     workers=args.workers)
-    finally:
-        if bar is not None:
-            bar.close()
     if not quiet:
         print(summary.format())
     return 1 if summary.failed else 0
