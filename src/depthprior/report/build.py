@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import numpy as np
 
 from ..errors import ImageError, UsageError, first_line
 from ..images import DEFAULT_MAX_PIXELS, safe_join
-from ..priors.store import TRAINER_SCALE, atomic_write_bytes, read_png16
-from ..scene.sampling import REMAP_MAX_SIDE, observations, official_samples, sample_bilinear
+from ..priors.store import atomic_write_bytes, read_png16
+from ..threads import in_order, worker_count
+from ..scene.sampling import method_samples
 from . import pictures
 from .data import Frame, SceneData, gather
 from .page import FrameView, render
@@ -125,15 +125,14 @@ def _draw_frames(scene: SceneData, model, assets: Path, page_dir: Path,
         return _frame_work(frame, model, images.get(frame.key), scene.method, assets,
                            page_dir, max_pixels)
 
-    count = workers or min(4, os.cpu_count() or 1)
     views: dict[int, FrameView] = {}
     drawer = ScatterDrawer() if model is not None else None
     try:
-        with ThreadPoolExecutor(count, thread_name_prefix="report") as pool:
-            for frame, done in zip(scene.frames, pool.map(work, scene.frames)):
-                if drawer is not None and done.samples is not None and frame.fit is not None:
-                    _scatter(drawer, frame, done.samples, done.view, assets, page_dir)
-                views[frame.index] = done.view
+        drawn = in_order(work, scene.frames, worker_count(workers or None, limit=4), "report")
+        for frame, done in zip(scene.frames, drawn):
+            if drawer is not None and done.samples is not None and frame.fit is not None:
+                _scatter(drawer, frame, done.samples, done.view, assets, page_dir)
+            views[frame.index] = done.view
     finally:
         if drawer is not None:
             drawer.close()
@@ -187,14 +186,11 @@ def scatter_samples(model, image, depth: np.ndarray,
     """(prior, SfM 1/z) sampled the way align's method sampled them."""
     if depth.ndim == 3:
         depth = depth[..., 0]
-    if method == "mad":
-        if max(depth.shape) >= REMAP_MAX_SIDE:
-            return np.zeros(0), np.zeros(0)
-        prior, target, _span = official_samples(model, image, depth)
-        return np.asarray(prior, np.float64), np.asarray(target, np.float64)
-    xy, target = observations(model, image)
-    prior = sample_bilinear(depth, xy, image.camera.width, image.camera.height) / TRAINER_SCALE
-    return prior, np.asarray(target, np.float64)
+    samples = method_samples(method or "robust", model, image, depth)
+    if samples is None:
+        return np.zeros(0), np.zeros(0)
+    prior, target, _span = samples
+    return np.asarray(prior, np.float64), np.asarray(target, np.float64)
 
 
 def inlier_mask(prior: np.ndarray, target: np.ndarray, scale: float, offset: float,

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,8 +30,9 @@ from ..errors import ImageError, UsageError, listing
 from .fitting import MIN_INLIER_FRACTION, MIN_POINTS, Fit, fit_mad, fit_robust
 from ..images import image_key, stored_size
 from ..priors.manifest import Manifest, ManifestError
-from .sampling import REMAP_MAX_SIDE, observations, official_samples, sample_bilinear
-from ..priors.store import TRAINER_SCALE, depth_pngs, read_png16
+from ..threads import in_order, worker_count
+from .sampling import REMAP_MAX_SIDE, method_samples
+from ..priors.store import depth_pngs, read_png16
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,12 @@ class DepthFilesError(UsageError):
 
 def fit_samples(method: str, model: SparseModel, image: ModelImage, depth: np.ndarray) -> Fit:
     """Sample the prior at the image's SfM points the method's way, and fit."""
-    if method == "mad":
-        if max(depth.shape) >= REMAP_MAX_SIDE:
-            return Fit.failed(0, f"depth map is {depth.shape[1]}x{depth.shape[0]}: cv2.remap "
-                                 f"samples maps below {REMAP_MAX_SIDE} pixels a side")
-        prior, target, span = official_samples(model, image, depth)
-        return fit_mad(prior, target, span=span)
-    xy, target = observations(model, image)
-    prior = sample_bilinear(depth, xy, image.camera.width, image.camera.height) / TRAINER_SCALE
-    return fit_robust(prior, target)
+    samples = method_samples(method, model, image, depth)
+    if samples is None:
+        return Fit.failed(0, f"depth map is {depth.shape[1]}x{depth.shape[0]}: cv2.remap "
+                             f"samples maps below {REMAP_MAX_SIDE} pixels a side")
+    prior, target, span = samples
+    return fit_mad(prior, target, span=span) if method == "mad" else fit_robust(prior, target)
 
 
 # ---------------------------------------------------------------- results
@@ -234,16 +231,11 @@ def _run(model: SparseModel, depths: Path, plan: list[Plan], method: str, worker
         image, rel, image_size = job
         return _fit_image(model, image, depths / rel, rel, image_size, method)
 
-    count = workers if workers is not None else min(8, os.cpu_count() or 1)
-    pool = ThreadPoolExecutor(count, thread_name_prefix="align") if count > 1 and len(jobs) > 1 else None
-    try:
-        for done, result in enumerate(pool.map(work, jobs) if pool else map(work, jobs), start=1):
-            results[result.name] = result
-            if progress:
-                progress(done, len(jobs))
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
+    fitted = in_order(work, jobs, worker_count(workers), "align")
+    for done, result in enumerate(fitted, start=1):
+        results[result.name] = result
+        if progress:
+            progress(done, len(jobs))
     return results
 
 

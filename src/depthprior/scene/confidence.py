@@ -14,10 +14,9 @@ import hashlib
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -30,6 +29,7 @@ from .priorset import PriorSet
 from ..errors import UsageError, first_line
 from ..images import is_inside, safe_join
 from ..priors.store import atomic_write_bytes
+from ..threads import in_order, worker_count
 
 REPORT_NAME = "consistency.json"
 FORMAT_VERSION = 1
@@ -142,7 +142,7 @@ def check_consistency(
         safe_join(output, image.key, ".png")  # every target checked before any is written
     _make_folder(output)
     views = _Views(priors, settings.resolution)
-    count = workers if workers is not None else min(8, os.cpu_count() or 1)
+    count = worker_count(workers)
     usable, unreadable = _readable(usable, views, count)
     neighbours = covisible(model, usable, settings.neighbours)
     previous = _previous_digests(output)
@@ -152,7 +152,7 @@ def check_consistency(
     def work(image: ModelImage) -> tuple[ImageReport, np.ndarray]:
         return _image(image, neighbours[image.name], views, priors, output, settings, previous)
 
-    for done, (report, mask) in enumerate(_in_order(work, usable, count), start=1):
+    for done, (report, mask) in enumerate(in_order(work, usable, count), start=1):
         reports.append(report)
         masks[report.name] = mask
         if progress:
@@ -219,17 +219,6 @@ def _usable(model: SparseModel, priors: PriorSet) -> tuple[list[ModelImage], lis
     return usable, excluded
 
 
-def _in_order(work: Callable, items: list, workers: int) -> Iterator:
-    """work(item) for each item, in order, on a bounded thread pool (numpy/OpenCV free the GIL)."""
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="consistency") \
-        if workers > 1 and len(items) > 1 else None
-    try:
-        yield from (pool.map(work, items) if pool else map(work, items))
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
-
-
 def _readable(images: list[ModelImage], views: "_Views",
               workers: int) -> tuple[list[ModelImage], list[ImageReport]]:
     """The images whose prior loads; a failure report (with its reason) for each of the others.
@@ -238,7 +227,7 @@ def _readable(images: list[ModelImage], views: "_Views",
     view is loaded here, so the checks after it only read the cache.
     """
     readable, failed = [], []
-    for image, reason in zip(images, _in_order(views.prepare, images, workers)):
+    for image, reason in zip(images, in_order(views.prepare, images, workers)):
         if reason is None:
             readable.append(image)
         else:

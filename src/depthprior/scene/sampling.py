@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .colmap import ModelImage, SparseModel
-from ..priors.store import PNG_MAX
+from ..priors.store import PNG_MAX, TRAINER_SCALE
 
 # the official make_depth_scale.py reads its prior as png / 65535
 OFFICIAL_DIVISOR = float(PNG_MAX)
@@ -113,3 +113,17 @@ def sample_bilinear(depth: np.ndarray, xy: np.ndarray, width: int, height: int) 
     top = at(i0, j0) * (1.0 - fu) + at(i0, j1) * fu
     bottom = at(i1, j0) * (1.0 - fu) + at(i1, j1) * fu
     return top * (1.0 - fv) + bottom * fv
+
+
+def method_samples(method: str, model: SparseModel, image: ModelImage, depth: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray, float | None] | None:
+    """(prior, SfM 1/z, the official span or None) at the image's SfM points, sampled the way
+    `method` samples them ("mad": the official script's way; else pixel centres, png / 2**16);
+    None for a map cv2.remap cannot sample (mad, a side of REMAP_MAX_SIDE or more)."""
+    if method == "mad":
+        if max(depth.shape) >= REMAP_MAX_SIDE:
+            return None
+        return official_samples(model, image, depth)
+    xy, target = observations(model, image)
+    prior = sample_bilinear(depth, xy, image.camera.width, image.camera.height) / TRAINER_SCALE
+    return prior, target, None
