@@ -725,3 +725,20 @@ def test_shared_formats_and_the_png_scale_are_defined_once():
             if value in found:
                 found[value].append(module)
     assert found == expected
+
+
+@pytest.mark.hostile
+def test_a_fifo_named_like_a_prior_fails_that_image_without_blocking(tmp_path):
+    import os
+
+    scene = make_scene(tmp_path / "scene", n_images=4, seed=3)
+    prior = sorted(scene.depths.rglob("*.png"))[0]
+    prior.unlink()
+    os.mkfifo(prior)  # reading a FIFO blocks until a writer comes
+    command = [sys.executable, "-m", "depthprior", "align", "--sparse", str(scene.sparse),
+               "--depths", str(scene.depths)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    failed = [line for line in result.stdout.splitlines() if prior.stem in line]
+    assert failed and "FIFO" in failed[0], result.stdout

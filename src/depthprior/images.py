@@ -300,7 +300,7 @@ def decode_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     max_pixels (None: no cap) is refused before it is decoded. Raises ImageError with the reason.
     """
     path = Path(path)
-    data = _read_regular_file(path)
+    data = read_regular_file(path)
     _check_declared_size(data, max_pixels)
     image = _decode_with_opencv(data)
     if image is None:
@@ -313,7 +313,7 @@ def decode_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
 
 def stored_size(path: Path | str) -> tuple[int, int]:
     """(width, height) an image file declares, without decoding it; ImageError if unreadable."""
-    data = _read_regular_file(Path(path))
+    data = read_regular_file(Path(path))
     size = _pillow_header_size(data) or _text_header_size(data)
     if size is None:
         raise ImageError("not a readable image header")
@@ -336,7 +336,7 @@ def _decode_with_opencv(data: bytes) -> np.ndarray | None:
         raise ImageError(f"cannot decode: {first_line(error)}") from None
 
 
-def _read_regular_file(path: Path) -> bytes:
+def read_regular_file(path: Path) -> bytes:
     """The bytes of path, refused unless it is a regular file; never blocks on a FIFO or device."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:

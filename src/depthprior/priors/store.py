@@ -17,7 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ImageError, UsageError
+from ..images import read_regular_file
 
 TMP_MARK = ".depthprior-tmp-"
 PNG_MAX = 65535  # the PNG's full scale: raw_min..raw_max map to 0..PNG_MAX
@@ -102,9 +103,15 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def read_png16(path: Path | str) -> np.ndarray:
-    """A depth PNG as its stored uint16 array (raises OSError if unreadable)."""
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    """A depth PNG as its stored uint16 array (raises OSError if unreadable).
+
+    Only a regular file is read: a FIFO or device named like a prior never blocks a command.
+    """
+    try:
+        data = read_regular_file(Path(path))
+    except ImageError as error:
+        raise OSError(f"cannot read {path}: {error}") from None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise OSError(f"cannot decode {path}")
     return image
