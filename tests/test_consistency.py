@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -180,12 +181,16 @@ def test_threads_write_the_same_bytes_as_one(blobs, tmp_path):
     assert outputs["1"] == outputs["3"]
 
 
-@pytest.mark.parametrize("damage", ["garbage", "8-bit"])
+@pytest.mark.hostile
+@pytest.mark.parametrize("damage", ["garbage", "8-bit", "fifo"])
 def test_unreadable_prior_fails_that_image_only(small, tmp_path, damage):
     broken = small.names[4]
     path = small.depth_path(broken)
     if damage == "garbage":
         path.write_bytes(b"not a png at all")
+    elif damage == "fifo":  # reading it would block until a writer comes
+        path.unlink()
+        os.mkfifo(path)
     else:
         cv2.imwrite(str(path), np.full((small.prior_height, small.prior_width), 7, np.uint8))
     out = tmp_path / "masks"

@@ -26,8 +26,8 @@ from .colmap import ModelCamera, ModelImage, SparseModel, read_model
 from .consistency import TRUSTED, View
 from .depth_params import default_path, params_file
 from .priorset import PriorSet
-from ..errors import UsageError, first_line
-from ..images import is_inside, safe_join
+from ..errors import ImageError, UsageError, first_line
+from ..images import is_inside, read_regular_file, safe_join
 from ..priors.store import atomic_write_bytes
 from ..threads import in_order, worker_count
 
@@ -272,7 +272,7 @@ class _Views:
 
     def file_digest(self, path: Path) -> bytes:
         if path not in self._digests:
-            self._digests[path] = hashlib.sha256(path.read_bytes()).digest()
+            self._digests[path] = hashlib.sha256(read_regular_file(path)).digest()
         return self._digests[path]
 
     def prepare(self, image: ModelImage) -> str | None:
@@ -280,8 +280,11 @@ class _Views:
         from .priorset import MissingPriorError
 
         try:
-            self.file_digest(self.priors.path(image.name))
+            prior = self.priors.path(image.name)
+            self.file_digest(prior)
             self.get(image)
+        except ImageError as error:
+            return f"cannot read the prior {prior.name}: {first_line(error)}"
         except (MissingPriorError, UsageError) as error:
             return first_line(error)
         except OSError as error:
