@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError, UnsafePathError, UsageError, first_line, listing
+from .storage import Location, is_url, list_files, read_url, url_join
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: images (and any picture a command is handed, e.g. a server's reply) above this many pixels
@@ -25,7 +26,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 class ImageItem:
     """One input image: its file, its name relative to the input root, and its output stem."""
 
-    path: Path
+    path: Location  # a local path, or a URL (depthprior.storage)
     name: str  # posix path relative to the input root, e.g. "cam0/frame_0001.jpg"
     outside: bool = False  # its real path lies outside the input root (reached through a link)
 
@@ -38,7 +39,7 @@ class ImageItem:
 class Scan:
     """What discovery found under an input root, and what it left alone and why."""
 
-    root: Path
+    root: Location
     items: list[ImageItem] = field(default_factory=list)
     #: relative name -> reason, for image-named entries that are not regular files
     #: (FIFO, socket, device, broken link) and folders that could not be listed
@@ -74,13 +75,15 @@ def posix_name(name: str) -> str:
     return name
 
 
-def safe_join(root: Path | str, relative: str, suffix: str = "") -> Path:
+def safe_join(root: Location, relative: str, suffix: str = "") -> Path:
     """root / (relative + suffix), refused unless it stays inside root.
 
     Every file a command writes under its output folder goes through here: a name that is
     absolute, climbs with "..", holds a NUL, or resolves outside root through a link raises
-    UnsafePathError (a UsageError) naming it.
+    UnsafePathError (a UsageError) naming it. A URL root gives a URL (storage.url_join).
     """
+    if is_url(root):
+        return url_join(root, posix_name(relative) + suffix)  # type: ignore[return-value]
     root = Path(root)
     text = posix_name(relative) + suffix
     parts = PurePosixPath(text).parts
@@ -111,8 +114,11 @@ def check_pixels(width: int, height: int, max_pixels: int | None = DEFAULT_MAX_P
         )
 
 
-def is_inside(path: Path, folder: Path) -> bool:
+def is_inside(path: Location, folder: Location) -> bool:
     """Whether path lies in folder (links resolved), e.g. an output folder inside the inputs."""
+    if is_url(path) or is_url(folder):
+        return str(path).rstrip("/") == str(folder).rstrip("/") or \
+            str(path).startswith(str(folder).rstrip("/") + "/")
     try:
         path.resolve().relative_to(folder.resolve())
     except ValueError:
@@ -148,9 +154,38 @@ def scan(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> Sc
     Linked folders are followed, each real folder entered at most once: a link back to an
     ancestor or to a folder already scanned is not entered and is listed in `loops`. Folders
     reached without a link are scanned first, so an alias never replaces its real name.
+    A URL root lists the objects under it (storage.list_files).
     """
-    root = Path(root)
     exts = tuple(e.lower() for e in extensions)
+    if is_url(root):
+        found = _scan_url(str(root).rstrip("/"), exts)
+    else:
+        found = _scan_folder(Path(root), exts)
+    if not found.items:
+        raise UsageError(
+            f"no images found in {root} (looked for {', '.join(exts)}; add others with --ext)"
+            + _skipped_note(found)
+        )
+    found.items.sort(key=lambda item: item.name)
+    check_collisions(found.items)
+    return found
+
+
+def _scan_url(root: str, exts: tuple[str, ...]) -> Scan:
+    found = Scan(root)
+    for name, size in list_files(root).items():
+        if any(part.startswith(".") for part in name.split("/")) or not name.lower().endswith(exts):
+            continue
+        if size == 0:
+            found.skipped[name] = "empty object (0 bytes)"
+            continue
+        found.items.append(ImageItem(url_join(root, name), name))
+    if not found.items and not found.skipped and exts and root.lower().endswith(exts):
+        found.items.append(ImageItem(root, root.rsplit("/", 1)[-1]))  # one image by its URL
+    return found
+
+
+def _scan_folder(root: Path, exts: tuple[str, ...]) -> Scan:
     found = Scan(root)
     if root.is_dir():
         _walk(found, exts)
@@ -162,13 +197,6 @@ def scan(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> Sc
         raise UsageError(f"{root} is neither a folder nor a regular image file; give a folder")
     else:
         raise UsageError(f"input folder not found: {root}")
-    if not found.items:
-        raise UsageError(
-            f"no images found in {root} (looked for {', '.join(exts)}; add others with --ext)"
-            + _skipped_note(found)
-        )
-    found.items.sort(key=lambda item: item.name)
-    check_collisions(found.items)
     return found
 
 
@@ -299,13 +327,12 @@ def decode_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     or device is refused without blocking), and a picture whose header declares more than
     max_pixels (None: no cap) is refused before it is decoded. Raises ImageError with the reason.
     """
-    path = Path(path)
-    data = read_regular_file(path)
+    data = read_url(path) if is_url(path) else read_regular_file(Path(path))
     _check_declared_size(data, max_pixels)
     image = _decode_with_opencv(data)
     if image is None:
         image = _decode_with_pillow(data)
-    elif path.suffix.lower() in _JPEG_EXTS or data[:2] == b"\xff\xd8":
+    elif os.path.splitext(str(path))[1].lower() in _JPEG_EXTS or data[:2] == b"\xff\xd8":
         _check_jpeg_complete(data)
     check_pixels(image.shape[1], image.shape[0], max_pixels)  # formats without a readable header
     return _to_rgb8(image)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import DepthpriorError, UsageError, first_line
 from .images import Scan
+from .storage import is_url
 from .priors.pipeline import Summary, generate
 from .priors.verify import VerifyReport, check_outputs, load_manifest
 
@@ -83,6 +84,8 @@ def run_generate(
     """
     if consistency and align is None:
         raise UsageError("--consistency checks the aligned priors: give --align SPARSE too")
+    _refuse_remote_steps(out, verify=verify, align=align is not None, consistency=consistency,
+                         report=report)
     summary = generate(images, out, **generate_options)
     run = GenerateRun(summary)
     if summary.interrupted:
@@ -102,6 +105,15 @@ def run_generate(
         folder = summary.images if summary.images is not None and summary.images.is_dir() else None
         run.report = write_report(summary.out, images=folder, sparse=align)
     return run
+
+
+def _refuse_remote_steps(out: Any, **requested: bool) -> None:
+    """verify, align, the masks and the report read OUT's files on this machine."""
+    steps = [name for name, wanted in requested.items() if wanted]
+    if steps and is_url(out):
+        flags = ", ".join(f"--{name}" for name in steps)
+        raise UsageError(f"{flags} read the priors from a local folder, and OUT is the URL {out}: "
+                         "generate first, then copy OUT to a local folder and run those commands there")
 
 
 def _masks(run: GenerateRun, sparse: str | os.PathLike[str]) -> None:

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    for chatty in ("botocore", "aiobotocore", "s3fs", "fsspec", "ray"):  # their INFO is not ours
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return int(args.run(args) or 0)
     except DepthpriorError as error:

@@ -21,8 +21,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from .. import __version__
-from ..errors import UnsafePathError, UsageError, first_line
+from .. import storage
+from ..errors import ImageError, UnsafePathError, UsageError, first_line
 from ..images import safe_join
+from ..storage import Location, location
 from .store import atomic_write_bytes, now_utc
 
 MANIFEST_NAME = "depthprior.json"
@@ -133,7 +135,7 @@ _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
 class Manifest:
     """OUT/depthprior.json: settings identity, backend description, one record per image."""
 
-    root: Path
+    root: Location  # the output folder, or a URL
     identity: dict[str, Any] = field(default_factory=dict)
     backend: dict[str, Any] = field(default_factory=dict)
     images: dict[str, ImageRecord] = field(default_factory=dict)
@@ -141,19 +143,19 @@ class Manifest:
     inputs: str = ""  # absolute path of the image folder, so verify can find the images
 
     @property
-    def path(self) -> Path:
-        return self.root / MANIFEST_NAME
+    def path(self) -> Location:
+        return _child(self.root, MANIFEST_NAME)
 
     @classmethod
-    def load(cls, root: Path | str) -> "Manifest | None":
+    def load(cls, root: Location) -> "Manifest | None":
         """The manifest in root, None if there is none; ManifestError if it cannot be trusted."""
-        root = Path(root)
-        path = root / MANIFEST_NAME
-        if not path.exists():
+        root = location(root)
+        path = _child(root, MANIFEST_NAME)
+        if not _exists(path):
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as error:
+            data = json.loads(_read(path).decode("utf-8"))
+        except (OSError, ImageError, UnicodeDecodeError, ValueError) as error:
             raise ManifestError(path, f"is not readable JSON ({first_line(error)})") from None
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise ManifestError(path, "is not a depthprior manifest")
@@ -167,16 +169,19 @@ class Manifest:
         return cls(root=root, **fields)
 
     @staticmethod
-    def set_aside(root: Path | str) -> Path:
+    def set_aside(root: Location) -> Location:
         """Rename a manifest that cannot be used out of the way (kept, never deleted)."""
-        path = Path(root) / MANIFEST_NAME
+        root = location(root)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        target = path.with_name(f"{MANIFEST_NAME}.unreadable-{stamp}")
+        target = _child(root, f"{MANIFEST_NAME}.unreadable-{stamp}")
         serial = 1
-        while target.exists():
-            target = path.with_name(f"{MANIFEST_NAME}.unreadable-{stamp}-{serial}")
+        while _exists(target):
+            target = _child(root, f"{MANIFEST_NAME}.unreadable-{stamp}-{serial}")
             serial += 1
-        os.replace(path, target)
+        if storage.is_url(root):
+            storage.move(_child(root, MANIFEST_NAME), target)
+        else:
+            os.replace(_child(root, MANIFEST_NAME), target)
         return target
 
     def to_json(self) -> dict[str, Any]:
@@ -211,10 +216,14 @@ class Manifest:
         record = self.images.get(name)
         if record is None or not record.ok:
             return False
-        return all((self.root / rel).is_file() for rel in output_files(record.stem, fmt))
+        return all(_exists(safe_join(self.root, rel)) for rel in output_files(record.stem, fmt))
 
     def damage(self, name: str, fmt: str) -> str | None:
-        """Why a finished image's files cannot be trusted (cheap header checks), or None."""
+        """Why a finished image's files cannot be trusted (cheap header checks), or None.
+
+        An object in object storage was put whole or not at all: its presence is the check."""
+        if storage.is_url(self.root):
+            return None
         record = self.images[name]
         size = (record.height, record.width)
         for rel in output_files(record.stem, fmt):
@@ -262,6 +271,18 @@ def _read_record(path: Path, root: Path, name: str, data: Any) -> ImageRecord:
                 path, f"names {relative!r} for {name!r}, outside the output folder"
             ) from None
     return record
+
+
+def _child(root: Location, name: str) -> Location:
+    return storage.url_join(root, name) if storage.is_url(root) else Path(root) / name
+
+
+def _exists(path: Location) -> bool:
+    return storage.exists(path) if storage.is_url(path) else Path(path).is_file()
+
+
+def _read(path: Location) -> bytes:
+    return storage.read_url(path) if storage.is_url(path) else Path(path).read_bytes()
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

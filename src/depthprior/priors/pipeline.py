@@ -26,6 +26,7 @@ from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class, 
 from .backends.base import FATAL_ERRORS, DepthMap
 from ..errors import BackendUnavailable, ImageError, UsageError, first_line
 from ..images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
+from ..storage import Location, is_url, location
 from .manifest import ImageRecord, Manifest, ManifestError, ThrottledSaver, output_files
 from .store import (
     OutputLock,
@@ -146,8 +147,8 @@ def generate(
     loaded = backend if isinstance(backend, Backend) else None
     backend_type = type(loaded) if loaded else backend_class(backend)
     settings = loaded.settings if loaded else settings_for(backend_type, settings, **setting_overrides)
-    images_root = images.root if isinstance(images, Scan) else Path(images)
-    out_root = Path(out)
+    images_root = images.root if isinstance(images, Scan) else location(images)
+    out_root = location(out)
     found = _inputs(images, out_root, backend_type, extensions, follow_outside)
     plan = _plan(found.items, images_root, out_root, backend_type, settings, format, overwrite)
     try:
@@ -203,8 +204,8 @@ class _Plan:
 def _inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_type: type[Backend],
             extensions: Iterable[str], follow_outside: bool) -> Scan:
     """The images to work on, what discovery left alone, and the outside-links rule."""
-    images_root = images.root if isinstance(images, Scan) else Path(images)
-    if images_root.exists() and out_root.resolve() == images_root.resolve():
+    images_root = images.root if isinstance(images, Scan) else location(images)
+    if _same_place(images_root, out_root):
         raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
     scanned = images if isinstance(images, Scan) else scan(images_root, normalise_extensions(extensions))
     found = dataclasses.replace(  # a caller's Scan stays as it was
@@ -222,6 +223,12 @@ def _inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_type:
                              "--follow-outside to send them too, or remove the links")
         log.warning("%s", message)
     return found
+
+
+def _same_place(first: Location, second: Location) -> bool:
+    if is_url(first) or is_url(second):
+        return str(first).rstrip("/") == str(second).rstrip("/")
+    return first.exists() and first.resolve() == second.resolve()
 
 
 def _plan(
@@ -244,7 +251,7 @@ def _plan(
     try:
         identity = backend_type.identity(settings)
         manifest = _resume_manifest(out_root, identity, overwrite)
-        manifest.inputs = str(images_root.resolve())
+        manifest.inputs = str(images_root if is_url(images_root) else images_root.resolve())
         removed = remove_stale_temporaries(out_root)
         if removed:
             log.info("removed %d temporary files left by an interrupted run", removed)

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, UsageError
+from .. import storage
 from ..images import read_regular_file
 
 TMP_MARK = ".depthprior-tmp-"
@@ -30,7 +31,12 @@ _tmp_lock = threading.Lock()
 
 # ---------------------------------------------------------------- atomic files
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+def atomic_write_bytes(path: storage.Location, data: bytes | memoryview) -> None:
+    """path holds data completely or not at all: temporary + rename here, one PUT for a URL."""
+    if storage.is_url(path):
+        storage.put_url(path, data)
+        return
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _tmp_lock:
         serial = next(_tmp_counter)
@@ -61,10 +67,11 @@ def depth_pngs(root: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def remove_stale_temporaries(root: Path) -> int:
-    """Delete temporaries left by a killed run. Returns how many were removed."""
+def remove_stale_temporaries(root: storage.Location) -> int:
+    """Delete temporaries left by a killed run. Returns how many were removed (object stores
+    have none: each object is one PUT)."""
     removed = 0
-    if not root.is_dir():
+    if storage.is_url(root) or not Path(root).is_dir():
         return 0
     for dirpath, _dirnames, filenames in os.walk(root):
         for filename in filenames:
@@ -188,11 +195,14 @@ class OutputLock:
     when the process ends, however it ends.
     """
 
-    def __init__(self, root: Path):
-        self.path = Path(root) / LOCK_NAME
+    def __init__(self, root: storage.Location):
+        self.path = None if storage.is_url(root) else Path(root) / LOCK_NAME
         self._handle: Any = None
 
     def acquire(self) -> "OutputLock":
+        """Object storage offers no lock: runs writing to one URL are not guarded (README)."""
+        if self.path is None:
+            return self
         try:
             import fcntl
         except ImportError:  # not POSIX: no advisory locks, runs are not guarded
@@ -231,8 +241,12 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def check_writable(root: Path) -> None:
+def check_writable(root: storage.Location) -> None:
     """Create root if needed and prove a file can be written there (UsageError otherwise)."""
+    if storage.is_url(root):
+        storage.check_writable(root)
+        return
+    root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f"{TMP_MARK}probe-{os.getpid()}"
