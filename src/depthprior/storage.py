@@ -43,15 +43,19 @@ def _filesystem_for(protocol: str) -> Any:
     try:
         import fsspec
     except ImportError:
-        raise MissingDependencyError(
-            "URLs need fsspec: pip install 'depthprior[ray]' (or pip install fsspec)") from None
+        raise MissingDependencyError("fsspec", "s3", "reading and writing URLs") from None
     try:
         return fsspec.filesystem(protocol)
-    except (ImportError, ValueError) as error:
-        package = _PROTOCOL_PACKAGES.get(protocol, f"the fsspec package for {protocol}://")
-        raise MissingDependencyError(
-            f"{protocol}:// URLs need {package}: pip install {package} "
-            f"({first_line(error)})") from None
+    except ImportError:
+        package = _PROTOCOL_PACKAGES.get(protocol)
+        if package == "s3fs":
+            raise MissingDependencyError("s3fs", "s3", f"{protocol}:// URLs") from None
+        raise UsageError(f"{protocol}:// URLs need fsspec's package for that protocol "
+                         f"({package or 'see fsspec known_implementations'}): pip install "
+                         f"{package or 'it'}") from None
+    except ValueError:
+        raise UsageError(f"unknown URL protocol {protocol}://: give a local folder or a URL "
+                         "fsspec knows (s3://, gs://, az://, http://, ...)") from None
 
 
 def filesystem(url: str) -> tuple[Any, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import UsageError
 from ..priors.manifest import FORMATS
 from .common import add_backend_arguments, backend_settings, positive_int
 
@@ -17,9 +18,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mirrored subfolders as single-channel uint16 PNGs: inverse depth, near = bright, "
         "min-max normalised per image. Resumable; a manifest OUT/depthprior.json records how.",
     )
-    parser.add_argument("images", help="folder of frames (or one image)")
-    parser.add_argument("out", help="output folder")
+    parser.add_argument("images", help="folder of frames (or one image), or a URL such as "
+                        "s3://bucket/scene/images")
+    parser.add_argument("out", help="output folder, or a URL such as s3://bucket/scene/depths")
     add_backend_arguments(parser)
+    cluster = parser.add_argument_group("Ray cluster (pip install 'depthprior[ray]')")
+    cluster.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|local|ADDRESS",
+                         help="run on Ray: auto (the running cluster, else a local one; the "
+                              "default), local, or a cluster address (host:port, ray://host:port)")
+    cluster.add_argument("--ray-workers", type=_workers, default=None, metavar="N|MIN-MAX",
+                         help="model replicas, autoscaled between MIN and MAX (default: one per "
+                              "GPU, or one per node without GPUs)")
+    cluster.add_argument("--ray-gpus-per-worker", type=float, default=None, metavar="G",
+                         help="GPUs per replica, fractions share one (default: 1 where the "
+                              "cluster has GPUs, else 0)")
     output = parser.add_argument_group("output")
     output.add_argument("--format", default="png", choices=FORMATS,
                         help="png: 3DGS uint16 inverse depth; npy: raw float32 prediction; both")
@@ -68,7 +80,28 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.no_progress and not args.quiet,
         follow_outside=args.follow_outside,
+        ray=_ray_settings(args),
     )
     print(result.format())
     sys.stdout.flush()
     return result.exit_code
+
+
+def _workers(text: str) -> tuple[int, int]:
+    from ..priors.distributed import parse_workers
+
+    try:
+        return parse_workers(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _ray_settings(args: argparse.Namespace):  # -> RaySettings | None
+    from ..priors.distributed import RaySettings
+
+    if args.ray is None:
+        if args.ray_workers is not None or args.ray_gpus_per_worker is not None:
+            raise UsageError("--ray-workers and --ray-gpus-per-worker apply with --ray")
+        return None
+    return RaySettings(address=args.ray, workers=args.ray_workers,
+                       gpus_per_worker=args.ray_gpus_per_worker)

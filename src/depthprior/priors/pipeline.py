@@ -27,6 +27,7 @@ from .backends.base import FATAL_ERRORS, DepthMap
 from ..errors import BackendUnavailable, ImageError, UsageError, first_line
 from ..images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
 from ..storage import Location, is_url, location
+from .distributed import RaySettings, check_backend, run_on_ray
 from .manifest import ImageRecord, Manifest, ManifestError, ThrottledSaver, output_files
 from .store import (
     OutputLock,
@@ -58,6 +59,10 @@ class Summary:
     interrupted: bool = False
     stopped: str | None = None
     backend: dict[str, Any] = field(default_factory=dict)
+    #: on Ray: the cluster and replicas used, images done by each replica, seconds to the first
+    cluster: str | None = None
+    replicas: dict[str, int] = field(default_factory=dict)
+    ray_startup: float = 0.0
     #: what the next steps need without reading the folders again: the input root, the images
     #: found there (outside OUT), and the manifest as this run left it
     images: Path | None = field(default=None, repr=False)
@@ -82,6 +87,8 @@ class Summary:
             f"of {self.total} images in {self.elapsed:.1f} s (model load {self.load_seconds:.1f} s, "
             f"then {self.images_per_s:.2f} images/s) -> {self.out}"
         ]
+        if self.cluster:
+            lines.append(self._cluster_line())
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}; rerun the same command to resume")
         if self.interrupted:
@@ -100,6 +107,13 @@ class Summary:
         for name, reason in self.flagged.items():
             lines.append(f"  WARNING {name}: {reason}")
         return "\n".join(lines)
+
+
+    def _cluster_line(self) -> str:
+        working = max(self.elapsed - self.load_seconds - self.ray_startup, 1e-9)
+        rates = ", ".join(f"{name} {count / working:.2f}" for name, count in sorted(self.replicas.items()))
+        return (f"on Ray: {self.cluster}; first result after {self.ray_startup:.1f} s, then "
+                f"{self.done / working:.2f} images/s; per replica (images/s): {rates or 'none'}")
 
 
 @dataclass
@@ -129,6 +143,7 @@ def generate(
     workers: int | None = None,
     progress: bool = True,
     follow_outside: bool = False,
+    ray: RaySettings | None = None,
     **setting_overrides: Any,
 ) -> Summary:
     """Depth priors for every image under `images`, written to `out` (README: Output format).
@@ -142,10 +157,15 @@ def generate(
     registry name, or an already loaded Backend (then its own settings apply and it stays open).
     Images reached through links to folders outside `images` are counted before any work; a
     backend that uploads images refuses them unless `follow_outside`.
+
+    `ray` (depthprior.priors.distributed.RaySettings) runs the work on a Ray cluster: the same
+    plan, outputs and manifest; the images must be a folder every node sees, or a URL.
     """
     _refuse_next_step_options(setting_overrides)
     loaded = backend if isinstance(backend, Backend) else None
     backend_type = type(loaded) if loaded else backend_class(backend)
+    if ray is not None:
+        check_backend(backend_type, loaded)
     settings = loaded.settings if loaded else settings_for(backend_type, settings, **setting_overrides)
     images_root = images.root if isinstance(images, Scan) else location(images)
     out_root = location(out)
@@ -159,7 +179,11 @@ def generate(
         start = time.perf_counter()
         for name, reason in plan.unwritable.items():
             _record(plan.manifest, summary, name, ImageRecord.failed(reason))
-        if plan.todo:
+        if plan.todo and ray is not None:
+            log.info("%d images found, %d to do, %d already done; format=%s", len(plan.items),
+                     len(plan.todo), len(plan.items) - len(plan.todo), format)
+            run_on_ray(backend_type, settings, plan, format, ray, progress, summary)
+        elif plan.todo:
             engine = loaded or backend_type(settings)
             try:
                 summary.load_seconds = time.perf_counter() - start

@@ -1,0 +1,399 @@
+"""generate on a Ray cluster: the same plan, outputs and manifest, the work spread by Ray Data.
+
+The driver lists the images and plans the run exactly as the local pipeline does (skips,
+collisions, identity, the lock on OUT) before Ray starts. Ray Data then runs three stages:
+
+    read     CPU tasks: the file (a path every node sees, or a URL) -> stored RGB pixels
+    replicas an autoscaling pool of actors, each holding one loaded model (whole, fractional or
+             no GPUs): prepare -> infer -> finish, prepare and finish on threads beside the model
+    write    CPU tasks: encode the map and write its files (temporary + rename, or one PUT)
+
+and hands each image's record back to the driver, which keeps the one manifest at OUT, saved
+atomically as records arrive. Ray retries the tasks and actor calls of a worker or node that
+dies; the write is idempotent, so an image done twice writes the same bytes twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from ..errors import ImageError, MissingDependencyError, UsageError, first_line
+from ..images import ImageItem
+from ..storage import is_url
+from .backends import Backend, BackendSettings, backend_class
+from .backends.base import DepthMap
+from .manifest import ImageRecord, ThrottledSaver
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import Summary, _Plan
+
+log = logging.getLogger(__name__)
+
+#: images per call of a replica: enough to overlap prepare/finish with the model
+REPLICA_BATCH = 8
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where and how wide to run. address: "auto" (the cluster `ray start` or RAY_ADDRESS names,
+    else a local instance), "local" (always a new local instance), or a cluster's address
+    (host:port, ray://host:port). workers: model replicas (min, max), Ray scales between them;
+    None: one per GPU (gpus_per_worker each) or one per node. gpus_per_worker: None is 1 where the
+    cluster has GPUs and 0 where it has none; fractions share a GPU."""
+
+    address: str = "auto"
+    workers: tuple[int, int] | None = None
+    gpus_per_worker: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None:
+            low, high = self.workers
+            if not (isinstance(low, int) and isinstance(high, int)) or low < 1 or high < low:
+                raise UsageError(f"--ray-workers must be N or MIN-MAX with 1 <= MIN <= MAX, got {self.workers}")
+        if self.gpus_per_worker is not None and not 0 <= self.gpus_per_worker <= 64:
+            raise UsageError(f"--ray-gpus-per-worker must be between 0 and 64, got {self.gpus_per_worker}")
+
+
+def parse_workers(text: str) -> tuple[int, int]:
+    """"4" -> (4, 4); "2-8" -> (2, 8); a UsageError for anything else."""
+    low, _, high = text.partition("-")
+    try:
+        workers = (int(low), int(high or low))
+    except ValueError:
+        raise UsageError(f"--ray-workers takes N or MIN-MAX (e.g. 4 or 2-8), got {text!r}") from None
+    RaySettings(workers=workers)
+    return workers
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("ray[data]", "ray", "--ray") from None
+    return ray
+
+
+def check_backend(backend_type: type[Backend], loaded: Backend | None = None) -> None:
+    """Refused before any work: a remote backend is one server, replicas would not scale it;
+    a model loaded in this process cannot be sent to the replicas (they load their own)."""
+    if loaded is not None:
+        raise UsageError("generate(..., ray=...) loads the model on the cluster: pass the backend "
+                         "by name (backend='torch') and its settings, not a loaded Backend")
+    if backend_type.uploads:
+        raise UsageError(f"--ray runs local models on the cluster; --backend {backend_type.name} "
+                         "sends images to one remote server: use --backend torch or onnx with --ray")
+
+
+def run_on_ray(backend_type: type[Backend], settings: BackendSettings, plan: _Plan, fmt: str,
+               ray_settings: RaySettings, progress: bool, summary: Summary) -> None:
+    """The images in plan.todo through the three stages; records kept as they come back."""
+    ray = import_ray()
+    start = time.perf_counter()
+    started = _connect(ray, ray_settings.address)
+    try:
+        sizing = _sizing(ray, ray_settings)
+        log.info("on Ray: %s", sizing.describe())
+        summary.cluster = sizing.describe()
+        dataset = _dataset(ray, backend_type, settings, plan, fmt, sizing)
+        _collect(dataset, plan, progress, summary, start)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _connect(ray: Any, address: str) -> bool:
+    """Join the cluster (True when this call started Ray, so the caller shuts it down)."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes are not the user's
+    options = dict(log_to_driver=False, include_dashboard=False, configure_logging=False)
+    if address == "local":
+        ray.init(address="local", **options)
+        return True
+    try:
+        ray.init(address=address, **options)
+    except ConnectionError as error:
+        if address != "auto":
+            raise UsageError(f"cannot reach the Ray cluster at {address} ({first_line(error)}); "
+                             "start it with `ray start --head` or give --ray auto") from None
+        ray.init(address="local", **options)
+    return True
+
+
+@dataclass(frozen=True)
+class _Sizing:
+    low: int
+    high: int
+    gpus: float  # per replica
+    threads: int  # a CPU replica's model threads
+    nodes: int
+    cluster_cpus: float
+    cluster_gpus: float
+
+    def describe(self) -> str:
+        replicas = str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
+        device = f"{self.gpus:g} GPU each" if self.gpus else f"CPU, {self.threads} threads each"
+        return (f"{replicas} model replicas ({device}) on {self.nodes} node(s) with "
+                f"{self.cluster_cpus:g} CPUs, {self.cluster_gpus:g} GPUs")
+
+
+def _sizing(ray: Any, wanted: RaySettings) -> _Sizing:
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    nodes = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+    per_gpu = wanted.gpus_per_worker if wanted.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+    if per_gpu > gpus:
+        raise UsageError(f"--ray-gpus-per-worker {per_gpu:g}, but the cluster has {gpus:g} GPUs; "
+                         "pass --ray-gpus-per-worker 0 to run the models on CPUs")
+    if wanted.workers is not None:
+        low, high = wanted.workers
+    else:
+        low = high = max(1, int(gpus // per_gpu)) if per_gpu else nodes
+    if per_gpu and low * per_gpu > gpus:
+        raise UsageError(f"{low} replicas with {per_gpu:g} GPUs each need {low * per_gpu:g} GPUs; "
+                         f"the cluster has {gpus:g}: lower --ray-workers or --ray-gpus-per-worker")
+    per_node = -(-high // nodes)  # replicas sharing a node when Ray spreads them evenly
+    threads = max(1, int(cpus / nodes // per_node))
+    return _Sizing(low, high, per_gpu, threads, nodes, cpus, gpus)
+
+
+def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, plan: _Plan,
+             fmt: str, sizing: _Sizing) -> Any:
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    rows = [{"name": item.name, "path": _absolute(item.path)} for item in plan.todo]
+    root = _absolute(plan.manifest.root)
+    return (
+        ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+        .map(_read_row, fn_kwargs={"max_pixels": settings.max_pixels}, num_cpus=0.5)
+        .map_batches(
+            _Replica,
+            fn_constructor_kwargs={"backend": backend_type.name, "settings": settings,
+                                   "threads": sizing.threads},
+            batch_size=REPLICA_BATCH,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(min_size=sizing.low, max_size=sizing.high),
+            num_gpus=sizing.gpus,
+            num_cpus=1 if not sizing.gpus else 0.5,
+        )
+        .map(_write_row, fn_kwargs={"root": root, "fmt": fmt}, num_cpus=0.5)
+    )
+
+
+def _absolute(place: Any) -> str:
+    """A URL as it is; a path made absolute, since workers need not share this working folder."""
+    return place if is_url(place) else os.path.abspath(place)
+
+
+def _check_visible(plan: _Plan, summary: Summary) -> None:
+    """A file a worker wrote on a node's own disk is not at OUT here: that image failed."""
+    from .pipeline import _record
+
+    root = plan.manifest.root
+    if is_url(root):
+        return
+    for item in plan.todo:
+        record = plan.manifest.images.get(item.name)
+        if record is None or not record.ok or all(os.path.isfile(os.path.join(root, rel)) for rel in record.outputs):
+            continue
+        summary.done -= 1
+        summary.flagged.pop(item.name, None)
+        _record(plan.manifest, summary, item.name, ImageRecord.failed(
+            f"written by a worker but not found in {root} on this machine: OUT must be a "
+            "folder every node shares, or a URL (s3://...)"))
+
+
+def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start: float) -> None:
+    from tqdm import tqdm
+
+    from .pipeline import _record
+
+    saver = ThrottledSaver(plan.manifest)
+    replicas: Counter[str] = Counter()
+    bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        for row in dataset.iter_rows():
+            if not summary.ray_startup:
+                summary.ray_startup = time.perf_counter() - start
+            if row["backend"] and not plan.manifest.backend:
+                plan.manifest.backend = json.loads(row["backend"])
+                summary.backend = plan.manifest.backend
+            _record(plan.manifest, summary, row["name"], ImageRecord.from_json(json.loads(row["record"])))
+            if row["replica"]:
+                replicas[row["replica"]] += 1
+            saver.touch()
+            bar.update(1)
+            bar.set_postfix(failed=len(summary.failed), refresh=False)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        _check_visible(plan, summary)
+        saver.dirty = True
+        saver.flush()
+        summary.manifest_error = saver.error
+        summary.replicas = dict(replicas)
+        bar.close()
+
+
+# ---------------------------------------------------------------- the stages (run on workers)
+
+def _read_row(row: dict[str, Any], max_pixels: int) -> dict[str, Any]:
+    """The stored pixels of one image, or why it could not be read."""
+    from ..images import decode_rgb
+
+    _lower_priority()
+    out = {"name": row["name"], "path": row["path"], "height": 0, "width": 0, "pixels": b"", "error": ""}
+    try:
+        image = decode_rgb(row["path"], max_pixels=max_pixels)
+    except ImageError as error:
+        out["error"] = first_line(error)
+        return out
+    except Exception as error:  # noqa: BLE001 - one bad file never stops the batch
+        out["error"] = f"{type(error).__name__}: {first_line(error)}"
+        return out
+    out.update(height=image.shape[0], width=image.shape[1], pixels=image.tobytes())
+    return out
+
+
+class _Replica:
+    """One loaded model; each call prepares, infers and finishes a few images."""
+
+    def __init__(self, backend: str, settings: BackendSettings, threads: int):
+        _limit_threads(threads)
+        self.engine = backend_class(backend)(settings)
+        self.described = json.dumps(self.engine.describe())
+        self.pool = ThreadPoolExecutor(max(2, min(4, threads)), "depthprior-replica")
+        self.identity = f"{_node_address()}/pid {os.getpid()}"
+
+    def __call__(self, batch: Any) -> Any:
+        rows = batch.to_dict("records")
+        prepared = list(self.pool.map(self._prepare, rows))
+        results = {index: error for index, error in enumerate(prepared) if isinstance(error, str)}
+        ready = [(index, value) for index, value in enumerate(prepared) if not isinstance(value, str)]
+        finished = []
+        for group in self._groups(ready):
+            outcomes = self._infer([value for _, value in group])
+            for (index, _), outcome in zip(group, outcomes):
+                finished.append((index, self.pool.submit(self._finish, rows[index], outcome)))
+        for index, future in finished:
+            results[index] = future.result()
+        return _frame([self._row(rows[index], results[index]) for index in range(len(rows))])
+
+    def _infer(self, inputs: list[Any]) -> list[Any]:
+        """The engine's outcomes; an error that would end a local run fails these images only
+        (raised here, Ray would retry the call on this replica for ever)."""
+        try:
+            return self.engine.infer_each(inputs)
+        except Exception as error:  # noqa: BLE001
+            return [error] * len(inputs)
+
+    def _prepare(self, row: dict[str, Any]) -> Any:
+        if row["error"]:
+            return row["error"]
+        try:
+            pixels = np.frombuffer(row["pixels"], np.uint8).reshape(row["height"], row["width"], 3)
+            return self.engine.prepare(pixels, row["name"])
+        except Exception as error:  # noqa: BLE001
+            return f"{type(error).__name__}: {first_line(error)}"
+
+    def _groups(self, ready: list[tuple[int, Any]]) -> Iterator[list[tuple[int, Any]]]:
+        """Consecutive inputs with one batch key, at most the engine's batch size each."""
+        group: list[tuple[int, Any]] = []
+        for index, value in ready:
+            key = self.engine.batch_key(value)
+            if group and (key != self.engine.batch_key(group[0][1])
+                          or len(group) >= self.engine.preferred_batch_size):
+                yield group
+                group = []
+            group.append((index, value))
+        if group:
+            yield group
+
+    def _finish(self, row: dict[str, Any], outcome: Any) -> DepthMap | str:
+        if isinstance(outcome, BaseException):
+            return first_line(outcome)
+        try:
+            return self.engine.finish(outcome, row["height"], row["width"])
+        except Exception as error:  # noqa: BLE001
+            return first_line(error)
+
+    def _row(self, row: dict[str, Any], result: DepthMap | str) -> dict[str, Any]:
+        out = {"name": row["name"], "path": row["path"], "backend": self.described, "replica": self.identity,
+               "error": "", "values": b"", "height": row["height"], "width": row["width"], "depth": ""}
+        if isinstance(result, str):
+            out["error"] = result
+            return out
+        values = np.ascontiguousarray(result.values, dtype=np.float32)
+        out.update(values=values.tobytes(), height=values.shape[0], width=values.shape[1],
+                   depth=json.dumps({"kind": result.kind, "source": result.source, "levels": result.levels,
+                                     "notes": list(result.notes), "extras": dict(result.extras)}))
+        return out
+
+
+def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
+    """Encode and write one image's files; its manifest record (as JSON) for the driver."""
+    from ..storage import location
+    from .pipeline import _write_outputs
+
+    _lower_priority()
+    if row["error"]:
+        record = ImageRecord.failed(row["error"])
+    else:
+        try:
+            values = np.frombuffer(row["values"], np.float32).reshape(row["height"], row["width"])
+            depth = DepthMap(values=values, **json.loads(row["depth"]))
+            record = _write_outputs(location(root), ImageItem(row["path"], row["name"]), depth, fmt)
+        except Exception as error:  # noqa: BLE001 - one image's failure, listed
+            record = ImageRecord.failed(first_line(error))
+    return {"name": row["name"], "record": json.dumps(record.to_json()), "backend": row["backend"],
+            "replica": row["replica"] if record.ok else ""}
+
+
+def _frame(rows: list[dict[str, Any]]) -> Any:
+    import pandas
+
+    return pandas.DataFrame(rows)
+
+
+def _limit_threads(threads: int) -> None:
+    """A CPU replica's model threads: its share of the node, not Ray's default of one. With the
+    whole node (one replica per node) it matches the local run, and so do its PNGs byte for
+    byte; other thread counts add in another order (a level in a few pixels)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(min(threads, os.cpu_count() or threads))
+    except ImportError:
+        pass
+
+
+def _lower_priority() -> None:
+    """Decode and encode yield to the model's threads on a shared node (as in the local run)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
+def _node_address() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - a label only
+        return "node"
+
+
