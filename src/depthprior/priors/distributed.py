@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -119,17 +121,44 @@ def _connect(ray: Any, address: str) -> bool:
         return False
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes are not the user's
     options = dict(log_to_driver=False, include_dashboard=False, configure_logging=False)
-    if address == "local":
-        ray.init(address="local", **options)
-        return True
-    try:
-        ray.init(address=address, **options)
-    except ConnectionError as error:
-        if address != "auto":
-            raise UsageError(f"cannot reach the Ray cluster at {address} ({first_line(error)}); "
-                             "start it with `ray start --head` or give --ray auto") from None
-        ray.init(address="local", **options)
+    cluster = _reachable_cluster(address)
+    ray.init(address=cluster or "local", **options)
     return True
+
+
+def _reachable_cluster(address: str) -> str | None:
+    """The cluster address to join, None for a new local instance.
+
+    Checked with a plain TCP connection first: Ray itself waits for a cluster that is gone (a
+    stale record of a killed `ray start`, a typo) for many minutes.
+    """
+    if address == "local":
+        return None
+    candidate = address
+    if address == "auto":
+        candidate = os.environ.get("RAY_ADDRESS") or _recorded_cluster()
+        if not candidate or candidate in ("auto", "local"):
+            return None
+    host, _, port = candidate.split("://", 1)[-1].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+        return candidate
+    except (OSError, ValueError) as error:
+        if address != "auto":
+            raise UsageError(f"cannot reach the Ray cluster at {candidate} ({first_line(error)}); "
+                             "start it with `ray start --head`, or give --ray local") from None
+        log.warning("the Ray cluster recorded at %s is not running; starting a local one", candidate)
+        return None
+
+
+def _recorded_cluster() -> str | None:
+    """The address `ray start --head` recorded on this machine, if any."""
+    record = os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")
+    try:
+        with open(record, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -186,7 +215,10 @@ def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, p
             batch_format="pandas",
             compute=ray.data.ActorPoolStrategy(min_size=sizing.low, max_size=sizing.high),
             num_gpus=sizing.gpus,
-            num_cpus=1 if not sizing.gpus else 0.5,
+            # one logical CPU (its threads use the node's share); spread over the nodes, so
+            # CPU replicas do not pile onto the driver's node
+            num_cpus=1,
+            ray_remote_args_fn=_spread,
         )
         .map(_write_row, fn_kwargs={"root": root, "fmt": fmt}, num_cpus=0.5)
     )
@@ -213,6 +245,10 @@ def _check_visible(plan: _Plan, summary: Summary) -> None:
         _record(plan.manifest, summary, item.name, ImageRecord.failed(
             f"written by a worker but not found in {root} on this machine: OUT must be a "
             "folder every node shares, or a URL (s3://...)"))
+
+
+def _spread() -> dict[str, Any]:
+    return {"scheduling_strategy": "SPREAD"}
 
 
 def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start: float) -> None:

@@ -1,0 +1,199 @@
+"""generate on Ray: a local Ray instance (workers are separate processes), object storage
+through a real S3 server, and the same outputs, manifest and resume as the local pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TEST_INPUT_SIZE
+from depthprior import generate
+from depthprior.errors import UsageError
+from depthprior.priors.distributed import RaySettings, parse_workers
+from depthprior.priors.manifest import Manifest
+from object_store import (
+    list_keys,
+    restore_environment,
+    s3_client,
+    s3_environment,
+    s3_server,
+    set_environment,
+)
+from synth import make_frames, scene_rgb, write_image
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("s3fs")
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with s3_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def local_ray(endpoint):
+    """One local Ray instance for the module; its workers inherit the S3 settings."""
+    previous = set_environment(s3_environment(endpoint))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    restore_environment(previous)
+
+
+def _frames(folder, count=5):
+    make_frames(folder, count, size=(40, 52))
+    write_image(folder / "cam1" / "tall.png", scene_rgb(61, 29, seed=7))
+    return folder
+
+
+def _generate(images, out, model, **options):
+    return generate(images, out, model=str(model), input_size=TEST_INPUT_SIZE, progress=False, **options)
+
+
+def _outputs(folder) -> dict[str, bytes]:
+    return {path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(folder.rglob("*.png"))}
+
+
+def _records(manifest: Manifest) -> dict[str, dict]:
+    return {name: record.to_json() for name, record in manifest.images.items()}
+
+
+def test_ray_writes_what_the_local_pipeline_writes(tmp_path, tiny_model, local_ray):
+    frames = _frames(tmp_path / "frames")
+    (frames / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    local = _generate(frames, tmp_path / "local", tiny_model)
+    on_ray = _generate(frames, tmp_path / "ray", tiny_model, ray=RaySettings(workers=(1, 1)))
+    assert (on_ray.done, list(on_ray.failed), on_ray.exit_code) == (6, ["broken.png"], 1)
+    assert on_ray.failed == local.failed
+    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local") and len(_outputs(tmp_path / "ray")) == 6
+    local_manifest, ray_manifest = Manifest.load(tmp_path / "local"), Manifest.load(tmp_path / "ray")
+    assert _records(ray_manifest) == _records(local_manifest)
+    assert ray_manifest.identity == local_manifest.identity
+    assert ray_manifest.backend["model"] == str(tiny_model)
+    assert sum(on_ray.replicas.values()) == 6 and len(on_ray.replicas) == 1
+    assert "on Ray: 1 model replicas (CPU, 2 threads each) on 1 node(s)" in on_ray.format()
+    assert not list((tmp_path / "ray").rglob("*depthprior-tmp*"))
+
+
+def test_ray_resumes_and_redoes_only_what_is_missing(tmp_path, tiny_model, local_ray):
+    frames = _frames(tmp_path / "frames")
+    out = tmp_path / "out"
+    first = _generate(frames, out, tiny_model, ray=RaySettings())
+    assert first.exit_code == 0
+    reference = _outputs(out)
+    (out / "frame_0002.png").unlink()
+    (out / "cam1" / "tall.png").write_bytes(reference["cam1/tall.png"][:100])  # damaged
+    again = _generate(frames, out, tiny_model, ray=RaySettings())
+    assert (again.done, again.skipped, again.exit_code) == (2, 4, 0)
+    assert list(again.repaired) == ["cam1/tall.png"]
+    assert _outputs(out) == reference
+    assert sorted(name for name, _ in Manifest.load(out).iter_ok()) == sorted(
+        ["cam1/tall.png", *[f"frame_{i:04d}.jpg" for i in range(5)]])
+
+
+def test_ray_reads_and_writes_object_storage(tmp_path, tiny_model, local_ray, endpoint):
+    client = s3_client(endpoint)
+    for bucket in ("ray-inputs", "ray-outputs"):
+        client.create_bucket(Bucket=bucket)
+    frames = _frames(tmp_path / "frames", count=3)
+    for path in sorted(frames.rglob("*.*")):
+        client.put_object(Bucket="ray-inputs", Key=f"scene/images/{path.relative_to(frames).as_posix()}",
+                          Body=path.read_bytes())
+    _generate(frames, tmp_path / "local", tiny_model)
+    url = "s3://ray-outputs/scene/depths"
+    summary = _generate("s3://ray-inputs/scene/images", url, tiny_model, ray=RaySettings())
+    assert (summary.done, summary.exit_code) == (4, 0)
+    for name, data in _outputs(tmp_path / "local").items():
+        assert client.get_object(Bucket="ray-outputs", Key=f"scene/depths/{name}")["Body"].read() == data
+    manifest = json.loads(client.get_object(Bucket="ray-outputs", Key="scene/depths/depthprior.json")["Body"].read())
+    assert sorted(manifest["images"]) == sorted(Manifest.load(tmp_path / "local").images)
+    assert not [key for key in list_keys(client, "ray-outputs") if "tmp" in key or "probe" in key]
+    client.delete_object(Bucket="ray-outputs", Key="scene/depths/frame_0001.png")
+    again = _generate("s3://ray-inputs/scene/images", url, tiny_model, ray=RaySettings())
+    assert (again.done, again.skipped) == (1, 3)
+
+
+@pytest.mark.hostile
+def test_ray_settings_are_checked_before_ray_starts(tmp_path, tiny_model, cli):
+    frames = _frames(tmp_path / "frames", count=2)
+    write_image(frames / "frame_0000.png", scene_rgb(40, 52))  # same output as frame_0000.jpg
+    args = ["--model", str(tiny_model), "--input-size", str(TEST_INPUT_SIZE), "--no-progress"]
+    collision = cli("generate", frames, tmp_path / "out", *args, "--ray")
+    assert collision.returncode == 2 and "name collision" in collision.stderr
+    assert "Ray" not in collision.stderr  # refused on the driver, before Ray was started
+    (frames / "frame_0000.png").unlink()
+    assert cli("generate", frames, tmp_path / "out", *args).returncode == 0
+    other = cli("generate", frames, tmp_path / "out", *args[:2], "--input-size", "70", "--ray")
+    assert other.returncode == 2 and "holds outputs made with other settings" in other.stderr
+    assert "Ray" not in other.stderr
+    space = cli("generate", frames, tmp_path / "s", "--backend", "space", "--ray")
+    assert space.returncode == 2 and "--ray runs local models" in space.stderr
+    workers = cli("generate", frames, tmp_path / "w", *args, "--ray", "--ray-workers", "3-1")
+    assert workers.returncode == 2 and "--ray-workers" in workers.stderr
+    alone = cli("generate", frames, tmp_path / "a", *args, "--ray-workers", "2")
+    assert alone.returncode == 2 and "apply with --ray" in alone.stderr
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{unused.getsockname()[1]}"
+    gone = cli("generate", frames, tmp_path / "g", *args, "--ray", nobody, timeout=60)
+    assert gone.returncode == 2 and f"cannot reach the Ray cluster at {nobody}" in gone.stderr
+
+
+def test_worker_counts_parse_or_say_what_is_wrong():
+    assert parse_workers("4") == (4, 4) and parse_workers("2-8") == (2, 8)
+    for text in ("0", "x", "5-2", "-3"):
+        with pytest.raises(UsageError, match="--ray-workers"):
+            parse_workers(text)
+
+
+@pytest.mark.hostile
+def test_gpus_the_cluster_lacks_are_refused(tmp_path, tiny_model, local_ray):
+    with pytest.raises(UsageError, match="the cluster has 0 GPUs"):
+        _generate(_frames(tmp_path / "frames", 1), tmp_path / "out", tiny_model,
+                  ray=RaySettings(gpus_per_worker=1))
+
+
+def _start(command: list[str], **options) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **options)
+
+
+def _recorded(out) -> int:
+    try:
+        return len(json.loads((out / "depthprior.json").read_text())["images"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_the_same_command_resumes_after_the_driver_is_killed(tmp_path, tiny_model, local_ray):
+    frames = tmp_path / "frames"
+    make_frames(frames, 32, size=(120, 160))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "depthprior", "generate", str(frames), str(out), "--model",
+               str(tiny_model), "--input-size", "392", "--no-progress", "--ray", local_ray]
+    driver = _start(command)
+    deadline = time.monotonic() + 90
+    while _recorded(out) == 0 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = _recorded(out)
+    assert 0 < done_before < 32, "the driver was not killed mid-run"
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=180,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"skipped {done_before}" in rerun.stdout
+    manifest = Manifest.load(out)
+    assert sorted(name for name, _ in manifest.iter_ok()) == [f"frame_{i:04d}.jpg" for i in range(32)]
+    assert not list(out.rglob("*depthprior-tmp*"))
