@@ -159,7 +159,7 @@ def check_consistency(
             progress(done, len(usable))
     reports.sort(key=lambda r: r.name)
     summary = ConsistencySummary(output, reports)
-    summary.tae_before, summary.tae_after = scene_tae(usable, views, masks)
+    summary.tae_before, summary.tae_after = scene_tae(usable, views, masks, count)
     summary.seconds = time.monotonic() - started
     atomic_write_bytes(output / REPORT_NAME,
                        json.dumps(summary.to_json(settings), indent=1).encode("utf-8"))
@@ -438,19 +438,18 @@ def _previous_digests(output: Path) -> dict[str, dict]:
         return {}
 
 
-def scene_tae(images: list[ModelImage], views: _Views,
-              masks: dict[str, np.ndarray]) -> tuple[float | None, float | None]:
+def scene_tae(images: list[ModelImage], views: _Views, masks: dict[str, np.ndarray],
+              workers: int = 1) -> tuple[float | None, float | None]:
     """Mean TAE over consecutive frames by name, before and after dropping rejected pixels."""
-    before, after = [], []
-    for first, second in zip(images, images[1:]):
-        a, b = views.get(first), views.get(second)
-        plain = consistency.temporal_error(a, b)
-        masked = consistency.temporal_error(a, b, masks[first.name] >= TRUSTED,
-                                            masks[second.name] >= TRUSTED)
-        if plain is not None:
-            before.append(plain)
-        if masked is not None:
-            after.append(masked)
+    def pair(frames: tuple[ModelImage, ModelImage]) -> tuple[float | None, float | None]:
+        first, second = frames
+        return consistency.temporal_error(views.get(first), views.get(second),
+                                          masks[first.name] >= TRUSTED,
+                                          masks[second.name] >= TRUSTED)
+
+    errors = list(in_order(pair, zip(images, images[1:]), workers))
+    before = [plain for plain, _ in errors if plain is not None]
+    after = [masked for _, masked in errors if masked is not None]
     mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
     return mean(before), mean(after)
 
