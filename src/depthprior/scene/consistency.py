@@ -86,22 +86,22 @@ def land(source: View, target: View) -> Landing:
     z = 1.0 / inverse[flat].astype(np.float64)
     rays = source.rays.reshape(-1, 2)[flat].astype(np.float64)
     rx, ry = rays[:, 0], rays[:, 1]
-    rotation, translation = relative_pose(source.cam_from_world, target.cam_from_world)
-    r = rotation
-    depth = (r[2, 0] * rx + r[2, 1] * ry + r[2, 2]) * z + translation[2]
+    r, t = relative_pose(source.cam_from_world, target.cam_from_world)
+    depth = (r[2, 0] * rx + r[2, 1] * ry + r[2, 2]) * z + t[2]
     front = np.flatnonzero(depth > 1e-9)
     rx, ry, z, depth = rx[front], ry[front], z[front], depth[front]
     camera = np.empty((front.size, 3))
-    camera[:, 0] = (r[0, 0] * rx + r[0, 1] * ry + r[0, 2]) * z + translation[0]
-    camera[:, 1] = (r[1, 0] * rx + r[1, 1] * ry + r[1, 2]) * z + translation[1]
+    camera[:, 0] = (r[0, 0] * rx + r[0, 1] * ry + r[0, 2]) * z + t[0]
+    camera[:, 1] = (r[1, 0] * rx + r[1, 1] * ry + r[1, 2]) * z + t[1]
     camera[:, 2] = depth
     xy = target.to_grid(camera) if front.size else np.zeros((0, 2))
     return Landing(flat[front], xy[:, 0], xy[:, 1], 1.0 / depth)
 
 
 def footprint(inverse_depth: np.ndarray, x: np.ndarray,
-              y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions with a full 2x2 footprint (indices into x, y) and its smallest and largest value.
+              y: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Positions with a full 2x2 footprint: their indices into x and y, the four grid values
+    around each (float64) and the largest of them (the nearest surface).
 
     Pixel centres are at +0.5 (COLMAP); outside the centres' span there is no footprint, nor
     where one of the four has no depth.
@@ -124,12 +124,12 @@ def footprint(inverse_depth: np.ndarray, x: np.ndarray,
 def forward(subject: View, witness: View, threshold: float):
     """Forward evidence: flat subject pixels, agree, in front, and relative depth differences."""
     landing = land(subject, witness)
-    where, corners, nearest = footprint(witness.inverse_depth, landing.x, landing.y)
+    where, corners, nearest_surface = footprint(witness.inverse_depth, landing.x, landing.y)
     inverse = landing.inverse[where]
     # depth of the point / depth of the witness's surface = surface 1/z / point 1/z
     difference = np.minimum.reduce([np.abs(c / inverse - 1.0) for c in corners])
     agree = difference <= threshold
-    in_front = ~agree & (inverse * (1.0 - threshold) > nearest)
+    in_front = ~agree & (inverse * (1.0 - threshold) > nearest_surface)
     return landing.flat[where], agree, in_front, difference[agree | in_front]
 
 
@@ -137,8 +137,8 @@ def reverse(subject: View, witness: View, threshold: float) -> np.ndarray:
     """Flat subject pixels that a witness's point lands in front of by more than threshold
     (a pixel may be listed more than once)."""
     landing = land(witness, subject)
-    where, _, nearest = footprint(subject.inverse_depth, landing.x, landing.y)
-    hit = where[landing.inverse[where] * (1.0 - threshold) > nearest]
+    where, _, nearest_surface = footprint(subject.inverse_depth, landing.x, landing.y)
+    hit = where[landing.inverse[where] * (1.0 - threshold) > nearest_surface]
     cols = subject.shape[1]
     # inside the centres' span: x, y >= 0.5, truncation is floor
     return landing.y[hit].astype(np.intp) * cols + landing.x[hit].astype(np.intp)
