@@ -417,7 +417,8 @@ def landings(source: View, target: View, with_xy: bool = False):
         j, i = min(int(u), cols - 2), min(int(v), rows - 2)
         corners = surface[i:i + 2, j:j + 2].reshape(-1)
         if np.all(np.isfinite(corners) & (corners > 0)):
-            yield (pixel, 1.0 / seen[2], corners, (x, y)) if with_xy else (pixel, 1.0 / seen[2], corners)
+            landing = (pixel, 1.0 / seen[2], corners)
+            yield (*landing, (x, y)) if with_xy else landing
 
 
 def test_masks_match_a_pixel_by_pixel_reference(tmp_path):

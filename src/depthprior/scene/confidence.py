@@ -15,6 +15,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Callable
 
@@ -447,7 +448,7 @@ def scene_tae(images: list[ModelImage], views: _Views, masks: dict[str, np.ndarr
                                           masks[first.name] >= TRUSTED,
                                           masks[second.name] >= TRUSTED)
 
-    errors = list(in_order(pair, zip(images, images[1:]), workers))
+    errors = list(in_order(pair, pairwise(images), workers))
     before = [plain for plain, _ in errors if plain is not None]
     after = [masked for _, masked in errors if masked is not None]
     mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731

@@ -194,8 +194,9 @@ def _abs_rel(source: View, target: View, keep_source: np.ndarray,
     a depth: all of them, and those kept in both frames (None where there are none)."""
     landing = land(source, target)
     rows, cols = target.shape
-    inside = np.flatnonzero((landing.x >= 0) & (landing.y >= 0) & (landing.x < cols) & (landing.y < rows))
-    pixel = landing.y[inside].astype(np.intp) * cols + landing.x[inside].astype(np.intp)
+    x, y = landing.x, landing.y
+    inside = np.flatnonzero((x >= 0) & (y >= 0) & (x < cols) & (y < rows))
+    pixel = y[inside].astype(np.intp) * cols + x[inside].astype(np.intp)  # x, y >= 0: floor
     surface = target.inverse_depth.reshape(-1)[pixel].astype(np.float64)
     good = np.isfinite(surface) & (surface > 0)
     # z = 1 / inverse depth
