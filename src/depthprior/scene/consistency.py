@@ -84,18 +84,20 @@ def land(source: View, target: View) -> Landing:
     inverse = source.inverse_depth.reshape(-1)
     flat = np.flatnonzero(np.isfinite(inverse) & (inverse > 0))
     z = 1.0 / inverse[flat].astype(np.float64)
-    rays = source.rays.reshape(-1, 2)[flat].astype(np.float64)
-    rx, ry = rays[:, 0], rays[:, 1]
+    rays = source.rays.reshape(-1, 2)
+    rx, ry = (rays[:, axis].take(flat).astype(np.float64) for axis in (0, 1))
     r, t = relative_pose(source.cam_from_world, target.cam_from_world)
     depth = (r[2, 0] * rx + r[2, 1] * ry + r[2, 2]) * z + t[2]
-    front = np.flatnonzero(depth > 1e-9)
-    rx, ry, z, depth = rx[front], ry[front], z[front], depth[front]
-    camera = np.empty((front.size, 3))
+    front = depth > 1e-9
+    if not front.all():
+        front = np.flatnonzero(front)
+        flat, rx, ry, z, depth = flat[front], rx[front], ry[front], z[front], depth[front]
+    camera = np.empty((flat.size, 3))
     camera[:, 0] = (r[0, 0] * rx + r[0, 1] * ry + r[0, 2]) * z + t[0]
     camera[:, 1] = (r[1, 0] * rx + r[1, 1] * ry + r[1, 2]) * z + t[1]
     camera[:, 2] = depth
-    xy = target.to_grid(camera) if front.size else np.zeros((0, 2))
-    return Landing(flat[front], xy[:, 0], xy[:, 1], 1.0 / depth)
+    xy = target.to_grid(camera) if flat.size else np.zeros((0, 2))
+    return Landing(flat, xy[:, 0], xy[:, 1], 1.0 / depth)
 
 
 def footprint(inverse_depth: np.ndarray, x: np.ndarray,
@@ -116,9 +118,14 @@ def footprint(inverse_depth: np.ndarray, x: np.ndarray,
     right, down = int(cols > 1), cols if rows > 1 else 0
     steps = (0, right, down, down + right)
     corners = [values.take(top_left + step).astype(np.float64) for step in steps]
-    low, high = np.minimum.reduce(corners), np.maximum.reduce(corners)
+    low, high = _pairwise(np.minimum, corners), _pairwise(np.maximum, corners)
     valid = (low > 0) & np.isfinite(high)  # NaN fails the first, +inf the second
     return inside[valid], [c[valid] for c in corners], high[valid]
+
+
+def _pairwise(ufunc: np.ufunc, four: list[np.ndarray]) -> np.ndarray:
+    """ufunc over four arrays, elementwise, without stacking them."""
+    return ufunc(ufunc(four[0], four[1]), ufunc(four[2], four[3]))
 
 
 def forward(subject: View, witness: View, threshold: float):
@@ -127,7 +134,7 @@ def forward(subject: View, witness: View, threshold: float):
     where, corners, nearest_surface = footprint(witness.inverse_depth, landing.x, landing.y)
     inverse = landing.inverse[where]
     # depth of the point / depth of the witness's surface = surface 1/z / point 1/z
-    difference = np.minimum.reduce([np.abs(c / inverse - 1.0) for c in corners])
+    difference = _pairwise(np.minimum, [np.abs(c / inverse - 1.0) for c in corners])
     agree = difference <= threshold
     in_front = ~agree & (inverse * (1.0 - threshold) > nearest_surface)
     return landing.flat[where], agree, in_front, difference[agree | in_front]
