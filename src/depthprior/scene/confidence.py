@@ -237,27 +237,40 @@ def _readable(images: list[ModelImage], views: "_Views",
 
 
 def covisible(model: SparseModel, images: list[ModelImage], count: int) -> dict[str, list[ModelImage]]:
-    """Each image's `count` images sharing the most SfM points with it (ties by name)."""
-    point_rows, owners = [], []
-    for index, image in enumerate(images):
-        ids = np.unique(image.point3D_ids[image.point3D_ids >= 0])
-        where = np.searchsorted(model.point_ids, ids)
-        where = np.clip(where, 0, max(model.point_ids.size - 1, 0))
-        found = model.point_ids[where] == ids if model.point_ids.size else np.zeros(0, bool)
-        point_rows.append(where[found])
-        owners.append(np.full(int(found.sum()), index))
+    """Each image's `count` images sharing the most SfM points with it (ties by name).
+
+    Counts walk the tracks of each image's own points (cost: the sum of squared track lengths),
+    not every observation of the model once per image.
+    """
+    point_rows = [_point_rows(model, image) for image in images]
     rows = np.concatenate(point_rows) if point_rows else np.zeros(0, np.intp)
-    who = np.concatenate(owners) if owners else np.zeros(0, np.intp)
-    marked = np.zeros(model.point_ids.size, dtype=bool)
+    owners = np.repeat(np.arange(len(images)), [r.size for r in point_rows])
+    owners_by_point = owners[np.argsort(rows, kind="stable")]
+    track_length = np.bincount(rows, minlength=model.point_ids.size)
+    track_start = np.cumsum(track_length) - track_length
     result = {}
     for index, image in enumerate(images):
-        marked[point_rows[index]] = True
-        shared = np.bincount(who[marked[rows]], minlength=len(images))
-        marked[point_rows[index]] = False
+        tracks = _ranges(track_start[point_rows[index]], track_length[point_rows[index]])
+        shared = np.bincount(owners_by_point[tracks], minlength=len(images))
         shared[index] = 0
-        order = sorted((i for i in np.flatnonzero(shared)), key=lambda i: (-shared[i], images[i].name))
+        order = sorted(np.flatnonzero(shared), key=lambda i: (-shared[i], images[i].name))
         result[image.name] = [images[i] for i in order[:count]]
     return result
+
+
+def _point_rows(model: SparseModel, image: ModelImage) -> np.ndarray:
+    """Rows in model.point_ids of the distinct points an image observes."""
+    ids = np.unique(image.point3D_ids[image.point3D_ids >= 0])
+    if not model.point_ids.size:
+        return np.zeros(0, np.intp)
+    where = np.clip(np.searchsorted(model.point_ids, ids), 0, model.point_ids.size - 1)
+    return where[model.point_ids[where] == ids]
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices start, start + 1, ..., start + length - 1 of every range, concatenated."""
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if ends.size else 0)
 
 
 class _Views:
