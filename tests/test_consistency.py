@@ -457,3 +457,19 @@ def reference_views(scene: Scene, resolution: float) -> dict[str, View]:
         rays, to_grid = camera_grid(camera, grid)
         views[name] = View(inverse, rays, scene.cam_from_world[name], to_grid)
     return views
+
+
+def test_witnesses_share_the_most_points_ties_by_name(small):
+    """covisible against counting shared point ids pair by pair."""
+    from depthprior.scene.confidence import covisible
+
+    model = read_model(small.sparse)
+    images = model.images[1:]  # not every image of the model takes part
+    points = {image.name: set(image.point3D_ids[image.point3D_ids >= 0].tolist()) for image in images}
+    for count in (1, 3, len(images)):
+        chosen = covisible(model, images, count)
+        for image in images:
+            shared = {other.name: len(points[image.name] & points[other.name])
+                      for other in images if other is not image}
+            expected = sorted((n for n, k in shared.items() if k), key=lambda n: (-shared[n], n))
+            assert [w.name for w in chosen[image.name]] == expected[:count]
