@@ -367,3 +367,109 @@ def test_verify_shows_the_mask_beside_the_map(tmp_path, tiny_model, cli):
     assert bad.returncode == 1 and "not the map's 80x60" in bad.stdout
     missing = cli("verify", out, "--masks", tmp_path / "nowhere")
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def reference_mask(subject: View, witnesses: list[View], threshold: float) -> np.ndarray:
+    """The documented rule, pixel by pixel: each witness votes agree / contradict / nothing."""
+    agree = np.zeros(subject.inverse_depth.size, int)
+    contradict = np.zeros_like(agree)
+    for witness in witnesses:
+        agreeing, against = set(), set()
+        for pixel, inverse, corners in landings(subject, witness):
+            if np.min(np.abs(corners / inverse - 1.0)) <= threshold:
+                agreeing.add(pixel)
+            elif inverse * (1.0 - threshold) > corners.max():
+                against.add(pixel)
+        cols = subject.shape[1]
+        for _, inverse, corners, (x, y) in landings(witness, subject, with_xy=True):
+            if inverse * (1.0 - threshold) > corners.max():
+                against.add(int(np.floor(y)) * cols + int(np.floor(x)))
+        for pixel in agreeing - against:
+            agree[pixel] += 1
+        for pixel in against:
+            contradict[pixel] += 1
+    mask = np.full(agree.shape, 128, np.uint8)
+    for pixel, (a, c) in enumerate(zip(agree, contradict)):
+        if a + c:
+            mask[pixel] = 0 if c > a else round(255 * a / (a + c))
+    return mask.reshape(subject.shape)
+
+
+def landings(source: View, target: View, with_xy: bool = False):
+    """Source pixels with a depth, moved through the world into the target in front of its
+    camera, with the target's 2x2 surface around the landing point (all four with a depth)."""
+    inverse = source.inverse_depth.reshape(-1).astype(np.float64)
+    rays = source.rays.reshape(-1, 2).astype(np.float64)
+    rows, cols = target.shape
+    surface = target.inverse_depth.astype(np.float64)
+    for pixel in np.flatnonzero(np.isfinite(inverse) & (inverse > 0)):
+        z = 1.0 / inverse[pixel]
+        camera = np.array([rays[pixel, 0] * z, rays[pixel, 1] * z, z])
+        pose = source.cam_from_world
+        world = pose[:, :3].T @ (camera - pose[:, 3])
+        seen = target.cam_from_world[:, :3] @ world + target.cam_from_world[:, 3]
+        if seen[2] <= 1e-9:
+            continue
+        x, y = target.to_grid(seen[None])[0]
+        u, v = x - 0.5, y - 0.5
+        if not (0 <= u <= cols - 1 and 0 <= v <= rows - 1):
+            continue
+        j, i = min(int(u), cols - 2), min(int(v), rows - 2)
+        corners = surface[i:i + 2, j:j + 2].reshape(-1)
+        if np.all(np.isfinite(corners) & (corners > 0)):
+            landing = (pixel, 1.0 / seen[2], corners)
+            yield (*landing, (x, y)) if with_xy else landing
+
+
+def test_masks_match_a_pixel_by_pixel_reference(tmp_path):
+    """The vectorised votes give the masks of the rule applied one pixel at a time (wrong
+    blobs, occlusion and the image border included), at the prior's size."""
+    scene = make_scene(tmp_path / "scene", n_images=8, write_images=False, seed=7)
+    inject_blobs(scene, seed=7)
+    align(scene.sparse, scene.depths)
+    out = tmp_path / "masks"
+    result = run_cli("consistency", "--sparse", scene.sparse, "--depths", scene.depths,
+                     "-o", out, "--resolution", "0.25")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / REPORT_NAME).read_text())["images"]
+    views = reference_views(scene, 0.25)
+    rejected = 0
+    for name in scene.names:
+        expected = reference_mask(views[name], [views[w] for w in report[name]["witnesses"]], 0.05)
+        full = cv2.resize(expected, (scene.prior_width, scene.prior_height),
+                          interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(mask_of(out, scene, name), full, err_msg=name)
+        rejected += int((expected == 0).sum())
+    assert rejected > 20
+
+
+def reference_views(scene: Scene, resolution: float) -> dict[str, View]:
+    """Each prior as the trainer reads it (aligned), bilinear to the check's grid."""
+    from depthprior.scene.priorset import PriorSet
+
+    priors = PriorSet(scene.depths, scene.sparse / "depth_params.json")
+    camera = read_model(scene.sparse).images[0].camera
+    views = {}
+    for name in scene.names:
+        full = priors.load(name).inverse_depth
+        grid = (round(full.shape[0] * resolution), round(full.shape[1] * resolution))
+        inverse = cv2.resize(full, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR)
+        rays, to_grid = camera_grid(camera, grid)
+        views[name] = View(inverse, rays, scene.cam_from_world[name], to_grid)
+    return views
+
+
+def test_witnesses_share_the_most_points_ties_by_name(small):
+    """covisible against counting shared point ids pair by pair."""
+    from depthprior.scene.confidence import covisible
+
+    model = read_model(small.sparse)
+    images = model.images[1:]  # not every image of the model takes part
+    points = {image.name: set(image.point3D_ids[image.point3D_ids >= 0].tolist()) for image in images}
+    for count in (1, 3, len(images)):
+        chosen = covisible(model, images, count)
+        for image in images:
+            shared = {other.name: len(points[image.name] & points[other.name])
+                      for other in images if other is not image}
+            expected = sorted((n for n, k in shared.items() if k), key=lambda n: (-shared[n], n))
+            assert [w.name for w in chosen[image.name]] == expected[:count]

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Callable
 
@@ -159,7 +160,7 @@ def check_consistency(
             progress(done, len(usable))
     reports.sort(key=lambda r: r.name)
     summary = ConsistencySummary(output, reports)
-    summary.tae_before, summary.tae_after = scene_tae(usable, views, masks)
+    summary.tae_before, summary.tae_after = scene_tae(usable, views, masks, count)
     summary.seconds = time.monotonic() - started
     atomic_write_bytes(output / REPORT_NAME,
                        json.dumps(summary.to_json(settings), indent=1).encode("utf-8"))
@@ -236,27 +237,40 @@ def _readable(images: list[ModelImage], views: "_Views",
 
 
 def covisible(model: SparseModel, images: list[ModelImage], count: int) -> dict[str, list[ModelImage]]:
-    """Each image's `count` images sharing the most SfM points with it (ties by name)."""
-    point_rows, owners = [], []
-    for index, image in enumerate(images):
-        ids = np.unique(image.point3D_ids[image.point3D_ids >= 0])
-        where = np.searchsorted(model.point_ids, ids)
-        where = np.clip(where, 0, max(model.point_ids.size - 1, 0))
-        found = model.point_ids[where] == ids if model.point_ids.size else np.zeros(0, bool)
-        point_rows.append(where[found])
-        owners.append(np.full(int(found.sum()), index))
+    """Each image's `count` images sharing the most SfM points with it (ties by name).
+
+    Counts walk the tracks of each image's own points (cost: the sum of squared track lengths),
+    not every observation of the model once per image.
+    """
+    point_rows = [_point_rows(model, image) for image in images]
     rows = np.concatenate(point_rows) if point_rows else np.zeros(0, np.intp)
-    who = np.concatenate(owners) if owners else np.zeros(0, np.intp)
-    marked = np.zeros(model.point_ids.size, dtype=bool)
+    owners = np.repeat(np.arange(len(images)), [r.size for r in point_rows])
+    owners_by_point = owners[np.argsort(rows, kind="stable")]
+    track_length = np.bincount(rows, minlength=model.point_ids.size)
+    track_start = np.cumsum(track_length) - track_length
     result = {}
     for index, image in enumerate(images):
-        marked[point_rows[index]] = True
-        shared = np.bincount(who[marked[rows]], minlength=len(images))
-        marked[point_rows[index]] = False
+        tracks = _ranges(track_start[point_rows[index]], track_length[point_rows[index]])
+        shared = np.bincount(owners_by_point[tracks], minlength=len(images))
         shared[index] = 0
-        order = sorted((i for i in np.flatnonzero(shared)), key=lambda i: (-shared[i], images[i].name))
+        order = sorted(np.flatnonzero(shared), key=lambda i: (-shared[i], images[i].name))
         result[image.name] = [images[i] for i in order[:count]]
     return result
+
+
+def _point_rows(model: SparseModel, image: ModelImage) -> np.ndarray:
+    """Rows in model.point_ids of the distinct points an image observes."""
+    ids = np.unique(image.point3D_ids[image.point3D_ids >= 0])
+    if not model.point_ids.size:
+        return np.zeros(0, np.intp)
+    where = np.clip(np.searchsorted(model.point_ids, ids), 0, model.point_ids.size - 1)
+    return where[model.point_ids[where] == ids]
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices start, start + 1, ..., start + length - 1 of every range, concatenated."""
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if ends.size else 0)
 
 
 class _Views:
@@ -438,19 +452,18 @@ def _previous_digests(output: Path) -> dict[str, dict]:
         return {}
 
 
-def scene_tae(images: list[ModelImage], views: _Views,
-              masks: dict[str, np.ndarray]) -> tuple[float | None, float | None]:
+def scene_tae(images: list[ModelImage], views: _Views, masks: dict[str, np.ndarray],
+              workers: int = 1) -> tuple[float | None, float | None]:
     """Mean TAE over consecutive frames by name, before and after dropping rejected pixels."""
-    before, after = [], []
-    for first, second in zip(images, images[1:]):
-        a, b = views.get(first), views.get(second)
-        plain = consistency.temporal_error(a, b)
-        masked = consistency.temporal_error(a, b, masks[first.name] >= TRUSTED,
-                                            masks[second.name] >= TRUSTED)
-        if plain is not None:
-            before.append(plain)
-        if masked is not None:
-            after.append(masked)
+    def pair(frames: tuple[ModelImage, ModelImage]) -> tuple[float | None, float | None]:
+        first, second = frames
+        return consistency.temporal_error(views.get(first), views.get(second),
+                                          masks[first.name] >= TRUSTED,
+                                          masks[second.name] >= TRUSTED)
+
+    errors = list(in_order(pair, pairwise(images), workers))
+    before = [plain for plain, _ in errors if plain is not None]
+    after = [masked for _, masked in errors if masked is not None]
     mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
     return mean(before), mean(after)
 

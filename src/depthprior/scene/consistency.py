@@ -60,58 +60,95 @@ def backproject(view: View) -> tuple[np.ndarray, np.ndarray]:
     return (camera - translation) @ rotation, flat
 
 
-def into_view(points: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Grid positions (N, 2), inverse depth (N,) and an in-front mask of world points in a view."""
-    camera = points @ view.cam_from_world[:, :3].T + view.cam_from_world[:, 3]
-    front = camera[:, 2] > 1e-9
-    xy = np.full((len(points), 2), -1.0)
-    if front.any():
-        xy[front] = view.to_grid(camera[front])
-    inverse = np.where(front, 1.0 / np.where(front, camera[:, 2], 1.0), 0.0)
-    return xy, inverse, front
+@dataclass
+class Landing:
+    """Source pixels moved into a target camera, in front of it (all 1-D, one entry a pixel)."""
+    flat: np.ndarray  # flat source pixel indices
+    x: np.ndarray  # target grid positions, pixel centres at +0.5
+    y: np.ndarray
+    inverse: np.ndarray  # float64 1/z of the point seen from the target
 
 
-def footprint(inverse_depth: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The 2x2 grid values around each position (N, 4) and whether all four exist.
+def relative_pose(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and translation of target-camera from source-camera coordinates."""
+    rotation = target[:, :3] @ source[:, :3].T
+    return rotation, target[:, 3] - rotation @ source[:, 3]
 
-    Positions have pixel centres at +0.5 (COLMAP); outside the centres' span there is no footprint.
+
+def land(source: View, target: View) -> Landing:
+    """Every source pixel with a depth, moved at that depth into the target's grid.
+
+    One pass on flat float64 arrays: camera-to-camera pose, no world points, no (N, 3)
+    temporaries but the one the camera model needs.
+    """
+    inverse = source.inverse_depth.reshape(-1)
+    flat = np.flatnonzero(np.isfinite(inverse) & (inverse > 0))
+    z = 1.0 / inverse[flat].astype(np.float64)
+    rays = source.rays.reshape(-1, 2)
+    rx, ry = (rays[:, axis].take(flat).astype(np.float64) for axis in (0, 1))
+    r, t = relative_pose(source.cam_from_world, target.cam_from_world)
+    depth = (r[2, 0] * rx + r[2, 1] * ry + r[2, 2]) * z + t[2]
+    front = depth > 1e-9
+    if not front.all():
+        front = np.flatnonzero(front)
+        flat, rx, ry, z, depth = flat[front], rx[front], ry[front], z[front], depth[front]
+    camera = np.empty((flat.size, 3))
+    camera[:, 0] = (r[0, 0] * rx + r[0, 1] * ry + r[0, 2]) * z + t[0]
+    camera[:, 1] = (r[1, 0] * rx + r[1, 1] * ry + r[1, 2]) * z + t[1]
+    camera[:, 2] = depth
+    xy = target.to_grid(camera) if flat.size else np.zeros((0, 2))
+    return Landing(flat, xy[:, 0], xy[:, 1], 1.0 / depth)
+
+
+def footprint(inverse_depth: np.ndarray, x: np.ndarray,
+              y: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Positions with a full 2x2 footprint: their indices into x and y, the four grid values
+    around each (float64) and the largest of them (the nearest surface).
+
+    Pixel centres are at +0.5 (COLMAP); outside the centres' span there is no footprint, nor
+    where one of the four has no depth.
     """
     rows, cols = inverse_depth.shape
-    u, v = xy[:, 0] - 0.5, xy[:, 1] - 0.5
-    inside = (u >= 0) & (v >= 0) & (u <= cols - 1) & (v <= rows - 1)
-    j0 = np.clip(np.floor(u), 0, max(cols - 2, 0)).astype(np.intp)
-    i0 = np.clip(np.floor(v), 0, max(rows - 2, 0)).astype(np.intp)
-    j1, i1 = np.minimum(j0 + 1, cols - 1), np.minimum(i0 + 1, rows - 1)
-    corners = np.stack([inverse_depth[i0, j0], inverse_depth[i0, j1],
-                        inverse_depth[i1, j0], inverse_depth[i1, j1]], axis=1).astype(np.float64)
-    valid = inside & np.all(np.isfinite(corners) & (corners > 0), axis=1)
-    return corners, valid
+    u, v = x - 0.5, y - 0.5
+    inside = np.flatnonzero((u >= 0) & (v >= 0) & (u <= cols - 1) & (v <= rows - 1))
+    # u, v >= 0: truncation is floor
+    top_left = (np.minimum(v[inside].astype(np.intp), max(rows - 2, 0)) * cols
+                + np.minimum(u[inside].astype(np.intp), max(cols - 2, 0)))
+    values = inverse_depth.reshape(-1)
+    right, down = int(cols > 1), cols if rows > 1 else 0
+    steps = (0, right, down, down + right)
+    corners = [values.take(top_left + step).astype(np.float64) for step in steps]
+    low, high = _pairwise(np.minimum, corners), _pairwise(np.maximum, corners)
+    valid = (low > 0) & np.isfinite(high)  # NaN fails the first, +inf the second
+    return inside[valid], [c[valid] for c in corners], high[valid]
+
+
+def _pairwise(ufunc: np.ufunc, four: list[np.ndarray]) -> np.ndarray:
+    """ufunc over four arrays, elementwise, without stacking them."""
+    return ufunc(ufunc(four[0], four[1]), ufunc(four[2], four[3]))
 
 
 def forward(subject: View, witness: View, threshold: float):
     """Forward evidence: flat subject pixels, agree, in front, and relative depth differences."""
-    points, flat = backproject(subject)
-    xy, inverse, front = into_view(points, witness)
-    corners, valid = footprint(witness.inverse_depth, xy)
-    keep = front & valid
-    flat, inverse, corners = flat[keep], inverse[keep], corners[keep]
+    landing = land(subject, witness)
+    where, corners, nearest_surface = footprint(witness.inverse_depth, landing.x, landing.y)
+    inverse = landing.inverse[where]
     # depth of the point / depth of the witness's surface = surface 1/z / point 1/z
-    ratio = corners / inverse[:, None]
-    difference = np.min(np.abs(ratio - 1.0), axis=1)
+    difference = _pairwise(np.minimum, [np.abs(c / inverse - 1.0) for c in corners])
     agree = difference <= threshold
-    in_front = ~agree & (inverse * (1.0 - threshold) > corners.max(axis=1))
-    return flat, agree, in_front, difference[agree | in_front]
+    in_front = ~agree & (inverse * (1.0 - threshold) > nearest_surface)
+    return landing.flat[where], agree, in_front, difference[agree | in_front]
 
 
 def reverse(subject: View, witness: View, threshold: float) -> np.ndarray:
-    """Flat subject pixels that a witness's point lands in front of by more than threshold."""
-    points, _ = backproject(witness)
-    xy, inverse, front = into_view(points, subject)
-    corners, valid = footprint(subject.inverse_depth, xy)
-    hit = front & valid & (inverse * (1.0 - threshold) > corners.max(axis=1))
+    """Flat subject pixels that a witness's point lands in front of by more than threshold
+    (a pixel may be listed more than once)."""
+    landing = land(witness, subject)
+    where, _, nearest_surface = footprint(subject.inverse_depth, landing.x, landing.y)
+    hit = where[landing.inverse[where] * (1.0 - threshold) > nearest_surface]
     cols = subject.shape[1]
-    nearest = np.floor(xy[hit]).astype(np.intp)
-    return np.unique(nearest[:, 1] * cols + nearest[:, 0])
+    # inside the centres' span: x, y >= 0.5, truncation is floor
+    return landing.y[hit].astype(np.intp) * cols + landing.x[hit].astype(np.intp)
 
 
 def witness_votes(subject: View, witness: View, threshold: float) -> Votes:
@@ -139,36 +176,37 @@ def confidence(agree: np.ndarray, contradict: np.ndarray) -> np.ndarray:
     return mask
 
 
-def temporal_error(first: View, second: View, keep_first: np.ndarray | None = None,
-                   keep_second: np.ndarray | None = None) -> float | None:
-    """TAE of one frame pair: mean AbsRel of each map projected into the other, both ways.
+def temporal_error(first: View, second: View, keep_first: np.ndarray,
+                   keep_second: np.ndarray) -> tuple[float | None, float | None]:
+    """TAE of one frame pair, mean AbsRel of each map projected into the other both ways:
+    with every pixel, and with only the kept pixels of each frame (masking).
 
     As Video Depth Anything's temporal alignment error, with the poses: each pixel of one frame
     is moved into the other at its depth and its depth compared with the other's there
-    (nearest pixel). `keep_*` restrict the pixels of each frame (masking); None when no pixel
-    lands in either direction.
+    (nearest pixel). None where no pixel lands in either direction.
     """
-    errors = [_abs_rel(first, second, keep_first, keep_second),
-              _abs_rel(second, first, keep_second, keep_first)]
-    errors = [e for e in errors if e is not None]
-    return float(np.mean(errors)) if errors else None
+    there = _abs_rel(first, second, keep_first, keep_second)
+    back = _abs_rel(second, first, keep_second, keep_first)
+    return _mean(there[0], back[0]), _mean(there[1], back[1])
 
 
-def _abs_rel(source: View, target: View, keep_source, keep_target) -> float | None:
-    points, flat = backproject(source)
-    if keep_source is not None:
-        chosen = keep_source.reshape(-1)[flat]
-        points, flat = points[chosen], flat[chosen]
-    xy, inverse, front = into_view(points, target)
+def _mean(*errors: float | None) -> float | None:
+    present = [e for e in errors if e is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _abs_rel(source: View, target: View, keep_source: np.ndarray,
+             keep_target: np.ndarray) -> tuple[float | None, float | None]:
+    """Mean |z_moved - z_target| / z_target of the source pixels landing on a target pixel with
+    a depth: all of them, and those kept in both frames (None where there are none)."""
+    landing = land(source, target)
     rows, cols = target.shape
-    pixel = np.floor(xy).astype(np.intp)
-    inside = front & (pixel[:, 0] >= 0) & (pixel[:, 1] >= 0) & (pixel[:, 0] < cols) & (pixel[:, 1] < rows)
-    i, j = pixel[inside, 1], pixel[inside, 0]
-    surface = target.inverse_depth[i, j].astype(np.float64)
+    x, y = landing.x, landing.y
+    inside = np.flatnonzero((x >= 0) & (y >= 0) & (x < cols) & (y < rows))
+    pixel = y[inside].astype(np.intp) * cols + x[inside].astype(np.intp)  # x, y >= 0: floor
+    surface = target.inverse_depth.reshape(-1)[pixel].astype(np.float64)
     good = np.isfinite(surface) & (surface > 0)
-    if keep_target is not None:
-        good &= keep_target[i, j]
-    if not good.any():
-        return None
-    # |z_moved - z_target| / z_target with z = 1 / inverse depth
-    return float(np.mean(np.abs(surface[good] / inverse[inside][good] - 1.0)))
+    # z = 1 / inverse depth
+    error = np.abs(surface / landing.inverse[inside] - 1.0)
+    kept = good & keep_source.reshape(-1)[landing.flat[inside]] & keep_target.reshape(-1)[pixel]
+    return tuple(float(np.mean(error[chosen])) if chosen.any() else None for chosen in (good, kept))
