@@ -19,6 +19,7 @@ DEFAULTS = {
     "zoedepth": ("ZoeDepthConfig", 384, 512),  # Intel/zoedepth-nyu-kitti: BEiT-L, 384x512
     "depth_pro": ("DepthProConfig", 1536, 1536),  # apple/DepthPro-hf: three DINOv2 ViT-L/16 at 384, FoV head
     "prompt_depth_anything": ("PromptDepthAnythingConfig", 384, 384),  # ViT-S (vits-hf) at the processor's default
+    "tipsv2_dpt": ("Tipsv2DptConfig", 448, 448),  # google/tipsv2-b14-dpt: ViT-B/14, fixed 448x448
 }
 #: config settings of the real checkpoints where transformers' defaults differ
 OVERRIDES = {

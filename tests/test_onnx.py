@@ -327,7 +327,7 @@ def test_exported_position_embedding_resize_follows_the_reference_rule(exporter,
 # ------------------------------------------------------- the other depth architectures
 
 #: (architecture, metric head): exported through the CLI, run through the onnx backend
-EXPORTED = [("glpn", False), ("depth_pro", True), ("prompt_depth_anything", False)]
+EXPORTED = [("glpn", False), ("depth_pro", True), ("prompt_depth_anything", False), ("tipsv2_dpt", False)]
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ NOT_EXPORTABLE = {
     "zoedepth": "torch.onnx fixes the batch size inside ZoeDepth's metric-bin attractors and the "
                 "export takes minutes even for a tiny model",
 }
+#: architectures that run at their processor's fixed size: graphs of that size, one image a run
+FIXED_SIZE = ("depth_pro", "tipsv2_dpt")
 #: pictures the parity check prepares (height, width): landscape 4:3, portrait, wide 16:9
 CHECK_PICTURES = [(192, 256), (256, 192), (144, 256)]
 
@@ -60,7 +62,7 @@ def signature(architecture: Architecture) -> Signature:
     """What the graph of `architecture` takes and returns, and which sizes vary."""
     model_type = architecture.model_type
     outputs = [OUTPUT_NAME] + ([FOV_NAME] if model_type == "depth_pro" and architecture.has_fov() else [])
-    if model_type == "depth_pro":  # fixed size; batch 1 (torch.onnx fixes its batch: the backend runs one at a time)
+    if model_type in FIXED_SIZE:  # batch 1 (torch.onnx fixes Depth Pro's batch): the backend runs one at a time
         return Signature([INPUT_NAME], outputs, [{}], [{} for _ in outputs])
     multiple = _size_multiple(architecture)
     pixels = {0: ("batch", 1), 2: ("rows", multiple), 3: ("cols", multiple)}
@@ -84,7 +86,7 @@ def check_inputs(architecture: Architecture, input_size: int) -> list[dict[str, 
     first as a batch of two (one picture where the graph's batch is fixed)."""
     generator = np.random.default_rng(0)
     batches = []
-    fixed = architecture.model_type == "depth_pro"
+    fixed = architecture.model_type in FIXED_SIZE
     for index, (height, width) in enumerate(CHECK_PICTURES[:2] if fixed else CHECK_PICTURES):
         picture = generator.integers(0, 256, (height, width, 3), dtype=np.uint8)
         count = 2 if index == 0 and not fixed else 1
@@ -99,8 +101,8 @@ def check_inputs(architecture: Architecture, input_size: int) -> list[dict[str, 
 
 def example_inputs(architecture: Architecture, input_size: int) -> tuple[np.ndarray, ...]:
     """What the exporter traces with: a batch of two of a non-square input (torch.export
-    specialises sizes 1 and equal dimensions), one input at the fixed size of Depth Pro."""
-    if architecture.model_type == "depth_pro":
+    specialises sizes 1 and equal dimensions), one input at a fixed-size architecture's size."""
+    if architecture.model_type in FIXED_SIZE:
         return (np.zeros((1, 3, *processor_size(architecture.processor, (1536, 1536))), dtype=np.float32),)
     multiple = _size_multiple(architecture)
     pixels = np.random.default_rng(1).standard_normal((2, 3, 4 * multiple, 6 * multiple)).astype(np.float32)

@@ -114,13 +114,23 @@ def load_network(model: str, revision: str | None = None, dtype: Any = None) -> 
     return network.eval()
 
 
+#: architectures whose transformers image processor needs torchvision: their saved settings
+#: (preprocessor_config.json) over these defaults, applied by their architectures entry
+SAVED_PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "depth_pro": {"size": {"height": 1536, "width": 1536}, "image_mean": [0.5, 0.5, 0.5],
+                  "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255},
+    "tipsv2_dpt": {"size": {"height": 448, "width": 448}, "rescale_factor": 1 / 255, "do_normalize": False,
+                   "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]},
+}
+
+
 def load_processor(model_type: str, model: str, revision: str | None = None) -> Any:
     """The checkpoint's own image processor (transformers' PIL/numpy implementation), or for
-    Depth Pro (whose processor needs torchvision) its saved settings."""
+    architectures whose processor needs torchvision, its saved settings."""
     if model_type == "depth_anything":
         return None
-    if model_type == "depth_pro":
-        return _saved_processor_settings(model, revision)
+    if model_type in SAVED_PROCESSOR_DEFAULTS:
+        return _saved_processor_settings(model_type, model, revision)
     try:
         return processor_class(model_type).from_pretrained(model, revision=revision)
     except (OSError, ValueError) as error:
@@ -147,16 +157,15 @@ def processor_settings(processor: Any) -> dict[str, Any]:
 
 
 def processor_from_settings(model_type: str, settings: dict[str, Any]) -> Any:
-    if model_type == "depth_pro":
-        return types.SimpleNamespace(**settings)
+    if model_type in SAVED_PROCESSOR_DEFAULTS:
+        return types.SimpleNamespace(**{**SAVED_PROCESSOR_DEFAULTS[model_type], **settings})
     return processor_class(model_type).from_dict(settings)
 
 
-def _saved_processor_settings(model: str, revision: str | None) -> Any:
+def _saved_processor_settings(model_type: str, model: str, revision: str | None) -> Any:
     from transformers.utils import cached_file
 
-    settings = {"size": {"height": 1536, "width": 1536}, "image_mean": [0.5, 0.5, 0.5],
-                "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255}
+    settings = dict(SAVED_PROCESSOR_DEFAULTS[model_type])
     try:
         path = cached_file(model, "preprocessor_config.json", revision=revision,
                            _raise_exceptions_for_missing_entries=False)
