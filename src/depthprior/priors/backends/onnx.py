@@ -339,7 +339,7 @@ def file_architecture(metadata: dict[str, str], path: Path) -> Architecture | No
     try:
         config = CONFIG_MAPPING[model_type].from_dict(json.loads(metadata["config"]))
         processor = processor_from_settings(model_type, json.loads(metadata["processor"]))
-    except (KeyError, ValueError, TypeError) as error:
+    except (KeyError, ValueError, TypeError, AttributeError) as error:  # metadata written by someone else
         raise ModelLoadError(f"{path.name} records a {model_type} model but not its config and processor "
                              f"({first_line(error)}): re-export it with `depthprior export-onnx`") from None
     return entry(config, processor)
