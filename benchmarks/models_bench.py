@@ -17,8 +17,19 @@ DEFAULTS = {
     "dpt": ("DPTConfig", 384, 384),  # Intel/dpt-large: ViT-L/16, 384x384
     "glpn": ("GLPNConfig", 480, 640),  # vinvino02/glpn-nyu: the image's own size (NYU 480x640)
     "zoedepth": ("ZoeDepthConfig", 384, 512),  # Intel/zoedepth-nyu-kitti: BEiT-L, 384x512
-    "depth_pro": ("DepthProConfig", 1536, 1536),  # fixed 1536x1536; default sub-configs are ViT-B, apple/DepthPro-hf uses ViT-L
+    "depth_pro": ("DepthProConfig", 1536, 1536),  # apple/DepthPro-hf: three DINOv2 ViT-L/16 at 384, FoV head
+    "prompt_depth_anything": ("PromptDepthAnythingConfig", 384, 384),  # ViT-S (vits-hf) at the processor's default
+    "tipsv2_dpt": ("Tipsv2DptConfig", 448, 448),  # google/tipsv2-b14-dpt: ViT-B/14, fixed 448x448
 }
+#: config settings of the real checkpoints where transformers' defaults differ
+OVERRIDES = {
+    "depth_pro": lambda: dict(use_fov_model=True, **{
+        key: dict(model_type="dinov2", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096, patch_size=16, image_size=384)
+        for key in ("image_model_config", "patch_model_config", "fov_model_config")}),
+}
+#: extra network inputs: Prompt Depth Anything's prompt at its LiDAR resolution
+EXTRA_INPUTS = {"prompt_depth_anything": lambda torch: {"prompt_depth": torch.rand(1, 1, 192, 256) + 0.5}}
 
 
 def forward_ms(architecture: str, repeats: int) -> float:
@@ -27,14 +38,15 @@ def forward_ms(architecture: str, repeats: int) -> float:
     from transformers import AutoModelForDepthEstimation
 
     config_name, height, width = DEFAULTS[architecture]
-    config = getattr(transformers, config_name)()
+    config = getattr(transformers, config_name)(**OVERRIDES.get(architecture, dict)())
     model = AutoModelForDepthEstimation.from_config(config).eval()
-    pixels = torch.randn(1, 3, height, width)
+    inputs = {"pixel_values": torch.randn(1, 3, height, width),
+              **EXTRA_INPUTS.get(architecture, lambda _: {})(torch)}
     with torch.inference_mode():
-        model(pixel_values=pixels)  # warm-up
+        model(**inputs)  # warm-up
         start = time.perf_counter()
         for _ in range(repeats):
-            model(pixel_values=pixels)
+            model(**inputs)
     return (time.perf_counter() - start) / repeats * 1000
 
 

@@ -98,7 +98,9 @@ def _tiny_glpn(metric: bool):
     config = GLPNConfig(num_encoder_blocks=4, depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1],
                         hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 1, 2, 2],
                         decoder_hidden_size=16, max_depth=10, head_in_index=-1)
-    return GLPNForDepthEstimation(config), GLPNImageProcessor(size_divisor=32), ("head.head.2", 1e3)
+    # a head scale that keeps the sigmoid unsaturated: depths ~6-9 m, not down to 1e-6 m, where
+    # 1/depth (the PNG) would magnify any rounding a thousandfold
+    return GLPNForDepthEstimation(config), GLPNImageProcessor(size_divisor=32), ("head.head.2", 30)
 
 
 def _tiny_zoedepth(metric: bool):
@@ -155,6 +157,21 @@ def _tiny_prompt_depth_anything(metric: bool):
     return PromptDepthAnythingForDepthEstimation(config), processor, ("head.conv3", 1e5)
 
 
+def _tiny_tipsv2_dpt(metric: bool):
+    from transformers import AutoModelForDepthEstimation, Tipsv2DptConfig
+
+    backbone = dict(model_type="tipsv2_vision_model", hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                    image_size=56, patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
+                    reshape_hidden_states=False)
+    config = Tipsv2DptConfig(backbone_config=backbone, neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=16,
+                             num_depth_bins=16)
+    # Tipsv2DptImageProcessor needs torchvision: its saved settings, written as save_pretrained would
+    processor = {"image_processor_type": "Tipsv2DptImageProcessor", "size": {"height": 56, "width": 56},
+                 "do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": False,
+                 "resample": 2}
+    return AutoModelForDepthEstimation.from_config(config), processor, None
+
+
 def _tiny_classifier(metric: bool):
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -169,6 +186,7 @@ TINY_BUILDERS = {
     "zoedepth": _tiny_zoedepth,
     "depth_pro": _tiny_depth_pro,
     "prompt_depth_anything": _tiny_prompt_depth_anything,
+    "tipsv2_dpt": _tiny_tipsv2_dpt,
     "vit": _tiny_classifier,  # not a depth model: refused
 }
 

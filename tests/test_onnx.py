@@ -322,3 +322,104 @@ def test_exported_position_embedding_resize_follows_the_reference_rule(exporter,
         expected = reference_position_resize(grid, rows, cols)
         assert got.shape == expected.shape, (rows, cols)
         assert torch.allclose(got, expected, rtol=0, atol=1e-5 * float(expected.abs().max())), (rows, cols)
+
+
+# ------------------------------------------------------- the other depth architectures
+
+#: (architecture, metric head): exported through the CLI, run through the onnx backend
+EXPORTED = [("glpn", False), ("depth_pro", True), ("prompt_depth_anything", False), ("tipsv2_dpt", False)]
+
+
+@pytest.fixture(scope="module")
+def prompt_scene(tmp_path_factory):
+    from scenes import make_scene
+
+    return make_scene(tmp_path_factory.mktemp("scene"), n_images=2, seed=3)
+
+
+@pytest.mark.parametrize("architecture,metric", EXPORTED)
+def test_other_architectures_export_and_generate_as_torch_does(architecture, metric, prompt_scene, tmp_path):
+    """The graph passes the parity check, records the architecture, and the onnx backend applies
+    its preprocessing and convention: PNGs, raw values and per-image extras equal torch's."""
+    from synth import build_tiny_checkpoint
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "checkpoint", architecture, metric=metric)
+    path = tmp_path / f"{architecture}.onnx"
+    result = run_cli("export-onnx", "--model", checkpoint, "-o", path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "-> OK" in result.stdout and ("field_of_view" in result.stdout) == (architecture == "depth_pro")
+    meta = inspect_onnx(path).metadata
+    assert meta["architecture_type"] == architecture and meta["model_output"] == "depth"
+    if architecture == "prompt_depth_anything":
+        frames, extra = prompt_scene.images, {"prompt_sparse": str(prompt_scene.sparse)}
+    else:
+        frames, extra = tmp_path / "frames", {}
+        make_frames(frames, 2, size=(48, 64))
+        write_image(frames / "tall.png", scene_rgb(70, 40, seed=5))
+    runs = {backend: generate(frames, tmp_path / backend, backend=backend, format="both", progress=False,
+                              batch_size=2, model=str(checkpoint if backend == "torch" else path), **extra)
+            for backend in ("torch", "onnx")}
+    assert runs["onnx"].exit_code == 0 and runs["onnx"].done == runs["torch"].done >= 2, runs["onnx"].format()
+    torch_manifest, onnx_manifest = Manifest.load(tmp_path / "torch"), Manifest.load(tmp_path / "onnx")
+    assert onnx_manifest.backend["architecture_type"] == architecture
+    assert onnx_manifest.backend["convention"] == torch_manifest.backend["convention"]
+    assert onnx_manifest.backend["preprocessing"] == torch_manifest.backend["preprocessing"]
+    torch_records = dict(torch_manifest.iter_ok())
+    for name, record in onnx_manifest.iter_ok():
+        expected = torch_records[name]
+        assert record.raw_kind == expected.raw_kind == "inverse_depth"
+        png = read_png16(tmp_path / "onnx" / (record.stem + ".png")).astype(np.int64)
+        want = read_png16(tmp_path / "torch" / (expected.stem + ".png")).astype(np.int64)
+        raw = np.load(tmp_path / "onnx" / (record.stem + ".npy"))
+        want_raw = np.load(tmp_path / "torch" / (expected.stem + ".npy"))
+        assert _rel_error(raw, want_raw) <= 1e-3, name
+        assert png.shape == want.shape and np.abs(png - want).max() <= 1e-3 * 65535, name
+        assert record.extras.keys() == expected.extras.keys()
+        for key, value in expected.extras.items():  # Depth Pro: field of view and focal length
+            assert record.extras[key] == pytest.approx(value, rel=1e-4), (name, key)
+    assert ("focal_px" in record.extras) == (architecture == "depth_pro")
+    if architecture in REFUSED_RUNS:  # the file's architecture rules apply before anything runs
+        arguments, message = REFUSED_RUNS[architecture]
+        result = run_cli("generate", frames, tmp_path / "refused", "--backend", "onnx", "--model", path, *arguments)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
+#: what the onnx backend refuses for a file of the architecture, as torch does: (arguments, message)
+REFUSED_RUNS = {
+    "prompt_depth_anything": ((), "pass --prompt-sparse SCENE/sparse/0"),
+    "depth_pro": (("--input-size", "384"), "--input-size does not apply to depth_pro"),
+}
+
+
+@pytest.mark.parametrize("architecture,reason", [("dpt", "position embeddings"), ("zoedepth", "batch size")])
+def test_architectures_that_do_not_export_are_refused_in_one_line_before_loading(architecture, reason, tmp_path):
+    from synth import build_tiny_checkpoint
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "full", architecture)
+    config_only = tmp_path / "config-only"  # no weights: the refusal comes before loading them
+    config_only.mkdir()
+    shutil.copy(checkpoint / "config.json", config_only / "config.json")
+    for model in (checkpoint, config_only):
+        result = run_cli("export-onnx", "--model", model, "-o", tmp_path / "model.onnx")
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{architecture} checkpoints cannot be exported to ONNX" in lines[0], result.stderr
+        assert reason in lines[0] and "--backend torch" in lines[0]
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_export_checks_input_size_before_loading_the_model(tiny_model, tmp_path):
+    from synth import build_tiny_checkpoint
+
+    depth_pro = build_tiny_checkpoint(tmp_path / "depth_pro", "depth_pro")
+    for source, size, message in ((tiny_model, "50", "multiple of 14"),
+                                  (depth_pro, "384", "--input-size does not apply to depth_pro")):
+        config_only = tmp_path / f"config-{source.name}"
+        config_only.mkdir()
+        shutil.copy(source / "config.json", config_only / "config.json")
+        result = run_cli("export-onnx", "--model", config_only, "-o", tmp_path / "model.onnx",
+                         "--input-size", size)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr

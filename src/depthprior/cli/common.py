@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from ..priors.backends import DEFAULT_BACKEND, BackendSettings, backend_class, backend_names, option_fields
+from ..priors.backends import option_owners
 from ..priors.backends.base import DTYPES, option_flag
 from ..priors.backends.torch_hf import DEVICES
 
@@ -46,19 +47,23 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                        help="refuse pictures above this many pixels before decoding them: "
                             "inputs, and what a remote server returns "
                             f"(default {_DEFAULTS.max_pixels:_d} = {_DEFAULTS.max_pixels / 1e6:g} MP)")
+    owners = option_owners()
     for name in backend_names():
-        _add_options(parser, name)
+        _add_options(parser, name, owners)
 
 
-def _add_options(parser: argparse.ArgumentParser, backend: str) -> None:
-    """A group with the backend's own options; unset ones stay out of the namespace (SUPPRESS),
-    so only options given on the command line reach settings_for."""
-    fields = option_fields(backend)
+def _add_options(parser: argparse.ArgumentParser, backend: str, owners: dict[str, list[str]]) -> None:
+    """A group with the backend's own options (an option several backends take: in the first
+    one's group); unset ones stay out of the namespace (SUPPRESS), so only options given on the
+    command line reach settings_for."""
+    fields = [option for option in option_fields(backend) if owners[option.name][0] == backend]
     if not fields:
         return
     group = parser.add_argument_group(f"{backend} backend (--backend {backend})")
     for option in fields:
         help_text = option.metadata.get("help", "")
+        if len(owners[option.name]) > 1:
+            help_text += f" (--backend {' or '.join(owners[option.name])})"
         if option.type in (bool, "bool"):
             group.add_argument(option_flag(option.name), action="store_true",
                                default=argparse.SUPPRESS, help=help_text)

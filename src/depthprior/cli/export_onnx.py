@@ -13,10 +13,11 @@ _DEFAULTS = BackendSettings()
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export-onnx",
-        help="a Depth Anything checkpoint -> an ONNX file for --backend onnx",
-        description="Exports a Depth Anything V1/V2 checkpoint (hub id or local folder) to ONNX with "
-        "dynamic batch, height and width, so one file serves every aspect ratio, then checks the "
-        "written graph against the PyTorch model at three aspect ratios before putting it in place. "
+        help="a depth checkpoint -> an ONNX file for --backend onnx",
+        description="Exports a Depth Anything V1/V2, GLPN, Depth Pro or Prompt Depth Anything checkpoint "
+        "(hub id or local folder) to ONNX (Depth Anything, GLPN and Prompt Depth Anything with dynamic "
+        "batch, height and width, so one file serves every aspect ratio), then checks the written graph "
+        "against the PyTorch model at three aspect ratios before putting it in place. "
         "Use it with: depthprior generate FRAMES OUT --backend onnx --model model.onnx",
     )
     parser.add_argument("--model", default=_DEFAULTS.model,
@@ -25,14 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     parser.add_argument("--input-size", type=positive_int, default=_DEFAULTS.input_size,
                         help="input size the graph is checked at and records as its default "
-                             "(multiple of 14; default 518); the graph takes any size")
+                             "(Depth Anything: multiple of 14; default 518, for other architectures "
+                             "the checkpoint's own size)")
     parser.add_argument("--opset", type=positive_int, default=None,
                         help="ONNX opset (default 18 for dynamo, 17 for torchscript)")
     parser.add_argument("--exporter", default="dynamo", choices=("dynamo", "torchscript"),
                         help="torch.onnx exporter: dynamo (default) or the older torchscript tracer")
     parser.add_argument("--static-shape", default=None, metavar="HxW",
-                        help="fix the network input size, e.g. 518x784 (for TensorRT); other sizes are "
-                             "then refused. Default: dynamic")
+                        help="Depth Anything: fix the network input size, e.g. 518x784 (for TensorRT); "
+                             "other sizes are then refused. Default: dynamic")
     parser.add_argument("--external-data", action="store_true",
                         help="weights in OUTPUT.data beside the graph (automatic above ~1.8 GB)")
     parser.add_argument("--no-verify", action="store_true",

@@ -1,6 +1,7 @@
-"""Depth Anything checkpoint -> ONNX file for the onnx backend (`depthprior export-onnx`).
+"""Depth checkpoint -> ONNX file for the onnx backend (`depthprior export-onnx`); Depth Anything
+here, the other architectures through onnx_architectures.
 
-The graph takes `pixel_values` (batch x 3 x H x W, float32, ImageNet-normalised, H and W
+A Depth Anything graph takes `pixel_values` (batch x 3 x H x W, float32, ImageNet-normalised, H and W
 multiples of 14) and returns `predicted_depth` (batch x H x W). Batch, height and width are
 dynamic axes, so one file serves every aspect ratio: transformers' depth head turns the
 output size into Python ints (`int(patch_height * patch_size)`), which bakes the example
@@ -21,6 +22,7 @@ convention from there and the manifest records the rest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -28,13 +30,15 @@ import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import __version__
 from .backends.onnx import INPUT_NAME, META_PREFIX, OUTPUT_NAME, import_onnx
+from .backends.architectures import architecture_class
 from .backends.preprocess import PATCH
+from .onnx_architectures import Signature, check_exportable
 from ..errors import DepthpriorError, MissingDependencyError, UsageError, first_line
 
 log = logging.getLogger(__name__)
@@ -61,11 +65,13 @@ class ParityCheck:
     max_abs: float
     rel: float  # max_abs / range of the torch output
     shape_ok: bool
+    output: str = OUTPUT_NAME
 
     def format(self) -> str:
+        where = f"{self.height}x{self.width}" + ("" if self.output == OUTPUT_NAME else f" {self.output}")
         if not self.shape_ok:
-            return f"{self.height}x{self.width}: WRONG OUTPUT SHAPE"
-        return f"{self.height}x{self.width}: {self.rel:.1e}"
+            return f"{where}: WRONG OUTPUT SHAPE"
+        return f"{where}: {self.rel:.1e}"
 
 
 @dataclass
@@ -94,7 +100,8 @@ class ExportResult:
     def format(self) -> str:
         size = self.size_bytes + (self.external_data.stat().st_size if self.external_data else 0)
         shapes = "dynamic batch, height and width" if self.dynamic else (
-            f"fixed {self.metadata.get(META_PREFIX + 'static_shape')} (batch dynamic)")
+            f"fixed {self.metadata.get(META_PREFIX + 'static_shape')} "
+            + ("(batch dynamic)" if self.metadata.get(META_PREFIX + "dynamic_axes") else "(batch 1)"))
         lines = [
             f"wrote {self.path} ({size / 2**20:.1f} MiB) in {self.seconds:.1f} s",
             f"  source: {self.metadata.get(META_PREFIX + 'source_model')}"
@@ -138,14 +145,15 @@ def export_onnx(
     verify: bool = True,
     external_data: bool | None = None,
 ) -> ExportResult:
-    """Export a Depth Anything checkpoint (hub id or local folder) to an ONNX file.
+    """Export a depth checkpoint (hub id or local folder) to an ONNX file.
 
-    input_size: the size the graph is checked at and the default the file records; the graph
-        itself takes any multiple of 14 unless static_shape is given.
+    Depth Anything graphs take any multiple of 14 unless static_shape is given; the other
+    architectures (onnx_architectures) take what their image processor makes.
+    input_size: the size the graph is checked at and the default the file records.
     exporter: "dynamo" (torch.export based, the default) or "torchscript" (the older tracer,
         faster to run, deprecated in recent PyTorch).
-    static_shape: (height, width) to fix the spatial size (batch stays dynamic); inputs of any
-        other size are refused by the backend.
+    static_shape: (height, width) to fix a Depth Anything graph's spatial size (batch stays
+        dynamic); inputs of any other size are refused by the backend.
     verify: run the written graph and the PyTorch model on the same inputs at three aspect
         ratios; the file is only put in place if they agree.
     external_data: store weights in `<output>.data`; default only above ~1.8 GB.
@@ -156,43 +164,131 @@ def export_onnx(
             import onnxscript  # noqa: F401 - torch.onnx's dynamo exporter builds graphs with it
         except ImportError:
             raise MissingDependencyError("onnxscript", "onnx", "export-onnx (dynamo exporter)") from None
-    from .backends.torch_hf import import_torch, load_depth_model, map_kind
+    from .backends.torch_hf import import_torch, load_config
 
     torch = import_torch()
     output = Path(output)
+    _check_target(output, exporter)
+    opset = opset or DEFAULT_OPSET[exporter]
+    if exporter == "dynamo" and opset < 18:
+        raise UsageError("the dynamo exporter writes opset 18 or newer; use --exporter torchscript for older opsets")
+    config = load_config(model, revision)
+    model_type = getattr(config, "model_type", None)
+    architecture_class(model_type, model)
+    if model_type == "depth_anything":
+        _check_patch_sizes(int(getattr(config, "patch_size", PATCH)), input_size, static_shape)
+    else:
+        check_exportable(model_type, static_shape)
+        architecture_class(model_type, model).check_input_size(input_size)
+
+    start = time.perf_counter()
+    if model_type == "depth_anything":
+        job = _depth_anything_job(torch, model, revision, input_size, exporter, opset, static_shape)
+    else:
+        job = _architecture_job(torch, model, revision, input_size, exporter, opset)
+    return _write(torch, onnx, job, output, exporter, opset, verify, external_data, start)
+
+
+def _check_target(output: Path, exporter: str) -> None:
     if exporter not in EXPORTERS:
         raise UsageError(f"unknown exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
     if output.is_dir():
         raise UsageError(f"output {output} is a folder; give a file name such as {output / 'model.onnx'}")
     if output.suffix.lower() != ".onnx":
         raise UsageError(f"output {output} should end in .onnx")
-    opset = opset or DEFAULT_OPSET[exporter]
-    if exporter == "dynamo" and opset < 18:
-        raise UsageError("the dynamo exporter writes opset 18 or newer; use --exporter torchscript for older opsets")
 
-    start = time.perf_counter()
-    network = load_depth_model(model, revision, torch.float32)
-    config = network.config
-    patch = int(getattr(config, "patch_size", PATCH))
+
+def _check_patch_sizes(patch: int, input_size: int, static_shape: tuple[int, int] | None) -> None:
     if input_size < patch or input_size % patch:
         raise UsageError(f"--input-size must be a positive multiple of {patch}, e.g. 518")
     if static_shape is not None and any(side < patch or side % patch for side in static_shape):
         raise UsageError(f"--static-shape sides must be multiples of {patch}, e.g. 518x784")
-    _use_eager_attention(network)
-    metadata = _metadata(model, revision, network, input_size, patch, exporter, opset,
-                         static_shape, map_kind(config))
 
+
+@dataclass
+class _GraphJob:
+    """One export: the module to trace, its example inputs, its signature, the patches the
+    trace runs under, the parity check (path -> checks) and the metadata."""
+
+    wrapper: Any
+    examples: tuple[Any, ...]
+    signature: Signature
+    patches: Callable[[], list[Any]]
+    check: Callable[[Path], list[ParityCheck]]
+    metadata: dict[str, str]
+    title: str
+
+
+def _depth_anything_job(torch: Any, model: str, revision: str | None, input_size: int, exporter: str,
+                        opset: int, static_shape: tuple[int, int] | None) -> _GraphJob:
+    from .backends.torch_hf import load_depth_model, map_kind
+
+    network = load_depth_model(model, revision, torch.float32)
+    patch = int(getattr(network.config, "patch_size", PATCH))
+    _use_eager_attention(network)
+    axes = {0: ("batch", 1)} if static_shape else {0: ("batch", 1), 2: ("patches_h", patch), 3: ("patches_w", patch)}
+    out_axes = {0: "batch"} if static_shape else {0: "batch", 1: "height", 2: "width"}
+    return _GraphJob(
+        wrapper=_graph_module(network),
+        examples=(_example_input(torch, input_size, patch, static_shape),),
+        signature=Signature([INPUT_NAME], [OUTPUT_NAME], [axes], [out_axes]),
+        patches=lambda: [_dynamic_head(network), _matmul_position_embedding(network), _no_attention_mask()],
+        check=lambda staged: verify_parity(network, staged, _verify_shapes(input_size, patch, static_shape)),
+        metadata=_metadata(model, revision, network, input_size, patch, exporter, opset, static_shape,
+                           map_kind(network.config)),
+        title="Depth Anything",
+    )
+
+
+def _architecture_job(torch: Any, model: str, revision: str | None, input_size: int, exporter: str,
+                      opset: int) -> _GraphJob:
+    from . import onnx_architectures as graphs
+    from .backends.torch_hf import load_network, load_processor, processor_settings
+
+    network = load_network(model, revision, torch.float32)
+    model_type = network.config.model_type
+    processor = load_processor(model_type, model, revision)
+    architecture = architecture_class(model_type, model)(network.config, processor)
+    _use_eager_attention(network)
+    signature = graphs.signature(architecture)
+    metadata = _metadata(model, revision, network, input_size, 0, exporter, opset, None, architecture.kind())
+    fixed = not signature.axes[0]
+    metadata.update({
+        META_PREFIX + key: value for key, value in {
+            **graphs.metadata(architecture, processor_settings(processor), signature.outputs),
+            "patch_size": "", "dynamic_axes": "" if fixed else "batch,height,width",
+            "static_shape": "x".join(map(str, graphs.example_inputs(architecture, input_size)[0].shape[2:]))
+            if fixed else "",
+            "input": ", ".join(signature.inputs) + f": as {type(processor).__name__} makes them",
+            "output": ", ".join(signature.outputs) + f": {architecture.convention()}",
+        }.items()})
+    batches = graphs.check_inputs(architecture, input_size)
+    return _GraphJob(
+        wrapper=graphs.graph_module(network, signature.outputs),
+        examples=tuple(torch.from_numpy(array) for array in graphs.example_inputs(architecture, input_size)),
+        signature=signature,
+        patches=lambda: [_dynamic_head(network)] if model_type == "prompt_depth_anything" else [],
+        check=lambda staged: compare_outputs(network, staged, batches, signature.outputs),
+        metadata=metadata,
+        title=type(network).__name__,
+    )
+
+
+def _write(torch: Any, onnx: Any, job: _GraphJob, output: Path, exporter: str, opset: int, verify: bool,
+           external_data: bool | None, start: float) -> ExportResult:
+    """Export, check and put the file in place (only when it passed the check)."""
+    metadata = job.metadata
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = output.parent / f".{output.name}.depthprior-tmp-{os.getpid()}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     try:
-        example = _example_input(torch, input_size, patch, static_shape)
-        wrapper = _graph_module(network)
-        with _dynamic_head(network), _matmul_position_embedding(network), _no_attention_mask():
-            proto = _export(torch, onnx, wrapper, example, exporter, opset, static_shape, scratch, patch)
-        proto.doc_string = (f"Depth Anything ({metadata[META_PREFIX + 'source_model']}) exported by "
-                            f"depthprior {__version__}: pixel_values NCHW float32 -> predicted_depth NHW")
+        with contextlib.ExitStack() as patches:
+            for patch in job.patches():
+                patches.enter_context(patch)
+            proto = _export_graph(torch, onnx, job.wrapper, job.examples, job.signature, exporter, opset, scratch)
+        proto.doc_string = (f"{job.title} ({metadata[META_PREFIX + 'source_model']}) exported by depthprior "
+                            f"{__version__}: {', '.join(job.signature.inputs)} -> {', '.join(job.signature.outputs)}")
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -205,24 +301,10 @@ def export_onnx(
         exported_s = time.perf_counter() - start
         checks: list[ParityCheck] = []
         verify_s = 0.0
-        tolerance = TOLERANCE
         if verify:
             verify_start = time.perf_counter()
-            try:
-                checks = verify_parity(network, staged, _verify_shapes(input_size, patch, static_shape))
-            except (MemoryError, KeyboardInterrupt):
-                raise
-            except Exception as error:  # noqa: BLE001 - ONNX Runtime's own exception types
-                raise ExportError(f"the exported graph does not run in ONNX Runtime ({first_line(error)}); "
-                                  f"{output} was not written") from error
+            checks = _checked(job, staged, output, exporter)
             verify_s = time.perf_counter() - verify_start
-            bad = [c for c in checks if not c.shape_ok or c.rel > tolerance]
-            if bad:
-                raise ExportError(
-                    f"the exported graph does not match the PyTorch model ({', '.join(c.format() for c in bad)}; "
-                    f"tolerance {tolerance:.0e} of the map range); {output} was not written. "
-                    + ("Try --exporter torchscript." if exporter == "dynamo" else "Try --exporter dynamo.")
-                )
         data_path = output.parent / data_name
         if external:
             os.replace(scratch / data_name, data_path)
@@ -231,14 +313,43 @@ def export_onnx(
         shutil.rmtree(scratch, ignore_errors=True)
     return ExportResult(
         path=output, size_bytes=output.stat().st_size, seconds=exported_s, exporter=exporter,
-        opset=opset, dtype="fp32", dynamic=static_shape is None,
+        opset=opset, dtype="fp32", dynamic=bool(job.signature.axes[0].keys() - {0}),
         metadata=metadata, external_data=data_path if external else None, checks=checks,
-        tolerance=tolerance, verify_seconds=verify_s,
+        tolerance=TOLERANCE, verify_seconds=verify_s,
     )
 
 
+def _checked(job: _GraphJob, staged: Path, output: Path, exporter: str) -> list[ParityCheck]:
+    """The parity checks of the staged file, or an ExportError in one line."""
+    try:
+        checks = job.check(staged)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # noqa: BLE001 - ONNX Runtime's own exception types
+        raise ExportError(f"the exported graph does not run in ONNX Runtime ({first_line(error)}); "
+                          f"{output} was not written") from error
+    bad = [c for c in checks if not c.shape_ok or c.rel > TOLERANCE]
+    if bad:
+        raise ExportError(
+            f"the exported graph does not match the PyTorch model ({', '.join(c.format() for c in bad)}; "
+            f"tolerance {TOLERANCE:.0e} of the map range); {output} was not written. "
+            + ("Try --exporter torchscript." if exporter == "dynamo" else "Try --exporter dynamo.")
+        )
+    return checks
+
+
 def verify_parity(network: Any, path: Path, shapes: list[tuple[int, int, int]]) -> list[ParityCheck]:
-    """Run `path` (ONNX Runtime, CPU) and `network` (PyTorch) on the same inputs of each shape."""
+    """Run `path` (ONNX Runtime, CPU) and `network` (PyTorch) on the same random inputs of each shape."""
+    generator = np.random.default_rng(0)
+    batches = [{INPUT_NAME: generator.standard_normal((batch, 3, height, width), dtype=np.float32)}
+               for batch, height, width in shapes]
+    return compare_outputs(network, path, batches, [OUTPUT_NAME])
+
+
+def compare_outputs(network: Any, path: Path, batches: list[dict[str, np.ndarray]],
+                    outputs: list[str]) -> list[ParityCheck]:
+    """Each batch of named inputs through `path` (ONNX Runtime, CPU) and `network` (PyTorch):
+    one ParityCheck per output and batch."""
     _, ort = import_onnx()
     from .backends.torch_hf import import_torch
 
@@ -246,21 +357,26 @@ def verify_parity(network: Any, path: Path, shapes: list[tuple[int, int, int]]) 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    generator = np.random.default_rng(0)
     checks = []
-    for batch, height, width in shapes:
-        pixels = generator.standard_normal((batch, 3, height, width), dtype=np.float32)
+    for batch in batches:
         with torch.inference_mode():
-            expected = network(pixel_values=torch.from_numpy(pixels)).predicted_depth.float().numpy()
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0].astype(np.float32)
-        if got.shape != expected.shape:
-            checks.append(ParityCheck(batch, height, width, float("inf"), float("inf"), False))
-            continue
-        max_abs = float(np.abs(got - expected).max())
-        value_range = float(expected.max() - expected.min())
-        rel = max_abs / value_range if value_range > 0 else (0.0 if max_abs == 0 else float("inf"))
-        checks.append(ParityCheck(batch, height, width, max_abs, rel, True))
+            result = network(**{name: torch.from_numpy(array) for name, array in batch.items()})
+        got = session.run(outputs, batch)
+        count, _, height, width = batch[INPUT_NAME].shape
+        for name, values in zip(outputs, got):
+            expected = getattr(result, name).float().numpy()
+            checks.append(_parity(expected, values.astype(np.float32), (count, height, width), name))
     return checks
+
+
+def _parity(expected: np.ndarray, got: np.ndarray, shape: tuple[int, int, int], output: str) -> ParityCheck:
+    if got.shape != expected.shape:
+        return ParityCheck(*shape, float("inf"), float("inf"), False, output)
+    max_abs = float(np.abs(got - expected).max())
+    # the map's range; a per-image scalar (Depth Pro's field of view) has none: its magnitude
+    scale = float(expected.max() - expected.min()) if expected[0].size > 1 else float(np.abs(expected).max())
+    rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    return ParityCheck(*shape, max_abs, rel, True, output)
 
 
 # ----------------------------------------------------------------------------- internals
@@ -289,17 +405,19 @@ class _dynamic_head:
     """Within the block, the depth head computes its output size from the input's symbolic
     shape instead of Python ints, so the traced graph follows the input size.
 
-    Same operations as transformers' DepthAnythingDepthEstimationHead.forward. A head without
-    the expected parts is left alone; the parity check then reports a fixed-shape graph.
+    Same operations as transformers' DepthAnythingDepthEstimationHead.forward (Prompt Depth
+    Anything's head: the same without the max_depth factor). A head without the expected parts
+    is left alone; the parity check then reports a fixed-shape graph.
     """
 
     def __init__(self, network: Any):
         self.head = getattr(network, "head", None)
         self.patched = self.head is not None and all(hasattr(self.head, part) for part in _HEAD_PARTS)
+        self.scaled = type(self.head).__name__ != "PromptDepthAnythingDepthEstimationHead"
 
     def __enter__(self) -> None:
         if self.patched:
-            self.head.forward = types.MethodType(_head_forward, self.head)
+            self.head.forward = types.MethodType(_head_forward if self.scaled else _prompt_head_forward, self.head)
         else:
             log.warning("unfamiliar depth head: exporting it unchanged (the graph may fix the input size)")
 
@@ -309,6 +427,16 @@ class _dynamic_head:
 
 
 def _head_forward(self: Any, hidden_states: list, patch_height: Any, patch_width: Any) -> Any:
+    return (_head_values(self, hidden_states, patch_height, patch_width) * self.max_depth).squeeze(dim=1)
+
+
+def _prompt_head_forward(self: Any, hidden_states: list, patch_height: Any, patch_width: Any) -> Any:
+    """Prompt Depth Anything's head: no max_depth factor (the model maps its 0..1 output to
+    the prompt's range itself)."""
+    return _head_values(self, hidden_states, patch_height, patch_width).squeeze(dim=1)
+
+
+def _head_values(self: Any, hidden_states: list, patch_height: Any, patch_width: Any) -> Any:
     from torch import nn
 
     hidden_states = hidden_states[self.head_in_index]
@@ -322,8 +450,7 @@ def _head_forward(self: Any, hidden_states: list, patch_height: Any, patch_width
     predicted_depth = self.conv2(predicted_depth)
     predicted_depth = self.activation1(predicted_depth)
     predicted_depth = self.conv3(predicted_depth)
-    predicted_depth = self.activation2(predicted_depth) * self.max_depth
-    return predicted_depth.squeeze(dim=1)
+    return self.activation2(predicted_depth)
 
 
 class _matmul_position_embedding:
@@ -479,27 +606,32 @@ class _quiet_exporters:
 
 def _export(torch: Any, onnx: Any, wrapper: Any, example: Any, exporter: str, opset: int,
             static_shape: tuple[int, int] | None, scratch: Path, patch: int = PATCH) -> Any:
+    """A Depth Anything-shaped graph: pixel_values -> predicted_depth, dynamic unless static_shape."""
+    axes = {0: ("batch", 1)} if static_shape else {0: ("batch", 1), 2: ("patches_h", patch), 3: ("patches_w", patch)}
+    out_axes = {0: "batch"} if static_shape else {0: "batch", 1: "height", 2: "width"}
+    signature = Signature([INPUT_NAME], [OUTPUT_NAME], [axes], [out_axes])
+    return _export_graph(torch, onnx, wrapper, (example,), signature, exporter, opset, scratch)
+
+
+def _export_graph(torch: Any, onnx: Any, wrapper: Any, examples: tuple[Any, ...], signature: Signature,
+                  exporter: str, opset: int, scratch: Path) -> Any:
     try:
         with _quiet_exporters():
             if exporter == "dynamo":
-                batch = torch.export.Dim("batch", min=1, max=1024)
-                shapes: dict[int, Any] = {0: batch}
-                if static_shape is None:
-                    shapes[2] = patch * torch.export.Dim("patches_h", min=1, max=1024)
-                    shapes[3] = patch * torch.export.Dim("patches_w", min=1, max=1024)
                 program = torch.onnx.export(
-                    wrapper, (example,), dynamo=True, opset_version=opset,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_shapes=(shapes,), optimize=True, verbose=False,
+                    wrapper, examples, dynamo=True, opset_version=opset,
+                    input_names=signature.inputs, output_names=signature.outputs,
+                    dynamic_shapes=_dynamo_shapes(torch, signature), optimize=True, verbose=False,
                 )
                 return program.model_proto
-            axes = {0: "batch"} if static_shape else {0: "batch", 2: "height", 3: "width"}
-            out_axes = {0: "batch"} if static_shape else {0: "batch", 1: "height", 2: "width"}
             path = scratch / "torchscript.onnx"
+            named = {name: {axis: dim for axis, (dim, _) in axes.items()}
+                     for name, axes in zip(signature.inputs, signature.axes)}
+            named.update(zip(signature.outputs, signature.output_axes))
             torch.onnx.export(
-                wrapper, (example,), str(path), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: out_axes}, do_constant_folding=True,
+                wrapper, examples, str(path), dynamo=False, opset_version=opset,
+                input_names=signature.inputs, output_names=signature.outputs,
+                dynamic_axes={name: axes for name, axes in named.items() if axes}, do_constant_folding=True,
             )
             return onnx.load(str(path))
     except (MemoryError, KeyboardInterrupt):
@@ -508,6 +640,19 @@ def _export(torch: Any, onnx: Any, wrapper: Any, example: Any, exporter: str, op
         other = "torchscript" if exporter == "dynamo" else "dynamo"
         raise ExportError(f"torch.onnx ({exporter} exporter) failed: {first_line(error)}; "
                           f"try --exporter {other}") from error
+
+
+def _dynamo_shapes(torch: Any, signature: Signature) -> tuple[Any, ...]:
+    """torch.export dimensions per input (shared by name: inputs of one batch share its Dim)."""
+    dims: dict[str, Any] = {}
+    shapes = []
+    for axes in signature.axes:
+        shape = {}
+        for axis, (name, multiple) in axes.items():
+            dim = dims.setdefault(name, torch.export.Dim(name, min=1, max=1024 if multiple > 1 or name == "batch" else 8192))
+            shape[axis] = dim * multiple if multiple > 1 else dim
+        shapes.append(shape or None)
+    return tuple(shapes) if any(shapes) else None
 
 
 def _weight_bytes(proto: Any) -> int:

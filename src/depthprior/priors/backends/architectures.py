@@ -272,19 +272,56 @@ class DepthPro(Architecture):
                 f"{list(self.processor.image_std)}, then bilinear to fixed {height}x{width}; map resized back bilinear")
 
 
+class Tipsv2Dpt(Architecture):
+    """Google's TIPSv2 DPT head: metric depth as the expectation over its depth bins."""
+
+    model_type = "tipsv2_dpt"
+    recommended = "metric depth (m) from TIPSv2's depth bins; fixed 448x448"
+
+    @classmethod
+    def fixed_size_reason(cls) -> str:
+        return "TIPSv2 DPT runs at its processor's fixed size (448x448 for google/tipsv2-b14-dpt)"
+
+    def convention(self) -> str:
+        return (f"metric depth (m): expectation over {self.config.num_depth_bins} bins from "
+                f"{self.config.min_depth:g} to {self.config.max_depth:g} m")
+
+    def prepare(self, image: np.ndarray, input_size: int) -> Prepared:
+        """Tipsv2DptImageProcessor without torchvision: antialiased bilinear resize of the uint8
+        image (to uint8, as torchvision's resize of a uint8 tensor), then RGB/255."""
+        import torch
+
+        size = processor_size(self.processor, (448, 448))
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+        resized = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", antialias=True,
+                                                  align_corners=False)[0].numpy()
+        pixels = resized.astype(np.float32) * np.float32(self.processor.rescale_factor)
+        if self.processor.do_normalize:
+            mean = np.asarray(self.processor.image_mean, dtype=np.float32)[:, None, None]
+            std = np.asarray(self.processor.image_std, dtype=np.float32)[:, None, None]
+            pixels = (pixels - mean) / std
+        return Prepared(pixels)
+
+    def preprocessing(self, input_size: int) -> str:
+        height, width = processor_size(self.processor, (448, 448))
+        normalised = (f", mean {list(self.processor.image_mean)}, std {list(self.processor.image_std)}"
+                      if self.processor.do_normalize else "")
+        return (f"Tipsv2DptImageProcessor: antialiased bilinear to fixed {height}x{width} on uint8, "
+                f"RGB/255{normalised}; map resized back bilinear")
+
+
 def processor_size(processor: Any, default: tuple[int, int]) -> tuple[int, int]:
     size = getattr(processor, "size", None) or {}
     return int(size.get("height", default[0])), int(size.get("width", default[1]))
 
 
 ARCHITECTURES: dict[str, type[Architecture]] = {
-    cls.model_type: cls for cls in (DepthAnything, DPT, PromptDepthAnything, GLPN, ZoeDepth, DepthPro)
+    cls.model_type: cls for cls in (DepthAnything, DPT, PromptDepthAnything, GLPN, ZoeDepth, DepthPro, Tipsv2Dpt)
 }
 
 #: depth-estimation architectures depthprior refuses, and why (one line each)
 REFUSED = {
     "chmv2": "predicts canopy height from aerial images, not depth from the camera",
-    "tipsv2_dpt": "its image processor needs torchvision, which this installation lacks",
 }
 
 

@@ -1,5 +1,6 @@
-"""What the local backends (torch, onnx) share: Depth Anything's preprocessing on the way in,
-the resize back on the way out, and batches retried one input at a time when they fail."""
+"""What the local backends (torch, onnx) share: Depth Anything's preprocessing on the way in
+(another architecture's own, architectures.Architecture, when one is set), the resize back on
+the way out, and batches retried one input at a time when they fail."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
+from .architectures import Architecture, Prediction
 from .base import FATAL_ERRORS, Backend, DepthMap, MapKind
 from .preprocess import prepare_rgb, resize_map
 
@@ -17,6 +19,8 @@ class LocalBackend(Backend):
 
     #: what the model outputs; set once the model is loaded
     kind: MapKind = "disparity"
+    #: the model's architecture entry, when it is not Depth Anything (whose raw outputs are arrays)
+    architecture: Architecture | None = None
 
     def prepare(self, image: np.ndarray, name: str) -> np.ndarray:
         return prepare_rgb(image, self.settings.input_size)
@@ -48,5 +52,18 @@ class LocalBackend(Backend):
                 outcomes.append(error)
         return outcomes
 
-    def finish(self, raw: np.ndarray, height: int, width: int) -> DepthMap:
-        return DepthMap(resize_map(raw, height, width), kind=self.kind)
+    def finish(self, raw: Any, height: int, width: int) -> DepthMap:
+        if not isinstance(raw, Prediction):
+            return DepthMap(resize_map(raw, height, width), kind=self.kind)
+        resized = resize_map(crop_frame(raw.values, raw.frame), height, width)
+        extras = dict(raw.extras)
+        values = self.architecture.values(resized, extras, width)
+        return DepthMap(values, kind=self.kind, extras=extras)
+
+
+def crop_frame(values: np.ndarray, frame: Any) -> np.ndarray:
+    """The part of a network output that shows the image (Frame), padding cut off."""
+    if frame is None:
+        return values
+    outer = resize_map(values, *frame.outer)
+    return outer[frame.top:frame.top + frame.height, frame.left:frame.left + frame.width]

@@ -1,7 +1,9 @@
-"""Depth Anything as an ONNX file (made by `depthprior export-onnx`) through ONNX Runtime.
+"""A depth model as an ONNX file (made by `depthprior export-onnx`) through ONNX Runtime.
 
-Preprocessing and the resize back are the torch backend's (backends.preprocess), so both
-backends see the same network input and differ only by the runtime's arithmetic.
+Preprocessing and the resize back are the torch backend's (backends.preprocess for Depth
+Anything; for the other architectures their architectures entry, rebuilt from the config and
+processor settings the file records), so both backends see the same network input and differ
+only by the runtime's arithmetic.
 
 Providers (--device): auto = TensorRT, then CUDA, when onnxruntime has them, CPU as the
 fallback; cuda[:N] = CUDA without TensorRT (no engine builds); tensorrt[:N]; cpu = CPU alone. On CPU the session uses
@@ -19,25 +21,31 @@ would give maps that no longer match the torch backend.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ...errors import ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
+from .architectures import Architecture, Prediction, Prepared, architecture_class
 from .base import BackendSettings
 from .local import LocalBackend
 from .preprocess import PREPROCESSING, PREPROCESSING_VERSION
+from .prompt import check_sparse_option, prompt_identity
 
 log = logging.getLogger(__name__)
 
 #: the graph's input and output as `depthprior export-onnx` names them
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "predicted_depth"
+#: Prompt Depth Anything's second input
+PROMPT_NAME = "prompt_depth"
 #: metadata_props keys depthprior writes start with this
 META_PREFIX = "depthprior."
 #: --device values (kind before an optional :N)
@@ -119,17 +127,56 @@ def inspect_onnx(path: Path) -> OnnxFileInfo:
     return info
 
 
+@dataclass(frozen=True)
+class OnnxOptions:
+    """The onnx backend's own options."""
+
+    prompt_sparse: str | None = field(default=None, metadata={"help": (
+        "COLMAP sparse model folder (SCENE/sparse/0) of these images: Prompt Depth Anything "
+        "checkpoints are prompted with the depth of the SfM points each image sees, and predict "
+        "depth in the model's units; required by them, refused by other checkpoints")})
+
+
+def file_model_type(model: str) -> str | None:
+    """The architecture an exported file records (None: Depth Anything, or not known yet: a
+    missing or unreadable file is reported when the backend opens it)."""
+    path = Path(model).expanduser()
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return None
+    try:
+        return inspect_onnx(path).metadata.get("architecture_type")
+    except (ModelLoadError, MissingDependencyError):
+        return None
+
+
 class OnnxBackend(LocalBackend):
     name = "onnx"
+    Options = OnnxOptions
 
     @classmethod
     def check_settings(cls, settings: BackendSettings) -> BackendSettings:
+        from .torch_hf import check_prompt
+
         if settings.device.partition(":")[0] not in DEVICES:
             raise UsageError(f"--backend onnx runs on auto, cpu, cuda[:N] or tensorrt[:N], not {settings.device!r}")
         if settings.revision:
             raise UsageError("--revision applies to hub checkpoints; pass it to `depthprior export-onnx`, "
                              "the .onnx file records its source revision")
-        return super().check_settings(settings)
+        settings = super().check_settings(settings)
+        check_prompt(settings, file_model_type(settings.model))
+        return settings
+
+    @classmethod
+    def check_options(cls, options: OnnxOptions) -> OnnxOptions:
+        return check_sparse_option(options)
+
+    @classmethod
+    def check_input_size(cls, settings: BackendSettings) -> None:
+        """The rule of the architecture the file records (Depth Anything's otherwise)."""
+        model_type = file_model_type(settings.model)
+        if model_type in (None, "depth_anything"):
+            return super().check_input_size(settings)
+        architecture_class(model_type, settings.model).check_input_size(settings.input_size)
 
     @classmethod
     def identity(cls, settings: BackendSettings) -> dict[str, Any]:
@@ -142,6 +189,7 @@ class OnnxBackend(LocalBackend):
             "onnx_sha256": info.sha256,
             "input_size": settings.input_size,
             "preprocessing": PREPROCESSING_VERSION,
+            **prompt_identity(settings.options),
         }
 
     def __init__(self, settings: BackendSettings):
@@ -178,13 +226,28 @@ class OnnxBackend(LocalBackend):
             log.warning("%s has no depthprior metadata: assuming it outputs relative disparity "
                         "(export it with `depthprior export-onnx` to record its convention)", self.path.name)
             kind = "disparity"
-        self.kind = kind
+        self.architecture = file_architecture(self.metadata, self.path)
+        self.kind = kind if self.architecture is None else self.architecture.kind()
+        self.outputs = self.metadata.get("outputs", self.output_name).split(",")
+        self.prompts = None
+        if self.options.prompt_sparse is not None:
+            from .prompt import SparsePrompts
+
+            self.prompts = SparsePrompts.read(self.options.prompt_sparse, settings.max_pixels)
         exported = self.metadata.get("input_size")
-        if exported and exported != str(settings.input_size) and self.fixed_hw is None:
+        if exported and exported != str(settings.input_size) and self.fixed_hw is None and self.architecture is None:
             log.info("%s was exported and checked at input size %s; running at %d (the graph takes any size)",
                      self.path.name, exported, settings.input_size)
 
     def describe(self) -> dict[str, Any]:
+        described = self._describe_file()
+        if self.architecture is not None:
+            described.update(self.architecture.describe(self.settings.input_size))
+        if self.prompts is not None:
+            described["prompt_sparse"] = str(self.prompts.path)
+        return described
+
+    def _describe_file(self) -> dict[str, Any]:
         meta = self.metadata
         return {
             "backend": self.name,
@@ -206,37 +269,80 @@ class OnnxBackend(LocalBackend):
             "preprocessing": PREPROCESSING,
         }
 
-    def infer(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
-        if self.fixed_hw is not None and batch[0].shape[1:] != self.fixed_hw:
-            height, width = batch[0].shape[1:]
+    def prepare(self, image: np.ndarray, name: str) -> Any:
+        if self.architecture is None:
+            return super().prepare(image, name)
+        prepared = self.architecture.prepare(image, self.settings.input_size)
+        if self.prompts is not None:
+            from .prompt import network_prompt
+
+            prepared.prompt = network_prompt(self.prompts.depth(name, *image.shape[:2]))
+        return prepared
+
+    def batch_key(self, prepared: Any) -> Any:
+        prompt = getattr(prepared, "prompt", None)
+        return prepared.shape, None if prompt is None else prompt.shape
+
+    def infer(self, batch: Sequence[Any]) -> list[Any]:
+        arrays = [prepared.pixels if isinstance(prepared, Prepared) else prepared for prepared in batch]
+        if self.fixed_hw is not None and arrays[0].shape[1:] != self.fixed_hw:
+            height, width = arrays[0].shape[1:]
             raise ImageError(
                 f"{self.path.name} takes only {self.fixed_hw[0]}x{self.fixed_hw[1]} network inputs "
                 f"(fixed-shape graph); this image needs {height}x{width} at --input-size "
                 f"{self.settings.input_size}: re-export with `depthprior export-onnx` (dynamic shapes)"
             )
-        pixels = np.stack(batch)
-        if pixels.dtype != self.input_dtype:
-            pixels = pixels.astype(self.input_dtype)
+        feeds = {self.input_name: np.stack(arrays).astype(self.input_dtype, copy=False)}
+        if self.prompts is not None:
+            feeds[PROMPT_NAME] = np.stack([prepared.prompt for prepared in batch]).astype(self.input_dtype, copy=False)
         if self.fixed_batch is not None and self.fixed_batch != len(batch):
             if self.fixed_batch != 1:
                 raise ImageError(f"{self.path.name} takes batches of exactly {self.fixed_batch}; "
                                  "re-export with `depthprior export-onnx`")
-            outputs = [self._run(pixels[i:i + 1]) for i in range(len(batch))]
-            predicted = np.concatenate(outputs)
+            runs = [self._run({name: array[i:i + 1] for name, array in feeds.items()}) for i in range(len(batch))]
+            outputs = [np.concatenate(parts) for parts in zip(*runs)]
         else:
-            predicted = self._run(pixels)
-        return list(predicted)
+            outputs = self._run(feeds)
+        if self.architecture is None:
+            return list(outputs[0])
+        named = types.SimpleNamespace(**dict(zip(self.outputs, outputs)))
+        return [Prediction(values, getattr(prepared, "frame", None), self.architecture.extras(named, index))
+                for index, (values, prepared) in enumerate(zip(outputs[0], batch))]
 
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
-        predicted = self.session.run([self.output_name], {self.input_name: pixels})[0]
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The map (N x H x W float32) and the file's other outputs, in self.outputs order."""
+        names = [self.output_name] + [name for name in self.outputs if name != self.output_name]
+        predicted, *others = self.session.run(names, feeds)
         if predicted.ndim == 4 and predicted.shape[1] == 1:  # N x 1 x H x W from other exporters
             predicted = predicted[:, 0]
         if predicted.ndim != 3:
             raise ModelLoadError(f"{self.path.name} returned shape {predicted.shape}; expected N x H x W")
-        return predicted.astype(np.float32, copy=False)
+        return [predicted.astype(np.float32, copy=False), *others]
 
     def close(self) -> None:
         self.session = None
+
+
+def file_architecture(metadata: dict[str, str], path: Path) -> Architecture | None:
+    """The architecture entry a file exported from a non-Depth-Anything checkpoint records,
+    rebuilt from its config and processor settings (needs transformers); None for Depth Anything."""
+    model_type = metadata.get("architecture_type")
+    if model_type in (None, "depth_anything"):
+        return None
+    entry = architecture_class(model_type, str(path))
+    try:
+        from transformers import CONFIG_MAPPING
+    except ImportError:
+        raise MissingDependencyError("transformers", "all", f"ONNX files of {model_type} checkpoints") from None
+    from .torch_hf import processor_from_settings
+
+    try:
+        config = CONFIG_MAPPING[model_type].from_dict(json.loads(metadata["config"]))
+        processor = processor_from_settings(model_type, json.loads(metadata["processor"]))
+    except (KeyError, ValueError, TypeError, AttributeError) as error:  # metadata written by someone else
+        raise ModelLoadError(f"{path.name} records a {model_type} model but not its config and processor "
+                             f"({first_line(error)}): re-export it with `depthprior export-onnx`") from None
+    return entry(config, processor)
 
 
 def _providers(ort: Any, device: str) -> list[Any]:

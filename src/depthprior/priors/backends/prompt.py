@@ -36,6 +36,23 @@ def sparse_model_digest(path: str | Path) -> str:
     return files_digest([(path / stem).with_suffix(suffix) for stem in MODEL_FILES])
 
 
+def check_sparse_option(options: Any) -> Any:
+    """A backend's options with --prompt-sparse, when given, naming a COLMAP model folder (a
+    ModelError, exit 2, otherwise)."""
+    if getattr(options, "prompt_sparse", None) is not None:
+        from ...scene.colmap import model_format
+
+        model_format(Path(options.prompt_sparse))
+    return options
+
+
+def prompt_identity(options: Any) -> dict[str, str]:
+    """The output identity's part for --prompt-sparse: the digest of the model it reads."""
+    if getattr(options, "prompt_sparse", None) is None:
+        return {}
+    return {"prompt_sparse": sparse_model_digest(options.prompt_sparse)}
+
+
 def prompt_size(height: int, width: int) -> tuple[int, int]:
     """(rows, cols) of an image's prompt grid: its aspect, the longer side PROMPT_LONG_SIDE."""
     scale = min(1.0, PROMPT_LONG_SIDE / max(height, width))

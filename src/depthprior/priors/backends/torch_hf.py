@@ -13,11 +13,11 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from ...errors import MissingDependencyError, ModelLoadError, UsageError, first_line
-from .base import BackendSettings, DepthMap
-from .local import LocalBackend
+from .base import BackendSettings
+from .local import LocalBackend, crop_frame  # noqa: F401 - crop_frame: where it used to live
 from .architectures import DEFAULT_INPUT_SIZE, Architecture, Prediction, Prepared, architecture_class, cached_model_type
-from .preprocess import PREPROCESSING, PREPROCESSING_VERSION, resize_map
-from .prompt import PROMPT_LONG_SIDE, SparsePrompts, network_prompt, sparse_model_digest
+from .preprocess import PREPROCESSING, PREPROCESSING_VERSION
+from .prompt import PROMPT_LONG_SIDE, SparsePrompts, check_sparse_option, network_prompt, prompt_identity
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def torch_dtype(name: str) -> Any:
 
 def load_depth_model(model: str, revision: str | None = None, dtype: Any = None) -> Any:
     """A transformers Depth Anything model from a hub id or a local folder, in eval mode
-    (export-onnx and the onnx backend take Depth Anything only)."""
+    (export-onnx's Depth Anything path, with its reference position-embedding resize)."""
     network = load_network(model, revision, dtype)
     if network.config.model_type != "depth_anything":
         raise ModelLoadError(f"model {model!r} is a {network.config.model_type} checkpoint; ONNX export "
@@ -114,31 +114,58 @@ def load_network(model: str, revision: str | None = None, dtype: Any = None) -> 
     return network.eval()
 
 
+#: architectures whose transformers image processor needs torchvision: their saved settings
+#: (preprocessor_config.json) over these defaults, applied by their architectures entry
+SAVED_PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "depth_pro": {"size": {"height": 1536, "width": 1536}, "image_mean": [0.5, 0.5, 0.5],
+                  "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255},
+    "tipsv2_dpt": {"size": {"height": 448, "width": 448}, "rescale_factor": 1 / 255, "do_normalize": False,
+                   "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]},
+}
+
+
 def load_processor(model_type: str, model: str, revision: str | None = None) -> Any:
     """The checkpoint's own image processor (transformers' PIL/numpy implementation), or for
-    Depth Pro (whose processor needs torchvision) its saved settings."""
+    architectures whose processor needs torchvision, its saved settings."""
     if model_type == "depth_anything":
         return None
-    if model_type == "depth_pro":
-        return _saved_processor_settings(model, revision)
-    import transformers
-    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
-
-    names = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type) or {}
-    processor_class = getattr(transformers, names.get("pil") or "", None)
-    if processor_class is None:
-        raise ModelLoadError(f"no image processor for {model_type} checkpoints in this transformers")
+    if model_type in SAVED_PROCESSOR_DEFAULTS:
+        return _saved_processor_settings(model_type, model, revision)
     try:
-        return processor_class.from_pretrained(model, revision=revision)
+        return processor_class(model_type).from_pretrained(model, revision=revision)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load the image processor of {model!r}: {first_line(error)}") from None
 
 
-def _saved_processor_settings(model: str, revision: str | None) -> Any:
+def processor_class(model_type: str) -> Any:
+    """transformers' PIL/numpy image processor class of an architecture."""
+    import transformers
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    names = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type) or {}
+    found = getattr(transformers, names.get("pil") or "", None)
+    if found is None:
+        raise ModelLoadError(f"no image processor for {model_type} checkpoints in this transformers")
+    return found
+
+
+def processor_settings(processor: Any) -> dict[str, Any]:
+    """What rebuilds a processor (processor_from_settings): its settings as plain JSON values."""
+    if isinstance(processor, types.SimpleNamespace):
+        return dict(vars(processor))
+    return json.loads(processor.to_json_string())
+
+
+def processor_from_settings(model_type: str, settings: dict[str, Any]) -> Any:
+    if model_type in SAVED_PROCESSOR_DEFAULTS:
+        return types.SimpleNamespace(**{**SAVED_PROCESSOR_DEFAULTS[model_type], **settings})
+    return processor_class(model_type).from_dict(settings)
+
+
+def _saved_processor_settings(model_type: str, model: str, revision: str | None) -> Any:
     from transformers.utils import cached_file
 
-    settings = {"size": {"height": 1536, "width": 1536}, "image_mean": [0.5, 0.5, 0.5],
-                "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255}
+    settings = dict(SAVED_PROCESSOR_DEFAULTS[model_type])
     try:
         path = cached_file(model, "preprocessor_config.json", revision=revision,
                            _raise_exceptions_for_missing_entries=False)
@@ -272,11 +299,7 @@ class TorchBackend(LocalBackend):
 
     @classmethod
     def check_options(cls, options: TorchOptions) -> TorchOptions:
-        if options.prompt_sparse is not None:
-            from ...scene.colmap import model_format
-
-            model_format(Path(options.prompt_sparse))  # a ModelError (exit 2) unless a COLMAP model
-        return options
+        return check_sparse_option(options)
 
     @classmethod
     def check_input_size(cls, settings: BackendSettings) -> None:
@@ -296,9 +319,7 @@ class TorchBackend(LocalBackend):
             from ..fingerprint import folder_digest
 
             identity["weights"] = folder_digest(settings.model)
-        if settings.options is not None and settings.options.prompt_sparse is not None:
-            identity["prompt_sparse"] = sparse_model_digest(settings.options.prompt_sparse)
-        return identity
+        return {**identity, **prompt_identity(settings.options)}
 
     def __init__(self, settings: BackendSettings):
         super().__init__(settings)
@@ -368,14 +389,6 @@ class TorchBackend(LocalBackend):
         prompt = getattr(prepared, "prompt", None)
         return prepared.shape, None if prompt is None else prompt.shape
 
-    def finish(self, raw: Any, height: int, width: int) -> DepthMap:
-        if not isinstance(raw, Prediction):
-            return super().finish(raw, height, width)
-        resized = resize_map(crop_frame(raw.values, raw.frame), height, width)
-        extras = dict(raw.extras)
-        values = self.architecture.values(resized, extras, width)
-        return DepthMap(values, kind=self.kind, extras=extras)
-
     def infer(self, batch: Sequence[Any]) -> list[Any]:
         torch = import_torch()
         frames = [getattr(prepared, "frame", None) for prepared in batch]
@@ -425,10 +438,3 @@ def check_prompt(settings: BackendSettings, model_type: str | None) -> None:
     raise UsageError(f"--prompt-sparse applies to Prompt Depth Anything checkpoints only; model "
                      f"{settings.model!r} is a {model_type} checkpoint: leave --prompt-sparse out")
 
-
-def crop_frame(values: np.ndarray, frame: Any) -> np.ndarray:
-    """The part of a network output that shows the image (Frame), padding cut off."""
-    if frame is None:
-        return values
-    outer = resize_map(values, *frame.outer)
-    return outer[frame.top:frame.top + frame.height, frame.left:frame.left + frame.width]
