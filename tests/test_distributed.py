@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import TEST_INPUT_SIZE
 from depthprior import generate
-from depthprior.errors import UsageError
+from depthprior.errors import ModelLoadError, UsageError
 from depthprior.priors.distributed import RaySettings, parse_workers
 from depthprior.priors.manifest import Manifest
 from object_store import (
@@ -68,29 +69,25 @@ def _records(manifest: Manifest) -> dict[str, dict]:
     return {name: record.to_json() for name, record in manifest.images.items()}
 
 
-def test_ray_writes_what_the_local_pipeline_writes(tmp_path, tiny_model, local_ray):
+def test_ray_writes_what_the_local_pipeline_writes_and_resumes(tmp_path, tiny_model, local_ray):
     frames = _frames(tmp_path / "frames")
     (frames / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     local = _generate(frames, tmp_path / "local", tiny_model)
-    on_ray = _generate(frames, tmp_path / "ray", tiny_model, ray=RaySettings(workers=(1, 1)))
+    out = tmp_path / "ray"
+    on_ray = _generate(frames, out, tiny_model, ray=RaySettings(workers=(1, 1)))
     assert (on_ray.done, list(on_ray.failed), on_ray.exit_code) == (6, ["broken.png"], 1)
     assert on_ray.failed == local.failed
-    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local") and len(_outputs(tmp_path / "ray")) == 6
-    local_manifest, ray_manifest = Manifest.load(tmp_path / "local"), Manifest.load(tmp_path / "ray")
+    reference = _outputs(tmp_path / "local")
+    assert _outputs(out) == reference and len(reference) == 6
+    local_manifest, ray_manifest = Manifest.load(tmp_path / "local"), Manifest.load(out)
     assert _records(ray_manifest) == _records(local_manifest)
     assert ray_manifest.identity == local_manifest.identity
     assert ray_manifest.backend["model"] == str(tiny_model)
     assert sum(on_ray.replicas.values()) == 6 and len(on_ray.replicas) == 1
     assert "on Ray: 1 model replicas (CPU, 2 threads each) on 1 node(s)" in on_ray.format()
-    assert not list((tmp_path / "ray").rglob("*depthprior-tmp*"))
+    assert not list(out.rglob("*depthprior-tmp*"))
 
-
-def test_ray_resumes_and_redoes_only_what_is_missing(tmp_path, tiny_model, local_ray):
-    frames = _frames(tmp_path / "frames")
-    out = tmp_path / "out"
-    first = _generate(frames, out, tiny_model, ray=RaySettings())
-    assert first.exit_code == 0
-    reference = _outputs(out)
+    (frames / "broken.png").unlink()
     (out / "frame_0002.png").unlink()
     (out / "cam1" / "tall.png").write_bytes(reference["cam1/tall.png"][:100])  # damaged
     again = _generate(frames, out, tiny_model, ray=RaySettings())
@@ -131,13 +128,6 @@ def test_ray_settings_are_checked_before_ray_starts(tmp_path, tiny_model, cli):
     collision = cli("generate", frames, tmp_path / "out", *args, "--ray")
     assert collision.returncode == 2 and "name collision" in collision.stderr
     assert "Ray" not in collision.stderr  # refused on the driver, before Ray was started
-    (frames / "frame_0000.png").unlink()
-    assert cli("generate", frames, tmp_path / "out", *args).returncode == 0
-    other = cli("generate", frames, tmp_path / "out", *args[:2], "--input-size", "70", "--ray")
-    assert other.returncode == 2 and "holds outputs made with other settings" in other.stderr
-    assert "Ray" not in other.stderr
-    space = cli("generate", frames, tmp_path / "s", "--backend", "space", "--ray")
-    assert space.returncode == 2 and "--ray runs local models" in space.stderr
     workers = cli("generate", frames, tmp_path / "w", *args, "--ray", "--ray-workers", "3-1")
     assert workers.returncode == 2 and "--ray-workers" in workers.stderr
     alone = cli("generate", frames, tmp_path / "a", *args, "--ray-workers", "2")
@@ -145,8 +135,20 @@ def test_ray_settings_are_checked_before_ray_starts(tmp_path, tiny_model, cli):
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         nobody = f"127.0.0.1:{unused.getsockname()[1]}"
+    (frames / "frame_0000.png").unlink()
     gone = cli("generate", frames, tmp_path / "g", *args, "--ray", nobody, timeout=60)
     assert gone.returncode == 2 and f"cannot reach the Ray cluster at {nobody}" in gone.stderr
+
+
+@pytest.mark.hostile
+def test_other_settings_and_remote_backends_are_refused_before_ray_starts(tmp_path, tiny_model):
+    frames = _frames(tmp_path / "frames", count=2)
+    assert _generate(frames, tmp_path / "out", tiny_model).exit_code == 0
+    with pytest.raises(UsageError, match="holds outputs made with other settings"):
+        generate(frames, tmp_path / "out", model=str(tiny_model), input_size=70, progress=False,
+                 ray=RaySettings())
+    with pytest.raises(UsageError, match="--ray runs local models"):
+        generate(frames, tmp_path / "space", backend="space", progress=False, ray=RaySettings())
 
 
 def test_worker_counts_parse_or_say_what_is_wrong():
@@ -197,3 +199,17 @@ def test_the_same_command_resumes_after_the_driver_is_killed(tmp_path, tiny_mode
     manifest = Manifest.load(out)
     assert sorted(name for name, _ in manifest.iter_ok()) == [f"frame_{i:04d}.jpg" for i in range(32)]
     assert not list(out.rglob("*depthprior-tmp*"))
+
+
+@pytest.mark.hostile
+def test_a_model_the_replicas_cannot_load_is_one_error(tmp_path, tiny_model, local_ray):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    frames = _frames(tmp_path / "frames", count=2)
+    with pytest.raises(ModelLoadError, match="cannot load weights of .*broken-model"):
+        _generate(frames, tmp_path / "local", broken)
+    with pytest.raises(ModelLoadError, match="a model replica could not start on .*cannot load weights"):
+        _generate(frames, tmp_path / "ray", broken, ray=RaySettings())
+    assert not list((tmp_path / "ray").rglob("*.png"))

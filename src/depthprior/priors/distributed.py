@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from ..errors import ImageError, MissingDependencyError, UsageError, first_line
+from ..errors import DepthpriorError, ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
 from ..images import ImageItem
 from ..storage import is_url
 from .backends import Backend, BackendSettings, backend_class
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: images per call of a replica: enough to overlap prepare/finish with the model
 REPLICA_BATCH = 8
+#: read tasks at most (one image each below that): enough to balance, few enough to schedule
+MAX_BLOCKS = 1024
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def run_on_ray(backend_type: type[Backend], settings: BackendSettings, plan: _Pl
 
 def _connect(ray: Any, address: str) -> bool:
     """Join the cluster (True when this call started Ray, so the caller shuts it down)."""
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notes are about its own bars
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes are not the user's
@@ -205,7 +207,7 @@ def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, p
     rows = [{"name": item.name, "path": _absolute(item.path)} for item in plan.todo]
     root = _absolute(plan.manifest.root)
     return (
-        ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+        ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
         .map(_read_row, fn_kwargs={"max_pixels": settings.max_pixels}, num_cpus=0.5)
         .map_batches(
             _Replica,
@@ -215,10 +217,9 @@ def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, p
             batch_format="pandas",
             compute=ray.data.ActorPoolStrategy(min_size=sizing.low, max_size=sizing.high),
             num_gpus=sizing.gpus,
-            # one logical CPU (its threads use the node's share); spread over the nodes, so
-            # CPU replicas do not pile onto the driver's node
+            # one logical CPU (its threads use the node's share); Ray Data spreads the replicas
+            # over the nodes (its default scheduling strategy)
             num_cpus=1,
-            ray_remote_args_fn=_spread,
         )
         .map(_write_row, fn_kwargs={"root": root, "fmt": fmt}, num_cpus=0.5)
     )
@@ -231,7 +232,7 @@ def _absolute(place: Any) -> str:
 
 def _check_visible(plan: _Plan, summary: Summary) -> None:
     """A file a worker wrote on a node's own disk is not at OUT here: that image failed."""
-    from .pipeline import _record
+    from .pipeline import record_result
 
     root = plan.manifest.root
     if is_url(root):
@@ -242,31 +243,29 @@ def _check_visible(plan: _Plan, summary: Summary) -> None:
             continue
         summary.done -= 1
         summary.flagged.pop(item.name, None)
-        _record(plan.manifest, summary, item.name, ImageRecord.failed(
+        record_result(plan.manifest, summary, item.name, ImageRecord.failed(
             f"written by a worker but not found in {root} on this machine: OUT must be a "
             "folder every node shares, or a URL (s3://...)"))
-
-
-def _spread() -> dict[str, Any]:
-    return {"scheduling_strategy": "SPREAD"}
 
 
 def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start: float) -> None:
     from tqdm import tqdm
 
-    from .pipeline import _record
+    from .pipeline import record_result
 
     saver = ThrottledSaver(plan.manifest)
     replicas: Counter[str] = Counter()
     bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, dynamic_ncols=True)
     try:
         for row in dataset.iter_rows():
+            if row["fatal"]:
+                raise ModelLoadError(row["fatal"])
             if not summary.ray_startup:
                 summary.ray_startup = time.perf_counter() - start
             if row["backend"] and not plan.manifest.backend:
                 plan.manifest.backend = json.loads(row["backend"])
                 summary.backend = plan.manifest.backend
-            _record(plan.manifest, summary, row["name"], ImageRecord.from_json(json.loads(row["record"])))
+            record_result(plan.manifest, summary, row["name"], ImageRecord.from_json(json.loads(row["record"])))
             if row["replica"]:
                 replicas[row["replica"]] += 1
             saver.touch()
@@ -274,6 +273,10 @@ def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start:
             bar.set_postfix(failed=len(summary.failed), refresh=False)
     except KeyboardInterrupt:
         summary.interrupted = True
+    except DepthpriorError:
+        raise
+    except Exception as error:  # noqa: BLE001 - Ray's own, e.g. a cluster that went away
+        summary.stopped = f"the Ray run failed: {first_line(_root_cause(error))}"
     finally:
         _check_visible(plan, summary)
         saver.dirty = True
@@ -281,6 +284,18 @@ def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start:
         summary.manifest_error = saver.error
         summary.replicas = dict(replicas)
         bar.close()
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost error behind Ray's wrappers (a RayTaskError's cause, __cause__ chains)."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "cause", None) or error.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    return error
 
 
 # ---------------------------------------------------------------- the stages (run on workers)
@@ -308,13 +323,21 @@ class _Replica:
 
     def __init__(self, backend: str, settings: BackendSettings, threads: int):
         _limit_threads(threads)
-        self.engine = backend_class(backend)(settings)
-        self.described = json.dumps(self.engine.describe())
-        self.pool = ThreadPoolExecutor(max(2, min(4, threads)), "depthprior-replica")
         self.identity = f"{_node_address()}/pid {os.getpid()}"
+        self.pool = ThreadPoolExecutor(max(2, min(4, threads)), "depthprior-replica")
+        self.cannot_start = ""  # why the model could not load here: the driver ends the run
+        try:
+            self.engine = backend_class(backend)(settings)
+        except Exception as error:  # noqa: BLE001 - raised here, Ray would only say the actor died
+            self.cannot_start = f"a model replica could not start on {self.identity}: {first_line(error)}"
+            return
+        self.described = json.dumps(self.engine.describe())
 
     def __call__(self, batch: Any) -> Any:
         rows = batch.to_dict("records")
+        if self.cannot_start:
+            return _frame([{**self._row(row, self.cannot_start), "fatal": self.cannot_start, "backend": ""}
+                           for row in rows])
         prepared = list(self.pool.map(self._prepare, rows))
         results = {index: error for index, error in enumerate(prepared) if isinstance(error, str)}
         ready = [(index, value) for index, value in enumerate(prepared) if not isinstance(value, str)]
@@ -366,8 +389,8 @@ class _Replica:
             return first_line(error)
 
     def _row(self, row: dict[str, Any], result: DepthMap | str) -> dict[str, Any]:
-        out = {"name": row["name"], "path": row["path"], "backend": self.described, "replica": self.identity,
-               "error": "", "values": b"", "height": row["height"], "width": row["width"], "depth": ""}
+        out = {"name": row["name"], "path": row["path"], "backend": getattr(self, "described", ""),
+               "replica": self.identity, "fatal": "", "error": "", "values": b"", "height": row["height"], "width": row["width"], "depth": ""}
         if isinstance(result, str):
             out["error"] = result
             return out
@@ -381,7 +404,7 @@ class _Replica:
 def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
     """Encode and write one image's files; its manifest record (as JSON) for the driver."""
     from ..storage import location
-    from .pipeline import _write_outputs
+    from .pipeline import write_outputs
 
     _lower_priority()
     if row["error"]:
@@ -390,11 +413,11 @@ def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
         try:
             values = np.frombuffer(row["values"], np.float32).reshape(row["height"], row["width"])
             depth = DepthMap(values=values, **json.loads(row["depth"]))
-            record = _write_outputs(location(root), ImageItem(row["path"], row["name"]), depth, fmt)
+            record = write_outputs(location(root), ImageItem(row["path"], row["name"]), depth, fmt)
         except Exception as error:  # noqa: BLE001 - one image's failure, listed
             record = ImageRecord.failed(first_line(error))
     return {"name": row["name"], "record": json.dumps(record.to_json()), "backend": row["backend"],
-            "replica": row["replica"] if record.ok else ""}
+            "replica": row["replica"] if record.ok else "", "fatal": row["fatal"]}
 
 
 def _frame(rows: list[dict[str, Any]]) -> Any:

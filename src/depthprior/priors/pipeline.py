@@ -178,7 +178,7 @@ def generate(
                           images=images_root, items=plan.items, manifest=plan.manifest)
         start = time.perf_counter()
         for name, reason in plan.unwritable.items():
-            _record(plan.manifest, summary, name, ImageRecord.failed(reason))
+            record_result(plan.manifest, summary, name, ImageRecord.failed(reason))
         if plan.todo and ray is not None:
             log.info("%d images found, %d to do, %d already done; format=%s", len(plan.items),
                      len(plan.todo), len(plan.items) - len(plan.todo), format)
@@ -357,7 +357,7 @@ def _run(
         """Record finished writes; wait while more than block_until are in flight."""
         while pending and (pending[0].done() or len(pending) > block_until):
             name, record = pending.popleft().result()
-            _record(plan.manifest, summary, name, record)
+            record_result(plan.manifest, summary, name, record)
             saver.touch()
             bar.update(1)
             bar.set_postfix(failed=len(summary.failed), refresh=False)
@@ -464,12 +464,14 @@ def _write(engine: Backend, root: Path, entry: PreparedImage, outcome: Any, fmt:
         return name, ImageRecord.failed(first_line(outcome))
     try:
         depth = engine.finish(outcome, entry.height, entry.width)
-        return name, _write_outputs(root, entry.item, depth, fmt)
+        return name, write_outputs(root, entry.item, depth, fmt)
     except Exception as error:  # noqa: BLE001
         return name, ImageRecord.failed(first_line(error))
 
 
-def _write_outputs(root: Path, item: ImageItem, depth: DepthMap, fmt: str) -> ImageRecord:
+def write_outputs(root: Location, item: ImageItem, depth: DepthMap, fmt: str) -> ImageRecord:
+    """Encode one image's map, write its files under root and return its manifest record
+    (the local pipeline's writer threads and the Ray path's write tasks both end here)."""
     height, width = depth.values.shape
     encoded = encode_inverse_depth(depth.values, depth.kind)
     outputs = output_files(item.stem, fmt)
@@ -513,7 +515,8 @@ def _done_future(value: Any) -> Future:
     return future
 
 
-def _record(manifest: Manifest, summary: Summary, name: str, record: ImageRecord) -> None:
+def record_result(manifest: Manifest, summary: Summary, name: str, record: ImageRecord) -> None:
+    """One image's record into the manifest and the summary's counts."""
     manifest.images[name] = record
     if record.ok:
         summary.done += 1

@@ -107,7 +107,9 @@ def load_network(model: str, revision: str | None = None, dtype: Any = None) -> 
         network = AutoModelForDepthEstimation.from_pretrained(
             model, revision=revision, config=config, dtype=dtype
         )
-    except (OSError, ValueError, RuntimeError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - OSError, a truncated safetensors file, ...
         raise ModelLoadError(f"cannot load weights of {model!r}: {first_line(error)}") from None
     if config.model_type == "depth_anything":
         follow_reference_position_resize(network)
