@@ -64,8 +64,8 @@ def run(images: Path, out: Path, model: str, input_size: int, ray_settings=None)
     summary = generate(images, out, model=model, input_size=input_size, progress=False, ray=ray_settings)
     seconds = time.perf_counter() - start
     first = summary.ray_startup if ray_settings else summary.load_seconds
-    return {"seconds": seconds, "first": first, "rate": summary.images_per_s if not ray_settings
-            else summary.done / max(summary.elapsed - summary.ray_startup, 1e-9),
+    return {"seconds": seconds, "first": first,
+            "rate": summary.ray_images_per_s if ray_settings else summary.images_per_s,
             "done": summary.done, "replicas": summary.replicas}
 
 

@@ -116,8 +116,10 @@ def test_ray_reads_and_writes_object_storage(tmp_path, tiny_model, local_ray, en
     assert sorted(manifest["images"]) == sorted(Manifest.load(tmp_path / "local").images)
     assert not [key for key in list_keys(client, "ray-outputs") if "tmp" in key or "probe" in key]
     client.delete_object(Bucket="ray-outputs", Key="scene/depths/frame_0001.png")
-    again = _generate("s3://ray-inputs/scene/images", url, tiny_model, ray=RaySettings())
+    # as many replicas as the instance has CPUs: reads and writes still find room
+    again = _generate("s3://ray-inputs/scene/images", url, tiny_model, ray=RaySettings(workers=(2, 2)))
     assert (again.done, again.skipped) == (1, 3)
+    assert "2 model replicas (CPU, 1 threads each)" in again.format()
 
 
 @pytest.mark.hostile

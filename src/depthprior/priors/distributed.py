@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import tempfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ import numpy as np
 from ..errors import DepthpriorError, ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
 from ..images import ImageItem
 from ..storage import is_url
+from ..threads import run_yielding
 from .backends import Backend, BackendSettings, backend_class
 from .backends.base import DepthMap
 from .manifest import ImageRecord, ThrottledSaver
@@ -173,6 +173,14 @@ class _Sizing:
     cluster_cpus: float
     cluster_gpus: float
 
+    @property
+    def replica_cpus(self) -> float:
+        """The logical CPUs a replica reserves: a quarter of the cluster's for all of them, so
+        read and write tasks always find room, also when a node leaves and its replicas move
+        (replicas holding every CPU would starve them: the run would wait for ever). Its model
+        threads are set apart (_limit_threads); Ray Data spreads replicas over the nodes."""
+        return min(0.5, self.cluster_cpus / (4 * max(self.high, 1)))
+
     def describe(self) -> str:
         replicas = str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
         device = f"{self.gpus:g} GPU each" if self.gpus else f"CPU, {self.threads} threads each"
@@ -208,7 +216,7 @@ def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, p
     root = _absolute(plan.manifest.root)
     return (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
-        .map(_read_row, fn_kwargs={"max_pixels": settings.max_pixels}, num_cpus=0.5)
+        .map(_read_row_yielding, fn_kwargs={"max_pixels": settings.max_pixels}, num_cpus=0.5)
         .map_batches(
             _Replica,
             fn_constructor_kwargs={"backend": backend_type.name, "settings": settings,
@@ -217,11 +225,9 @@ def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, p
             batch_format="pandas",
             compute=ray.data.ActorPoolStrategy(min_size=sizing.low, max_size=sizing.high),
             num_gpus=sizing.gpus,
-            # one logical CPU (its threads use the node's share); Ray Data spreads the replicas
-            # over the nodes (its default scheduling strategy)
-            num_cpus=1,
+            num_cpus=sizing.replica_cpus,
         )
-        .map(_write_row, fn_kwargs={"root": root, "fmt": fmt}, num_cpus=0.5)
+        .map(_write_row_yielding, fn_kwargs={"root": root, "fmt": fmt}, num_cpus=0.5)
     )
 
 
@@ -257,11 +263,12 @@ def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start:
     replicas: Counter[str] = Counter()
     bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, dynamic_ncols=True)
     try:
-        for row in dataset.iter_rows():
+        for row, first in _rows_as_they_come(dataset):
             if row["fatal"]:
                 raise ModelLoadError(row["fatal"])
-            if not summary.ray_startup:
+            if first:
                 summary.ray_startup = time.perf_counter() - start
+                summary.ray_first = first
             if row["backend"] and not plan.manifest.backend:
                 plan.manifest.backend = json.loads(row["backend"])
                 summary.backend = plan.manifest.backend
@@ -286,6 +293,16 @@ def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start:
         bar.close()
 
 
+def _rows_as_they_come(dataset: Any) -> Iterator[tuple[dict[str, Any], int]]:
+    """(row, n): each block's rows as soon as the block is done (iter_rows would batch and
+    prefetch); n is the first block's length on its first row, else 0."""
+    first = True
+    for block in dataset.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pandas"):
+        for index, row in enumerate(block.to_dict("records")):
+            yield row, len(block) if first and index == 0 else 0
+        first = first and len(block) == 0
+
+
 def _root_cause(error: BaseException) -> BaseException:
     """The innermost error behind Ray's wrappers (a RayTaskError's cause, __cause__ chains)."""
     seen = set()
@@ -300,11 +317,19 @@ def _root_cause(error: BaseException) -> BaseException:
 
 # ---------------------------------------------------------------- the stages (run on workers)
 
+def _read_row_yielding(row: dict[str, Any], max_pixels: int) -> dict[str, Any]:
+    """_read_row below the replicas' priority, as the local pipeline's reader threads are."""
+    return run_yielding(_read_row, row, max_pixels)
+
+
+def _write_row_yielding(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
+    return run_yielding(_write_row, row, root, fmt)
+
+
 def _read_row(row: dict[str, Any], max_pixels: int) -> dict[str, Any]:
     """The stored pixels of one image, or why it could not be read."""
     from ..images import decode_rgb
 
-    _lower_priority()
     out = {"name": row["name"], "path": row["path"], "height": 0, "width": 0, "pixels": b"", "error": ""}
     try:
         image = decode_rgb(row["path"], max_pixels=max_pixels)
@@ -406,7 +431,6 @@ def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
     from ..storage import location
     from .pipeline import write_outputs
 
-    _lower_priority()
     if row["error"]:
         record = ImageRecord.failed(row["error"])
     else:
@@ -436,14 +460,6 @@ def _limit_threads(threads: int) -> None:
 
         torch.set_num_threads(min(threads, os.cpu_count() or threads))
     except ImportError:
-        pass
-
-
-def _lower_priority() -> None:
-    """Decode and encode yield to the model's threads on a shared node (as in the local run)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
         pass
 
 

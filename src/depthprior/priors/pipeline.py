@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +26,7 @@ from .backends.base import FATAL_ERRORS, DepthMap
 from ..errors import BackendUnavailable, ImageError, UsageError, first_line
 from ..images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
 from ..storage import Location, is_url, location
+from ..threads import yield_to_inference
 from .distributed import RaySettings, check_backend, run_on_ray
 from .manifest import ImageRecord, Manifest, ManifestError, ThrottledSaver, output_files
 from .store import (
@@ -63,6 +63,7 @@ class Summary:
     cluster: str | None = None
     replicas: dict[str, int] = field(default_factory=dict)
     ray_startup: float = 0.0
+    ray_first: int = 0  # images in the first result block (done within ray_startup)
     #: what the next steps need without reading the folders again: the input root, the images
     #: found there (outside OUT), and the manifest as this run left it
     images: Path | None = field(default=None, repr=False)
@@ -111,9 +112,16 @@ class Summary:
 
     def _cluster_line(self) -> str:
         working = max(self.elapsed - self.load_seconds - self.ray_startup, 1e-9)
-        rates = ", ".join(f"{name} {count / working:.2f}" for name, count in sorted(self.replicas.items()))
-        return (f"on Ray: {self.cluster}; first result after {self.ray_startup:.1f} s, then "
-                f"{self.done / working:.2f} images/s; per replica (images/s): {rates or 'none'}")
+        replicas = ", ".join(f"{name}: {count} images, {count / working:.2f}/s"
+                             for name, count in sorted(self.replicas.items()))
+        return (f"on Ray: {self.cluster}; first results after {self.ray_startup:.1f} s, then "
+                f"{self.ray_images_per_s:.2f} images/s; per replica: {replicas or 'none'}")
+
+    @property
+    def ray_images_per_s(self) -> float:
+        """Throughput on Ray once the first results are back (start-up and model load done)."""
+        working = self.elapsed - self.load_seconds - self.ray_startup
+        return max(self.done - self.ray_first, 0) / working if working > 0 else 0.0
 
 
 @dataclass
@@ -362,8 +370,8 @@ def _run(
             bar.update(1)
             bar.set_postfix(failed=len(summary.failed), refresh=False)
 
-    readers = ThreadPoolExecutor(workers, "depthprior-read", initializer=_yield_to_inference)
-    writers = ThreadPoolExecutor(workers, "depthprior-write", initializer=_yield_to_inference)
+    readers = ThreadPoolExecutor(workers, "depthprior-read", initializer=yield_to_inference)
+    writers = ThreadPoolExecutor(workers, "depthprior-write", initializer=yield_to_inference)
     try:
         loaded = _bounded_map(readers, lambda item: _load(engine, item), plan.todo, window)
         for batch in _batches(engine, loaded, batch_size):
@@ -393,19 +401,6 @@ def _run(
         saver.flush()
         summary.manifest_error = saver.error
         bar.close()
-
-
-def _yield_to_inference() -> None:
-    """Lower this I/O thread's priority: on a CPU with few cores the model's threads keep them.
-
-    Decoding and encoding then fill the gaps instead of stalling the model's thread team
-    (measured on 2 cores, 30 photos, V2-Small: end to end 1531/1441 -> 1416/1308 ms per image).
-    Linux sets priority per thread; elsewhere this is a no-op.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
-        pass
 
 
 def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: list, window: int) -> Iterator[Any]:
