@@ -182,10 +182,10 @@ def _recorded(out) -> int:
 
 def test_the_same_command_resumes_after_the_driver_is_killed(tmp_path, tiny_model, local_ray):
     frames = tmp_path / "frames"
-    make_frames(frames, 32, size=(120, 160))
+    make_frames(frames, 24, size=(120, 160))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "depthprior", "generate", str(frames), str(out), "--model",
-               str(tiny_model), "--input-size", "392", "--no-progress", "--ray", local_ray]
+               str(tiny_model), "--input-size", "266", "--no-progress", "--ray", local_ray]
     driver = _start(command)
     deadline = time.monotonic() + 90
     while _recorded(out) == 0 and driver.poll() is None and time.monotonic() < deadline:
@@ -193,13 +193,13 @@ def test_the_same_command_resumes_after_the_driver_is_killed(tmp_path, tiny_mode
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     done_before = _recorded(out)
-    assert 0 < done_before < 32, "the driver was not killed mid-run"
+    assert 0 < done_before < 24, "the driver was not killed mid-run"
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=180,
                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"skipped {done_before}" in rerun.stdout
     manifest = Manifest.load(out)
-    assert sorted(name for name, _ in manifest.iter_ok()) == [f"frame_{i:04d}.jpg" for i in range(32)]
+    assert sorted(name for name, _ in manifest.iter_ok()) == [f"frame_{i:04d}.jpg" for i in range(24)]
     assert not list(out.rglob("*depthprior-tmp*"))
 
 
