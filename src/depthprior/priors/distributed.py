@@ -22,7 +22,7 @@ import socket
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -37,7 +37,7 @@ from .backends.base import DepthMap
 from .manifest import ImageRecord, ThrottledSaver
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import Summary, _Plan
+    from .pipeline import PreparedImage, Summary, _Plan
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def _check_visible(plan: _Plan, summary: Summary) -> None:
 def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start: float) -> None:
     from tqdm import tqdm
 
-    from .pipeline import record_result
+    from .pipeline import record_result, save_manifest
 
     saver = ThrottledSaver(plan.manifest)
     replicas: Counter[str] = Counter()
@@ -286,9 +286,7 @@ def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start:
         summary.stopped = f"the Ray run failed: {first_line(_root_cause(error))}"
     finally:
         _check_visible(plan, summary)
-        saver.dirty = True
-        saver.flush()
-        summary.manifest_error = saver.error
+        summary.manifest_error = save_manifest(plan.manifest)
         summary.replicas = dict(replicas)
         bar.close()
 
@@ -363,17 +361,17 @@ class _Replica:
         if self.cannot_start:
             return _frame([{**self._row(row, self.cannot_start), "fatal": self.cannot_start, "backend": ""}
                            for row in rows])
-        prepared = list(self.pool.map(self._prepare, rows))
-        results = {index: error for index, error in enumerate(prepared) if isinstance(error, str)}
-        ready = [(index, value) for index, value in enumerate(prepared) if not isinstance(value, str)]
-        finished = []
-        for group in self._groups(ready):
-            outcomes = self._infer([value for _, value in group])
-            for (index, _), outcome in zip(group, outcomes):
-                finished.append((index, self.pool.submit(self._finish, rows[index], outcome)))
-        for index, future in finished:
-            results[index] = future.result()
-        return _frame([self._row(rows[index], results[index]) for index in range(len(rows))])
+        from .pipeline import _batches  # the local pipeline's batching: one rule for both
+
+        entries = list(self.pool.map(self._prepare, rows))
+        results: list[Future | str] = []
+        for batch in _batches(self.engine, iter(entries), self.engine.preferred_batch_size):
+            good = [entry for entry in batch if entry.error is None]
+            outcomes = dict(zip(map(id, good), self._infer([entry.prepared for entry in good])))
+            results += [entry.error if entry.error is not None else
+                        self.pool.submit(self._finish, entry, outcomes[id(entry)]) for entry in batch]
+        return _frame([self._row(row, result if isinstance(result, str) else result.result())
+                       for row, result in zip(rows, results)])
 
     def _infer(self, inputs: list[Any]) -> list[Any]:
         """The engine's outcomes; an error that would end a local run fails these images only
@@ -383,33 +381,26 @@ class _Replica:
         except Exception as error:  # noqa: BLE001
             return [error] * len(inputs)
 
-    def _prepare(self, row: dict[str, Any]) -> Any:
+    def _prepare(self, row: dict[str, Any]) -> PreparedImage:
+        """The row prepared for the engine, as the local pipeline's readers prepare an image."""
+        from .pipeline import PreparedImage
+
+        entry = PreparedImage(ImageItem(row["path"], row["name"]), row["height"], row["width"])
         if row["error"]:
-            return row["error"]
+            entry.error = row["error"]
+            return entry
         try:
             pixels = np.frombuffer(row["pixels"], np.uint8).reshape(row["height"], row["width"], 3)
-            return self.engine.prepare(pixels, row["name"])
+            entry.prepared = self.engine.prepare(pixels, row["name"])
         except Exception as error:  # noqa: BLE001
-            return f"{type(error).__name__}: {first_line(error)}"
+            entry.error = f"{type(error).__name__}: {first_line(error)}"
+        return entry
 
-    def _groups(self, ready: list[tuple[int, Any]]) -> Iterator[list[tuple[int, Any]]]:
-        """Consecutive inputs with one batch key, at most the engine's batch size each."""
-        group: list[tuple[int, Any]] = []
-        for index, value in ready:
-            key = self.engine.batch_key(value)
-            if group and (key != self.engine.batch_key(group[0][1])
-                          or len(group) >= self.engine.preferred_batch_size):
-                yield group
-                group = []
-            group.append((index, value))
-        if group:
-            yield group
-
-    def _finish(self, row: dict[str, Any], outcome: Any) -> DepthMap | str:
+    def _finish(self, entry: PreparedImage, outcome: Any) -> DepthMap | str:
         if isinstance(outcome, BaseException):
             return first_line(outcome)
         try:
-            return self.engine.finish(outcome, row["height"], row["width"])
+            return self.engine.finish(outcome, entry.height, entry.width)
         except Exception as error:  # noqa: BLE001
             return first_line(error)
 

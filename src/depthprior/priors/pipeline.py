@@ -205,7 +205,7 @@ def generate(
         else:
             log.info("nothing to do: all %d images already have outputs in %s", summary.skipped, out_root)
             if plan.unwritable:
-                summary.manifest_error = _save_manifest(plan.manifest)
+                summary.manifest_error = save_manifest(plan.manifest)
         summary.elapsed = time.perf_counter() - start
     finally:
         plan.lock.release()
@@ -497,7 +497,8 @@ def write_outputs(root: Location, item: ImageItem, depth: DepthMap, fmt: str) ->
     )
 
 
-def _save_manifest(manifest: Manifest) -> str | None:
+def save_manifest(manifest: Manifest) -> str | None:
+    """Save now; the error line if the manifest could not be written (the run goes on)."""
     saver = ThrottledSaver(manifest)
     saver.dirty = True
     saver.flush()
