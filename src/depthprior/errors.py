@@ -57,3 +57,50 @@ class BackendUnavailable(DepthpriorError):
 
 class ImageError(DepthpriorError):
     """One image could not be processed; the batch goes on."""
+
+
+class FileFormatError(UsageError):
+    """A file depthprior reads is not what it should be (not JSON, too deep, too big, wrong
+    shape, a picture of the wrong size or kind). The message names the file."""
+
+    def __init__(self, path: object, problem: str, hint: str = ""):
+        self.path = path
+        super().__init__(f"{path} {problem}" + (f"; {hint}" if hint else ""))
+
+
+class WriteError(DepthpriorError, OSError):
+    """A file could not be written (disk full, read-only, permission, name too long).
+
+    An OSError too, so per-image code that catches OSError fails that image and goes on; at the
+    top it is one line naming the file (exit 1), and what was finished before it is kept.
+    """
+
+    def __init__(self, path: object, error: OSError):
+        self.path = path
+        code = getattr(error, "errno", None)
+        reason = error.strerror or first_line(error)
+        hint = _WRITE_HINTS.get(code, "check the folder and try again")
+        OSError.__init__(self, code, f"cannot write {path}: {reason}; {hint}")
+        self.message = f"cannot write {path}: {reason}; {hint}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _write_hints() -> dict[int, str]:
+    import errno
+
+    hints = {
+        errno.ENOSPC: "the disk is full: free space or choose another folder",
+        errno.EROFS: "the file system is read-only: choose another folder",
+        errno.EACCES: "permission denied: fix the folder's permissions or choose another folder",
+        errno.EPERM: "not permitted: fix the folder's permissions or choose another folder",
+        errno.ENAMETOOLONG: "the name is too long for the file system: shorten it",
+        errno.EFBIG: "the file is too large for this file system or its limits",
+    }
+    if hasattr(errno, "EDQUOT"):
+        hints[errno.EDQUOT] = "the disk quota is exhausted: free space or choose another folder"
+    return hints
+
+
+_WRITE_HINTS = _write_hints()

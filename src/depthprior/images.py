@@ -1,25 +1,21 @@
-"""Finding input images, mapping them to output names, and decoding their stored pixels."""
+"""Finding input images and mapping them to output names (decoding them: files.raster)."""
 
 from __future__ import annotations
 
-import io
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-import cv2
-import numpy as np
-
-from .errors import ImageError, UnsafePathError, UsageError, first_line, listing
-from .storage import Location, is_url, list_files, read_url, url_join
+from .errors import UnsafePathError, UsageError, listing
+from .files.place import file_kind as _kind
+from .files.place import read_regular_file
+from .files.raster import (DEFAULT_MAX_PIXELS, check_pixels, decode_rgb, read_image_or_fail,
+                           stored_size)
+from .storage import Location, is_url, list_files, url_join
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png")
-#: images (and any picture a command is handed, e.g. a server's reply) above this many pixels
-#: are refused before they are decoded: a 400 KB PNG can declare 20000x20000 pixels
-DEFAULT_MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -101,17 +97,6 @@ def safe_join(root: Location, relative: str, suffix: str = "") -> Path:
             f"name {relative!r} resolves outside {root} (through a link); refused"
         )
     return target
-
-
-def check_pixels(width: int, height: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
-    """ImageError when a picture of width x height is above the pixel cap (None: no cap)."""
-    if width <= 0 or height <= 0:
-        raise ImageError(f"image declares an empty size {width}x{height}")
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(
-            f"image is {width}x{height} = {width * height / 1e6:.0f} MP, above the "
-            f"--max-pixels cap of {max_pixels / 1e6:g} MP; downscale it or raise --max-pixels"
-        )
 
 
 def is_inside(path: Location, folder: Location) -> bool:
@@ -287,17 +272,6 @@ def _within(real_path: str, real_root: str) -> bool:
     return real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
-def _kind(mode: int) -> str:
-    """A file type in words, e.g. for a FIFO named like an image."""
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a special file"
-
-
 def check_collisions(items: Iterable[ImageItem]) -> None:
     """Two inputs whose outputs would be the same file (a.jpg + a.png) are an error."""
     seen: dict[str, str] = {}
@@ -316,159 +290,6 @@ def check_collisions(items: Iterable[ImageItem]) -> None:
         )
 
 
-_JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
-
-
-def decode_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Stored pixel array as HxWx3 uint8 RGB; EXIF orientation is deliberately ignored.
-
-    COLMAP and 3DGS read raw pixels, so the map must align with the stored array. Gray,
-    RGBA, palette, 16-bit and CMYK inputs are converted. Only a regular file is read (a FIFO
-    or device is refused without blocking), and a picture whose header declares more than
-    max_pixels (None: no cap) is refused before it is decoded. Raises ImageError with the reason.
-    """
-    data = read_url(path) if is_url(path) else read_regular_file(Path(path))
-    _check_declared_size(data, max_pixels)
-    image = _decode_with_opencv(data)
-    if image is None:
-        image = _decode_with_pillow(data)
-    elif os.path.splitext(str(path))[1].lower() in _JPEG_EXTS or data[:2] == b"\xff\xd8":
-        _check_jpeg_complete(data)
-    check_pixels(image.shape[1], image.shape[0], max_pixels)  # formats without a readable header
-    return _to_rgb8(image)
-
-
-def stored_size(path: Path | str) -> tuple[int, int]:
-    """(width, height) an image file declares, without decoding it; ImageError if unreadable."""
-    data = read_regular_file(Path(path))
-    size = _pillow_header_size(data) or _text_header_size(data)
-    if size is None:
-        raise ImageError("not a readable image header")
-    return size
-
-
-def read_image_or_fail(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """decode_rgb for single-image commands: an unreadable file is a usage error naming it."""
-    try:
-        return decode_rgb(path, max_pixels)
-    except ImageError as error:
-        raise UsageError(f"{path}: {first_line(error)}") from None
-
-
-def _decode_with_opencv(data: bytes) -> np.ndarray | None:
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    try:
-        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    except cv2.error as error:  # e.g. OpenCV's own size limit
-        raise ImageError(f"cannot decode: {first_line(error)}") from None
-
-
-def read_regular_file(path: Path) -> bytes:
-    """The bytes of path, refused unless it is a regular file; never blocks on a FIFO or device."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as error:
-        raise ImageError(f"cannot read file: {error.strerror or error}") from None
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ImageError(f"{_kind(mode)}, not a regular file; refused (give image files only)")
-        try:
-            data = handle.read()
-        except OSError as error:
-            raise ImageError(f"cannot read file: {error.strerror or error}") from None
-    if not data:
-        raise ImageError("empty file (0 bytes)")
-    return data
-
-
-def _check_declared_size(data: bytes, max_pixels: int | None) -> None:
-    """check_pixels on the size a header declares, before anything is decoded."""
-    size = _pillow_header_size(data) or _text_header_size(data)
-    if size is not None:
-        check_pixels(size[0], size[1], max_pixels)
-
-
-def _pillow_header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header, as Pillow reads it lazily; None if Pillow cannot."""
-    Image = _pillow()
-    try:
-        with Image.open(io.BytesIO(data)) as pil:
-            return int(pil.size[0]), int(pil.size[1])
-    except Exception:  # noqa: BLE001 - unidentified or damaged: the decoders decide
-        return None
-
-
-#: PFM ("PF"/"Pf", "width height") and Radiance HDR ("-Y height +X width") headers, which
-#: OpenCV decodes and Pillow does not identify
-_PFM_HEADER = re.compile(rb"P[Ff]\s+(\d+)\s+(\d+)\s")
-_HDR_SIZE = re.compile(rb"\n([-+])([XY]) (\d+) ([-+])([XY]) (\d+)\n")
-
-
-def _text_header_size(data: bytes) -> tuple[int, int] | None:
-    head = data[:4096]
-    pfm = _PFM_HEADER.match(head)
-    if pfm:
-        return int(pfm.group(1)), int(pfm.group(2))
-    hdr = _HDR_SIZE.search(head) if head.startswith(b"#?") else None
-    if hdr:
-        first, second = int(hdr.group(3)), int(hdr.group(6))
-        return (second, first) if hdr.group(2) == b"Y" else (first, second)
-    return None
-
-
-def _pillow():
-    """PIL.Image with its own pixel guard off: every decode here is capped by check_pixels."""
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None
-    return Image
-
-
-def _check_jpeg_complete(data: bytes) -> None:
-    # OpenCV returns a grey-filled picture for a truncated JPEG; a complete one ends with EOI.
-    if b"\xff\xd9" in data[-4096:]:
-        return
-    _decode_with_pillow(data)  # trailing data after EOI is legal: let Pillow decide
-
-
-def _decode_with_pillow(data: bytes) -> np.ndarray:
-    from PIL import UnidentifiedImageError
-
-    Image = _pillow()
-    try:
-        with Image.open(io.BytesIO(data)) as pil:
-            pil.load()
-            if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.asarray(pil, dtype=np.uint16 if pil.mode.startswith("I;16") else np.int32)
-            return cv2.cvtColor(np.asarray(pil.convert("RGB")), cv2.COLOR_RGB2BGR)
-    except UnidentifiedImageError:
-        raise ImageError("not a decodable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        reason = str(error) or type(error).__name__
-        if "truncated" in reason.lower():
-            reason = "truncated image file"
-        raise ImageError(f"corrupt image: {reason}") from None
-
-
-def _to_rgb8(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8:
-        image = _scale_to_uint8(image)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    channels = image.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _scale_to_uint8(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint16:
-        return (image >> 8).astype(np.uint8)
-    if np.issubdtype(image.dtype, np.floating):
-        return (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    top = max(int(image.max()), 1)
-    return (image.astype(np.float64) * (255.0 / top) + 0.5).astype(np.uint8)
+__all__ = ["DEFAULT_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageItem", "Scan", "check_collisions",
+           "check_pixels", "decode_rgb", "discover", "image_key", "is_inside", "normalise_extensions",
+           "posix_name", "read_image_or_fail", "read_regular_file", "safe_join", "scan", "stored_size"]

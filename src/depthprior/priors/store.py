@@ -1,55 +1,26 @@
-"""The output files: uint16 inverse-depth PNGs and float32 NPYs, written atomically; the lock
-on an output folder. The manifest that describes them is manifest.py.
-
-Every file is written to a temporary name in its own folder and renamed into place, so a file
-that exists is complete, whenever the process dies.
+"""The prior files: uint16 inverse-depth PNGs and float32 NPYs, and the mapping of values to
+uint16. Writing (atomic, the lock) is files.outputs, reading and checking files.raster; the
+manifest that describes them is manifest.py.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
 
-from ..errors import ImageError, UsageError
-from .. import storage
-from ..images import read_regular_file
+from ..errors import ImageError
+from ..files.outputs import (LOCK_NAME, TMP_MARK, OutputLock, atomic_write_bytes, check_writable,
+                             now_utc, remove_stale_temporaries)
+from ..files.raster import PNG_PARAMS, encode_plane, read_prior
 
-TMP_MARK = ".depthprior-tmp-"
 PNG_MAX = 65535  # the PNG's full scale: raw_min..raw_max map to 0..PNG_MAX
 TRAINER_SCALE = 65536.0  # 3DGS trainers read png / 2**16 (and fit scale and offset to that)
 
-_tmp_counter = iter(range(1 << 62))
-_tmp_lock = threading.Lock()
 
-
-# ---------------------------------------------------------------- atomic files
-
-def atomic_write_bytes(path: storage.Location, data: bytes | memoryview) -> None:
-    """path holds data completely or not at all: temporary + rename here, one PUT for a URL."""
-    if storage.is_url(path):
-        storage.put_url(path, data)
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _tmp_lock:
-        serial = next(_tmp_counter)
-    # short and name-independent: an output name near NAME_MAX still gets a temporary
-    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{serial}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
+# ---------------------------------------------------------------- files
 
 def depth_pngs(root: Path) -> dict[str, Path]:
     """Every finished depth PNG under a depth folder, by stem (relative posix path without
@@ -67,37 +38,13 @@ def depth_pngs(root: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def remove_stale_temporaries(root: storage.Location) -> int:
-    """Delete temporaries left by a killed run. Returns how many were removed (object stores
-    have none: each object is one PUT)."""
-    removed = 0
-    if storage.is_url(root) or not Path(root).is_dir():
-        return 0
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for filename in filenames:
-            if TMP_MARK in filename:
-                Path(dirpath, filename).unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-# zlib level 1 with the "up" filter: on smooth 16-bit depth maps about 2x faster and smaller
-# than OpenCV's default filtering (80 ms -> 36 ms, 0.39 -> 0.34 MB for 2048x1362).
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
-    PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-
-
 def encode_png16(image: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", image, PNG_PARAMS)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buffer.tobytes()
+    if image.dtype != np.uint16 or image.ndim != 2:
+        raise ValueError("depth PNGs are single-channel uint16")
+    return encode_plane(image)
 
 
 def write_png16(path: Path, image: np.ndarray) -> None:
-    if image.dtype != np.uint16 or image.ndim != 2:
-        raise ValueError("depth PNGs are single-channel uint16")
     atomic_write_bytes(path, encode_png16(image))
 
 
@@ -109,19 +56,13 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getbuffer())
 
 
-def read_png16(path: Path | str) -> np.ndarray:
-    """A depth PNG as its stored uint16 array (raises OSError if unreadable).
-
-    Only a regular file is read: a FIFO or device named like a prior never blocks a command.
-    """
+def read_png16(path: Path | str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A depth PNG as its stored uint16 array (files.raster.read_prior: header checked first);
+    OSError naming the file when it is missing, damaged, the wrong kind or size."""
     try:
-        data = read_regular_file(Path(path))
+        return read_prior(path, size)
     except ImageError as error:
-        raise OSError(f"cannot read {path}: {error}") from None
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise OSError(f"cannot decode {path}")
-    return image
+        raise OSError(str(error)) from None
 
 
 # ---------------------------------------------------------------- values -> uint16
@@ -183,77 +124,7 @@ def count_levels(png: np.ndarray) -> int:
     return int(np.count_nonzero(np.bincount(png.ravel(), minlength=1)))
 
 
-# ---------------------------------------------------------------- the output folder
-
-LOCK_NAME = ".depthprior.lock"
-
-
-class OutputLock:
-    """An advisory lock on an output folder for one run: a second writer is refused.
-
-    The lock file stays (removing it would race with a waiting run); the kernel drops the lock
-    when the process ends, however it ends.
-    """
-
-    def __init__(self, root: storage.Location):
-        self.path = None if storage.is_url(root) else Path(root) / LOCK_NAME
-        self._handle: Any = None
-
-    def acquire(self) -> "OutputLock":
-        """Object storage offers no lock: runs writing to one URL are not guarded (README)."""
-        if self.path is None:
-            return self
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no advisory locks, runs are not guarded
-            return self
-        handle = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise UsageError(
-                f"{self.path.parent} is in use by another depthprior run ({holder}); wait for "
-                "it to finish or choose another output folder"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}, since {now_utc()}")
-        handle.flush()
-        self._handle = handle
-        return self
-
-    def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing drops the flock
-            self._handle = None
-
-    def __enter__(self) -> "OutputLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def check_writable(root: storage.Location) -> None:
-    """Create root if needed and prove a file can be written there (UsageError otherwise)."""
-    if storage.is_url(root):
-        storage.check_writable(root)
-        return
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f"{TMP_MARK}probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(
-            f"output folder {root} is not writable ({error.strerror or error}); "
-            "choose another folder or fix its permissions"
-        ) from None
+__all__ = ["LOCK_NAME", "PNG_MAX", "PNG_PARAMS", "TMP_MARK", "TRAINER_SCALE", "Encoded", "OutputLock",
+           "atomic_write_bytes", "check_writable", "count_levels", "decode_inverse_depth",
+           "depth_pngs", "encode_inverse_depth", "encode_png16", "inverse_depth", "is_constant",
+           "now_utc", "read_png16", "remove_stale_temporaries", "write_npy", "write_png16"]
