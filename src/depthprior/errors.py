@@ -65,6 +65,7 @@ class FileFormatError(UsageError):
 
     def __init__(self, path: object, problem: str, hint: str = ""):
         self.path = path
+        self.problem = problem
         super().__init__(f"{path} {problem}" + (f"; {hint}" if hint else ""))
 
 

@@ -103,7 +103,8 @@ def run_generate(
         from .report import report as write_report
 
         folder = summary.images if summary.images is not None and summary.images.is_dir() else None
-        run.report = write_report(summary.out, images=folder, sparse=align)
+        masks = run.consistency.output if run.consistency is not None else None
+        run.report = write_report(summary.out, images=folder, sparse=align, masks=masks)
     return run
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from .. import __version__
 from .. import storage
-from ..errors import ImageError, UnsafePathError, UsageError, first_line
+from ..errors import FileFormatError, UnsafePathError, UsageError, first_line
+from ..files.jsonfile import read_json
 from ..images import safe_join
 from ..storage import Location, location
 from .store import atomic_write_bytes, now_utc
@@ -154,9 +155,9 @@ class Manifest:
         if not _exists(path):
             return None
         try:
-            data = json.loads(_read(path).decode("utf-8"))
-        except (OSError, ImageError, UnicodeDecodeError, ValueError) as error:
-            raise ManifestError(path, f"is not readable JSON ({first_line(error)})") from None
+            data = read_json(path)
+        except FileFormatError as error:
+            raise ManifestError(path, error.problem) from None
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise ManifestError(path, "is not a depthprior manifest")
         fields = {key: data.get(key, default) for key, default in _MANIFEST_FIELDS.items()}
@@ -279,10 +280,6 @@ def _child(root: Location, name: str) -> Location:
 
 def _exists(path: Location) -> bool:
     return storage.exists(path) if storage.is_url(path) else Path(path).is_file()
-
-
-def _read(path: Location) -> bytes:
-    return storage.read_url(path) if storage.is_url(path) else Path(path).read_bytes()
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,6 @@ SCATTER_POINTS samples per frame (the counts shown are always over all samples).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError, UsageError, first_line
-from ..images import DEFAULT_MAX_PIXELS, safe_join
-from ..priors.store import atomic_write_bytes, read_png16
+from ..files.outputs import OutputFolder
+from ..files.raster import read_mask, read_prior
+from ..images import DEFAULT_MAX_PIXELS
 from ..threads import in_order, worker_count
 from ..scene.sampling import method_samples
 from . import pictures
@@ -67,26 +67,28 @@ def report(out: Path | str, *, images: Path | str | None = None, sparse: Path | 
     images: the frames (default: the folder the manifest records). sparse: the COLMAP model
     whose depth_params.json (from `depthprior align`) gives the fits. masks: confidence masks
     (`<key>.png`, uint8, >= 128 trusted) and optionally their consistency.json.
-    Raises UsageError (one line) for inputs that cannot be used.
+    Raises UsageError (one line) for inputs that cannot be used, or an output folder another
+    run is writing; WriteError (one line naming the file) when a file cannot be written. A
+    picture that cannot be read or made fails that frame (a note), never the page.
     """
     started = time.monotonic()
     scene = gather(out, images=images, sparse=sparse, masks=masks)
     page = Path(output) if output is not None else scene.out / REPORT_NAME
-    assets = _prepare_output(page)
+    assets = _check_output(page)
     model = _model(scene)
-    views = _draw_frames(scene, model, assets, page.parent, max_pixels, workers)
-    html = render(scene, views, _series(scene))
-    try:
-        atomic_write_bytes(page, html.encode("utf-8"))
-    except OSError as error:
-        raise UsageError(f"cannot write {page}: {first_line(error)}; choose another -o") from None
+    with OutputFolder(page.parent) as folder:
+        earlier = _earlier_pictures(assets)
+        views = _draw_frames(scene, model, Pictures(folder, assets.name), max_pixels, workers)
+        html = render(scene, views, _series(scene))
+        folder.write(page.name, html.encode("utf-8"))
+        folder.remove_unproduced(earlier)
     notes = [note for view in views.values() for note in view.notes][:5]
     return ReportSummary(page, assets, len(scene.frames), scene.status_counts(), scene.fit_counts(),
                          time.monotonic() - started, notes)
 
 
-def _prepare_output(page: Path) -> Path:
-    """A fresh assets folder beside the page; UsageError when the page cannot go there."""
+def _check_output(page: Path) -> Path:
+    """The assets folder beside the page; UsageError when the page cannot go there."""
     if page.is_dir():
         raise UsageError(f"output {page} is a folder; pass a file name such as {page / REPORT_NAME}")
     if page.suffix.lower() not in (".html", ".htm"):
@@ -95,16 +97,33 @@ def _prepare_output(page: Path) -> Path:
     if assets.is_symlink():  # its pictures would be written (and old ones deleted) elsewhere
         raise UsageError(f"the report's assets folder {assets} is a link; remove it or choose "
                          "another -o")
-    try:
-        page.parent.mkdir(parents=True, exist_ok=True)
-        assets.mkdir(exist_ok=True)
-        for old in assets.iterdir():  # only pictures of an earlier report: nothing else
-            if ASSET_NAME.fullmatch(old.name) and old.is_file():
-                old.unlink()
-    except OSError as error:
-        raise UsageError(f"cannot write the report's assets {assets}: {first_line(error)}; "
-                         "choose another -o") from None
+    if assets.exists() and not assets.is_dir():
+        raise UsageError(f"the report's assets folder {assets} is a file; remove it or choose "
+                         "another -o")
     return assets
+
+
+def _earlier_pictures(assets: Path) -> list[str]:
+    """The pictures an earlier report left in assets (relative to the page's folder): only
+    names this command writes, nothing else of the folder."""
+    if not assets.is_dir():
+        return []
+    return [f"{assets.name}/{old.name}" for old in assets.iterdir()
+            if ASSET_NAME.fullmatch(old.name)]
+
+
+@dataclass
+class Pictures:
+    """Where the frames' pictures go: the assets folder of the page's OutputFolder."""
+
+    folder: OutputFolder
+    assets: str  # the assets folder's name, beside the page
+
+    def write(self, frame: "Frame", what: str, data: bytes) -> str:
+        """Write one picture; its address relative to the page."""
+        relative = f"{self.assets}/{frame.index:05d}-{what}.jpg"
+        self.folder.write(relative, data)
+        return relative
 
 
 def _model(scene: SceneData):
@@ -117,13 +136,13 @@ def _model(scene: SceneData):
 
 # ---------------------------------------------------------------- per frame
 
-def _draw_frames(scene: SceneData, model, assets: Path, page_dir: Path,
+def _draw_frames(scene: SceneData, model, pictures_out: Pictures,
                  max_pixels: int | None, workers: int | None) -> dict[int, FrameView]:
     images = {image.key: image for image in model.images} if model is not None else {}
 
     def work(frame: Frame) -> FrameWork:
-        return _frame_work(frame, model, images.get(frame.key), scene.method, assets,
-                           page_dir, max_pixels)
+        return _frame_work(frame, model, images.get(frame.key), scene.method, pictures_out,
+                           max_pixels)
 
     views: dict[int, FrameView] = {}
     drawer = ScatterDrawer() if model is not None else None
@@ -131,7 +150,7 @@ def _draw_frames(scene: SceneData, model, assets: Path, page_dir: Path,
         drawn = in_order(work, scene.frames, worker_count(workers or None, limit=4), "report")
         for frame, done in zip(scene.frames, drawn):
             if drawer is not None and done.samples is not None and frame.fit is not None:
-                _scatter(drawer, frame, done.samples, done.view, assets, page_dir)
+                _scatter(drawer, frame, done.samples, done.view, pictures_out)
             views[frame.index] = done.view
     finally:
         if drawer is not None:
@@ -139,44 +158,42 @@ def _draw_frames(scene: SceneData, model, assets: Path, page_dir: Path,
     return views
 
 
-def _asset(assets: Path, page_dir: Path, frame: Frame, what: str, data: bytes) -> str:
-    path = safe_join(assets, f"{frame.index:05d}-{what}", ".jpg")
-    atomic_write_bytes(path, data)
-    return os.path.relpath(path, page_dir).replace(os.sep, "/")
-
-
-def _frame_work(frame: Frame, model, image, method: str | None, assets: Path, page_dir: Path,
+def _frame_work(frame: Frame, model, image, method: str | None, pictures_out: Pictures,
                 max_pixels: int | None) -> FrameWork:
     view = FrameView()
-    base = None
+    photo = None
     if frame.photo is not None:
-        try:
-            base = pictures.photo_thumbnail(frame.photo, max_pixels)
-            view.photo = _asset(assets, page_dir, frame, "photo", pictures.encode_jpeg(base))
-        except ImageError as error:
-            view.notes.append(f"{frame.name}: photo not shown: {first_line(error)}")
-    depth = _read(frame.prior, view, frame, "prior")
+        photo = _picture(view, frame, "photo", pictures.photo_thumbnail, frame.photo, max_pixels)
+        if photo is not None:
+            view.photo = pictures_out.write(frame, "photo", pictures.encode_jpeg(photo))
+    record = frame.record
+    record_size = (record.height, record.width) if record is not None and record.ok else None
+    depth = colour = None
+    if frame.prior is not None:
+        depth = _picture(view, frame, "prior", read_prior, frame.prior, record_size, max_pixels)
     if depth is not None:
         colour = pictures.prior_thumbnail(depth)
-        view.prior = _asset(assets, page_dir, frame, "prior", pictures.encode_jpeg(colour))
-        base = base if base is not None else colour
+        view.prior = pictures_out.write(frame, "prior", pictures.encode_jpeg(colour))
+    base = photo if photo is not None else colour
     view.size = (base.shape[1], base.shape[0]) if base is not None else view.size
-    mask = _read(frame.mask, view, frame, "mask")
-    if mask is not None and base is not None:
-        overlay, view.mask_trusted = pictures.mask_overlay(base, mask)
-        view.overlay = _asset(assets, page_dir, frame, "mask", pictures.encode_jpeg(overlay))
+    mask_size = depth.shape if depth is not None else record_size
+    if frame.mask is not None and mask_size is not None:  # a mask must have its prior's size
+        mask = _picture(view, frame, "mask", read_mask, frame.mask, mask_size, max_pixels)
+        under = pictures.overlay_base(photo, colour, mask_size)
+        if mask is not None and under is not None:
+            overlay, view.mask_trusted = pictures.mask_overlay(under, mask)
+            view.overlay = pictures_out.write(frame, "mask", pictures.encode_jpeg(overlay))
     samples = None
     if model is not None and image is not None and depth is not None and frame.fit is not None:
         samples = scatter_samples(model, image, depth, method)
     return FrameWork(view, samples)
 
 
-def _read(path: Path | None, view: FrameView, frame: Frame, what: str) -> np.ndarray | None:
-    if path is None:
-        return None
+def _picture(view: FrameView, frame: Frame, what: str, read, *args) -> np.ndarray | None:
+    """read(*args), or None with a note on the frame when it cannot be read."""
     try:
-        return read_png16(path)
-    except OSError as error:
+        return read(*args)
+    except ImageError as error:
         view.notes.append(f"{frame.name}: {what} not shown: {first_line(error)}")
         return None
 
@@ -184,8 +201,6 @@ def _read(path: Path | None, view: FrameView, frame: Frame, what: str) -> np.nda
 def scatter_samples(model, image, depth: np.ndarray,
                     method: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(prior, SfM 1/z) sampled the way align's method sampled them."""
-    if depth.ndim == 3:
-        depth = depth[..., 0]
     samples = method_samples(method or "robust", model, image, depth)
     if samples is None:
         return np.zeros(0), np.zeros(0)
@@ -206,7 +221,7 @@ def inlier_mask(prior: np.ndarray, target: np.ndarray, scale: float, offset: flo
 
 
 def _scatter(drawer: ScatterDrawer, frame: Frame, samples: tuple[np.ndarray, np.ndarray],
-             view: FrameView, assets: Path, page_dir: Path) -> None:
+             view: FrameView, pictures_out: Pictures) -> None:
     prior, target = samples
     fit = frame.fit
     inlier = inlier_mask(prior, target, fit.scale, fit.offset, fit.inliers if fit.usable else 0)
@@ -217,7 +232,7 @@ def _scatter(drawer: ScatterDrawer, frame: Frame, samples: tuple[np.ndarray, np.
     scale = fit.scale if fit.usable else 0.0  # no line for numbers the trainer never applies
     jpeg, x_range, y_range = drawer.draw(prior, target, inlier, scale, fit.offset)
     view.scatter_ranges = (x_range, y_range)
-    view.scatter = _asset(assets, page_dir, frame, "fit", jpeg)
+    view.scatter = pictures_out.write(frame, "fit", jpeg)
 
 
 # ---------------------------------------------------------------- series

@@ -1,14 +1,15 @@
 """The report's data: one `Frame` per image from the manifest, the align report and the masks.
 
 Everything is read through the module that owns its format: the manifest (`priors.manifest`),
-depth_params.json and its align report (`scene.depth_params`), the COLMAP model
-(`scene.colmap`). Nothing here draws or writes.
+depth_params.json and its align report (`scene.depth_params`), consistency.json
+(`files.jsonfile`), the COLMAP model (`scene.colmap`). Nothing here draws or writes. A folder
+another tool wrote (PNGs, no manifest) gives one frame per PNG.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,9 +17,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import UnsafePathError, UsageError
-from ..images import image_key, safe_join
+from ..files.jsonfile import expect_object, read_json
+from ..images import discover, image_key, safe_join
 from ..priors.manifest import ImageRecord, Manifest
-from ..priors.verify import LOW_LEVELS, load_manifest
+from ..priors.store import depth_pngs
+from ..priors.verify import LOW_LEVELS
 from ..scene import depth_params
 from ..scene.confidence import REPORT_NAME as CONSISTENCY_REPORT
 from ..scene.depth_params import REPORT_IMAGES, DepthParams
@@ -106,7 +109,7 @@ class Frame:
 @dataclass
 class SceneData:
     out: Path
-    manifest: Manifest
+    manifest: Manifest | None  # None: a folder of PNGs another tool wrote
     frames: list[Frame]
     images: Path | None
     sparse: Path | None
@@ -117,6 +120,9 @@ class SceneData:
     consistency: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, int]:
+        if self.manifest is None:
+            priors = sum(frame.prior is not None for frame in self.frames)
+            return {"images": priors, "done": priors, "failed": 0, "flagged": 0}
         records = list(self.manifest.images.values())
         return {
             "images": len(records),
@@ -141,12 +147,16 @@ class SceneData:
 def gather(out: Path | str, *, images: Path | str | None = None, sparse: Path | str | None = None,
            masks: Path | str | None = None) -> SceneData:
     """Read everything the page shows; UsageError (one line) for inputs that cannot be used."""
-    out = Path(out)
-    manifest = load_manifest(out)
+    out = _folder(out, "output folder")
+    manifest = Manifest.load(out)
     images_root = _images_root(images, manifest)
     sparse_dir = _folder(sparse, "sparse model folder") if sparse is not None else None
     masks_dir = _folder(masks, "mask folder") if masks is not None else None
-    frames = _frames(out, manifest, images_root)
+    frames = (_frames(out, manifest, images_root) if manifest is not None
+              else _frames_of_pngs(out, images_root))
+    if not frames:
+        raise UsageError(f"{out} holds no depth priors (no depthprior.json, no PNGs): run "
+                         "depthprior generate first, or pass the folder it wrote")
     scene = SceneData(out, manifest, frames, images_root, sparse_dir, None, masks_dir)
     if sparse_dir is not None:
         _add_fits(scene, depth_params.default_path(sparse_dir))
@@ -163,12 +173,31 @@ def _folder(path: Path | str, what: str) -> Path:
     return path
 
 
-def _images_root(images: Path | str | None, manifest: Manifest) -> Path | None:
+def _images_root(images: Path | str | None, manifest: Manifest | None) -> Path | None:
     """--images, else the folder the manifest records when it still exists, else None."""
     if images is not None:
         return _folder(images, "image folder")
-    recorded = Path(manifest.inputs) if manifest.inputs else None
+    recorded = Path(manifest.inputs) if manifest is not None and manifest.inputs else None
     return recorded if recorded is not None and recorded.is_dir() else None
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False for a name the file system refuses (too long) instead of raising."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _frames_of_pngs(out: Path, images_root: Path | None) -> list[Frame]:
+    """A folder another tool wrote: a frame per depth PNG, its photo found by key."""
+    photos = _photos_by_key(images_root) if images_root is not None else {}
+    frames = []
+    for index, (stem, path) in enumerate(depth_pngs(out).items()):
+        photo = photos.get(stem)
+        name = photo.relative_to(images_root).as_posix() if photo is not None else stem + ".png"
+        frames.append(Frame(index, stem, name, "ok", prior=path, photo=photo))
+    return frames
 
 
 def _frames(out: Path, manifest: Manifest, images_root: Path | None) -> list[Frame]:
@@ -189,10 +218,18 @@ def _frames(out: Path, manifest: Manifest, images_root: Path | None) -> list[Fra
     return frames
 
 
+def _photos_by_key(images_root: Path) -> dict[str, Path]:
+    """key -> frame in images_root; none when they cannot be told apart (a.jpg and a.png)."""
+    try:
+        return {item.stem: Path(item.path) for item in discover(images_root)}
+    except UsageError:
+        return {}
+
+
 def _prior_file(out: Path, record: ImageRecord) -> Path | None:
+    """The record's PNG (its reader says when it is missing or unreadable), None without one."""
     png = [rel for rel in record.outputs if rel.endswith(".png")]
-    path = out / png[0] if png else None
-    return path if path is not None and path.is_file() else None
+    return out / png[0] if png else None
 
 
 def _photo(images_root: Path | None, name: str) -> Path | None:
@@ -200,19 +237,19 @@ def _photo(images_root: Path | None, name: str) -> Path | None:
         return None
     try:
         path = safe_join(images_root, name)
-    except UnsafePathError:
+    except (UnsafePathError, OSError):
         return None
-    return path if path.is_file() else None
+    return path if _is_file(path) else None
 
 
 def _add_fits(scene: SceneData, params_path: Path) -> None:
     """Per-frame fits from depth_params.json and, when there, its align report."""
-    if not params_path.is_file():
+    if not os.path.lexists(params_path):
         raise UsageError(f"no {depth_params.PARAMS_NAME} in {params_path.parent}: run "
                          f"`depthprior align --sparse {params_path.parent} --depths {scene.out}` "
                          "first, or leave out --sparse")
     params = DepthParams.load(params_path, depth_dir=scene.out)
-    report = depth_params.read_report(params_path) or {}
+    report = params.report or {}
     table = report.get(REPORT_IMAGES)
     rows = table if isinstance(table, Mapping) else {}
     scene.params = params_path
@@ -264,23 +301,19 @@ def _add_masks(scene: SceneData, masks_dir: Path) -> None:
     for frame in scene.frames:
         try:
             path = safe_join(masks_dir, frame.key, ".png")
-        except UnsafePathError:
+        except (UnsafePathError, OSError):
             continue
-        frame.mask = path if path.is_file() else None
+        frame.mask = path if _is_file(path) else None
     scene.consistency = read_consistency(masks_dir)
 
 
 def read_consistency(masks_dir: Path) -> dict[str, Any] | None:
     """The scene-level numbers of masks_dir/consistency.json (scalars only), None without one."""
     path = masks_dir / CONSISTENCY_REPORT
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {path}: {error}") from None
-    if not isinstance(data, Mapping):
-        raise UsageError(f"{path} is not a JSON object")
+    data = read_json(path, check=expect_object,
+                     hint="rerun depthprior consistency, or leave out --masks")
     scene = data.get("scene") if isinstance(data.get("scene"), Mapping) else data
     return {str(k): v for k, v in scene.items()
             if isinstance(v, (str, int, float)) and not isinstance(v, bool)}

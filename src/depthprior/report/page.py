@@ -85,9 +85,10 @@ def _table(rows: Iterable[tuple[str, Any]]) -> str:
 
 def _summary(scene: SceneData) -> str:
     counts = scene.counts()
-    records = [r for r in scene.manifest.images.values() if r.ok]
+    manifest = scene.manifest
+    records = [r for r in manifest.images.values() if r.ok] if manifest is not None else []
     bits = [r.precision_bits for r in records]
-    identity, backend = scene.manifest.identity, scene.manifest.backend
+    identity, backend = (manifest.identity, manifest.backend) if manifest is not None else ({}, {})
     generated = [
         ("folder", scene.out), ("images", counts["images"]), ("done", counts["done"]),
         ("failed", counts["failed"]), ("flagged", counts["flagged"]),

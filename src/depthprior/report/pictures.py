@@ -46,17 +46,25 @@ def photo_thumbnail(path: Path, max_pixels: int | None) -> np.ndarray:
 
 def prior_thumbnail(depth: np.ndarray) -> np.ndarray:
     """The uint16 prior, colour-mapped (near = bright), as a small BGR array."""
-    depth = depth if depth.ndim == 2 else depth[..., 0]
     size = thumbnail_size(depth.shape[1], depth.shape[0])
     return colourise(shrink(depth, size))
 
 
+def overlay_base(photo: np.ndarray | None, colour: np.ndarray | None,
+                 mask_size: tuple[int, int]) -> np.ndarray | None:
+    """What a mask of mask_size = (height, width) is drawn over: the photo when it has the
+    mask's aspect ratio, else the prior's thumbnail (a mask is never stretched to fit)."""
+    height, width = mask_size
+    for base in (photo, colour):
+        if base is not None and abs(base.shape[1] / base.shape[0] - width / height) <= \
+                0.02 * width / height:
+            return base
+    return None
+
+
 def mask_overlay(base: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
-    """base tinted red where the mask does not trust the prior; and the trusted fraction."""
-    mask = mask if mask.ndim == 2 else mask[..., 0]
-    if mask.dtype != np.uint8:
-        mask = (mask.astype(np.float32) * (255.0 / max(float(np.iinfo(mask.dtype).max), 1.0))
-                if np.issubdtype(mask.dtype, np.integer) else mask * 255.0).astype(np.uint8)
+    """base tinted red where the uint8 mask does not trust the prior; and the trusted
+    fraction. base has the mask's aspect ratio (`overlay_base`): the mask is only shrunk."""
     trusted = float(np.mean(mask >= MASK_TRUSTED))
     small = shrink(mask, (base.shape[1], base.shape[0])).astype(np.float32)
     alpha = (0.7 * (1.0 - small / 255.0))[..., None]

@@ -26,13 +26,15 @@ import numpy as np
 from . import depth_params
 from .colmap import ModelImage, SparseModel, read_model
 from .depth_params import SCALE_BAND, AlignWriteError, Entry
-from ..errors import ImageError, UsageError, listing
+from ..errors import ImageError, UsageError, first_line, listing
+from ..files.outputs import OutputFolder
+from ..files.raster import read_prior
 from .fitting import MIN_INLIER_FRACTION, MIN_POINTS, Fit, fit_mad, fit_robust
-from ..images import image_key, stored_size
+from ..images import image_key, posix_name, stored_size
 from ..priors.manifest import Manifest, ManifestError
 from ..threads import in_order, worker_count
 from .sampling import REMAP_MAX_SIDE, method_samples
-from ..priors.store import depth_pngs, read_png16
+from ..priors.store import depth_pngs
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class ImageResult:
     prior_size: list[int] | None = None  # [width, height] of the depth map
     camera_size: list[int] | None = None
     image_size: list[int] | None = None  # stored size of the frame, with --images
+    depth_bytes: int | None = None  # size of the depth file fitted: which maps the fit is for
 
     @property
     def failed(self) -> bool:
@@ -176,7 +179,9 @@ def align(
     allow_missing: images without a depth file get scale 0 instead of stopping the run.
 
     Raises UsageError subclasses (nothing written) for a bad model, missing or mismatched depth
-    files, missing frames, or a bad method; AlignWriteError when the output cannot be written.
+    files, missing frames, a bad method, or an output folder another run is writing;
+    AlignWriteError (a WriteError naming the file) when the output cannot be written: then
+    neither file is changed.
     Images whose fit failed are written with scale 0 and listed in the summary: check
     `summary.failed`.
     """
@@ -199,9 +204,18 @@ def align(
     if not model.images:
         raise UsageError(f"the COLMAP model in {sparse} has no images")
     _check_keys(model)
+    with OutputFolder(output.parent):  # a second align writing these files is refused
+        return _align_locked(model, sparse, depths, images_dir, output, method, allow_missing,
+                             workers, progress, started)
+
+
+def _align_locked(model: SparseModel, sparse: Path, depths: Path, images_dir: Path | None,
+                  output: Path, method: str, allow_missing: bool, workers: int | None,
+                  progress: Callable[[int, int], None] | None, started: float) -> AlignSummary:
     depth_files = set(depth_pngs(depths))
     plan = _plan(model, depths, depth_files, images_dir, allow_missing)
-    results = _run(model, depths, plan, method, workers, progress)
+    manifest = _depth_manifest(depths)
+    results = _run(model, depths, plan, method, workers, progress, _prior_sizes(manifest))
 
     ordered = [results[image.name] for image in model.images]
     median_scale = _mark_outlying_scales(ordered)
@@ -217,19 +231,21 @@ def align(
         unmatched_depths=[stem + ".png" for stem in sorted(depth_files - keys)],
     )
     summary.seconds = time.monotonic() - started
-    _write(summary, sparse, depths, images_dir)
+    _write(summary, sparse, depths, images_dir, manifest)
     return summary
 
 
 def _run(model: SparseModel, depths: Path, plan: list[Plan], method: str, workers: int | None,
-         progress: Callable[[int, int], None] | None) -> dict[str, ImageResult]:
+         progress: Callable[[int, int], None] | None,
+         prior_sizes: dict[str, tuple[int, int]]) -> dict[str, ImageResult]:
     """Image name -> result: the planned ones as they are, the others fitted on a thread pool."""
     results = {image.name: result for image, result, _rel, _size in plan if result is not None}
     jobs = [(image, rel, size) for image, result, rel, size in plan if result is None]
 
     def work(job: tuple[ModelImage, str, list[int] | None]) -> ImageResult:
         image, rel, image_size = job
-        return _fit_image(model, image, depths / rel, rel, image_size, method)
+        return _fit_image(model, image, depths / rel, rel, image_size, method,
+                          prior_sizes.get(image.key))
 
     fitted = in_order(work, jobs, worker_count(workers), "align")
     for done, result in enumerate(fitted, start=1):
@@ -244,6 +260,10 @@ def _check_output(output: Path) -> None:
     if output.is_dir():
         raise UsageError(f"output {output} is a folder; pass a file name such as "
                          f"{output / depth_params.PARAMS_NAME}")
+    report = depth_params.report_path(output)
+    if report.is_dir():
+        raise UsageError(f"the report {report} of {output} is a folder; remove it or choose "
+                         "another -o")
     parent = output.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent  # atomic_write_bytes creates the missing folders
@@ -318,7 +338,7 @@ def _check_depth_files(registered: list[ModelImage], depths: Path, depth_files: 
 
 def _check_frames(registered: list[ModelImage], images_dir: Path) -> None:
     """UsageError when a registered image is not in the frame folder."""
-    absent = [image.name for image in registered if not (images_dir / image.name).is_file()]
+    absent = [image.name for image in registered if not _is_file(images_dir / image.name)]
     if absent:
         raise UsageError(
             f"{len(absent)} registered images of the model are not in {images_dir}: "
@@ -338,15 +358,25 @@ def _image_sizes(images_dir: Path, names: list[str]) -> dict[str, list[int]]:
     return sizes
 
 
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False for a name the file system refuses (too long) instead of raising."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _same_aspect(a: list[int], b: list[int]) -> bool:
     """Same aspect ratio up to ASPECT_TOLERANCE: a rounded downscale passes, a rotation fails."""
     return abs((a[0] / a[1]) / (b[0] / b[1]) - 1.0) <= ASPECT_TOLERANCE
 
 
 def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
-               image_size: list[int] | None, method: str) -> ImageResult:
+               image_size: list[int] | None, method: str,
+               prior_size_hw: tuple[int, int] | None = None) -> ImageResult:
     """One image's result. A frame or depth map whose aspect ratio is not its camera's fails
-    `robust`; `mad` writes the official script's numbers anyway (it does not look), unreliable."""
+    `robust`; `mad` writes the official script's numbers anyway (it does not look), unreliable.
+    prior_size_hw: the (height, width) its manifest record gives the map, which it must have."""
     camera_size = [image.camera.width, image.camera.height]
 
     def failed(reason: str, points: int = 0, prior_size: list[int] | None = None) -> ImageResult:
@@ -358,13 +388,10 @@ def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
         notes.append(f"image file is {image_size[0]}x{image_size[1]} but its camera is "
                      f"{camera_size[0]}x{camera_size[1]} (rotated or cropped?)")
     try:
-        depth = read_png16(path)
-    except OSError as error:
-        return failed(f"cannot read the depth file: {error}")
+        depth = read_prior(path, prior_size_hw)
+    except ImageError as error:
+        return failed(f"cannot read the depth file: {first_line(error)}")
     prior_size = [int(depth.shape[1]), int(depth.shape[0])]
-    if depth.ndim != 2:
-        return failed(f"depth file has {depth.shape[2]} channels: not a depth map "
-                      "(single-channel uint16 PNG); is this the image folder?", prior_size=prior_size)
     if not _same_aspect(prior_size, camera_size):
         notes.append(f"depth map is {prior_size[0]}x{prior_size[1]} but the camera is "
                      f"{camera_size[0]}x{camera_size[1]} (rotated, cropped or another image?)")
@@ -375,16 +402,15 @@ def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
         return ImageResult(image.name, image.key, rel, fit.points, fit.inliers,
                            _finite(fit.residual), 0.0, 0.0, "failed", fit.reason, prior_size,
                            camera_size, image_size)
-    notes += _fit_notes(fit, depth)
+    notes += _fit_notes(fit)
     return ImageResult(image.name, image.key, rel, fit.points, fit.inliers, fit.residual,
                        float(fit.scale), float(fit.offset), "unreliable" if notes else "ok",
-                       "; ".join(notes), prior_size, camera_size, image_size)
+                       "; ".join(notes), prior_size, camera_size, image_size,
+                       depth_params.depth_bytes(path))
 
 
-def _fit_notes(fit: Fit, depth: np.ndarray) -> list[str]:
+def _fit_notes(fit: Fit) -> list[str]:
     notes = [fit.reason] if fit.reason else []
-    if depth.dtype != np.uint16:
-        notes.append(f"{depth.dtype} depth file, not uint16: few levels")
     if fit.inliers < LOW_INLIER_FRACTION * fit.points:
         notes.append(f"only {fit.inliers / fit.points:.0%} of the points agree with the fit")
     if fit.residual > MAX_RESIDUAL:
@@ -416,17 +442,19 @@ def _mark_outlying_scales(results: list[ImageResult]) -> float:
 
 # ---------------------------------------------------------------- writing
 
-def _write(summary: AlignSummary, sparse: Path, depths: Path, images_dir: Path | None) -> None:
+def _write(summary: AlignSummary, sparse: Path, depths: Path, images_dir: Path | None,
+           manifest: Manifest | None) -> None:
     report = {
         "sparse": str(sparse),
         "depths": str(depths),
+        depth_params.REPORT_DEPTHS: depth_params.depth_folder_record(depths),
         "images": str(images_dir) if images_dir is not None else None,
         "output": str(summary.output),
         "method": summary.method,
         "convention": CONVENTIONS[summary.method],
         "model": {"format": summary.model_format, "images": len(summary.results),
                   "points3D": summary.points3D},
-        "depth_manifest": _manifest_backend(depths),
+        "depth_manifest": manifest.backend if manifest is not None else None,
         "summary": {
             "images": len(summary.results),
             "fitted": len(summary.fitted),
@@ -448,14 +476,21 @@ def _write(summary: AlignSummary, sparse: Path, depths: Path, images_dir: Path |
     depth_params.write(summary.output, summary.params, report, per_image)
 
 
-def _manifest_backend(depths: Path) -> dict[str, Any] | None:
-    """What made the depth maps, if the folder has a depthprior manifest (optional)."""
+def _depth_manifest(depths: Path) -> Manifest | None:
+    """The depth folder's depthprior manifest, if it has one that can be read (optional)."""
     try:
-        manifest = Manifest.load(depths)
+        return Manifest.load(depths)
     except ManifestError as error:  # the fit does not need it: say so and go on
         log.warning("%s", error)
         return None
-    return manifest.backend if manifest is not None else None
+
+
+def _prior_sizes(manifest: Manifest | None) -> dict[str, tuple[int, int]]:
+    """key -> (height, width) the manifest records for each depth map (which it must have)."""
+    if manifest is None:
+        return {}
+    return {posix_name(record.stem): (record.height, record.width)
+            for _name, record in manifest.iter_ok() if record.width and record.height}
 
 
 __all__ = ["AlignSummary", "AlignWriteError", "DepthFilesError", "ImageResult", "METHODS",

@@ -8,31 +8,35 @@ meaning ``1/z = scale * png / TRAINER_SCALE + offset``; scale <= 0 marks a faile
 keeps an image's depth when ``SCALE_BAND[0] * median <= scale <= SCALE_BAND[1] * median``
 (median of the positive scales).
 
-`depthprior align` writes it together with ``<params stem>.report.json`` (`report_path`): a
-JSON object with ``"format": REPORT_FORMAT`` whose ``REPORT_IMAGES`` table maps each key to
-``{"key", "status": "ok"|"unreliable"|"failed", "reason", ...}``.
+`depthprior align` writes it together with ``<params stem>.report.json`` (`report_path`),
+both or neither: a JSON object with ``"format": REPORT_FORMAT`` whose ``REPORT_IMAGES`` table
+maps each key to ``{"key", "status": "ok"|"unreliable"|"failed", "reason", "depth_bytes", ...}``,
+the depth folder the fits were made for (``REPORT_DEPTHS``) and a digest of the params
+(``REPORT_PARAMS_DIGEST``: a report beside params another tool rewrote is not theirs).
 
-Reading (`DepthParams.load`) is stricter than 3DGS: a key that points outside the depth folder
-is refused, an entry whose numbers cannot be applied is unreliable and never applied, and
-images the report marks unreliable or failed are unreliable.
+Reading (`DepthParams.load`, through files.jsonfile: a file of the wrong shape is one line
+naming it) is stricter than 3DGS: a key that points outside the depth folder is refused, an
+entry whose numbers cannot be applied is unreliable and never applied, images the report marks
+unreliable or failed are unreliable, and fits made for another depth folder are refused.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
 from .. import __version__
-from ..errors import DepthpriorError, UnsafePathError, UsageError
+from ..errors import UnsafePathError, UsageError, WriteError, listing
+from ..files.jsonfile import encode_json, expect_fields, expect_object, read_json
+from ..files.outputs import now_utc, write_together
 from ..images import posix_name, safe_join
-from ..priors.store import PNG_MAX, TRAINER_SCALE, atomic_write_bytes
+from ..priors.store import PNG_MAX, TRAINER_SCALE
 
 PARAMS_NAME = "depth_params.json"
 #: 3DGS keeps an image when 0.2 * median <= scale <= 5 * median
@@ -41,12 +45,24 @@ REPORT_FORMAT = "depthprior-align-report"
 REPORT_VERSION = 1
 #: the report's per-image table: key -> {"key", "status", "reason", ...}
 REPORT_IMAGES = "per_image"
+#: the report's record of the depth folder the fits were made for: {"path": absolute path}
+#: (with each per-image row's "depth_bytes", the size of the depth map that was fitted)
+REPORT_DEPTHS = "depth_folder"
+#: the report's digest of the params it was written with (`params_digest`)
+REPORT_PARAMS_DIGEST = "params_digest"
 #: the largest prior value a trainer reads, png / TRAINER_SCALE
 PRIOR_MAX = PNG_MAX / TRAINER_SCALE
+#: ~70 bytes an image: room for millions of images
+MAX_PARAMS_BYTES = 256 << 20
+STATUSES = ("ok", "unreliable", "failed")
 
 
-class AlignWriteError(DepthpriorError):
-    """depth_params.json or the report could not be written."""
+#: depth_params.json or the report could not be written (neither was changed)
+AlignWriteError = WriteError
+
+
+class DepthFolderMismatch(UsageError):
+    """The fits were made for other depth maps than those of the folder being read."""
 
 
 class Entry(NamedTuple):
@@ -97,6 +113,7 @@ class DepthParams:
     unreliable: dict[str, str]  # stem -> reason
     path: Path | None = None
     unusable: frozenset[str] = frozenset()  # stems whose scale/offset are never applied
+    report: Mapping[str, Any] | None = None  # the align report of these params, when there
 
     @classmethod
     def load(
@@ -109,31 +126,36 @@ class DepthParams:
 
         A key that would point outside ``depth_dir`` (default: the current folder) is refused
         with UnsafePathError. An entry whose numbers cannot be applied (see `entry_problem`)
-        is unreliable and listed in ``unusable``.
+        is unreliable and listed in ``unusable``. With ``depth_dir``, fits the align report
+        says were made for other depth maps raise DepthFolderMismatch (`check_depth_folder`).
         """
         if isinstance(source, DepthParams):
             return source
-        path: Path | None = None
-        report: Mapping[str, Any] | None = None
+        root = Path(depth_dir) if depth_dir is not None else Path(".")
         if isinstance(source, Mapping):
-            data: Any = source
-        else:
-            path = params_file(source)
-            if not path.is_file():
-                raise UsageError(
-                    f"depth params not found: {path}; run `depthprior align` to write it"
-                )
-            data = _read_json(path, "depth params")
-            report = read_report(path)
-        if not isinstance(data, Mapping):
-            raise UsageError(f"{path or 'depth params'}: expected an object of image names")
-        entries = _entries(data, path, Path(depth_dir) if depth_dir is not None else Path("."))
+            check_params(source)
+            return cls._build(source, None, None, root, band)
+        path = params_file(source)
+        if not os.path.lexists(path):
+            raise UsageError(f"depth params not found: {path}; run `depthprior align` to write it")
+        data = read_params(path)
+        report = read_report(path)
+        if report is not None and not report_matches(report, data):
+            report = None  # written with other params (another tool rewrote them): not theirs
+        if report is not None and depth_dir is not None:
+            check_depth_folder(report, path, root)
+        return cls._build(data, path, report, root, band)
+
+    @classmethod
+    def _build(cls, data: Mapping[str, Any], path: Path | None, report: Mapping[str, Any] | None,
+               depth_dir: Path, band: tuple[float, float]) -> "DepthParams":
+        entries = _entries(data, path, depth_dir)
         positive = [s for s, _ in entries.values() if math.isfinite(s) and s > 0]
         median = float(np.median(positive)) if positive else 0.0
         unreliable, unusable = _judge(entries, median, band)
         for stem, reason in report_unreliable(report).items():
             unreliable.setdefault(stem, reason)
-        return cls(entries, median, unreliable, path, frozenset(unusable))
+        return cls(entries, median, unreliable, path, frozenset(unusable), report)
 
 
 def _judge(entries: Mapping[str, Entry], median: float,
@@ -180,49 +202,137 @@ def entry_problem(scale: float, offset: float) -> str:
 
 
 def _entries(data: Mapping[str, Any], path: Path | None, depth_dir: Path) -> dict[str, Entry]:
-    """stem -> Entry as written; keys that would leave depth_dir are refused."""
+    """stem -> Entry as written (checked by `check_params`); keys that would leave depth_dir
+    are refused."""
     source = path or "depth params"
     entries: dict[str, Entry] = {}
     for key, value in data.items():
-        try:
-            entry = Entry(float(value["scale"]), float(value["offset"]))
-        except (TypeError, KeyError, ValueError, OverflowError):
-            raise UsageError(
-                f"{source}: entry {key!r} needs numeric 'scale' and 'offset'"
-            ) from None
         stem = posix_name(str(key))
         depth_file(depth_dir, stem, f"{source} key {key!r}")
-        entries[stem] = entry
+        entries[stem] = Entry(float(value["scale"]), float(value["offset"]))
     return entries
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the {what} file {path}: {error}") from None
+PARAMS_HINT = "rerun `depthprior align` to rewrite it"
+
+
+def check_params(data: Any) -> None:
+    """depth_params.json's shape: an object of {"scale": number, "offset": number} objects
+    (NaN and infinities are numbers here: `entry_problem` judges them)."""
+    for key, value in expect_object(data, "depth params").items():
+        needs = f"entry {key!r} needs numeric 'scale' and 'offset'"
+        try:
+            expect_object(value, "it")
+            expect_fields(value, {"scale": (int, float), "offset": (int, float)})
+            float(value["scale"]), float(value["offset"])
+        except KeyError as error:
+            raise ValueError(f"{needs} (it has no {error})") from None
+        except TypeError as error:
+            raise ValueError(f"{needs} ({error})") from None
+        except OverflowError:
+            raise ValueError(f"{needs} (a number too large for a float)") from None
+
+
+def read_params(path: Path) -> Mapping[str, Any]:
+    """depth_params.json, checked (FileFormatError naming it otherwise: exit 2)."""
+    return read_json(path, check=check_params, hint=PARAMS_HINT, max_bytes=MAX_PARAMS_BYTES)
+
+
+def check_report(data: Any) -> None:
+    """The align report's shape, where it is one (another tool's file of that name is let be)."""
+    report = expect_object(data, "the align report")
+    if report.get("format") != REPORT_FORMAT:
+        return
+    expect_fields(report, {"method": str, REPORT_IMAGES: dict, REPORT_DEPTHS: dict,
+                           REPORT_PARAMS_DIGEST: str})
+    expect_fields(report.get(REPORT_DEPTHS) or {}, {"path": str}, REPORT_DEPTHS)
+    for key, row in (report.get(REPORT_IMAGES) or {}).items():
+        where = f"{REPORT_IMAGES}.{key}"
+        expect_object(row, repr(where))
+        expect_fields(row, {"key": str, "status": str, "reason": (str, type(None)),
+                            "depth_bytes": (int, type(None))}, where)
+        if row.get("status", "ok") not in STATUSES:
+            raise ValueError(f"{where!r} has the status {row['status']!r}, not one of "
+                             f"{', '.join(STATUSES)}")
 
 
 def read_report(params: Path) -> Mapping[str, Any] | None:
-    """The align report of this params file (`report_path`), None when there is none."""
+    """The align report of this params file (`report_path`), None when there is none (or it
+    is another tool's); FileFormatError naming it when it cannot be used."""
     path = report_path(params)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    data = _read_json(path, "align report")
-    if isinstance(data, Mapping) and data.get("format") == REPORT_FORMAT:
-        return data
-    return None
+    data = read_json(path, check=check_report, hint=PARAMS_HINT)
+    return data if data.get("format") == REPORT_FORMAT else None
+
+
+def params_digest(data: Mapping[str, Any]) -> str:
+    """A digest of the params' entries, the same for the file as written and as read back."""
+    canonical = {str(key): [float(value["scale"]), float(value["offset"])]
+                 for key, value in data.items()}
+    text = repr(sorted(canonical.items())).encode("utf-8")
+    return "sha256:" + hashlib.sha256(text).hexdigest()
+
+
+def report_matches(report: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+    """Whether the report was written with these params (reports without a digest: assumed)."""
+    recorded = report.get(REPORT_PARAMS_DIGEST)
+    return recorded is None or recorded == params_digest(data)
+
+
+def depth_folder_record(depth_dir: Path) -> dict[str, Any]:
+    """What the report records of the depth folder (with each row's "depth_bytes")."""
+    return {"path": str(Path(depth_dir).resolve())}
+
+
+def depth_bytes(path: Path) -> int | None:
+    """The size of a depth map as fitted: with the path, what `check_depth_folder` compares."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def check_depth_folder(report: Mapping[str, Any], params: Path, depth_dir: Path) -> None:
+    """DepthFolderMismatch when the fits were made for other depth maps than depth_dir's.
+
+    The report records the folder's absolute path and each fitted map's size in bytes (a
+    compressed PNG's size follows its pixels). The maps decide, not the path: a moved or copied
+    folder has the same maps (accepted); another folder, or this one regenerated, has none of
+    them unchanged (refused). A folder where some maps were regenerated since is accepted, as a
+    rerun of `depthprior consistency` redoes just those. Reports without the record (older
+    ones) are accepted.
+    """
+    folder = report.get(REPORT_DEPTHS)
+    recorded = {posix_name(str(row.get("key") or key)): row["depth_bytes"]
+                for key, row in (report.get(REPORT_IMAGES) or {}).items()
+                if isinstance(row.get("depth_bytes"), int)}
+    if not isinstance(folder, Mapping) or not recorded:
+        return
+    differ = []
+    for stem, size in recorded.items():
+        try:
+            actual = depth_bytes(safe_join(depth_dir, stem, ".png"))
+        except UnsafePathError:
+            actual = None
+        if actual == size:
+            return  # one map it was fitted to is here, unchanged: this is its folder
+        if actual is not None:
+            differ.append(stem + ".png")
+    what = (f"{len(differ)} of its {len(recorded)} depth maps differ there "
+            f"({listing(differ, 3)})" if differ else "none of its depth maps are there")
+    raise DepthFolderMismatch(
+        f"{params} holds fits made for the depth maps in {folder.get('path')}, not for those in "
+        f"{depth_dir.resolve()} ({what}); rerun `depthprior align --depths {depth_dir}` for "
+        "this folder"
+    )
 
 
 def report_unreliable(report: Mapping[str, Any] | None) -> dict[str, str]:
     """stem -> reason for images the align report marks unreliable or failed."""
     images = report.get(REPORT_IMAGES) if report else None
-    if not isinstance(images, Mapping):
-        return {}
     out: dict[str, str] = {}
-    for key, record in images.items():
-        if not isinstance(record, Mapping):
-            continue
+    for key, record in (images or {}).items():
         status = record.get("status")
         if status in ("unreliable", "failed"):
             reason = record.get("reason") or status
@@ -234,36 +344,32 @@ def report_unreliable(report: Mapping[str, Any] | None) -> dict[str, str]:
 
 def write(output: Path, entries: Mapping[str, Entry], report: Mapping[str, Any],
           per_image: Mapping[str, Mapping[str, Any]]) -> None:
-    """depth_params.json at `output` and its report beside it (report first, both atomic).
+    """depth_params.json at `output` and its report beside it: both written or neither.
 
-    report: the command's fields (inputs, summary, thresholds); the format header and the
-    per-image table are added here. Raises AlignWriteError; nothing half-written.
+    report: the command's fields (inputs, summary, thresholds); the format header, the params'
+    digest and the per-image table are added here. Raises WriteError naming the file.
     """
+    params = {key: {"scale": entry.scale, "offset": entry.offset} for key, entry in entries.items()}
     document = {
         "format": REPORT_FORMAT,
         "format_version": REPORT_VERSION,
         "tool": {"name": "depthprior", "version": __version__},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": now_utc(),
+        REPORT_PARAMS_DIGEST: params_digest(params),
         **report,
         REPORT_IMAGES: dict(per_image),
     }
-    params = {key: {"scale": entry.scale, "offset": entry.offset} for key, entry in entries.items()}
     try:
-        report_text = json.dumps(document, indent=1, allow_nan=False) + "\n"
-        params_text = json.dumps(params, indent=2, allow_nan=False) + "\n"
+        report_text = encode_json(document, indent=1)
+        params_text = encode_json(params, indent=2)
     except ValueError as error:  # a NaN slipped through: a bug, but never write a broken file
-        raise AlignWriteError(f"cannot encode {output.name} or its report: {error}") from None
-    try:
-        atomic_write_bytes(report_path(output), report_text.encode("utf-8"))
-        atomic_write_bytes(output, params_text.encode("utf-8"))
-    except OSError as error:
-        raise AlignWriteError(
-            f"cannot write {output}: {error.strerror or error}; choose another -o"
-        ) from None
+        raise WriteError(output, OSError(f"cannot encode it or its report: {error}")) from None
+    write_together([(report_path(output), report_text), (output, params_text)])
 
 
 __all__ = [
     "AlignWriteError",
+    "DepthFolderMismatch",
     "DepthParams",
     "Entry",
     "PARAMS_NAME",
@@ -272,6 +378,7 @@ __all__ = [
     "default_path",
     "entry_problem",
     "params_file",
+    "read_params",
     "read_report",
     "report_path",
     "report_unreliable",
