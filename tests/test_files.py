@@ -207,5 +207,7 @@ def test_priors_must_be_single_channel_16_bit_of_the_records_size(tmp_path):
     with pytest.raises(ImageError, match="its image is 9x6"):
         read_prior(prior, (6, 9))
     eight = _png(tmp_path / "eight.png", np.zeros((6, 8), np.uint8))
-    with pytest.raises(ImageError, match="8 bits"):
-        read_prior(eight)
+    assert read_prior(eight).dtype == np.uint8  # another tool's 8-bit prior: align warns
+    rgb = _png(tmp_path / "rgb.png", np.zeros((6, 8, 3), np.uint8))
+    with pytest.raises(ImageError, match="3 channel"):
+        read_prior(rgb)
