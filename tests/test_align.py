@@ -128,15 +128,52 @@ def qvec2rotmat(q: np.ndarray) -> np.ndarray:
         [2 * z * x - 2 * w * y, 2 * y * z + 2 * w * x, 1 - 2 * x * x - 2 * y * y]])
 
 
+def opencv4_remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """OpenCV 4's cv2.remap(INTER_LINEAR, BORDER_REPLICATE) of float maps, one sample at a time:
+    the position goes to fixed point with 5 fractional bits (cvRound(x * 32): nearest, ties to
+    even, in float32), the integer part picks the 2x2 neighbours (clamped to the image), the five
+    bits the bilinear weights k / 32."""
+    rows, cols = image.shape
+    out = np.empty(len(map_x), np.float32)
+    for index, (x, y) in enumerate(zip(map_x.astype(np.float32), map_y.astype(np.float32))):
+        fixed_x, fixed_y = round(float(x * np.float32(32))), round(float(y * np.float32(32)))
+        x0, y0 = fixed_x // 32, fixed_y // 32
+        wx, wy = (fixed_x % 32) / 32, (fixed_y % 32) / 32
+        pick = lambda r, c: float(image[min(max(r, 0), rows - 1), min(max(c, 0), cols - 1)])  # noqa: E731
+        out[index] = ((pick(y0, x0) * (1 - wx) + pick(y0, x0 + 1) * wx) * (1 - wy)
+                      + (pick(y0 + 1, x0) * (1 - wx) + pick(y0 + 1, x0 + 1) * wx) * wy)
+    return out
+
+
+def test_mad_samples_as_opencv_4_whatever_opencv_is_installed():
+    from depthprior.scene.sampling import remap_linear
+
+    rng = np.random.default_rng(3)
+    image = rng.random((37, 53), dtype=np.float32)
+    positions = np.concatenate([
+        rng.uniform(-2, 55, (400, 2)),
+        np.array([[0.015625, 0.046875], [1 / 64, 3 / 64], [52.99, 36.99], [0.5, 0.5], [-0.2, 40.0]]),
+    ]).astype(np.float32)
+    ours = remap_linear(image, positions)
+    expected = opencv4_remap(image, positions[:, 0], positions[:, 1])
+    assert np.abs(ours - expected).max() < 1e-6
+    if cv2.__version__.startswith("4."):  # the rule is OpenCV 4's own: there, equal to it
+        column = lambda values: values.reshape(-1, 1)  # noqa: E731
+        theirs = cv2.remap(image, column(positions[:, 0]), column(positions[:, 1]),
+                           interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., 0]
+        assert np.abs(ours - theirs).max() < 1e-6
+
+
 def official_depth_params(sparse: Path, depths: Path) -> dict[str, dict[str, float]]:
     """gaussian-splatting's utils/make_depth_scale.py, step by step, on a text model.
 
     Points: observation ids in [0, largest id] looked up in a zero-filled table. Gate: more than
     10 valid samples and 1/z of ALL those points spanning more than 1e-3. Samples: 1/z > 0 and
     xy * s inside [0, camera size * s), s = map rows / camera height for both axes, float32, no
-    half-pixel shift; prior = png / 65535 (float32), bilinear cv2.remap, replicated border.
-    Under OpenCV 4 the 1-D maps came back as an N x 1 column; that shape is written out here
-    (under OpenCV 5 they come back as one row and the script's [..., 0] keeps one sample).
+    half-pixel shift; prior = png / 65535 (float32), bilinear cv2.remap, replicated border,
+    as OpenCV 4 computes it (`opencv4_remap`). Under OpenCV 4 the 1-D maps came back as an N x 1
+    column; that shape is written out here (under OpenCV 5 they come back as one row and the
+    script's [..., 0] keeps one sample).
     """
     cameras, images, points = read_text_model(sparse)
     table = np.zeros([max(points) + 1, 3])
@@ -159,8 +196,7 @@ def official_depth_params(sparse: Path, depths: Path) -> dict[str, dict[str, flo
                  * (maps[..., 1] < height * s) * (inv_colmap > 0))
         if valid.sum() > 10 and (inv_colmap.max() - inv_colmap.min()) > 1e-3:
             maps, inv_colmap = maps[valid, :], inv_colmap[valid]
-            mono = cv2.remap(mono_map, maps[..., 0].reshape(-1, 1), maps[..., 1].reshape(-1, 1),
-                             interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., 0]
+            mono = opencv4_remap(mono_map, maps[..., 0], maps[..., 1])
             t_colmap = np.median(inv_colmap)
             s_colmap = np.mean(np.abs(inv_colmap - t_colmap))
             t_mono = np.median(mono)

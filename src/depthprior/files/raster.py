@@ -158,12 +158,14 @@ def read_image_or_fail(path: Location, max_pixels: int | None = DEFAULT_MAX_PIXE
 
 def read_prior(path: Location, size: tuple[int, int] | None = None,
                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A depth prior PNG as its stored HxW uint16 array.
+    """A depth prior PNG as its stored HxW array: uint16 (depthprior's), or uint8 from another
+    tool (few levels: align says so).
 
     `size` = (height, width) it must have (its manifest record's); ImageError naming the file
-    when it is missing, not a single-channel 16-bit PNG, the wrong size, or over the caps.
+    when it is missing, not a single-channel 16- or 8-bit PNG (an RGB file: the image folder?),
+    the wrong size, or over the caps.
     """
-    return _read_plane(path, "depth prior", 16, size, max_pixels,
+    return _read_plane(path, "depth prior", (16, 8), size, max_pixels,
                        "rerun depthprior generate for it (or --overwrite)")
 
 
@@ -171,21 +173,21 @@ def read_mask(path: Location, size: tuple[int, int] | None = None,
               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A mask PNG (consistency, exclusion) as its HxW uint8 array: single channel, 8 bits, and
     exactly `size` = (height, width) when given (never stretched to fit)."""
-    return _read_plane(path, "mask", 8, size, max_pixels,
+    return _read_plane(path, "mask", (8,), size, max_pixels,
                        "rerun the command that wrote it (e.g. depthprior consistency)")
 
 
-def _read_plane(path: Location, what: str, bits: int, size: tuple[int, int] | None,
+def _read_plane(path: Location, what: str, bits: tuple[int, ...], size: tuple[int, int] | None,
                 max_pixels: int | None, hint: str) -> np.ndarray:
     try:
         data = read_bytes(path)
     except ImageError as error:
         raise ImageError(f"{what} {path}: {first_line(error)}") from None
     header = read_header(data)
-    kind = f"a single-channel {bits}-bit PNG"
+    kind = f"a single-channel {' or '.join(map(str, bits))}-bit PNG"
     if header is None or header.format != "png":
         raise ImageError(f"{what} {path} is not a PNG; it must be {kind}: {hint}")
-    if header.channels != 1 or header.bits != bits or data[25] == 3:
+    if header.channels != 1 or header.bits not in bits or data[25] == 3:
         raise ImageError(f"{what} {path} has {header.channels} channel(s) of {header.bits} bits; "
                          f"it must be {kind}: {hint}")
     try:
@@ -196,7 +198,7 @@ def _read_plane(path: Location, what: str, bits: int, size: tuple[int, int] | No
         raise ImageError(f"{what} {path} is {header.width}x{header.height}, its image is "
                          f"{size[1]}x{size[0]}: {hint}")
     plane = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    expected = np.uint16 if bits == 16 else np.uint8
+    expected = np.uint16 if header.bits == 16 else np.uint8
     if plane is None or plane.ndim != 2 or plane.dtype != expected or plane.shape != header.size:
         raise ImageError(f"{what} {path} cannot be decoded (damaged): {hint}")
     return plane

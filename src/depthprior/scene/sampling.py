@@ -9,7 +9,6 @@ Two samplers, one per estimator of `fitting`:
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from .colmap import ModelImage, SparseModel
@@ -18,7 +17,6 @@ from ..priors.store import PNG_MAX, TRAINER_SCALE
 # the official make_depth_scale.py reads its prior as png / 65535
 OFFICIAL_DIVISOR = float(PNG_MAX)
 REMAP_MAX_SIDE = 32767  # cv2.remap refuses images and maps this wide or tall
-REMAP_COLUMNS = 1024  # so the sample positions go in as blocks of this many columns
 
 
 def official_samples(model: SparseModel, image: ModelImage,
@@ -29,7 +27,7 @@ def official_samples(model: SparseModel, image: ModelImage,
     the origin, as in its lookup table); the span of 1/z is taken over all of them. Its samples:
     those with 1/z > 0 whose position `xy * s`, s = map rows / camera height on both axes, no
     half-pixel shift, float32, lies in [0, camera size * s); the prior is `png / 65535` in
-    float32, read there by bilinear cv2.remap with replicated border.
+    float32, read there by OpenCV 4's bilinear cv2.remap with replicated border (remap_linear).
     """
     ids = image.point3D_ids
     if not image.registered or image.cam_from_world is None or model.point_ids.size == 0:
@@ -53,19 +51,28 @@ def official_samples(model: SparseModel, image: ModelImage,
     return prior, inverse[valid], span
 
 
+#: OpenCV 4's remap rounds each sample position to 1/32 pixel (INTER_BITS = 5) before it
+#: interpolates; OpenCV 5 interpolates at the exact position. The official script's numbers are
+#: OpenCV 4's, so the rule is reproduced here whatever OpenCV is installed.
+REMAP_SUBPIXELS = 32
+
+
 def remap_linear(values: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    """cv2.remap's bilinear samples (replicated border) at float32 (x, y) positions, in order."""
-    count = len(maps)
-    if count == 0:
+    """OpenCV 4's bilinear `cv2.remap` (replicated border) at float32 (x, y) positions, in order:
+    each position rounded to the nearest 1/32 pixel (ties to even, as cvRound), then exact
+    bilinear between the four neighbours, indices clamped to the map."""
+    if len(maps) == 0:
         return np.zeros(0, dtype=values.dtype)
-    columns = min(count, REMAP_COLUMNS)
-    rows = -(-count // columns)
-    grid = np.zeros((rows * columns, 2), dtype=np.float32)
-    grid[:count] = maps
-    map_x, map_y = grid[:, 0].reshape(rows, columns), grid[:, 1].reshape(rows, columns)
-    sampled = cv2.remap(values, map_x, map_y, interpolation=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE)
-    return sampled.reshape(-1)[:count]
+    scaled = np.rint(np.asarray(maps, dtype=np.float32) * np.float32(REMAP_SUBPIXELS)).astype(np.int64)
+    whole, part = scaled >> 5, (scaled & (REMAP_SUBPIXELS - 1)) / REMAP_SUBPIXELS
+    rows, cols = values.shape[:2]
+    j0, i0 = np.clip(whole[:, 0], 0, cols - 1), np.clip(whole[:, 1], 0, rows - 1)
+    j1, i1 = np.clip(whole[:, 0] + 1, 0, cols - 1), np.clip(whole[:, 1] + 1, 0, rows - 1)
+    fx, fy = part[:, 0], part[:, 1]
+    at = lambda i, j: values[i, j].astype(np.float64)  # noqa: E731 - gather, then widen
+    top = at(i0, j0) * (1.0 - fx) + at(i0, j1) * fx
+    bottom = at(i1, j0) * (1.0 - fx) + at(i1, j1) * fx
+    return (top * (1.0 - fy) + bottom * fy).astype(values.dtype)
 
 
 # ---------------------------------------------------------------- sampling
