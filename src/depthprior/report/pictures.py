@@ -45,7 +45,10 @@ def photo_thumbnail(path: Path, max_pixels: int | None) -> np.ndarray:
 
 
 def prior_thumbnail(depth: np.ndarray) -> np.ndarray:
-    """The uint16 prior, colour-mapped (near = bright), as a small BGR array."""
+    """The prior, colour-mapped (near = bright), as a small BGR array; an 8-bit prior (another
+    tool's) is spread over the 16-bit range first."""
+    if depth.dtype == np.uint8:
+        depth = depth.astype(np.uint16) * 257
     size = thumbnail_size(depth.shape[1], depth.shape[0])
     return colourise(shrink(depth, size))
 

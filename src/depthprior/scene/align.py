@@ -402,15 +402,17 @@ def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
         return ImageResult(image.name, image.key, rel, fit.points, fit.inliers,
                            _finite(fit.residual), 0.0, 0.0, "failed", fit.reason, prior_size,
                            camera_size, image_size)
-    notes += _fit_notes(fit)
+    notes += _fit_notes(fit, depth)
     return ImageResult(image.name, image.key, rel, fit.points, fit.inliers, fit.residual,
                        float(fit.scale), float(fit.offset), "unreliable" if notes else "ok",
                        "; ".join(notes), prior_size, camera_size, image_size,
                        depth_params.depth_bytes(path))
 
 
-def _fit_notes(fit: Fit) -> list[str]:
+def _fit_notes(fit: Fit, depth: np.ndarray) -> list[str]:
     notes = [fit.reason] if fit.reason else []
+    if depth.dtype != np.uint16:
+        notes.append(f"{depth.dtype} depth file, not uint16: few levels")
     if fit.inliers < LOW_INLIER_FRACTION * fit.points:
         notes.append(f"only {fit.inliers / fit.points:.0%} of the points agree with the fit")
     if fit.residual > MAX_RESIDUAL:
