@@ -209,6 +209,20 @@ def test_a_folder_another_tool_wrote_is_reported_from_its_pngs(scene):
     assert scene.names[0] in html
 
 
+def test_a_link_back_up_lists_each_prior_once(scene):
+    (scene.depths / MANIFEST_NAME).unlink()
+    (scene.depths / "again").symlink_to(".")
+    summary = report(scene.depths)
+    assert summary.frames == len(scene.names)
+
+
+def test_a_folder_with_no_priors_at_all_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("report", tmp_path / "empty")
+    assert result.returncode == 2
+    assert "holds no depth priors" in one_error_line(result)
+
+
 def test_a_manifest_key_too_long_for_the_file_system_fails_that_frame(scene):
     long_name = "y" * 10_000 + ".jpg"
     record = ImageRecord(status="ok", stem="y" * 10_000, outputs=["y" * 10_000 + ".png"],

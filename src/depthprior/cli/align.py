@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "gets an entry; a failed fit is written as scale 0, offset 0, and the trainer then\n"
             "ignores that image's depth.\n\n"
             "exit status: 0 every image fitted; 1 some fits failed (the file is still\n"
-            "written); 2 bad arguments or inputs (nothing written)."
+            "written) or the files could not be written (neither was changed); 2 bad\n"
+            "arguments or inputs, or another align writing there (nothing written)."
         ),
     )
     parser.add_argument("--sparse", required=True, metavar="SPARSE",

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "summary, scale/offset/inliers/residual over frame order, and per frame the photo, the "
         "colour-mapped prior, the mask overlay and the fit. Opens from disk, no server.",
     )
-    parser.add_argument("out", help="output folder of depthprior generate")
+    parser.add_argument("out", help="output folder of depthprior generate (or a folder of depth "
+                                    "PNGs another tool wrote: one frame per PNG)")
     parser.add_argument("--images", default=None,
                         help="image folder (default: the one recorded in the manifest)")
     parser.add_argument("--sparse", default=None, metavar="SPARSE",

@@ -24,9 +24,20 @@ TRAINER_SCALE = 65536.0  # 3DGS trainers read png / 2**16 (and fit scale and off
 
 def depth_pngs(root: Path) -> dict[str, Path]:
     """Every finished depth PNG under a depth folder, by stem (relative posix path without
-    .png); temporaries, hidden folders and the tool's own pictures (verify's sheet) left out."""
+    .png); temporaries, hidden folders and the tool's own pictures (verify's sheet) left out.
+    A linked folder is entered once (a link back up would list every map again and again)."""
     found = {}
+    seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            info = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for filename in filenames:
             if not filename.lower().endswith(".png") or TMP_MARK in filename:

@@ -177,7 +177,9 @@ def _frame_work(frame: Frame, model, image, method: str | None, pictures_out: Pi
     base = photo if photo is not None else colour
     view.size = (base.shape[1], base.shape[0]) if base is not None else view.size
     mask_size = depth.shape if depth is not None else record_size
-    if frame.mask is not None and mask_size is not None:  # a mask must have its prior's size
+    if frame.mask is not None and mask_size is None:
+        view.notes.append(f"{frame.name}: mask not shown: no prior to check its size against")
+    elif frame.mask is not None:  # a mask must have its prior's size
         mask = _picture(view, frame, "mask", read_mask, frame.mask, mask_size, max_pixels)
         under = pictures.overlay_base(photo, colour, mask_size)
         if mask is not None and under is not None:

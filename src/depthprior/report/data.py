@@ -154,7 +154,7 @@ def gather(out: Path | str, *, images: Path | str | None = None, sparse: Path | 
     masks_dir = _folder(masks, "mask folder") if masks is not None else None
     frames = (_frames(out, manifest, images_root) if manifest is not None
               else _frames_of_pngs(out, images_root))
-    if not frames:
+    if manifest is None and not frames:
         raise UsageError(f"{out} holds no depth priors (no depthprior.json, no PNGs): run "
                          "depthprior generate first, or pass the folder it wrote")
     scene = SceneData(out, manifest, frames, images_root, sparse_dir, None, masks_dir)
