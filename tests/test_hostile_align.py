@@ -272,3 +272,20 @@ def test_a_prior_declaring_a_huge_size_fails_that_image(scene):
     summary = align(scene.sparse, scene.depths)
     failed = {r.name: r.reason for r in summary.failed}
     assert list(failed) == [scene.names[1]] and "20000x20000" in failed[scene.names[1]]
+
+
+def test_priors_that_are_links_into_a_store_are_read_where_they_lead(scene, tmp_path):
+    store = tmp_path / "annex"  # git-annex and DVC keep the files elsewhere and link them
+    store.mkdir()
+    for name in scene.names:
+        png = scene.depth_path(name)
+        target = store / f"{scene.key(name)}.blob"
+        shutil.move(png, target)
+        png.symlink_to(target)
+    priors = PriorSet(scene.depths, scene.sparse)
+    assert priors.load(scene.names[0]).aligned
+    device = scene.depth_path(scene.names[1])
+    device.unlink()
+    device.symlink_to("/dev/zero")  # read where it leads: not a regular file, that image fails
+    with pytest.raises(LookupError, match="unreadable"):
+        PriorSet(scene.depths, scene.sparse).load(scene.names[1])

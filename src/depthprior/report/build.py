@@ -77,6 +77,7 @@ def report(out: Path | str, *, images: Path | str | None = None, sparse: Path | 
     assets = _check_output(page)
     model = _model(scene)
     with OutputFolder(page.parent) as folder:
+        folder.path(page.name)  # a page that is a link out is refused before any drawing
         earlier = _earlier_pictures(assets)
         views = _draw_frames(scene, model, Pictures(folder, assets.name), max_pixels, workers)
         html = render(scene, views, _series(scene))

@@ -35,7 +35,7 @@ from .. import __version__
 from ..errors import UnsafePathError, UsageError, WriteError, listing
 from ..files.jsonfile import encode_json, expect_fields, expect_object, read_json
 from ..files.outputs import now_utc, write_together
-from ..images import posix_name, safe_join
+from ..images import posix_name, relative_join
 from ..priors.store import PNG_MAX, TRAINER_SCALE
 
 PARAMS_NAME = "depth_params.json"
@@ -92,9 +92,11 @@ def report_path(params: Path | str) -> Path:
 
 
 def depth_file(depth_dir: Path, stem: str, what: str) -> Path:
-    """depth_dir/stem.png, or UnsafePathError naming `what` when that would leave depth_dir."""
+    """depth_dir/stem.png, or UnsafePathError naming `what` when its name would leave
+    depth_dir (absolute, ".."); a map that is a link is read where it leads, as any reader
+    would (its reader refuses what is not a regular PNG: a device, a FIFO)."""
     try:
-        return safe_join(depth_dir, stem, ".png")
+        return relative_join(depth_dir, stem, ".png")
     except UnsafePathError:
         raise UnsafePathError(
             f"{what} points outside the depth folder {depth_dir}; refused (image names are "
@@ -312,7 +314,7 @@ def check_depth_folder(report: Mapping[str, Any], params: Path, depth_dir: Path)
     differ = []
     for stem, size in recorded.items():
         try:
-            actual = depth_bytes(safe_join(depth_dir, stem, ".png"))
+            actual = depth_bytes(relative_join(depth_dir, stem, ".png"))
         except UnsafePathError:
             actual = None
         if actual == size:
