@@ -289,3 +289,19 @@ def test_priors_that_are_links_into_a_store_are_read_where_they_lead(scene, tmp_
     device.symlink_to("/dev/zero")  # read where it leads: not a regular file, that image fails
     with pytest.raises(LookupError, match="unreadable"):
         PriorSet(scene.depths, scene.sparse).load(scene.names[1])
+
+
+def test_a_prior_of_another_size_than_its_manifest_record_fails_that_image(scene):
+    from depthprior.priors.manifest import ImageRecord, Manifest
+
+    manifest = Manifest(root=scene.depths)
+    for name in scene.names:
+        key = scene.key(name)
+        manifest.images[name] = ImageRecord(
+            status="ok", stem=key, outputs=[key + ".png"], width=scene.prior_width,
+            height=scene.prior_height, raw_min=0.0, raw_max=1.0, levels=60000)
+    manifest.images[scene.names[2]].width = scene.prior_width + 1  # not the map it wrote
+    manifest.save()
+    summary = align(scene.sparse, scene.depths)
+    assert [r.name for r in summary.failed] == [scene.names[2]]
+    assert f"its image is {scene.prior_width + 1}x" in summary.failed[0].reason

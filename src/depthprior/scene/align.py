@@ -266,7 +266,7 @@ def _check_output(output: Path) -> None:
                          "another -o")
     parent = output.parent
     while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # atomic_write_bytes creates the missing folders
+        parent = parent.parent  # the output folder creates the missing ones
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write {output}: {parent} is not a writable folder; choose another -o")
 
