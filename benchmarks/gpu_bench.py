@@ -141,4 +141,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from depthprior.errors import DepthpriorError
+
+    try:
+        main()
+    except DepthpriorError as error:  # e.g. a GPU provider that does not start: one line, exit 2
+        print(f"gpu_bench: error: {error}", file=sys.stderr)
+        sys.exit(2)

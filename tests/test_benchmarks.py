@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,13 @@ def load_script(name: str):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """benchmarks/random_model.py's tiny size, built by the script itself."""
+    """benchmarks/random_model.py's tiny size, built by its main() in this process (a subprocess
+    would import torch once more, for seconds; the script's start is tested with --help)."""
     folder = tmp_path_factory.mktemp("bench") / "tiny"
-    assert run_script("random_model.py", "tiny", folder).strip() == str(folder)
+    random_model = load_script("random_model")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["random_model.py", "tiny", str(folder)])
+        random_model.main()
     return folder
 
 
@@ -63,6 +68,8 @@ def photos(tmp_path_factory) -> Path:
 
 def test_random_model_builds_a_checkpoint_of_the_named_size(checkpoint):
     import json
+
+    assert "{base,large,small,tiny}" in run_script("random_model.py", "--help")
 
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["model_type"] == "depth_anything"
@@ -92,12 +99,18 @@ def test_models_bench_tiny_configs():
     assert re.search(r"glpn 64x64: \d+ ms/image", out) and re.search(r"prompt_depth_anything 56x56: \d+ ms/image", out), out
 
 
-def test_onnx_forward(checkpoint, photos):
+def test_onnx_forward(device_check, photos, tmp_path):
+    """On the export device_check made (its model and export of that model): exporting again
+    would double this file's time; export_onnx itself is tested in tests/test_onnx.py."""
     pytest.importorskip("onnxruntime")
+    _, _, workdir = device_check
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    shutil.copyfile(workdir / f"model_tiny_torchscript_{TEST_INPUT_SIZE}.onnx", keep / "torchscript.onnx")
     image = sorted(photos.glob("*.jpg"))[0]
-    out = run_script("onnx_forward.py", image, "--model", checkpoint, "--input-size", TEST_INPUT_SIZE,
-                     "--variants", "torchscript", "--reps", 1)
-    assert re.search(r"export torchscript: .*parity", out), out
+    out = run_script("onnx_forward.py", image, "--model", workdir / "model_tiny", "--input-size", TEST_INPUT_SIZE,
+                     "--variants", "torchscript", "--reps", 1, "--keep", keep)
+    assert "reusing" in out and re.search(r"torchscript: output \(1, 56, 70\), max error", out), out
     assert re.search(rf"^torchscript\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M), out
 
 
@@ -118,7 +131,7 @@ def test_ray_bench_parses_its_options():
     assert "--photos" in out and "--replicas" in out and "--size" in out
 
 
-def test_ray_bench_pieces(tiny_model, photos, tmp_path):
+def test_ray_bench_pieces(checkpoint, photos, tmp_path):
     ray_bench = load_script("ray_bench")
     copied = ray_bench.frames(tmp_path / "copied", 3, photos)
     assert sorted(p.name for p in copied.iterdir()) == [f"frame_{i:04d}.jpg" for i in range(3)]
@@ -127,7 +140,7 @@ def test_ray_bench_pieces(tiny_model, photos, tmp_path):
     import cv2
 
     assert cv2.imread(str(synthetic / "frame_0001.jpg")).shape == (48, 64, 3)
-    local = ray_bench.run(copied, tmp_path / "out", str(tiny_model), TEST_INPUT_SIZE)
+    local = ray_bench.run(copied, tmp_path / "out", str(checkpoint), TEST_INPUT_SIZE)
     assert local["done"] == 3 and local["seconds"] > 0 and local["rate"] > 0
     # all frames in the first result block: no rate after start-up, and no ZeroDivisionError
     on_ray = {"seconds": 2.0, "first": 1.5, "rate": 0.0, "done": 3, "replicas": {"r1": 3}}
@@ -141,18 +154,28 @@ def test_ray_bench_pieces(tiny_model, photos, tmp_path):
     assert ray_bench.model_path("some/checkpoint", tmp_path) == "some/checkpoint"
 
 
-def run_device_check(tmp_path: Path, **settings: str) -> tuple[subprocess.CompletedProcess, str]:
-    result_file = tmp_path / "results" / "device_check.txt"
+def run_device_check(root: Path, **settings: str) -> tuple[subprocess.CompletedProcess, str]:
+    """device_check.sh at its tiny settings (DC_TINY=1): the process and its result file."""
+    result_file = root / "results" / "device_check.txt"
     result = subprocess.run(["bash", str(BENCHMARKS / "device_check.sh"), str(result_file)], capture_output=True,
-                            text=True, timeout=180, cwd=tmp_path,
+                            text=True, timeout=180, cwd=root,
                             env=script_environment(DC_TINY="1", PYTHON=sys.executable, **settings))
     return result, result_file.read_text() if result_file.is_file() else ""
 
 
-def test_device_check_tiny_on_cpu(tmp_path):
-    assert os.access(BENCHMARKS / "device_check.sh", os.X_OK)  # README: benchmarks/device_check.sh
-    result, numbers = run_device_check(tmp_path)
+@pytest.fixture(scope="module")
+def device_check(tmp_path_factory) -> tuple[subprocess.CompletedProcess, str, Path]:
+    """One tiny device check for the module: the process, its numbers, its work folder (the
+    frames, the model and its export, which test_onnx_forward reuses)."""
+    root = tmp_path_factory.mktemp("device-check")
+    result, numbers = run_device_check(root, DC_WORKDIR=str(root / "work"))
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
+    return result, numbers, root / "work"
+
+
+def test_device_check_tiny_on_cpu(device_check):
+    assert os.access(BENCHMARKS / "device_check.sh", os.X_OK)  # README: benchmarks/device_check.sh
+    result, numbers, _ = device_check
     rate = rf"forward {NUMBER} img/s, end to end {NUMBER} img/s \(2 frames 64x48, input 56"
     for line in (rf"^torch cpu fp32 b1: {rate}", rf"^torch cpu fp32 b2: {rate}"):
         assert re.search(line, numbers, re.M), numbers
@@ -160,6 +183,7 @@ def test_device_check_tiny_on_cpu(tmp_path):
         import onnxruntime
 
         providers = onnxruntime.get_available_providers()
+        assert re.search(rf"^exported model_tiny_torchscript_56.onnx", numbers, re.M), numbers
         assert re.search(rf"^onnx cpu fp32 b2: {rate}", numbers, re.M), numbers
     except ImportError:
         providers = []
