@@ -68,7 +68,7 @@ def onnx_file(model: Path, input_size: int, exporter: str) -> Path:
     path = model.with_name(f"{model.name}_{exporter}_{input_size}.onnx")
     if not path.is_file():
         start = time.perf_counter()
-        result = export_onnx(str(model), path, input_size=input_size, exporter=exporter)
+        export_onnx(str(model), path, input_size=input_size, exporter=exporter)
         print(f"exported {path.name} ({exporter}) in {time.perf_counter() - start:.1f} s", flush=True)
     return path
 

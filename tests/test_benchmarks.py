@@ -70,7 +70,6 @@ def test_random_model_builds_a_checkpoint_of_the_named_size(checkpoint):
     import json
 
     assert "{base,large,small,tiny}" in run_script("random_model.py", "--help")
-
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["model_type"] == "depth_anything"
     assert config["backbone_config"]["hidden_size"] == 32
