@@ -206,6 +206,16 @@ class PriorSet:
         except ImageError as error:
             raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
 
+    def read_png(self, name: str) -> np.ndarray:
+        """The prior's stored uint16 PNG, of its recorded size; MissingPriorError naming the
+        file and what is wrong otherwise."""
+        stem = self.stem(name)
+        path = self._files[stem]
+        try:
+            return read_png16(path, self._recorded_size(stem))
+        except OSError as error:
+            raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
+
     def check_readable(self, name: str) -> None:
         """The image's prior is there and its header is a prior's of the recorded size (cheap:
         nothing decoded); MissingPriorError naming it otherwise."""
@@ -235,11 +245,7 @@ class PriorSet:
         """The prior for `name`, resized to ``size = (height, width)`` (None: stored size)."""
         stem = self.stem(name)
         hw = (int(size[0]), int(size[1])) if size is not None else None
-        path = self._files[stem]
-        try:
-            png = read_png16(path, self._recorded_size(stem))
-        except OSError as error:
-            raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
+        png = self.read_png(stem)
         values = png.astype(np.float32) / TRAINER_SCALE
         if hw is not None and hw != values.shape:
             values = cv2.resize(values, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
