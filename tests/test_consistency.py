@@ -365,7 +365,7 @@ def test_verify_shows_the_mask_beside_the_map(tmp_path, tiny_model, cli):
     wrong = cv2.resize(half, (40, 30))
     cv2.imwrite(str(masks / pngs[1].name), wrong)
     bad = cli("verify", out, "--masks", masks)
-    assert bad.returncode == 1 and "not the map's 80x60" in bad.stdout
+    assert bad.returncode == 1 and "is 40x30, its depth prior is 80x60" in bad.stdout
     missing = cli("verify", out, "--masks", tmp_path / "nowhere")
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 

@@ -86,3 +86,34 @@ def test_nested_consistency_json_in_the_mask_folder_is_one_line(priors):
     with pytest.raises(FileFormatError, match="consistency.json") as caught:
         DepthSupervision(root, loss="pearson", masks=masks)
     assert "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- verify --masks (the mask check)
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "1x1", "folder"])
+def test_verify_fails_an_image_whose_mask_is_corrupt(priors, tmp_path, damage):
+    from depthprior.images import ImageItem
+    from depthprior.priors.manifest import Manifest
+    from depthprior.priors.verify import check_outputs
+
+    root, masks = priors
+    mask = masks / "b.png"
+    good = mask.read_bytes()
+    if damage == "garbage":
+        mask.write_bytes(b"not a png at all")
+    elif damage == "truncated":
+        mask.write_bytes(good[:40])
+    elif damage == "1x1":
+        cv2.imwrite(str(mask), np.full((1, 1), 255, np.uint8))
+    else:
+        mask.unlink()
+        mask.mkdir()
+    items = [ImageItem(tmp_path / name, name) for name in NAMES]
+    manifest = Manifest.load(root)
+    for record in manifest.images.values():
+        record.outputs = [f"{record.stem}.png"]
+    report = check_outputs(manifest, items, masks=masks, sheet=tmp_path / "sheet.png")
+    assert not report.ok
+    failed = [check for check in report.checks if check.problems]
+    assert [check.name for check in failed] == ["b.jpg"]
+    assert str(mask) in failed[0].problems[0]

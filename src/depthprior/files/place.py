@@ -41,10 +41,11 @@ def read_regular_file(path: Path, limit: int | None = None) -> bytes:
         raise ImageError("is a folder, not a file") from None
     except OSError as error:
         raise ImageError(f"cannot read file: {error.strerror or error}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with a traceback
+        os.close(fd)
+        raise ImageError(f"{file_kind(info.st_mode)}, not a regular file; refused")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"{file_kind(info.st_mode)}, not a regular file; refused")
         if limit is not None and info.st_size > limit:
             raise ImageError(f"is {info.st_size / 2**20:.0f} MiB, above the "
                              f"{limit / 2**20:.0f} MiB cap for this kind of file")

@@ -211,7 +211,8 @@ def _plane_header(path: Location, what: str, bits: int, size: tuple[int, int] | 
     except ImageError as error:
         raise ImageError(f"{what} {path}: {first_line(error)}") from None
     if size is not None and header.size != tuple(size):
-        raise ImageError(f"{what} {path} is {header.width}x{header.height}, its image is "
+        owner = "its image" if bits == 16 else "its depth prior"  # a mask has its prior's size
+        raise ImageError(f"{what} {path} is {header.width}x{header.height}, {owner} is "
                          f"{size[1]}x{size[0]}: {hint}")
     return data, header
 
