@@ -133,3 +133,15 @@ def test_write_error_names_the_file_and_keeps_finished(model, tmp_path, monkeypa
     assert "c.png" in str(caught.value) and "disk is full" in str(caught.value)
     assert sorted(p.name for p in (tmp_path / "ns" / "depthprior_depth").glob("*.png")) == ["a.png", "b.png"]
     assert not (tmp_path / "ns" / "transforms.json").exists()
+
+
+@pytest.mark.parametrize("where", ["depths", "masks", "depths/sub"])
+def test_export_into_the_priors_or_masks_refused(model, tmp_path, where):
+    depths, sparse, masks = model
+    out = {"depths": depths, "masks": masks, "depths/sub": depths / "sub"}[where]
+    before = (depths / "a.png").read_bytes()
+    result = export("nerfstudio", depths, sparse, "--transforms", tmp_path / "ns", "--out", out,
+                    "--masks", masks)
+    assert result.returncode == 2
+    one_line(result, "overlap")
+    assert (depths / "a.png").read_bytes() == before

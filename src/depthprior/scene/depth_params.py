@@ -198,7 +198,7 @@ def _entries(data: Mapping[str, Any], path: Path | None, depth_dir: Path) -> dic
 
 
 def _read_json(path: Path, what: str) -> Any:
-    return read_json(path, hint=f"it is not a {what} file depthprior align wrote: run align again")
+    return read_json(path, hint=f"it is not the {what} depthprior align writes: run align again")
 
 
 def read_report(params: Path) -> Mapping[str, Any] | None:

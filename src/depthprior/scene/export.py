@@ -201,6 +201,15 @@ def _size(image: Any) -> tuple[int, int]:
     return int(image.camera.height), int(image.camera.width)
 
 
+def _check_out(out_dir: Path, depths: Path, masks: Path | None) -> None:
+    """The export's folder is neither in the priors' folder nor the masks' (it would overwrite
+    them, or be read as priors later)."""
+    for folder, what in ((depths, "depth folder"), (masks, "mask folder")):
+        if folder is not None and is_inside(out_dir, folder):
+            raise UsageError(f"the export folder {out_dir} overlaps the {what} {folder}: the "
+                             "export would overwrite or mix with its files; choose another --out")
+
+
 def _check_sizes(images: list, max_pixels: int | None) -> None:
     """Every camera within the pixel cap before any map of its size is allocated."""
     for image in images:
@@ -280,6 +289,7 @@ def export_nerfstudio(
     masks = Path(masks) if masks is not None else None
     _require_masks(masks, priors, [image.name for image in matched])
     _check_sizes(matched, max_pixels)
+    _check_out(out_dir, priors.root, masks)
     targets = [safe_join(out_dir, image.key, ".png") for image in matched]
     factors = _downscale_factors(base, downscales)
     if factors:
@@ -593,6 +603,7 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
     priors, _model, registered = _open(depths, sparse, params)
     out_dir = Path(out) if out is not None else data / DN_SPLATTER_DIR
     _check_glob_safe(data)
+    _check_out(out_dir, priors.root, masks)
     _require_priors(priors, [image.name for image in registered])
     _require_masks(masks, priors, [image.name for image in registered])
     _check_sizes(registered, max_pixels)
