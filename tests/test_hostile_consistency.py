@@ -281,3 +281,18 @@ def test_name_too_long_fails_that_image_only(scene):
     assert report["images"][long_name]["status"] == "failed"
     assert "too long" in report["images"][long_name]["reason"]
     assert report["images"][names[1]]["status"] == "checked"
+
+
+def test_generate_into_dot_with_consistency(tmp_path, tiny_model):
+    from conftest import TEST_INPUT_SIZE
+
+    scene = make_scene(tmp_path / "scene", n_images=4, width=48, height=36, points_per_image=80,
+                       seed=5)
+    out = tmp_path / "depths"
+    out.mkdir()
+    result = run_cli("generate", scene.images.resolve(), ".", "--model", tiny_model,
+                     "--input-size", str(TEST_INPUT_SIZE), "--no-progress",
+                     "--align", scene.sparse.resolve(), "--consistency", cwd=out)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "consistency:" in result.stdout, result.stdout
+    assert not (out / "depths_confidence").exists()
