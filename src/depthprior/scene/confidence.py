@@ -5,7 +5,10 @@ depth_params.json), picks each image's witnesses by shared SfM points, lets them
 (`consistency`), and writes DIR/<image key>.png (uint8 at the prior's size) and
 DIR/consistency.json. Images whose fit failed or is unreliable are neither subject nor witness.
 A rerun skips images whose inputs (their prior, params, pose and camera, their witnesses' too,
-and the settings) have the digest recorded in consistency.json and whose mask is there.
+and the settings) have the digest recorded in consistency.json and whose mask is there. The
+mask folder is an `OutputFolder`: locked for the run, masks of images a rerun no longer checks
+removed, and consistency.json rewritten without the entries a run will change before it changes
+any mask, so masks made with other settings are never trusted.
 """
 
 from __future__ import annotations
