@@ -206,7 +206,7 @@ def _forget_changed(folder: OutputFolder, previous: dict[str, dict], digests: di
     of other inputs or settings (a rerun would trust it)."""
     valid = {name: entry for name, entry in previous.items()
              if entry.get("digest") is not None and entry.get("digest") == digests.get(name)}
-    if len(valid) < len(previous):
+    if any(entry.get("status") in WITH_MASK for name, entry in previous.items() if name not in valid):
         interim = ConsistencySummary(folder.root, [])
         document = interim.to_json(settings)
         document["images"] = valid
