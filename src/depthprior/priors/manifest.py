@@ -22,7 +22,8 @@ import numpy as np
 
 from .. import __version__
 from .. import storage
-from ..errors import ImageError, UnsafePathError, UsageError, first_line
+from ..errors import FileFormatError, ImageError, UnsafePathError, UsageError, first_line
+from ..files.jsonfile import parse_json
 from ..images import safe_join
 from ..storage import Location, location
 from .store import atomic_write_bytes, now_utc
@@ -154,9 +155,10 @@ class Manifest:
         if not _exists(path):
             return None
         try:
-            data = json.loads(_read(path).decode("utf-8"))
-        except (OSError, ImageError, UnicodeDecodeError, ValueError) as error:
-            raise ManifestError(path, f"is not readable JSON ({first_line(error)})") from None
+            data = parse_json(_read(path), path)
+        except (OSError, ImageError, FileFormatError) as error:
+            problem = first_line(error).removeprefix(f"{path} ")
+            raise ManifestError(path, f"is not readable JSON ({problem})") from None
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise ManifestError(path, "is not a depthprior manifest")
         fields = {key: data.get(key, default) for key, default in _MANIFEST_FIELDS.items()}

@@ -198,7 +198,7 @@ def align(
     model = read_model(sparse)
     if not model.images:
         raise UsageError(f"the COLMAP model in {sparse} has no images")
-    _check_keys(model)
+    check_keys(model)
     depth_files = set(depth_pngs(depths))
     plan = _plan(model, depths, depth_files, images_dir, allow_missing)
     results = _run(model, depths, plan, method, workers, progress)
@@ -251,7 +251,9 @@ def _check_output(output: Path) -> None:
         raise UsageError(f"cannot write {output}: {parent} is not a writable folder; choose another -o")
 
 
-def _check_keys(model: SparseModel) -> None:
+def check_keys(model: SparseModel) -> None:
+    """UsageError when two images of the model share a key (a.jpg + a.png, a name twice): they
+    would share one depth file, params entry and mask."""
     seen: dict[str, str] = {}
     for image in model.images:
         key = image.key
@@ -459,4 +461,4 @@ def _manifest_backend(depths: Path) -> dict[str, Any] | None:
 
 
 __all__ = ["AlignSummary", "AlignWriteError", "DepthFilesError", "ImageResult", "METHODS",
-           "align", "fit_samples"]
+           "align", "check_keys", "fit_samples"]

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DepthpriorError, UnsafePathError, UsageError
+from ..files.jsonfile import read_json
 from ..images import posix_name, safe_join
 from ..priors.store import PNG_MAX, TRAINER_SCALE, atomic_write_bytes
 
@@ -197,10 +198,7 @@ def _entries(data: Mapping[str, Any], path: Path | None, depth_dir: Path) -> dic
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the {what} file {path}: {error}") from None
+    return read_json(path, hint=f"it is not the {what} depthprior align writes: run align again")
 
 
 def read_report(params: Path) -> Mapping[str, Any] | None:
