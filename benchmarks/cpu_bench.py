@@ -1,6 +1,7 @@
 """CPU benchmark behind the README's performance section.
 
     python benchmarks/cpu_bench.py ../shared/photos --backends torch,onnx --baseline
+    python benchmarks/cpu_bench.py PHOTOS --model CHECKPOINT --input-size 56 --repeats 1   (smoke test)
 
 Builds a random-weight Depth-Anything-V2-Small (real shapes, no download), then times, per
 backend, the bare forward against end-to-end generate on the given photos, and optionally the
@@ -24,9 +25,15 @@ from random_model import build  # noqa: E402
 
 
 def copies(photos: list[Path], count: int, folder: Path) -> Path:
+    """`count` frames in `folder`, the photos in turn: hard links (copies across file systems),
+    since generate warns about symbolic links that lead out of the input folder."""
     folder.mkdir(parents=True)
     for index, photo in zip(range(count), itertools.cycle(photos)):
-        os.symlink(photo.resolve(), folder / f"frame_{index:04d}{photo.suffix.lower()}")
+        target = folder / f"frame_{index:04d}{photo.suffix.lower()}"
+        try:
+            os.link(photo.resolve(), target)
+        except OSError:
+            shutil.copyfile(photo, target)
     return folder
 
 

@@ -1,17 +1,22 @@
 """GPU throughput benchmark: synthetic 1920x1080 frames, Depth-Anything-V2-Small (random weights) at 518.
 
     PYTHONPATH=src python3 benchmarks/gpu_bench.py --frames 256 --batch-sizes 1,8,16
+    PYTHONPATH=src python3 benchmarks/gpu_bench.py --backend onnx --device cuda --workdir /tmp/gb
 
 Prints, per batch size, the bare forward rate (model only, same inputs) and the end-to-end rate
 of `generate` (decode, prepare, infer, resize back, 16-bit PNG encode, atomic write, manifest)
 once the model is loaded. Runs in well under 5 minutes on one GPU. Needs only torch,
-transformers, opencv, numpy, tqdm (no download: the weights are random, the shapes are real).
+transformers, opencv, numpy, tqdm (no download: the weights are random, the shapes are real);
+--backend onnx also onnxruntime(-gpu), and runs an fp32 export of the same model (export-onnx
+writes fp32 graphs). --workdir keeps the frames, the model and its export there and reuses them
+on the next run (benchmarks/device_check.sh runs the backends one after the other on them).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -41,23 +46,69 @@ def write_frames(folder: Path, count: int, width: int, height: int) -> None:
         list(pool.map(one, range(count)))
 
 
+def prepare(workdir: Path, frames: int, width: int, height: int, arch: str) -> tuple[Path, Path]:
+    """Frames and the random model in `workdir`, made unless an earlier run left them there."""
+    folder = workdir / f"frames_{frames}_{width}x{height}"
+    if not folder.is_dir():
+        partial = workdir / (folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        write_frames(partial, frames, width, height)
+        partial.rename(folder)
+    model = workdir / f"model_{arch}"
+    if not (model / "config.json").is_file():
+        build(arch, model)
+    return folder, model
+
+
+def onnx_file(model: Path, input_size: int, exporter: str) -> Path:
+    """The model's ONNX export next to it (made once; export_onnx checks it against torch)."""
+    from depthprior.priors.onnx_export import export_onnx
+
+    path = model.with_name(f"{model.name}_{exporter}_{input_size}.onnx")
+    if not path.is_file():
+        start = time.perf_counter()
+        export_onnx(str(model), path, input_size=input_size, exporter=exporter)
+        print(f"exported {path.name} ({exporter}) in {time.perf_counter() - start:.1f} s", flush=True)
+    return path
+
+
+def backend_settings(backend: str, model: Path, args: argparse.Namespace, batch_size: int):
+    """The checked settings of one run; --compile is the torch backend's own option."""
+    from depthprior.priors.backends import BackendSettings, settings_for
+
+    shared = BackendSettings(model=str(model), device=args.device, dtype=args.dtype,
+                             input_size=args.input_size, batch_size=batch_size)
+    options = {"compile": True} if args.compile else {}
+    return settings_for(backend, shared, **options)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=256)
     parser.add_argument("--size", default="1920x1080")
     parser.add_argument("--batch-sizes", default="1,8,16")
     parser.add_argument("--input-size", type=int, default=518)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--device", default="auto",
+                        help="torch: auto, cpu, cuda[:N]; onnx: auto, cpu, cuda[:N], tensorrt[:N]")
+    parser.add_argument("--dtype", default="auto", help="torch only (an onnx export computes in fp32)")
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--arch", default="small")
+    parser.add_argument("--arch", default="small", help="benchmarks/random_model.py size (tiny: smoke tests)")
+    parser.add_argument("--exporter", default="dynamo", help="onnx: the exporter of the model's export")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep frames, model and export here and reuse them (default: a temp folder)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model (each batch size compiles once, in the untimed warm-up)")
     args = parser.parse_args()
+    if args.compile and args.backend != "torch":
+        parser.error("--compile applies to --backend torch")
+    if args.backend == "onnx" and args.dtype not in ("auto", "fp32"):
+        parser.error("--backend onnx runs the fp32 export: use --dtype auto")
 
     import torch
 
-    from depthprior.priors.backends import BackendSettings, create_backend
+    from depthprior.priors.backends import create_backend
     from depthprior.priors.bench import BenchReport, bench_backend
 
     width, height = map(int, args.size.split("x"))
@@ -65,30 +116,35 @@ def main() -> None:
           f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}, "
           f"{os.cpu_count()} CPU cores", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        frames = scratch / "frames"
-        frames.mkdir()
+        workdir = args.workdir or Path(scratch)
         start = time.perf_counter()
-        write_frames(frames, args.frames, width, height)
-        model = build(args.arch, scratch / "model")
+        frames, model = prepare(workdir, args.frames, width, height, args.arch)
         print(f"{args.frames} frames {width}x{height} + random {args.arch} model in "
               f"{time.perf_counter() - start:.1f} s", flush=True)
+        if args.backend == "onnx":
+            model = onnx_file(model, args.input_size, args.exporter)
         rows = []
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-            settings = BackendSettings(model=str(model), device=args.device, dtype=args.dtype,
-                                       input_size=args.input_size, batch_size=batch_size,
-                                       compile=args.compile)
+            settings = backend_settings(args.backend, model, args, batch_size)
             load = time.perf_counter()
-            with create_backend("torch", settings) as engine:
+            with create_backend(args.backend, settings) as engine:
                 load_s = time.perf_counter() - load
-                row = bench_backend(engine, frames, f"torch {engine.dtype} b{batch_size}{' compiled' if args.compile else ''}",
+                label = f"{args.backend} {engine.describe().get('device', '')} {engine.dtype} b{batch_size}"
+                row = bench_backend(engine, frames, label + (" compiled" if args.compile else ""),
                                     args.workers, load_s)
             rows.append(row)
-            print(BenchReport([row]).format().splitlines()[-1], f"(forward {1 / row.forward_s:.1f} img/s)",
-                  flush=True)
+            print(f"{row.label}: forward {1 / row.forward_s:.1f} img/s, end to end "
+                  f"{row.images_per_s:.1f} img/s ({row.images} frames {width}x{height}, "
+                  f"input {args.input_size}, load {load_s:.1f} s)", flush=True)
         print()
         print(BenchReport(rows).format())
 
 
 if __name__ == "__main__":
-    main()
+    from depthprior.errors import DepthpriorError
+
+    try:
+        main()
+    except DepthpriorError as error:  # e.g. a GPU provider that does not start: one line, exit 2
+        print(f"gpu_bench: error: {error}", file=sys.stderr)
+        sys.exit(2)

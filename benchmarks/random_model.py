@@ -2,6 +2,8 @@
 
     python benchmarks/random_model.py small /tmp/da-v2-small-random
 
+`tiny` is no real size: the benchmarks' smoke tests (tests/test_benchmarks.py) run on it.
+
 Weights are random (no download is possible here), so the maps mean nothing, but every layer
 has the size of the real checkpoint, so the timings are the real model's. The head's last conv
 is rescaled so the final ReLU does not clip the maps to zero (a blank map would make PNG
@@ -18,6 +20,8 @@ ARCHITECTURES = {
     "small": dict(hidden=384, layers=12, heads=6, neck=[48, 96, 192, 384], fusion=64),
     "base": dict(hidden=768, layers=12, heads=12, neck=[96, 192, 384, 768], fusion=128),
     "large": dict(hidden=1024, layers=24, heads=16, neck=[256, 512, 1024, 1024], fusion=256),
+    # not a real size: for the benchmarks' smoke tests, which check that a script runs
+    "tiny": dict(hidden=32, layers=4, heads=2, neck=[8, 16, 32, 32], fusion=16),
 }
 
 

@@ -3,8 +3,8 @@
     PYTHONPATH=src python benchmarks/ray_bench.py --model tiny --frames 100
     PYTHONPATH=src python benchmarks/ray_bench.py --model small --frames 100 --replicas 1 2
 
-Frames are real photos (--photos, default ../shared/photos) copied to --frames names, or
-synthetic 1440x1080 pictures when there are none. For each run it prints the seconds end to
+Frames are real photos (--photos FOLDER, default ../shared/photos) copied to --frames names, or
+synthetic --size (default 1440x1080) pictures when the folder has none. For each run it prints the seconds end to
 end (the process's own start-up excluded: Ray and the model load inside the timing), the time to
 the first result, and images/s after it. `overhead` compares the Ray path with the local
 pipeline on the same frames and model; `scaling` runs N replicas (GPUs where the node has them,
@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def frames(folder: Path, count: int, photos: Path) -> Path:
+def frames(folder: Path, count: int, photos: Path, size: tuple[int, int] = (1440, 1080)) -> Path:
+    """`count` frames in `folder`: the photos in `photos` in turn, or synthetic pictures of
+    `size` (width, height) when there are none."""
     import cv2
 
     sources = sorted(p for p in photos.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -40,7 +42,7 @@ def frames(folder: Path, count: int, photos: Path) -> Path:
             shutil.copyfile(sources[index % len(sources)], target)
         else:
             rng = np.random.default_rng(index)
-            picture = cv2.GaussianBlur(rng.integers(0, 255, (1080, 1440, 3), dtype=np.uint8), (0, 0), 5)
+            picture = cv2.GaussianBlur(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), (0, 0), 5)
             cv2.imwrite(str(target), picture)
     return folder
 
@@ -69,42 +71,65 @@ def run(images: Path, out: Path, model: str, input_size: int, ray_settings=None)
             "done": summary.done, "replicas": summary.replicas}
 
 
+def rate(value: float) -> str:
+    """images/s, or why there is none: every frame came back in the first result block."""
+    return f"{value:.2f} images/s" if value > 0 else "no rate (every frame came back in the first result block)"
+
+
+def overhead_lines(local: dict, on_ray: dict) -> list[str]:
+    """What Ray costs over the local pipeline on the same frames and model."""
+    lines = [
+        f"local pipeline: {local['seconds']:.1f} s for {local['done']} frames "
+        f"(model load {local['first']:.1f} s, then {rate(local['rate'])})",
+        f"Ray, 1 replica: {on_ray['seconds']:.1f} s (Ray start, replica and model load, first "
+        f"batch: {on_ray['first']:.1f} s, then {rate(on_ray['rate'])})",
+    ]
+    throughput = (f"; throughput after start-up {local['rate'] / on_ray['rate'] - 1:+.1%}"
+                  if local["rate"] > 0 and on_ray["rate"] > 0 else "")
+    lines.append(f"overhead: end to end {on_ray['seconds'] / local['seconds'] - 1:+.1%}{throughput}")
+    return lines
+
+
+def scaling_line(count: int, result: dict) -> str:
+    per_replica = [images for _, images in sorted(result["replicas"].items())]
+    return (f"{count} replicas: after start-up {rate(result['rate'])} "
+            f"({result['rate'] / count:.2f} per replica; images per replica {per_replica})")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--input-size", type=int, default=518)
-    parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "photos")
+    parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "photos",
+                        help="folder of photos to copy (default ../shared/photos; none there: synthetic frames)")
+    parser.add_argument("--size", default="1440x1080", help="synthetic frames' WIDTHxHEIGHT")
     parser.add_argument("--replicas", type=int, nargs="*", default=[],
                         help="also time these replica counts (scaling)")
     parser.add_argument("--address", default="local", help="Ray address (default: a local instance)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-
-    import ray
+    size = tuple(int(v) for v in args.size.split("x"))
 
     from depthprior.priors.distributed import RaySettings
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        images = frames(root / "frames", args.frames, args.photos)
+        images = frames(root / "frames", args.frames, args.photos, size)
         model = model_path(args.model, root)
         local = run(images, root / "local", model, args.input_size)
-        print(f"local pipeline: {local['seconds']:.1f} s for {local['done']} frames "
-              f"(model load {local['first']:.1f} s, then {local['rate']:.2f} images/s)")
         on_ray = run(images, root / "ray", model, args.input_size, RaySettings(address=args.address))
-        print(f"Ray, 1 replica: {on_ray['seconds']:.1f} s (Ray start, replica and model load, first "
-              f"batch: {on_ray['first']:.1f} s, then {on_ray['rate']:.2f} images/s)")
-        print(f"overhead: end to end {on_ray['seconds'] / local['seconds'] - 1:+.1%}; "
-              f"throughput after start-up {local['rate'] / on_ray['rate'] - 1:+.1%}")
+        print("\n".join(overhead_lines(local, on_ray)), flush=True)
+        if not args.replicas:
+            return
+        import ray
+
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
         try:
             for count in args.replicas:
                 result = run(images, root / f"ray{count}", model, args.input_size,
                              RaySettings(workers=(count, count)))
-                per = {name: n for name, n in sorted(result["replicas"].items())}
-                print(f"{count} replicas: {result['rate']:.2f} images/s after start-up "
-                      f"({result['rate'] / count:.2f} per replica; images per replica {list(per.values())})")
+                print(scaling_line(count, result), flush=True)
         finally:
             ray.shutdown()
 

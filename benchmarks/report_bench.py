@@ -24,11 +24,12 @@ from depthprior.priors.manifest import ImageRecord, Manifest  # noqa: E402
 from depthprior.report import report  # noqa: E402
 from depthprior.scene.align import align  # noqa: E402
 
+#: frames ray cast once (fewer when --frames asks for fewer); the rest repeat them
 BASE_FRAMES = 24
 
 
 def build(root: Path, frames: int, width: int, height: int) -> tuple[Path, Path]:
-    base = make_scene(root / "base", n_images=BASE_FRAMES, width=width, height=height,
+    base = make_scene(root / "base", n_images=min(BASE_FRAMES, frames), width=width, height=height,
                       points_per_image=1000, model_format="text", corrupt=0.05)
     images, depths = root / "images", root / "depths"
     images.mkdir()
@@ -37,7 +38,7 @@ def build(root: Path, frames: int, width: int, height: int) -> tuple[Path, Path]
     manifest = Manifest(root=depths, identity={"model": "synthetic", "backend": "bench"},
                         inputs=str(images))
     for index in range(frames):
-        source = base.names[index % BASE_FRAMES]
+        source = base.names[index % len(base.names)]
         name = f"frame_{index:05d}.jpg"
         shutil.copyfile(base.image_path(source), images / name)
         shutil.copyfile(base.depth_path(source), depths / f"frame_{index:05d}.png")

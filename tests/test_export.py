@@ -213,7 +213,7 @@ def test_dn_splatter_layout_units_and_alignment(scene, tmp_path):
     assert summary.images == len(scene.names) and not summary.notes
     folder = tmp_path / "data" / "mono_depth"
     stems = coolermap_stems(scene.names)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
         [f"{stems[n]}.npy" for n in scene.names] + [f"{stems[n]}_aligned.npy" for n in scene.names])
     for name in scene.names:
         truth = true_depth(scene, name)
@@ -365,7 +365,7 @@ def test_exports_write_only_inside_their_folders(tmp_path):
     export_nerfstudio(depths, sparse, tmp_path / "ns")
     assert (tmp_path / "ns" / "depthprior_depth" / "\\tmp\\x\\v\\precious.png").is_file()
     export_dn_splatter(depths, sparse, tmp_path / "dn")
-    assert len(list((tmp_path / "dn" / "mono_depth").iterdir())) == 4
+    assert len(list((tmp_path / "dn" / "mono_depth").glob("[!.]*"))) == 4
     depths, sparse = tiny_model(tmp_path / "t", ["../../escape.jpg", "ok.jpg"])
     escaped = tmp_path / "escape.png"  # the prior, where the name points
     before = escaped.read_bytes()

@@ -186,8 +186,8 @@ def test_masks_must_have_their_priors_size_dtype_and_one_channel(tmp_path):
     good = _png(tmp_path / "good.png", np.full((6, 8), 255, np.uint8))
     assert read_mask(good, (6, 8)).shape == (6, 8)
     cases = {
-        "tiny": (np.zeros((1, 1), np.uint8), "is 1x1, its image is 8x6"),
-        "transposed": (np.zeros((8, 6), np.uint8), "is 6x8, its image is 8x6"),
+        "tiny": (np.zeros((1, 1), np.uint8), "is 1x1, its depth prior is 8x6"),
+        "transposed": (np.zeros((8, 6), np.uint8), "is 6x8, its depth prior is 8x6"),
         "uint16": (np.zeros((6, 8), np.uint16), "channel\\(s\\) of 16 bits"),
         "rgb": (np.zeros((6, 8, 3), np.uint8), "3 channel"),
     }

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  witnesses contradict than agree); >= 128 is trusted.\n"
             "and DIR/consistency.json (per image: witnesses, fractions checked, agreeing,\n"
             "rejected, median relative disagreement; the scene's TAE before and after\n"
-            "masking). Reruns skip images whose inputs have not changed.\n\n"
+            "masking). Reruns skip images whose inputs have not changed and remove the\n"
+            "masks of images no longer checked; one run at a time per folder.\n\n"
             "exit status: 0 every image checked; 1 some image could not be checked (failed or\n"
             "unreliable fit, no witness); 2 bad arguments or inputs (nothing written)."
         ),

@@ -37,10 +37,12 @@ def read_regular_file(path: Path, limit: int | None = None) -> bytes:
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
+    except IsADirectoryError:
+        raise ImageError("is a folder, not a file") from None
     except OSError as error:
         raise ImageError(f"cannot read file: {error.strerror or error}") from None
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
+    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with a traceback
         os.close(fd)
         raise ImageError(f"{file_kind(info.st_mode)}, not a regular file; refused")
     with os.fdopen(fd, "rb") as handle:

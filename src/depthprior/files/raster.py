@@ -165,8 +165,7 @@ def read_prior(path: Location, size: tuple[int, int] | None = None,
     when it is missing, not a single-channel 16- or 8-bit PNG (an RGB file: the image folder?),
     the wrong size, or over the caps.
     """
-    return _read_plane(path, "depth prior", (16, 8), size, max_pixels,
-                       "rerun depthprior generate for it (or --overwrite)")
+    return _read_plane(path, "depth prior", PRIOR_BITS, size, max_pixels, _PRIOR_HINT)
 
 
 def read_mask(path: Location, size: tuple[int, int] | None = None,
@@ -177,8 +176,28 @@ def read_mask(path: Location, size: tuple[int, int] | None = None,
                        "rerun the command that wrote it (e.g. depthprior consistency)")
 
 
+_PRIOR_HINT = "rerun depthprior generate for it (or --overwrite)"
+PRIOR_BITS = (16, 8)  # depthprior writes 16; another tool's 8-bit priors are read too
+
+
+def read_prior_header(path: Location, size: tuple[int, int] | None = None,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of a depth prior PNG, checked as read_prior checks it, not decoded."""
+    return _plane_header(path, "depth prior", PRIOR_BITS, size, max_pixels, _PRIOR_HINT)[1].size
+
+
 def _read_plane(path: Location, what: str, bits: tuple[int, ...], size: tuple[int, int] | None,
                 max_pixels: int | None, hint: str) -> np.ndarray:
+    data, header = _plane_header(path, what, bits, size, max_pixels, hint)
+    plane = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    expected = np.uint16 if header.bits == 16 else np.uint8
+    if plane is None or plane.ndim != 2 or plane.dtype != expected or plane.shape != header.size:
+        raise ImageError(f"{what} {path} cannot be decoded (damaged): {hint}")
+    return plane
+
+
+def _plane_header(path: Location, what: str, bits: tuple[int, ...], size: tuple[int, int] | None,
+                  max_pixels: int | None, hint: str) -> tuple[bytes, Header]:
     try:
         data = read_bytes(path)
     except ImageError as error:
@@ -195,13 +214,10 @@ def _read_plane(path: Location, what: str, bits: tuple[int, ...], size: tuple[in
     except ImageError as error:
         raise ImageError(f"{what} {path}: {first_line(error)}") from None
     if size is not None and header.size != tuple(size):
-        raise ImageError(f"{what} {path} is {header.width}x{header.height}, its image is "
+        owner = "its depth prior" if what == "mask" else "its image"  # a mask has its prior's size
+        raise ImageError(f"{what} {path} is {header.width}x{header.height}, {owner} is "
                          f"{size[1]}x{size[0]}: {hint}")
-    plane = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    expected = np.uint16 if header.bits == 16 else np.uint8
-    if plane is None or plane.ndim != 2 or plane.dtype != expected or plane.shape != header.size:
-        raise ImageError(f"{what} {path} cannot be decoded (damaged): {hint}")
-    return plane
+    return data, header
 
 
 # zlib level 1 with the "up" filter: on smooth 16-bit depth maps about 2x faster and smaller

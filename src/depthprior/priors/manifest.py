@@ -157,7 +157,7 @@ class Manifest:
         try:
             data = read_json(path)
         except FileFormatError as error:
-            raise ManifestError(path, error.problem) from None
+            raise ManifestError(path, f"is not readable JSON ({error.problem})") from None
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise ManifestError(path, "is not a depthprior manifest")
         fields = {key: data.get(key, default) for key, default in _MANIFEST_FIELDS.items()}

@@ -59,12 +59,17 @@ def write_png16(path: Path, image: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png16(image))
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
+def encode_npy(array: np.ndarray) -> bytes:
+    """float32 .npy bytes (no pickles)."""
     import io
 
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-    atomic_write_bytes(path, buffer.getbuffer())
+    return buffer.getvalue()
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write_bytes(path, encode_npy(array))
 
 
 def read_png16(path: Path | str, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -137,5 +142,5 @@ def count_levels(png: np.ndarray) -> int:
 
 __all__ = ["LOCK_NAME", "PNG_MAX", "PNG_PARAMS", "TMP_MARK", "TRAINER_SCALE", "Encoded", "OutputLock",
            "atomic_write_bytes", "check_writable", "count_levels", "decode_inverse_depth",
-           "depth_pngs", "encode_inverse_depth", "encode_png16", "inverse_depth", "is_constant",
+           "depth_pngs", "encode_inverse_depth", "encode_npy", "encode_png16", "inverse_depth", "is_constant",
            "now_utc", "read_png16", "remove_stale_temporaries", "write_npy", "write_png16"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -10,7 +11,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from ..errors import ImageError, UsageError, listing
+from ..errors import ImageError, UsageError, first_line, listing
+from ..files.raster import read_mask
 from ..images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions, safe_join
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
@@ -225,21 +227,19 @@ def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Pat
 
 
 def _check_mask(masks: Path, check: ImageCheck) -> np.ndarray:
-    """The image's confidence mask (a black one when it is missing or wrong, with the reason)."""
+    """The image's confidence mask (a black one when it is missing or wrong, with the reason):
+    a mask that is there but is not a single-channel uint8 PNG of its map's size fails the
+    image; a missing one is a warning (consistency writes none for the images it excludes)."""
     path = safe_join(masks, check.output.removesuffix(".png"), ".png")
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
     blank = np.zeros((check.height, check.width), np.uint8)
-    if mask is None:
+    if not os.path.lexists(path):
         check.warnings.append(f"no confidence mask {path}")
         return blank
-    if mask.dtype != np.uint8 or mask.ndim != 2:
-        check.problems.append(f"mask {path} is not a single-channel uint8 mask")
+    try:
+        return read_mask(path, (check.height, check.width))
+    except ImageError as error:
+        check.problems.append(first_line(error))
         return blank
-    if mask.shape != (check.height, check.width):
-        check.problems.append(f"mask {path} is {mask.shape[1]}x{mask.shape[0]}, "
-                              f"not the map's {check.width}x{check.height}")
-        return blank
-    return mask
 
 
 def _write_sheet(path: Path, pictures: list, row_height: int = 200) -> None:

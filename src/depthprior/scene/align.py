@@ -203,7 +203,7 @@ def align(
     model = read_model(sparse)
     if not model.images:
         raise UsageError(f"the COLMAP model in {sparse} has no images")
-    _check_keys(model)
+    check_keys(model)
     with OutputFolder(output.parent):  # a second align writing these files is refused
         return _align_locked(model, sparse, depths, images_dir, output, method, allow_missing,
                              workers, progress, started)
@@ -271,7 +271,9 @@ def _check_output(output: Path) -> None:
         raise UsageError(f"cannot write {output}: {parent} is not a writable folder; choose another -o")
 
 
-def _check_keys(model: SparseModel) -> None:
+def check_keys(model: SparseModel) -> None:
+    """UsageError when two images of the model share a key (a.jpg + a.png, a name twice): they
+    would share one depth file, params entry and mask."""
     seen: dict[str, str] = {}
     for image in model.images:
         key = image.key
@@ -496,4 +498,4 @@ def _prior_sizes(manifest: Manifest | None) -> dict[str, tuple[int, int]]:
 
 
 __all__ = ["AlignSummary", "AlignWriteError", "DepthFilesError", "ImageResult", "METHODS",
-           "align", "fit_samples"]
+           "align", "check_keys", "fit_samples"]

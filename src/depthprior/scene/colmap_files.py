@@ -11,6 +11,7 @@ exist, or a 3D point is not finite.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,10 @@ CAMERA_MODELS: dict[int, tuple[str, int, int]] = {
 MODEL_IDS = {name: model_id for model_id, (name, _count, _focal) in CAMERA_MODELS.items()}
 INVALID_POINT = -1  # COLMAP's invalid point3D id, 2**64 - 1, read as int64
 DAMAGED = "the model is damaged: export it again from COLMAP"
+_UNSUPPORTED = ("not a camera model depthprior supports (COLMAP's: "
+                + ", ".join(name for name, _count, _focal in CAMERA_MODELS.values())
+                + "); undistort the images to PINHOLE (colmap image_undistorter) and pass that model")
+_MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -220,8 +225,8 @@ def _cameras_bin(file: Path, data: bytes) -> dict[int, CameraRecord]:
     for index in range(reader.count(24, "cameras")):
         camera_id, model_id, width, height = reader.take("<iiQQ", f"camera record {index + 1}")
         if model_id not in CAMERA_MODELS:
-            raise ModelError(f"{file}: camera {camera_id} has unknown camera model id {model_id}; "
-                             f"{DAMAGED}")
+            raise ModelError(f"{file}: camera {camera_id} has camera model id {model_id}, "
+                             f"{_UNSUPPORTED}")
         model, count, _focal = CAMERA_MODELS[model_id]
         params = reader.array(np.dtype("<f8"), count, f"the parameters of camera {camera_id}")
         _unique(file, cameras, camera_id, "camera")
@@ -297,6 +302,8 @@ def _cameras_txt(file: Path, data: bytes) -> dict[int, CameraRecord]:
         if not fields:
             continue
         where = f"{file}: camera line {line[:40]!r}"
+        if len(fields) >= 4 and fields[1] not in MODEL_IDS and _MODEL_NAME.fullmatch(fields[1]):
+            raise ModelError(f"{where}: camera model {fields[1]} is {_UNSUPPORTED}")
         if len(fields) < 4 or fields[1] not in MODEL_IDS:
             raise ModelError(f"{where}: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS; {DAMAGED}")
         _name, count, _focal = CAMERA_MODELS[MODEL_IDS[fields[1]]]

@@ -5,11 +5,15 @@ depth_params.json), picks each image's witnesses by shared SfM points, lets them
 (`consistency`), and writes DIR/<image key>.png (uint8 at the prior's size) and
 DIR/consistency.json. Images whose fit failed or is unreliable are neither subject nor witness.
 A rerun skips images whose inputs (their prior, params, pose and camera, their witnesses' too,
-and the settings) have the digest recorded in consistency.json and whose mask is there.
+and the settings) have the digest recorded in consistency.json and whose mask is there. The
+mask folder is an `OutputFolder`: locked for the run, masks of images a rerun no longer checks
+removed, and consistency.json rewritten without the entries a run will change before it changes
+any mask, so masks made with other settings are never trusted.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -23,17 +27,24 @@ import cv2
 import numpy as np
 
 from . import consistency
+from .align import check_keys
 from .colmap import ModelCamera, ModelImage, SparseModel, read_model
 from .consistency import TRUSTED, View
 from .depth_params import default_path, params_file
 from .priorset import PriorSet
-from ..errors import ImageError, UsageError, first_line
-from ..images import is_inside, read_regular_file, safe_join
-from ..priors.store import atomic_write_bytes
+from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line
+from ..files.jsonfile import encode_json, expect_object, read_json
+from ..files.outputs import OutputFolder
+from ..files.raster import encode_plane, read_mask
+from ..images import image_key, is_inside, posix_name, read_regular_file, safe_join
 from ..threads import in_order, worker_count
 
 REPORT_NAME = "consistency.json"
 FORMAT_VERSION = 1
+#: per-image statuses of consistency.json that come with a mask
+WITH_MASK = ("checked", "skipped", "unchecked")
+#: camera models whose rays all look forward (z > 0), which the reprojection needs
+UNSUPPORTED_CAMERAS = ("EQUIRECTANGULAR",)
 
 
 @dataclass
@@ -107,8 +118,12 @@ class ConsistencySummary:
 
 
 def default_output(depths: Path) -> Path:
-    depths = Path(depths)
-    return depths.with_name(depths.resolve().name + "_confidence")
+    """DEPTHS_confidence beside DEPTHS, also for "." and ".." (named after the real folder)."""
+    folder = Path(depths).resolve()
+    if not folder.name:
+        raise UsageError(f"the depth folder {depths} is the file system's root: pass -o for the "
+                         "mask folder")
+    return folder.parent / (folder.name + "_confidence")
 
 
 def check_consistency(
@@ -124,7 +139,9 @@ def check_consistency(
     """Write a confidence mask per usable image and consistency.json; see the module doc.
 
     Images are loaded, then checked, on `workers` threads (default min(8, cores)); the outputs
-    do not depend on the count.
+    do not depend on the count. The mask folder is locked for the run; a mask that cannot be
+    written fails its image (named in the report), and masks this run no longer produces (an
+    image now excluded) are removed, so consistency.json and the masks always agree.
 
     Raises UsageError (nothing written) for bad settings, model, depth folder, params or output.
     """
@@ -134,6 +151,8 @@ def check_consistency(
     sparse, depths = Path(sparse), Path(depths)
     params, output = _inputs(sparse, depths, params, output)
     model = read_model(sparse)
+    check_keys(model)
+    _check_cameras(model)
     priors = PriorSet(depths, params)
     usable, excluded = _usable(model, priors)
     if not usable:
@@ -141,17 +160,33 @@ def check_consistency(
                          f"check {params}")
     for image in usable:
         safe_join(output, image.key, ".png")  # every target checked before any is written
-    _make_folder(output)
+    with OutputFolder(output) as folder:
+        previous = read_report(output)
+        summary = _run(model, usable, excluded, priors, folder, previous or {}, settings,
+                       progress, worker_count(workers))
+        if previous is not None:  # a mask folder of an earlier run: what it holds is ours
+            stale = {entry.get("key") for entry in previous.values()} | {i.key for i in model.images}
+            folder.remove_unproduced(f"{key}.png" for key in stale if isinstance(key, str) and key)
+        summary.seconds = time.monotonic() - started
+        folder.write(REPORT_NAME, encode_json(summary.to_json(settings)))
+    return summary
+
+
+def _run(model: SparseModel, usable: list[ModelImage], excluded: list[ImageReport],
+         priors: PriorSet, folder: OutputFolder, previous: dict[str, dict], settings: Settings,
+         progress: Callable[[int, int], None] | None, count: int) -> ConsistencySummary:
     views = _Views(priors, settings.resolution)
-    count = worker_count(workers)
     usable, unreadable = _readable(usable, views, count)
     neighbours = covisible(model, usable, settings.neighbours)
-    previous = _previous_digests(output)
+    digests = {image.name: input_digest(image, neighbours[image.name], views.file_digest,
+                                        priors, settings) for image in usable}
+    previous = _forget_changed(folder, previous, digests, settings)
     reports = excluded + unreadable
     masks: dict[str, np.ndarray] = {}
 
     def work(image: ModelImage) -> tuple[ImageReport, np.ndarray]:
-        return _image(image, neighbours[image.name], views, priors, output, settings, previous)
+        return _image(image, neighbours[image.name], views, folder, digests[image.name],
+                      previous.get(image.name), settings.threshold)
 
     for done, (report, mask) in enumerate(in_order(work, usable, count), start=1):
         reports.append(report)
@@ -159,12 +194,24 @@ def check_consistency(
         if progress:
             progress(done, len(usable))
     reports.sort(key=lambda r: r.name)
-    summary = ConsistencySummary(output, reports)
+    summary = ConsistencySummary(folder.root, reports)
     summary.tae_before, summary.tae_after = scene_tae(usable, views, masks, count)
-    summary.seconds = time.monotonic() - started
-    atomic_write_bytes(output / REPORT_NAME,
-                       json.dumps(summary.to_json(settings), indent=1).encode("utf-8"))
     return summary
+
+
+def _forget_changed(folder: OutputFolder, previous: dict[str, dict], digests: dict[str, str],
+                    settings: Settings) -> dict[str, dict]:
+    """The earlier entries still valid for this run; when some are not, consistency.json is
+    rewritten without them first, so a run stopped midway never leaves a mask beside a record
+    of other inputs or settings (a rerun would trust it)."""
+    valid = {name: entry for name, entry in previous.items()
+             if entry.get("digest") is not None and entry.get("digest") == digests.get(name)}
+    if any(entry.get("status") in WITH_MASK for name, entry in previous.items() if name not in valid):
+        interim = ConsistencySummary(folder.root, [])
+        document = interim.to_json(settings)
+        document["images"] = valid
+        folder.write(REPORT_NAME, encode_json(document))
+    return valid
 
 
 def _inputs(sparse: Path, depths: Path, params: Path | str | None,
@@ -188,16 +235,24 @@ def _check_output(output: Path, depths: Path) -> None:
     if is_inside(output, depths):
         raise UsageError(f"output {output} is inside the depth folder {depths}: its masks would "
                          "be read as priors; choose a folder beside it")
+    if is_inside(depths, output):
+        raise UsageError(f"the depth folder {depths} is inside the mask folder {output}: "
+                         "choose a folder beside it")
+    report = output / REPORT_NAME
+    if report.is_dir():
+        raise FileFormatError(report, "is a folder, not a file", _REPORT_HINT)
 
 
-def _make_folder(output: Path) -> None:
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create the mask folder {output}: {error.strerror}; "
-                         "choose another -o") from None
-    if not os.access(output, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write in the mask folder {output}; choose another -o")
+_REPORT_HINT = "remove it (or choose another -o) and run depthprior consistency again"
+
+
+def _check_cameras(model: SparseModel) -> None:
+    for camera in model.cameras.values():
+        if camera.model in UNSUPPORTED_CAMERAS:
+            raise UsageError(f"camera {camera.camera_id} of {model.path} is {camera.model}, which "
+                             "depthprior consistency does not support (it reprojects through "
+                             "perspective cameras): undistort to PINHOLE views first "
+                             "(e.g. colmap image_undistorter)")
 
 
 def _usable(model: SparseModel, priors: PriorSet) -> tuple[list[ModelImage], list[ImageReport]]:
@@ -317,7 +372,7 @@ class _Views:
             self._views[image.name] = view
         return view
 
-    def _prior_size(self, image: ModelImage) -> tuple[int, int]:
+    def prior_size(self, image: ModelImage) -> tuple[int, int]:
         if image.name not in self.prior_sizes:
             self.get(image)
         return self.prior_sizes[image.name]
@@ -351,18 +406,16 @@ def camera_grid(camera: ModelCamera, grid: tuple[int, int]):
     return rays.astype(np.float32), to_grid
 
 
-def _image(image: ModelImage, witnesses: list[ModelImage], views: _Views, priors: PriorSet,
-           output: Path, settings: Settings, previous: dict[str, dict]) -> tuple[ImageReport, np.ndarray]:
-    target = safe_join(output, image.key, ".png")
-    digest = input_digest(image, witnesses, views.file_digest, priors, settings)
+def _image(image: ModelImage, witnesses: list[ModelImage], views: _Views, folder: OutputFolder,
+           digest: str, old: dict | None, threshold: float) -> tuple[ImageReport, np.ndarray]:
     names = [w.name for w in witnesses]
-    resumed = _resume(image, previous.get(image.name), digest, target, views)
+    resumed = _resume(image, old, digest, folder, views)
     if resumed is not None:
         report, mask = resumed
         report.witnesses = names
         return report, _grid_mask(mask, views.get(image).shape)
     subject = views.get(image)
-    votes = [consistency.witness_votes(subject, views.get(w), settings.threshold) for w in witnesses]
+    votes = [consistency.witness_votes(subject, views.get(w), threshold) for w in witnesses]
     agree = sum((v.agree.astype(np.int32) for v in votes), np.zeros(subject.shape, np.int32))
     contradict = sum((v.contradict.astype(np.int32) for v in votes), np.zeros(subject.shape, np.int32))
     mask = consistency.confidence(agree, contradict)
@@ -375,48 +428,96 @@ def _image(image: ModelImage, witnesses: list[ModelImage], views: _Views, priors
         float((mask < TRUSTED).mean()),
         float(np.median(differences)) if differences.size else None, digest,
     )
-    height, width = views._prior_size(image)
+    height, width = views.prior_size(image)
     full = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    ok, buffer = cv2.imencode(".png", full)
-    if not ok:
-        raise OSError(f"cannot encode the mask of {image.name}")
-    atomic_write_bytes(target, buffer.tobytes())
+    try:
+        folder.write(mask_name(image.key), encode_plane(full))
+    except WriteError as error:
+        if error.errno in _FATAL_WRITES:
+            raise  # every later mask would fail the same way: stop, keeping what is written
+        return ImageReport(image.name, image.key, "failed", first_line(error), names), mask
     return report, mask
 
 
-def _resume(image: ModelImage, old: dict | None, digest: str, target: Path,
+#: write errors that end the run (the others, e.g. a name too long, fail one image)
+_FATAL_WRITES = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def mask_name(key: str) -> str:
+    """An image's mask file, relative to the mask folder."""
+    return f"{key}.png"
+
+
+def _resume(image: ModelImage, old: dict | None, digest: str, folder: OutputFolder,
             views: "_Views") -> tuple[ImageReport, np.ndarray] | None:
     """The earlier report of an image whose inputs are unchanged and whose mask is intact."""
-    if old is None or old.get("digest") != digest or not target.is_file():
+    if old is None or old.get("digest") != digest or old.get("status") not in WITH_MASK:
         return None
     numbers = [old.get(k) for k in ("checked", "agreeing", "rejected")]
     disagreement = old.get("disagreement")
     if not all(_is_number(n) for n in numbers) or not (disagreement is None or _is_number(disagreement)):
         return None
-    mask = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
-    if mask is None or mask.dtype != np.uint8 or mask.shape != views._prior_size(image):
+    try:
+        mask = read_mask(folder.path(mask_name(image.key)), views.prior_size(image))
+    except ImageError:
         return None
-    report = ImageReport(image.name, image.key, "skipped", None, [], *map(float, numbers),
-                         disagreement, digest)
+    folder.keep(mask_name(image.key))
+    status = "unchecked" if old.get("status") == "unchecked" else "skipped"
+    report = ImageReport(image.name, image.key, status, old.get("reason") if status == "unchecked"
+                         else None, [], *map(float, numbers), disagreement, digest)
     return report, mask
 
 
-def load_mask(folder: Path | str, key: str, size: tuple[int, int] | None = None) -> np.ndarray:
+def load_mask(folder: Path | str, key: str, prior_size: tuple[int, int],
+              size: tuple[int, int] | None = None) -> np.ndarray:
     """An image's confidence in [0, 1] (mask / 255), bilinear to size = (height, width).
 
-    Raises MissingPriorError naming the image when its mask is missing or unreadable.
+    The mask must be a single-channel uint8 PNG of its prior's size `prior_size` =
+    (height, width): anything else (missing, damaged, RGB, 16-bit, another size) raises
+    MissingPriorError naming the file and what is wrong; it is never stretched to fit.
     """
     from .priorset import MissingPriorError
 
-    path = safe_join(folder, key, ".png")
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
-    if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
-        raise MissingPriorError(f"no confidence mask for {key!r}: {path} is missing or not a "
-                                "uint8 mask; run `depthprior consistency` or drop masks=")
+    path = safe_join(folder, mask_name(key))
+    if not os.path.isfile(path):
+        raise MissingPriorError(f"no confidence mask for {key!r}: {path} is missing; run "
+                                "`depthprior consistency` or drop masks=")
+    try:
+        mask = read_mask(path, prior_size)
+    except ImageError as error:
+        raise MissingPriorError(first_line(error)) from None
     values = mask.astype(np.float32) / consistency.AGREED
     if size is not None and tuple(size) != values.shape:
         values = cv2.resize(values, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
     return values
+
+
+def read_report(output: Path | str) -> dict[str, dict] | None:
+    """The per-image entries of the consistency.json in a mask folder (None when there is
+    none); FileFormatError naming it when it is not one this command wrote."""
+    data = read_json(Path(output) / REPORT_NAME, missing_ok=True, check=_check_report,
+                     hint=_REPORT_HINT)
+    return None if data is None else dict(data["images"])
+
+
+def _check_report(data: Any) -> None:
+    images = expect_object(data).get("images")
+    if not isinstance(images, dict):
+        raise TypeError("'images' is not an object of image names")
+    for name, entry in images.items():
+        if not isinstance(entry, dict):
+            raise TypeError(f"the entry of image {name!r} is not an object")
+        if not isinstance(entry.get("key", ""), str) or not isinstance(entry.get("status", ""), str):
+            raise TypeError(f"the entry of image {name!r} has a malformed 'key' or 'status'")
+
+
+def statuses(folder: Path | str) -> dict[str, tuple[str, str | None]]:
+    """image key -> (status, reason) of every image consistency.json in `folder` names
+    ({} without one)."""
+    entries = read_report(folder) or {}
+    return {posix_name(entry.get("key") or image_key(name)): (entry.get("status", ""),
+                                                               entry.get("reason"))
+            for name, entry in entries.items()}
 
 
 def _is_number(value: Any) -> bool:
@@ -442,16 +543,6 @@ def input_digest(image: ModelImage, witnesses: list[ModelImage], file_digest: Ca
     return digest.hexdigest()
 
 
-def _previous_digests(output: Path) -> dict[str, dict]:
-    """The per-image entries of an earlier consistency.json (none when absent or unreadable)."""
-    try:
-        data = json.loads((output / REPORT_NAME).read_text(encoding="utf-8"))
-        images = data["images"]
-        return {name: entry for name, entry in images.items() if isinstance(entry, dict)}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
 def scene_tae(images: list[ModelImage], views: _Views, masks: dict[str, np.ndarray],
               workers: int = 1) -> tuple[float | None, float | None]:
     """Mean TAE over consecutive frames by name, before and after dropping rejected pixels."""
@@ -469,5 +560,5 @@ def scene_tae(images: list[ModelImage], views: _Views, masks: dict[str, np.ndarr
 
 
 __all__ = ["ConsistencySummary", "ImageReport", "REPORT_NAME", "Settings", "check_consistency",
-           "load_mask",
+           "load_mask", "mask_name", "read_report", "statuses",
            "covisible", "default_output"]

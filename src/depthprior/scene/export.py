@@ -33,12 +33,12 @@ DN-Splatter, `normal-nerfstudio` parser: reads depth_file_path of DATA/transform
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import re
 import shlex
 import unicodedata
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -47,19 +47,15 @@ import cv2
 import numpy as np
 
 from .depth_params import default_path, params_file
-from ..errors import ImageError, UsageError, listing
+from ..errors import ImageError, UsageError, first_line, listing
+from ..files.jsonfile import encode_json, expect_object, read_json, write_json
+from ..files.outputs import OutputFolder
+from ..files.raster import read_mask, stored_size
 from ..images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, posix_name, safe_join
-from .confidence import load_mask
+from .confidence import load_mask, mask_name
 from .consistency import AGREED, TRUSTED
-from .priorset import PriorSet
-from ..priors.store import (
-    TRAINER_SCALE,
-    atomic_write_bytes,
-    decode_inverse_depth,
-    read_png16,
-    write_npy,
-    write_png16,
-)
+from .priorset import MissingPriorError, PriorSet
+from ..priors.store import TRAINER_SCALE, decode_inverse_depth, encode_npy, encode_png16
 
 
 NERFSTUDIO_DEPTH_DIR = "depthprior_depth"
@@ -72,6 +68,9 @@ DOWNSCALED_IMAGES = re.compile(r"images_(\d+)")
 NERFSTUDIO_DEPTH_STEPS = int(np.iinfo(np.uint16).max)
 #: poses in an existing transforms.json must match the model's scale within this
 SCALE_TOLERANCE = 0.01
+#: in each folder an export writes: the files it wrote, so a later export removes those it no
+#: longer writes (and only those)
+EXPORT_RECORD = ".depthprior-export.json"
 
 
 @dataclass
@@ -133,23 +132,37 @@ def _require_priors(priors: PriorSet, names: list[str]) -> None:
 
 
 def _require_masks(masks: Path | None, priors: PriorSet, names: list[str]) -> None:
-    """Every reliable image has a confidence mask in `masks` (UsageError listing the others)."""
+    """Every reliable image has a readable confidence mask of its prior's size in `masks`
+    (UsageError listing the others), checked before any file is written."""
     if masks is None:
         return
     if not Path(masks).is_dir():
         raise UsageError(f"mask folder not found: {masks}; run `depthprior consistency`")
-    missing = [name for name in names if priors.reliable(name)
-               and not safe_join(masks, priors.stem(name), ".png").is_file()]
+    missing, bad = [], []
+    for name in names:
+        if not priors.reliable(name):
+            continue
+        path = safe_join(masks, mask_name(priors.stem(name)))
+        if not os.path.isfile(path):
+            missing.append(name)
+            continue
+        try:
+            read_mask(path, priors.prior_size(name))
+        except (ImageError, MissingPriorError) as error:
+            bad.append(first_line(error))
     if missing:
         raise UsageError(f"no confidence mask in {masks} for {len(missing)} image(s): "
                          f"{listing(missing, quote=True)}; rerun `depthprior consistency`")
+    if bad:
+        raise UsageError(f"{len(bad)} confidence mask(s) cannot be used: {bad[0]}")
 
 
 def rejected(masks: Path | None, priors: PriorSet, name: str, size: tuple[int, int]) -> np.ndarray | None:
     """Pixels the consistency mask rejects (confidence below trusted), at size; None without masks."""
     if masks is None:
         return None
-    return load_mask(masks, priors.stem(name), size) < TRUSTED / AGREED
+    confidence = load_mask(masks, priors.stem(name), priors.prior_size(name), size)
+    return confidence < TRUSTED / AGREED
 
 
 def aligned_depth(priors: PriorSet, name: str, size: tuple[int, int],
@@ -171,7 +184,7 @@ def aligned_depth(priors: PriorSet, name: str, size: tuple[int, int],
 
 def unaligned_depth_mm(priors: PriorSet, name: str, size: tuple[int, int]) -> np.ndarray:
     """(H, W) float32: 1000 / (the prior's raw inverse depth), 0 where that is <= 0."""
-    png = read_png16(priors.path(name)).astype(np.float32)
+    png = priors.read_png(name).astype(np.float32)
     if png.shape != size:
         png = cv2.resize(png, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     record = priors.record(name)
@@ -186,6 +199,15 @@ def unaligned_depth_mm(priors: PriorSet, name: str, size: tuple[int, int]) -> np
 
 def _size(image: Any) -> tuple[int, int]:
     return int(image.camera.height), int(image.camera.width)
+
+
+def _check_out(out_dir: Path, depths: Path, masks: Path | None) -> None:
+    """The export's folder is neither in the priors' folder nor the masks' (it would overwrite
+    them, or be read as priors later)."""
+    for folder, what in ((depths, "depth folder"), (masks, "mask folder")):
+        if folder is not None and is_inside(out_dir, folder):
+            raise UsageError(f"the export folder {out_dir} overlaps the {what} {folder}: the "
+                             "export would overwrite or mix with its files; choose another --out")
 
 
 def _check_sizes(images: list, max_pixels: int | None) -> None:
@@ -267,23 +289,29 @@ def export_nerfstudio(
     masks = Path(masks) if masks is not None else None
     _require_masks(masks, priors, [image.name for image in matched])
     _check_sizes(matched, max_pixels)
+    _check_out(out_dir, priors.root, masks)
     targets = [safe_join(out_dir, image.key, ".png") for image in matched]
     factors = _downscale_factors(base, downscales)
     if factors:
         _check_unique_basenames(targets)
 
     summary = ExportSummary("nerfstudio", out_dir, transforms=transforms)
-    for frame, image, target in zip(frames, matched, targets):
-        png = _depth_png(priors, image, unit_scale, summary, masks)
-        write_png16(target, png)
-        frame["depth_file_path"] = Path(os.path.relpath(target, base)).as_posix()
-        for factor in factors:
-            _write_downscaled(png, base, frame, factor, max_pixels)
-        summary.images += 1
-    summary.downscaled = [base / DOWNSCALED_DEPTHS.format(factor) for factor in factors]
-    meta["depth_unit_scale_factor"] = unit_scale  # informative: nerfstudio takes it from ns-train
-    text = json.dumps(meta, indent=4, allow_nan=False)
-    atomic_write_bytes(transforms, text.encode("utf-8"))
+    with ExitStack() as stack:
+        folder = stack.enter_context(OutputFolder(out_dir))
+        small = {factor: stack.enter_context(OutputFolder(base / DOWNSCALED_DEPTHS.format(factor)))
+                 for factor in factors}
+        for frame, image, target in zip(frames, matched, targets):
+            png = _depth_png(priors, image, unit_scale, summary, masks)
+            folder.write(f"{image.key}.png", encode_png16(png))
+            frame["depth_file_path"] = Path(os.path.relpath(target, base)).as_posix()
+            for factor in factors:
+                _write_downscaled(png, base, frame, factor, max_pixels, small[factor])
+            summary.images += 1
+        summary.downscaled = [base / DOWNSCALED_DEPTHS.format(factor) for factor in factors]
+        meta["depth_unit_scale_factor"] = unit_scale  # informative: nerfstudio takes it from ns-train
+        write_json(transforms, meta, indent=4)
+        for owned in (folder, *small.values()):
+            _finish(owned)
     if summary.out_of_range:
         summary.notes.append(
             "some depths do not fit uint16 at this unit: pass a larger --unit-scale and the same "
@@ -298,18 +326,49 @@ def export_nerfstudio(
 
 def _frames_for(transforms: Path, registered: list, images_prefix: str) -> tuple[dict, list, list]:
     """(transforms.json content, its frames, the model image of each frame)."""
-    if not transforms.exists():
+    if transforms.is_dir():
+        raise UsageError(f"{transforms} is a folder; pass the transforms.json to update or a "
+                         "new path for one")
+    if not os.path.lexists(transforms):
         meta = _transforms_from_model(registered, images_prefix)
         return meta, meta["frames"], list(registered)
-    try:
-        meta = json.loads(transforms.read_text(encoding="utf-8"))
-        frames = meta["frames"]
-        paths = [posix_name(frame["file_path"]) for frame in frames]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"cannot read {transforms} as a nerfstudio transforms.json: {error}") from None
+    meta = read_json(transforms, check=_check_transforms,
+                     hint="pass a nerfstudio transforms.json, or a new path to write one")
+    frames = meta["frames"]
+    paths = [posix_name(frame["file_path"]) for frame in frames]
     matched = _match_frames(frames, paths, registered, transforms)
     _check_scale(frames, matched, transforms)
     return meta, frames, matched
+
+
+def _check_transforms(data: Any) -> None:
+    frames = expect_object(data).get("frames")
+    if not isinstance(frames, list):
+        raise TypeError("'frames' is not a list")
+    for index, frame in enumerate(frames):
+        if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
+            raise TypeError(f"frame {index} is not an object with a 'file_path' string")
+
+
+def _finish(folder: OutputFolder) -> None:
+    """Remove what an earlier export wrote into this folder and this one did not, then record
+    what this one wrote."""
+    record = folder.root / EXPORT_RECORD
+    folder.remove_unproduced(_recorded(record))
+    folder.write(EXPORT_RECORD, encode_json({"format": "depthprior-export",
+                                             "files": sorted(folder.produced - {EXPORT_RECORD})}))
+
+
+def _recorded(record: Path) -> list[str]:
+    """The files an earlier export recorded in `record` ([] without one)."""
+    def check(data: Any) -> None:
+        files = expect_object(data).get("files")
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise TypeError("'files' is not a list of names")
+
+    data = read_json(record, missing_ok=True, check=check,
+                     hint="delete it; it only lists what an earlier export wrote")
+    return [] if data is None else data["files"]
 
 
 def _depth_png(priors: PriorSet, image: Any, unit_scale: float, summary: ExportSummary,
@@ -352,29 +411,23 @@ def _check_unique_basenames(targets: list[Path]) -> None:
 
 
 def _write_downscaled(png: np.ndarray, base: Path, frame: dict, factor: int,
-                      max_pixels: int | None) -> None:
+                      max_pixels: int | None, folder: OutputFolder) -> None:
     """DIR/depths_N/<file name of depth_file_path> at the size of DIR/images_N/<file name>."""
     size = _downscaled_size(base, frame, factor, png.shape, max_pixels)
     name = PurePosixPath(frame["depth_file_path"]).name
-    write_png16(safe_join(base / DOWNSCALED_DEPTHS.format(factor), name), min_pool_valid(png, size))
+    folder.write(name, encode_png16(min_pool_valid(png, size)))
 
 
 def _downscaled_size(base: Path, frame: dict, factor: int, full: tuple[int, int],
                      max_pixels: int | None) -> tuple[int, int]:
     """The downscaled image's own size when it exists, else nerfstudio's floor(size / N)."""
     image = base / f"images_{factor}" / PurePosixPath(posix_name(frame["file_path"])).name
-    if image.is_file():
-        from PIL import Image, UnidentifiedImageError
-
+    if os.path.isfile(image):
         try:
-            with Image.open(image) as picture:  # reads the header only
-                width, height = picture.size
-        except (OSError, UnidentifiedImageError) as error:
-            raise UsageError(f"cannot read the size of {image}: {error}") from None
-        try:
+            width, height = stored_size(image)  # the header only
             check_pixels(width, height, max_pixels)
         except ImageError as error:
-            raise UsageError(f"{image}: {error}") from None
+            raise UsageError(f"cannot read the size of {image}: {first_line(error)}") from None
         if height <= full[0] and width <= full[1]:
             return height, width
         raise UsageError(f"{image} is {width}x{height}, larger than its full-size camera")
@@ -550,25 +603,32 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
     priors, _model, registered = _open(depths, sparse, params)
     out_dir = Path(out) if out is not None else data / DN_SPLATTER_DIR
     _check_glob_safe(data)
+    _check_out(out_dir, priors.root, masks)
     _require_priors(priors, [image.name for image in registered])
     _require_masks(masks, priors, [image.name for image in registered])
     _check_sizes(registered, max_pixels)
     stems = coolermap_stems([image.name for image in registered])
-    _refuse_stale(out_dir, {stems[image.name] + "_aligned.npy" for image in registered})
+    for image in registered:
+        safe_join(out_dir, stems[image.name], "_aligned.npy")  # every target before any write
+
+    ours = {stems[image.name] + "_aligned.npy" for image in registered}
+    _refuse_stale(out_dir, ours | set(_recorded(out_dir / EXPORT_RECORD)))
 
     summary = ExportSummary("dn-splatter (coolermap)", out_dir)
-    for image in registered:
-        stem, size = stems[image.name], _size(image)
-        depth, reason = aligned_depth(priors, image.name, size, masks)
-        unaligned = unaligned_depth_mm(priors, image.name, size)
-        drop = rejected(masks, priors, image.name, size) if reason is None else None
-        if drop is not None:
-            unaligned[drop] = 0.0
-        write_npy(safe_join(out_dir, stem, "_aligned.npy"), depth[..., None])
-        write_npy(safe_join(out_dir, stem, ".npy"), unaligned[..., None])
-        summary.images += 1
-        if reason:
-            summary.invalid[image.key] = reason
+    with OutputFolder(out_dir) as folder:
+        for image in registered:
+            stem, size = stems[image.name], _size(image)
+            depth, reason = aligned_depth(priors, image.name, size, masks)
+            unaligned = unaligned_depth_mm(priors, image.name, size)
+            drop = rejected(masks, priors, image.name, size) if reason is None else None
+            if drop is not None:
+                unaligned[drop] = 0.0
+            folder.write(stem + "_aligned.npy", encode_npy(depth[..., None]))
+            folder.write(stem + ".npy", encode_npy(unaligned[..., None]))
+            summary.images += 1
+            if reason:
+                summary.invalid[image.key] = reason
+        _finish(folder)
     summary.command = _coolermap_command(data, Path(sparse))
     if out_dir.resolve() != (data / DN_SPLATTER_DIR).resolve():
         summary.notes.append(f"note: coolermap reads DATA/{DN_SPLATTER_DIR}; move {out_dir} there")

@@ -38,7 +38,8 @@ import cv2
 import numpy as np
 
 from .depth_params import PARAMS_NAME, SCALE_BAND, DepthParams, depth_file
-from ..errors import DepthpriorError, UsageError, listing
+from ..errors import DepthpriorError, ImageError, UsageError, first_line, listing
+from ..files.raster import read_prior_header
 from ..images import image_key, posix_name
 from ..priors.manifest import ImageRecord, Manifest
 from ..priors.store import TRAINER_SCALE, depth_pngs, read_png16
@@ -191,25 +192,60 @@ class PriorSet:
                 out[stem] = reason or "unreliable"
         return out
 
+    # ------------------------------------------------------------------ files
+    def prior_size(self, name: str) -> tuple[int, int]:
+        """(height, width) the image's prior is stored at: its manifest record's, else what
+        the PNG's header declares (nothing decoded); MissingPriorError when unreadable."""
+        stem = self.stem(name)
+        size = self._recorded_size(stem)
+        if size is not None:
+            return size
+        path = self._files[stem]
+        try:
+            return read_prior_header(path)
+        except ImageError as error:
+            raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
+
+    def read_png(self, name: str) -> np.ndarray:
+        """The prior's stored uint16 PNG, of its recorded size; MissingPriorError naming the
+        file and what is wrong otherwise."""
+        stem = self.stem(name)
+        path = self._files[stem]
+        try:
+            return read_png16(path, self._recorded_size(stem))
+        except OSError as error:
+            raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
+
+    def check_readable(self, name: str) -> None:
+        """The image's prior is there and its header is a prior's of the recorded size (cheap:
+        nothing decoded); MissingPriorError naming it otherwise."""
+        stem = self.stem(name)
+        path = self._files[stem]
+        try:
+            read_prior_header(path, self._recorded_size(stem))
+        except ImageError as error:
+            raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
+
+    def _recorded_size(self, stem: str) -> tuple[int, int] | None:
+        record = self._records.get(stem)
+        if record is None or record.width <= 0 or record.height <= 0:
+            return None
+        return int(record.height), int(record.width)
+
+    def _unreadable(self, name: str, stem: str, path: Path, error: BaseException) -> str:
+        record = self._records.get(stem)
+        outputs = record.outputs if record is not None and record.ok else [".png"]
+        hint = "" if any(o.endswith(".png") for o in outputs) else (
+            " (generated without PNGs: rerun generate with --format png or both)"
+        )
+        return f"depth prior for {name!r} is missing or unreadable: {first_line(error)}{hint}"
+
     # ------------------------------------------------------------------ values
     def load(self, name: str, size: "tuple[int, int] | None" = None) -> PriorArray:
         """The prior for `name`, resized to ``size = (height, width)`` (None: stored size)."""
         stem = self.stem(name)
         hw = (int(size[0]), int(size[1])) if size is not None else None
-        path = self._files[stem]
-        try:
-            png = read_png16(path)
-        except OSError:
-            record = self._records.get(stem)
-            outputs = record.outputs if record is not None and record.ok else [".png"]
-            hint = "" if any(o.endswith(".png") for o in outputs) else (
-                " (generated without PNGs: rerun generate with --format png or both)"
-            )
-            raise MissingPriorError(
-                f"depth prior for {name!r} is missing or unreadable: {path}{hint}"
-            ) from None
-        if png.ndim != 2 or png.dtype != np.uint16:
-            raise UsageError(f"{path} is not a single-channel uint16 depth PNG")
+        png = self.read_png(stem)
         values = png.astype(np.float32) / TRAINER_SCALE
         if hw is not None and hw != values.shape:
             values = cv2.resize(values, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)

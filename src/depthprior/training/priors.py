@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
-from ..scene.confidence import load_mask
+from ..scene.confidence import WITH_MASK, load_mask, statuses
 from ..scene.depth_params import SCALE_BAND, DepthParams
 from ..scene.priorset import MissingPriorError, PriorArray, PriorSet
 
@@ -65,6 +65,8 @@ class DepthPriors(PriorSet):
         self.masks = Path(masks) if masks is not None else None
         if self.masks is not None and not self.masks.is_dir():
             raise UsageError(f"mask folder not found: {self.masks}; run `depthprior consistency`")
+        #: key -> (status, reason) from the mask folder's consistency.json
+        self._mask_status = statuses(self.masks) if self.masks is not None else {}
         self._mask_cache: dict[tuple[str, tuple[int, int] | None, str], torch.Tensor] = {}
 
     def get(
@@ -87,6 +89,14 @@ class DepthPriors(PriorSet):
             self._cache[key] = prior
         return prior
 
+    def unmasked(self, name: str) -> str | None:
+        """Why `depthprior consistency` wrote no mask for this image (it excluded it, or its
+        prior failed there), or None when it has one or there are no masks."""
+        status, reason = self._mask_status.get(self.stem(name), ("", None))
+        if not status or status in WITH_MASK:
+            return None
+        return f"depthprior consistency {status} it ({reason or 'no reason given'}): no mask"
+
     def confidence(
         self,
         name: str,
@@ -95,17 +105,24 @@ class DepthPriors(PriorSet):
     ) -> torch.Tensor | None:
         """The image's confidence mask / 255 as (1, H, W), bilinear to size; None without masks=.
 
-        A missing mask raises MissingPriorError naming the image, like a missing prior.
+        The mask must be a single-channel uint8 PNG of the prior's stored size (never stretched
+        from another size); a missing or wrong one raises MissingPriorError naming the file,
+        like a missing prior, and so does an image consistency excluded (see `unmasked`).
         """
         if self.masks is None:
             return None
         stem = self.stem(name)
+        why = self.unmasked(stem)
+        if why is not None:
+            raise MissingPriorError(f"no confidence mask for {name!r}: {why}; DepthSupervision "
+                                    "skips its depth loss")
         target = torch.device(device) if device is not None else self.device
         hw = (int(size[0]), int(size[1])) if size is not None else None
         key = (stem, hw, str(target))
         tensor = self._mask_cache.get(key)
         if tensor is None:
-            tensor = torch.from_numpy(load_mask(self.masks, stem, hw)[None]).to(target)
+            values = load_mask(self.masks, stem, self.prior_size(stem), hw)
+            tensor = torch.from_numpy(values[None]).to(target)
             if self.cache:
                 self._mask_cache[key] = tensor
         return tensor

@@ -60,6 +60,7 @@ class DepthSupervision:
 
     ``masks``: the folder `depthprior consistency` wrote; each pixel's weight is multiplied by
     its confidence (mask / 255, bilinear to the render size), so rejected pixels get none.
+    Images consistency excluded (see its consistency.json) have no mask and no depth loss.
 
     Images whose fit failed or is an outlier (see `DepthPriors.reliability`) give a zero loss
     without gradient; an image without a prior raises `MissingPriorError`.
@@ -113,11 +114,14 @@ class DepthSupervision:
         return self.lambda_depth * schedule
 
     def check(self, names: Iterable[str]) -> None:
-        """Raise one MissingPriorError naming every training image without a prior (or mask)."""
+        """Raise one MissingPriorError naming every training image without a prior, and the
+        first whose prior file is missing or unreadable (its header is checked, nothing
+        decoded) or whose mask is missing or wrong."""
         names = list(names)
         self.priors.check(names)
         for name in names:
-            if self.priors.reliable(name):
+            self.priors.check_readable(name)
+            if self.priors.reliable(name) and self.priors.unmasked(name) is None:
                 self.priors.confidence(name)
 
     def __call__(
@@ -142,6 +146,10 @@ class DepthSupervision:
         weight = self.weight(iteration)
         if not prior.reliable:
             self.last = StepRecord(prior.stem, weight, None, prior.reason)
+            return zero
+        unmasked = self.priors.unmasked(name)
+        if unmasked is not None:
+            self.last = StepRecord(prior.stem, weight, None, unmasked)
             return zero
         if weight == 0.0:
             self.last = StepRecord(prior.stem, weight, None, "weight is 0 at this iteration")
