@@ -305,3 +305,22 @@ def test_a_prior_of_another_size_than_its_manifest_record_fails_that_image(scene
     summary = align(scene.sparse, scene.depths)
     assert [r.name for r in summary.failed] == [scene.names[2]]
     assert f"its image is {scene.prior_width + 1}x" in summary.failed[0].reason
+
+
+def test_a_huge_frame_is_not_read_whole_for_its_size(scene):
+    import resource
+    import subprocess
+    import sys
+
+    frame = scene.image_path(scene.names[0])
+    with open(frame, "r+b") as handle:
+        handle.truncate(6 << 30)  # sparse: 6 GiB declared behind a real JPEG header
+
+    def cap_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "depthprior", "align", "--sparse", str(scene.sparse), "--depths",
+         str(scene.depths), "--images", str(scene.images), "--brief"],
+        capture_output=True, text=True, timeout=120, preexec_fn=cap_memory)
+    assert result.returncode == 0, result.stderr

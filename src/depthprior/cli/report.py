@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="confidence masks (<image key>.png) and their consistency.json")
     parser.add_argument("-o", "--output", default=None, help="HTML file (default OUT/report.html)")
     parser.add_argument("--max-pixels", type=positive_int, default=None,
-                        help="refuse photos above this many pixels (default 100 MP)")
+                        help="refuse photos, priors and masks above this many pixels, from "
+                             "their header (default 100 MP): that frame's picture is not shown")
     parser.set_defaults(run=run)
 
 

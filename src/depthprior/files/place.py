@@ -32,8 +32,16 @@ def read_bytes(path: Location, limit: int | None = None) -> bytes:
     return read_regular_file(Path(path), limit)
 
 
-def read_regular_file(path: Path, limit: int | None = None) -> bytes:
-    """The bytes of path, refused unless it is a regular file; never blocks on a FIFO or device."""
+def read_head(path: Location, size: int) -> bytes:
+    """At most the first `size` bytes of a file (a header); an object is read whole."""
+    if is_url(path):
+        return read_url(str(path))[:size]
+    return read_regular_file(Path(path), head=size)
+
+
+def read_regular_file(path: Path, limit: int | None = None, head: int | None = None) -> bytes:
+    """The bytes of path (the first `head` of them when given), refused unless it is a regular
+    file; never blocks on a FIFO or device."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
@@ -46,11 +54,11 @@ def read_regular_file(path: Path, limit: int | None = None) -> bytes:
         os.close(fd)
         raise ImageError(f"{file_kind(info.st_mode)}, not a regular file; refused")
     with os.fdopen(fd, "rb") as handle:
-        if limit is not None and info.st_size > limit:
+        if limit is not None and info.st_size > limit and head is None:
             raise ImageError(f"is {info.st_size / 2**20:.0f} MiB, above the "
                              f"{limit / 2**20:.0f} MiB cap for this kind of file")
         try:
-            data = handle.read()
+            data = handle.read() if head is None else handle.read(head)
         except OSError as error:
             raise ImageError(f"cannot read file: {error.strerror or error}") from None
     if not data:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ImageError, UsageError, first_line
 from ..storage import Location
-from .place import read_bytes
+from .place import read_bytes, read_head
 
 #: images (and any picture a command is handed, e.g. a server's reply) above this many pixels
 #: are refused before they are decoded: a 400 KB PNG can declare 20000x20000 pixels
@@ -109,9 +109,18 @@ def _text_header(data: bytes) -> Header | None:
     return None
 
 
+#: the headers of every format read here fit in this (JPEG's SOF after its EXIF segments too)
+HEADER_BYTES = 1 << 20
+#: a file whose header is not in its first HEADER_BYTES is read whole up to this
+MAX_HEADER_SEARCH = 1 << 30
+
+
 def stored_size(path: Location) -> tuple[int, int]:
-    """(width, height) an image file declares, without decoding it; ImageError if unreadable."""
-    header = read_header(read_bytes(path))
+    """(width, height) an image file declares, from its first bytes (a huge file is never read
+    whole for its header); ImageError if unreadable."""
+    header = read_header(read_head(path, HEADER_BYTES))
+    if header is None:
+        header = read_header(read_bytes(path, MAX_HEADER_SEARCH))
     if header is None:
         raise ImageError("not a readable image header")
     return header.width, header.height
