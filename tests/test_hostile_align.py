@@ -324,3 +324,10 @@ def test_a_huge_frame_is_not_read_whole_for_its_size(scene):
          str(scene.depths), "--images", str(scene.images), "--brief"],
         capture_output=True, text=True, timeout=120, preexec_fn=cap_memory)
     assert result.returncode == 0, result.stderr
+
+
+def test_params_handed_as_a_dict_are_checked_the_same_way():
+    with pytest.raises(UsageError, match="needs numeric"):
+        DepthParams.load({"a": {"scale": True, "offset": 0}})
+    numpy_numbers = {"a": {"scale": np.float32(1.5), "offset": np.int64(0)}}  # from an array
+    assert DepthParams.load(numpy_numbers).entries["a"] == (1.5, 0.0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,10 @@ class DepthParams:
             return source
         root = Path(depth_dir) if depth_dir is not None else Path(".")
         if isinstance(source, Mapping):
-            check_params(source)
+            try:
+                check_params(source)
+            except (TypeError, ValueError) as error:
+                raise UsageError(f"depth params: {error}") from None
             return cls._build(source, None, None, root, band)
         path = params_file(source)
         if not os.path.lexists(path):
@@ -216,6 +220,8 @@ def _entries(data: Mapping[str, Any], path: Path | None, depth_dir: Path) -> dic
 
 
 PARAMS_HINT = "rerun `depthprior align` to rewrite it"
+#: what JSON numbers parse to, and numpy's (a dict handed to DepthParams.load)
+NUMBER = (int, float, numbers.Real)
 
 
 def check_params(data: Any) -> None:
@@ -225,7 +231,7 @@ def check_params(data: Any) -> None:
         needs = f"entry {key!r} needs numeric 'scale' and 'offset'"
         try:
             expect_object(value, "it")
-            expect_fields(value, {"scale": (int, float), "offset": (int, float)})
+            expect_fields(value, {"scale": NUMBER, "offset": NUMBER})
             float(value["scale"]), float(value["offset"])
         except KeyError as error:
             raise ValueError(f"{needs} (it has no {error})") from None
