@@ -331,3 +331,14 @@ def test_params_handed_as_a_dict_are_checked_the_same_way():
         DepthParams.load({"a": {"scale": True, "offset": 0}})
     numpy_numbers = {"a": {"scale": np.float32(1.5), "offset": np.int64(0)}}  # from an array
     assert DepthParams.load(numpy_numbers).entries["a"] == (1.5, 0.0)
+
+
+@pytest.mark.parametrize("target", ["model", "prior"])
+def test_an_output_that_is_not_json_is_refused_before_it_overwrites_anything(scene, target):
+    path = (scene.sparse / "cameras.bin" if target == "model"
+            else scene.depth_path(scene.names[0]))
+    before = path.read_bytes()
+    result = run_cli("align", "--sparse", scene.sparse, "--depths", scene.depths, "-o", path)
+    assert result.returncode == 2
+    assert "should end in .json" in one_error_line(result)
+    assert path.read_bytes() == before

@@ -260,6 +260,9 @@ def _check_output(output: Path) -> None:
     if output.is_dir():
         raise UsageError(f"output {output} is a folder; pass a file name such as "
                          f"{output / depth_params.PARAMS_NAME}")
+    if output.suffix.lower() != ".json":  # a slip of -o (the model's cameras.bin, a prior)
+        raise UsageError(f"output {output} should end in .json, e.g. "
+                         f"{output.parent / depth_params.PARAMS_NAME}")
     report = depth_params.report_path(output)
     if report.is_dir():
         raise UsageError(f"the report {report} of {output} is a folder; remove it or choose "
