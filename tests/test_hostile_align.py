@@ -195,8 +195,9 @@ def test_fits_for_another_depth_folder_are_refused_everywhere(scene, tmp_path):
     shutil.copytree(scene.depths, other)
     for png in other.rglob("*.png"):  # regenerated: other maps under the same names
         cv2.imwrite(str(png), (cv2.imread(str(png), -1) // 3).astype(np.uint16))
-    with pytest.raises(UsageError, match="rerun `depthprior align --depths") as caught:
+    with pytest.raises(UsageError, match="rerun `depthprior align --sparse ") as caught:
         PriorSet(other, scene.sparse)
+    assert str(caught.value).endswith(f"--depths {other}` for this folder")
     assert f"not for those in {other.resolve()} (4 of its 4 depth maps differ" in str(caught.value)
     result = run_cli("export", "nerfstudio", "--sparse", scene.sparse, "--depths", other,
                      "--transforms", tmp_path / "export" / "transforms.json")

@@ -329,10 +329,13 @@ def check_depth_folder(report: Mapping[str, Any], params: Path, depth_dir: Path)
             differ.append(stem + ".png")
     what = (f"{len(differ)} of its {len(recorded)} depth maps differ there "
             f"({listing(differ, 3)})" if differ else "none of its depth maps are there")
+    sparse = report.get("sparse")
+    command = "depthprior align" + (f" --sparse {sparse}" if isinstance(sparse, str) else "")
+    if isinstance(sparse, str) and Path(params) != default_path(sparse):
+        command += f" -o {params}"
     raise DepthFolderMismatch(
         f"{params} holds fits made for the depth maps in {folder.get('path')}, not for those in "
-        f"{depth_dir.resolve()} ({what}); rerun `depthprior align --depths {depth_dir}` for "
-        "this folder"
+        f"{depth_dir.resolve()} ({what}); rerun `{command} --depths {depth_dir}` for this folder"
     )
 
 
