@@ -165,8 +165,14 @@ def read_image_or_fail(path: Location, max_pixels: int | None = DEFAULT_MAX_PIXE
 
 # ---------------------------------------------------------------- priors and masks
 
+_PRIOR_HINT = "rerun depthprior generate for it (or --overwrite)"
+PRIOR_BITS = (16, 8)  # depthprior writes 16; another tool's 8-bit priors are read too (align)
+TRAINER_BITS = (16,)  # what a trainer is given: png / 2**16 means nothing for an 8-bit file
+
+
 def read_prior(path: Location, size: tuple[int, int] | None = None,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+               max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               bits: tuple[int, ...] = PRIOR_BITS) -> np.ndarray:
     """A depth prior PNG as its stored HxW array: uint16 (depthprior's), or uint8 from another
     tool (few levels: align says so).
 
@@ -174,7 +180,7 @@ def read_prior(path: Location, size: tuple[int, int] | None = None,
     when it is missing, not a single-channel 16- or 8-bit PNG (an RGB file: the image folder?),
     the wrong size, or over the caps.
     """
-    return _read_plane(path, "depth prior", PRIOR_BITS, size, max_pixels, _PRIOR_HINT)
+    return _read_plane(path, "depth prior", bits, size, max_pixels, _PRIOR_HINT)
 
 
 def read_mask(path: Location, size: tuple[int, int] | None = None,
@@ -185,14 +191,13 @@ def read_mask(path: Location, size: tuple[int, int] | None = None,
                        "rerun the command that wrote it (e.g. depthprior consistency)")
 
 
-_PRIOR_HINT = "rerun depthprior generate for it (or --overwrite)"
-PRIOR_BITS = (16, 8)  # depthprior writes 16; another tool's 8-bit priors are read too
 
 
 def read_prior_header(path: Location, size: tuple[int, int] | None = None,
-                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                      bits: tuple[int, ...] = PRIOR_BITS) -> tuple[int, int]:
     """(height, width) of a depth prior PNG, checked as read_prior checks it, not decoded."""
-    return _plane_header(path, "depth prior", PRIOR_BITS, size, max_pixels, _PRIOR_HINT)[1].size
+    return _plane_header(path, "depth prior", bits, size, max_pixels, _PRIOR_HINT)[1].size
 
 
 def _read_plane(path: Location, what: str, bits: tuple[int, ...], size: tuple[int, int] | None,

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ImageError
 from ..files.outputs import (LOCK_NAME, TMP_MARK, OutputLock, atomic_write_bytes, check_writable,
                              now_utc, remove_stale_temporaries)
-from ..files.raster import PNG_PARAMS, encode_plane, read_prior
+from ..files.raster import PNG_PARAMS, PRIOR_BITS, encode_plane, read_prior
 
 PNG_MAX = 65535  # the PNG's full scale: raw_min..raw_max map to 0..PNG_MAX
 TRAINER_SCALE = 65536.0  # 3DGS trainers read png / 2**16 (and fit scale and offset to that)
@@ -72,11 +72,12 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, encode_npy(array))
 
 
-def read_png16(path: Path | str, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A depth PNG as its stored uint16 array (files.raster.read_prior: header checked first);
+def read_png16(path: Path | str, size: tuple[int, int] | None = None,
+               bits: tuple[int, ...] = PRIOR_BITS) -> np.ndarray:
+    """A depth PNG as its stored array (files.raster.read_prior: header checked first);
     OSError naming the file when it is missing, damaged, the wrong kind or size."""
     try:
-        return read_prior(path, size)
+        return read_prior(path, size, bits=bits)
     except ImageError as error:
         raise OSError(str(error)) from None
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from .depth_params import PARAMS_NAME, SCALE_BAND, DepthParams, depth_file
 from ..errors import DepthpriorError, ImageError, UsageError, first_line, listing
-from ..files.raster import read_prior_header
+from ..files.raster import TRAINER_BITS, read_prior_header
 from ..images import image_key, posix_name
 from ..priors.manifest import ImageRecord, Manifest
 from ..priors.store import TRAINER_SCALE, depth_pngs, read_png16
@@ -202,7 +202,7 @@ class PriorSet:
             return size
         path = self._files[stem]
         try:
-            return read_prior_header(path)
+            return read_prior_header(path, bits=TRAINER_BITS)
         except ImageError as error:
             raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
 
@@ -212,7 +212,7 @@ class PriorSet:
         stem = self.stem(name)
         path = self._files[stem]
         try:
-            return read_png16(path, self._recorded_size(stem))
+            return read_png16(path, self._recorded_size(stem), bits=TRAINER_BITS)
         except OSError as error:
             raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
 
@@ -222,7 +222,7 @@ class PriorSet:
         stem = self.stem(name)
         path = self._files[stem]
         try:
-            read_prior_header(path, self._recorded_size(stem))
+            read_prior_header(path, self._recorded_size(stem), bits=TRAINER_BITS)
         except ImageError as error:
             raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
 
