@@ -82,10 +82,10 @@ def run_generate(
     Verify checks the manifest and image list generate holds, so nothing is loaded or scanned
     twice. Align fits the images that have a prior and lists the others as failed fits.
     """
-    if consistency and align is None:
-        raise UsageError("--consistency checks the aligned priors: give --align SPARSE too")
     _refuse_remote_steps(out, verify=verify, align=align is not None, consistency=consistency,
                          report=report)
+    _check_later_steps(out, num_samples=num_samples, align=align, consistency=consistency,
+                       report=report)
     summary = generate(images, out, **generate_options)
     run = GenerateRun(summary)
     if summary.interrupted:
@@ -107,6 +107,56 @@ def run_generate(
     return run
 
 
+def _check_later_steps(out: Any, *, num_samples: Any, align: Any, consistency: bool,
+                       report: bool) -> None:
+    """What verify, align, the masks and the report need that is known before the first image:
+    a UsageError now instead of after the whole generate."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise UsageError(f"--num-samples must be a whole number of at least 1; got {num_samples!r}")
+    if consistency and align is None:
+        raise UsageError("--consistency checks the aligned priors: give --align SPARSE too")
+    if align is not None:
+        _check_sparse(Path(align))
+    if consistency:
+        _check_masks_folder(_masks_folder(out))
+    if report and not is_url(out):
+        from .report.build import REPORT_NAME
+
+        if (Path(out) / REPORT_NAME).is_dir():
+            raise UsageError(f"{Path(out) / REPORT_NAME} is a folder: --report writes its page "
+                             "there; remove the folder or leave out --report")
+
+
+def _check_sparse(sparse: Path) -> None:
+    """The model align will fit: read (and checked) now, and its params file writable."""
+    from .files.outputs import check_writable
+    from .scene import depth_params
+    from .scene.colmap import read_model
+
+    model = read_model(sparse)
+    if not model.images:
+        raise UsageError(f"the COLMAP model in {sparse} has no images")
+    params = depth_params.default_path(sparse)
+    if params.is_dir():
+        raise UsageError(f"{params} is a folder: --align writes its fits there; remove it")
+    check_writable(params.parent)
+
+
+def _masks_folder(out: Any) -> Path:
+    from .scene.confidence import default_output
+
+    return default_output(Path(out).resolve())
+
+
+def _check_masks_folder(masks: Path) -> None:
+    if masks.exists() and not masks.is_dir():
+        raise UsageError(f"{masks} is a file: --consistency writes its masks in that folder; "
+                         "remove or rename the file")
+    from .files.outputs import check_writable
+
+    check_writable(masks.parent)
+
+
 def _refuse_remote_steps(out: Any, **requested: bool) -> None:
     """verify, align, the masks and the report read OUT's files on this machine."""
     steps = [name for name, wanted in requested.items() if wanted]
@@ -121,7 +171,8 @@ def _masks(run: GenerateRun, sparse: str | os.PathLike[str]) -> None:
     from .scene.confidence import check_consistency
 
     try:
-        run.consistency = check_consistency(sparse, run.summary.out)
+        run.consistency = check_consistency(sparse, Path(run.summary.out).resolve(),
+                                            output=_masks_folder(run.summary.out))
     except DepthpriorError as error:
         run.consistency_error = first_line(error)
 

@@ -136,7 +136,7 @@ class PreparedImage:
 
 
 #: options of the steps that may follow generate, refused here with a pointer to the chain
-_NEXT_STEP_OPTIONS = ("verify", "num_samples", "align")
+_NEXT_STEP_OPTIONS = ("verify", "num_samples", "align", "consistency", "report")
 
 
 def generate(
@@ -217,7 +217,8 @@ def _refuse_next_step_options(options: dict[str, Any]) -> None:
     if given:
         raise UsageError(
             f"generate() makes the priors only and takes no {', '.join(given)}: call "
-            "depthprior.steps.run_generate(images, out, verify=..., align=...) to verify and align after it"
+            "depthprior.run_generate(images, out, verify=..., align=..., consistency=..., "
+            "report=...) to run those steps after it"
         )
 
 
