@@ -80,3 +80,35 @@ def test_a_damaged_digest_cache_only_costs_hashing_again(tmp_path, tiny_model, m
     assert folder_digest(tiny_model) == first
     cache_path().write_text('{"x": {"size": 1, "mtime_ns": 2}}')
     assert folder_digest(tiny_model) == first
+
+
+# ---------------------------------------------------------------- model files through jsonfile
+
+def test_a_nested_config_json_is_one_line_naming_it(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_bytes(NESTED)
+    make_frames(tmp_path / "frames", 1, size=(24, 32))
+    result = run_cli("generate", tmp_path / "frames", tmp_path / "out", "--model", model)
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert str(model / "config.json") in line and "nested" in line, line
+
+
+def test_nested_onnx_metadata_is_one_line_naming_the_file(tmp_path):
+    from depthprior.errors import UsageError
+    from depthprior.priors.backends.onnx import file_architecture
+
+    for key in ("config", "processor"):
+        metadata = {"architecture_type": "glpn", "config": "{}", "processor": "{}", key: "[" * 100_000}
+        with pytest.raises(UsageError, match=f"{key} recorded in .*model.onnx is nested"):
+            file_architecture(metadata, tmp_path / "model.onnx")
+
+
+def test_a_nested_saved_processor_config_is_one_line(tmp_path):
+    from depthprior.errors import UsageError
+    from depthprior.priors.backends.torch_hf import load_processor
+
+    (tmp_path / "preprocessor_config.json").write_bytes(NESTED)
+    with pytest.raises(UsageError, match="preprocessor_config.json is nested"):
+        load_processor("depth_pro", str(tmp_path))

@@ -10,7 +10,6 @@ resized back to the image.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...errors import ModelLoadError, UsageError
+from ...files.jsonfile import expect_object, read_json
 from .base import MapKind
 
 #: what BackendSettings.input_size holds when the user gave none: for architectures other than
@@ -351,8 +351,6 @@ def cached_model_type(model: str, revision: str | None = None) -> str | None:
         if not isinstance(found, str):
             return None
         path = Path(found)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data.get("model_type") if isinstance(data, dict) else None
+    data = read_json(path, check=expect_object,
+                     hint="the checkpoint's config is damaged: save or download it again")
+    return data.get("model_type")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import types
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from ...errors import MissingDependencyError, ModelLoadError, UsageError, first_line
+from ...files.jsonfile import expect_object, parse_json, read_json
 from .base import BackendSettings
 from .local import LocalBackend, crop_frame  # noqa: F401 - crop_frame: where it used to live
 from .architectures import DEFAULT_INPUT_SIZE, Architecture, Prediction, Prepared, architecture_class, cached_model_type
@@ -155,7 +155,7 @@ def processor_settings(processor: Any) -> dict[str, Any]:
     """What rebuilds a processor (processor_from_settings): its settings as plain JSON values."""
     if isinstance(processor, types.SimpleNamespace):
         return dict(vars(processor))
-    return json.loads(processor.to_json_string())
+    return parse_json(processor.to_json_string(), "the image processor settings", check=expect_object)
 
 
 def processor_from_settings(model_type: str, settings: dict[str, Any]) -> Any:
@@ -174,10 +174,8 @@ def _saved_processor_settings(model_type: str, model: str, revision: str | None)
     except OSError:
         path = None
     if path:
-        try:
-            saved = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"cannot read the image processor settings of {model!r}: {first_line(error)}") from None
+        saved = read_json(path, check=expect_object, hint=f"the image processor settings of "
+                          f"{model!r} are damaged: save the checkpoint again")
         settings.update({key: saved[key] for key in settings if key in saved})
     return types.SimpleNamespace(**settings)
 
