@@ -112,3 +112,57 @@ def test_a_nested_saved_processor_config_is_one_line(tmp_path):
     (tmp_path / "preprocessor_config.json").write_bytes(NESTED)
     with pytest.raises(UsageError, match="preprocessor_config.json is nested"):
         load_processor("depth_pro", str(tmp_path))
+
+
+# ---------------------------------------------------------------- frame shapes
+
+def _write_png(path: Path, height: int, width: int) -> Path:
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8))
+    return path
+
+
+def test_a_thin_strip_fails_on_its_aspect_before_any_network_input(tmp_path, tiny_model, monkeypatch):
+    from depthprior import generate
+    from depthprior.priors.backends import preprocess
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    _write_png(frames / "strip.png", 1, 5000)
+    _write_png(frames / "ok.png", 24, 32)
+    sizes = []
+    real = preprocess.network_size
+    monkeypatch.setattr(preprocess, "network_size", lambda *a: sizes.append(a) or real(*a))
+    summary = generate(frames, tmp_path / "out", model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                       progress=False)
+    assert summary.done == 1 and "16:1" in summary.failed["strip.png"]
+    assert all(max(h, w) <= 16 * min(h, w) for h, w, _ in sizes)
+
+
+def test_the_benchmark_sizes_frames_with_the_same_caps(tmp_path):
+    from depthprior.errors import ImageError
+    from depthprior.priors.bench import _one_per_size
+
+    strip = _write_png(tmp_path / "strip.png", 1, 5000)
+    with pytest.raises(ImageError, match="strip.png.*16:1"):
+        _one_per_size([_write_png(tmp_path / "ok.png", 8, 8), strip], 10**8)
+
+
+@pytest.mark.parametrize("architecture", ["glpn", "dpt", "zoedepth"])
+def test_frames_too_small_for_the_architecture_fail_with_depthprior_s_line(tmp_path, architecture):
+    from depthprior import generate
+    from synth import build_tiny_checkpoint
+
+    model = build_tiny_checkpoint(tmp_path / architecture, architecture)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for height, width in ((1, 1), (1, 10), (3, 3), (5, 60)):
+        _write_png(frames / f"f{height}x{width}.png", height, width)
+    _write_png(frames / "big.png", 64, 64)
+    options = {} if architecture == "glpn" else {"input_size": 32}
+    summary = generate(frames, tmp_path / "out", model=str(model), progress=False, **options)
+    assert "big.png" not in summary.failed
+    for name, reason in summary.failed.items():
+        assert "network input" in reason and "mean must have" not in reason, (name, reason)
