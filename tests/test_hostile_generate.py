@@ -166,3 +166,85 @@ def test_frames_too_small_for_the_architecture_fail_with_depthprior_s_line(tmp_p
     assert "big.png" not in summary.failed
     for name, reason in summary.failed.items():
         assert "network input" in reason and "mean must have" not in reason, (name, reason)
+
+
+# ---------------------------------------------------------------- later steps checked first
+
+def _never_generate(monkeypatch):
+    import depthprior.steps
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generate ran before the later steps' inputs were checked")
+    monkeypatch.setattr(depthprior.steps, "generate", refuse)
+
+
+@pytest.mark.parametrize("case", ["missing", "damaged", "file", "consistency_alone", "samples",
+                                  "samples_type", "masks_file", "report_folder"])
+def test_later_steps_inputs_are_refused_before_the_first_image(tmp_path, monkeypatch, case):
+    from depthprior import run_generate
+    from depthprior.errors import UsageError
+
+    from scenes import make_scene
+
+    _never_generate(monkeypatch)
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 1, size=(24, 32))
+    options: dict = {}
+    if case == "missing":
+        options = dict(align=tmp_path / "nowhere")
+    elif case == "damaged":
+        sparse = tmp_path / "sparse"
+        sparse.mkdir()
+        for stem in ("cameras", "images", "points3D"):
+            (sparse / f"{stem}.bin").write_bytes(b"\x07" * 5)
+        options = dict(align=sparse)
+    elif case == "file":
+        (tmp_path / "model.txt").write_text("x")
+        options = dict(align=tmp_path / "model.txt")
+    elif case == "consistency_alone":
+        options = dict(consistency=True)
+    elif case == "samples":
+        options = dict(verify=True, num_samples=-5)
+    elif case == "samples_type":
+        options = dict(verify=True, num_samples="8")
+    elif case == "masks_file":
+        scene = make_scene(tmp_path / "scene", n_images=2, width=32, height=24, points_per_image=20)
+        (tmp_path / "out_confidence").write_text("not a folder")
+        options = dict(align=scene.sparse, consistency=True)
+    elif case == "report_folder":
+        (out / "report.html").mkdir(parents=True)
+        options = dict(report=True)
+    with pytest.raises(UsageError):
+        run_generate(frames, out, **options)
+
+
+def test_a_bad_align_model_on_the_command_line_fails_before_generating(tmp_path):
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 1, size=(24, 32))
+    result = run_cli("generate", frames, out, "--model", "/nonexistent", "--align", tmp_path / "nowhere")
+    assert result.returncode == 2
+    assert "nowhere" in _one_line(result)
+    assert not (out / MANIFEST_NAME).exists()
+
+
+@pytest.mark.parametrize("option", ["consistency", "report", "verify", "align"])
+def test_generate_points_to_run_generate_for_later_steps(tmp_path, option):
+    from depthprior import generate
+    from depthprior.errors import UsageError
+
+    with pytest.raises(UsageError, match="run_generate"):
+        generate(tmp_path, tmp_path / "out", **{option: True})
+
+
+def test_a_later_step_that_cannot_run_keeps_generate_s_summary(tmp_path, tiny_model):
+    from scenes import make_scene
+
+    scene = make_scene(tmp_path / "scene", n_images=2, width=32, height=24, points_per_image=20)
+    frames = tmp_path / "frames"  # not the model's frames: the fit cannot use them
+    make_frames(frames, 1, size=(24, 32))
+    result = run_cli("generate", frames, tmp_path / "out", "--model", tiny_model, "--input-size",
+                     TEST_INPUT_SIZE, "--no-progress", "--align", scene.sparse, "--consistency")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "done 1" in result.stdout and "align: not run:" in result.stdout, result.stdout
+    assert "consistency: not run:" in result.stdout
