@@ -248,3 +248,57 @@ def test_a_later_step_that_cannot_run_keeps_generate_s_summary(tmp_path, tiny_mo
     assert result.returncode == 1, result.stdout + result.stderr
     assert "done 1" in result.stdout and "align: not run:" in result.stdout, result.stdout
     assert "consistency: not run:" in result.stdout
+
+
+# ---------------------------------------------------------------- verify's contact sheet
+
+@pytest.fixture
+def five_generated(tmp_path, tiny_model):
+    from depthprior import generate
+
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 5, size=(24, 32))
+    generate(frames, out, model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
+    return out
+
+
+def test_verify_all_pages_the_contact_sheet(five_generated, monkeypatch):
+    import cv2
+
+    from depthprior.priors import verify as verify_module
+
+    out = five_generated
+    (out / "depthprior_verify.png").write_bytes(b"old single sheet")
+    (out / "depthprior_verify_009.png").write_bytes(b"old page")
+    monkeypatch.setattr(verify_module, "SHEET_ROWS", 2)
+    report = verify_module.verify(out, all=True)
+    assert report.ok, report.format()
+    assert [page.name for page in report.sheets] == [
+        "depthprior_verify_001.png", "depthprior_verify_002.png", "depthprior_verify_003.png"]
+    assert sorted(p.name for p in out.glob("depthprior_verify*")) == [p.name for p in report.sheets]
+    heights = [cv2.imread(str(page)).shape[0] for page in report.sheets]
+    assert max(heights) <= 2 * 230
+    report = verify_module.verify(out, num_samples=1)
+    assert [p.name for p in out.glob("depthprior_verify*")] == ["depthprior_verify.png"]
+
+
+def test_verify_on_a_read_only_out_prints_its_verdict_and_fails(five_generated, monkeypatch, capsys):
+    import errno
+    import os
+
+    from depthprior.cli import main
+
+    real_open = open
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(five_generated) in str(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", read_only)
+    code = main(["verify", str(five_generated)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "5/5 outputs present" in captured.out and "verify: FAILED" in captured.out
+    assert "read-only" in captured.out and "depthprior_verify.png" in captured.out
+    assert not os.path.exists(five_generated / "depthprior_verify.png")

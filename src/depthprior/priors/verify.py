@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -10,7 +12,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from ..errors import ImageError, UsageError, listing
+from ..errors import ImageError, UsageError, WriteError, first_line, listing
+from ..files.outputs import atomic_write_bytes
 from ..images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions, safe_join
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
@@ -47,11 +50,17 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     checks: list[ImageCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    sheet: Path | None = None
+    sheets: list[Path] = field(default_factory=list)  # the contact sheet's pages, in order
+    sheet_error: str | None = None  # why (part of) the sheet could not be written
+
+    @property
+    def sheet(self) -> Path | None:
+        return self.sheets[0] if self.sheets else None
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.missing and all(c.ok for c in self.checks)
+        return (not self.problems and not self.missing and self.sheet_error is None
+                and all(c.ok for c in self.checks))
 
     def format(self) -> str:
         header = f"{'image':<40} {'size':>11} {'levels':>7} {'bits':>5} {'source':<14} status"
@@ -71,8 +80,13 @@ class VerifyReport:
         if hidden:
             lines.append(f"...{listing(hidden, limit=0)} missing")  # "... and N more missing"
         lines.extend(f"PROBLEM {problem}" for problem in self.problems)
-        if self.sheet:
-            lines.append(f"contact sheet: {self.sheet}")
+        if len(self.sheets) == 1:
+            lines.append(f"contact sheet: {self.sheets[0]}")
+        elif self.sheets:
+            lines.append(f"contact sheet: {len(self.sheets)} pages, {self.sheets[0]} to "
+                         f"{self.sheets[-1].name}")
+        if self.sheet_error:
+            lines.append(f"PROBLEM contact sheet not written: {self.sheet_error}")
         lines.append("verify: OK" if self.ok else "verify: FAILED")
         return "\n".join(lines)
 
@@ -146,16 +160,15 @@ def check_outputs(
         present.append((item, record))
     report.present = len(present)
     sampled = present if all else _sample(present, num_samples)
-    pictures = []
+    sheets = ContactSheet(Path(sheet) if sheet else out / SHEET_NAME, paged=len(sampled) > SHEET_ROWS)
     for item, record in sampled:
         check, picture = _check_one(out, item, record, images_root)
         report.checks.append(check)
         if picture is not None:
             mask = _check_mask(Path(masks), check) if masks is not None else None
-            pictures.append((check, (*picture, mask) if masks is not None else picture))
-    if pictures:
-        report.sheet = Path(sheet) if sheet else out / SHEET_NAME
-        _write_sheet(report.sheet, pictures)
+            sheets.add(sheet_row(check, *picture, *([mask] if masks is not None else [])))
+    sheets.close()
+    report.sheets, report.sheet_error = sheets.pages, sheets.error
     return report
 
 
@@ -242,28 +255,83 @@ def _check_mask(masks: Path, check: ImageCheck) -> np.ndarray:
     return mask
 
 
-def _write_sheet(path: Path, pictures: list, row_height: int = 200) -> None:
-    from .store import atomic_write_bytes
+#: rows on one page of the contact sheet: ~50 x 226 px tall, a few MB; more frames (--all on
+#: thousands) make numbered pages instead of one sheet too large to open
+SHEET_ROWS = 50
 
-    rows = []
-    for check, (image, depth, *mask) in pictures:
-        coloured = colourise(depth)
-        panels = [coloured] if image is None else [cv2.cvtColor(image, cv2.COLOR_RGB2BGR), coloured]
-        panels = [_fit_height(panel, row_height) for panel in panels]
-        panels += [_mask_panel(m, panels[-1].shape[:2]) for m in mask]
-        row = np.concatenate(panels, axis=1)
-        label = f"{check.name}   {row_label(check)}"
-        strip = np.full((22, row.shape[1], 3), 255, dtype=np.uint8)
-        cv2.putText(strip, label, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        row = np.concatenate([strip, row], axis=0)
-        rows.append(row)
+
+class ContactSheet:
+    """The contact sheet written page by page (at most SHEET_ROWS rows held at once), through
+    files.outputs. One page keeps the given name; more are NAME_001.png, NAME_002.png, ...
+    Pages an earlier run left that this one did not write are removed. A write that fails is
+    kept in `error` (the checks' verdict stands); the rest of the sheet is not attempted."""
+
+    def __init__(self, path: Path, paged: bool):
+        self.path, self.paged = path, paged
+        self.rows: list[np.ndarray] = []
+        self.pages: list[Path] = []
+        self.error: str | None = None
+
+    def add(self, row: np.ndarray) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= SHEET_ROWS:
+            self._write_page()
+
+    def close(self) -> None:
+        if self.rows:
+            self._write_page()
+        if self.error is None and self.pages:
+            self._remove_stale()
+
+    def _page_path(self, number: int) -> Path:
+        if not self.paged:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}_{number:03d}{self.path.suffix}")
+
+    def _write_page(self) -> None:
+        rows, self.rows = self.rows, []
+        if self.error is not None:
+            return
+        path = self._page_path(len(self.pages) + 1)
+        try:
+            atomic_write_bytes(path, _encode_page(rows))
+        except WriteError as error:
+            self.error = first_line(error)
+            return
+        self.pages.append(path)
+        log.info("contact sheet written to %s", path)
+
+    def _remove_stale(self) -> None:
+        page = re.compile(re.escape(self.path.stem) + r"(_\d{3,})?" + re.escape(self.path.suffix))
+        for old in self.path.parent.glob(f"{glob.escape(self.path.stem)}*{glob.escape(self.path.suffix)}"):
+            if page.fullmatch(old.name) and old not in self.pages and old.is_file():
+                try:
+                    old.unlink()
+                except OSError as error:
+                    self.error = first_line(WriteError(old, error))
+
+
+def _encode_page(rows: list[np.ndarray]) -> bytes:
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 4), (0, width - row.shape[1]), (0, 0))) for row in rows]
     ok, buffer = cv2.imencode(".png", np.concatenate(rows, axis=0))
     if not ok:
-        raise OSError("contact sheet encoding failed")
-    atomic_write_bytes(path, buffer.tobytes())
-    log.info("contact sheet written to %s", path)
+        raise ValueError("contact sheet encoding failed")
+    return buffer.tobytes()
+
+
+def sheet_row(check: ImageCheck, image: np.ndarray | None, depth: np.ndarray, *mask: np.ndarray,
+              row_height: int = 200) -> np.ndarray:
+    """One frame's row: its label, the photo (when found), the coloured map, the mask."""
+    coloured = colourise(depth)
+    panels = [coloured] if image is None else [cv2.cvtColor(image, cv2.COLOR_RGB2BGR), coloured]
+    panels = [_fit_height(panel, row_height) for panel in panels]
+    panels += [_mask_panel(m, panels[-1].shape[:2]) for m in mask]
+    row = np.concatenate(panels, axis=1)
+    label = f"{check.name}   {row_label(check)}"
+    strip = np.full((22, row.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(strip, label, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, row], axis=0)
 
 
 def _mask_panel(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
