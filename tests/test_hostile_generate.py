@@ -302,3 +302,56 @@ def test_verify_on_a_read_only_out_prints_its_verdict_and_fails(five_generated, 
     assert "5/5 outputs present" in captured.out and "verify: FAILED" in captured.out
     assert "read-only" in captured.out and "depthprior_verify.png" in captured.out
     assert not os.path.exists(five_generated / "depthprior_verify.png")
+
+
+# ---------------------------------------------------------------- export-onnx's target
+
+def _read_only_under(monkeypatch, folder: Path) -> None:
+    import errno
+
+    real_open = open
+
+    def guarded(path, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wax") and str(path).startswith(str(folder)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded)
+    monkeypatch.setattr("io.open", guarded)  # what pathlib writes through
+
+
+def test_export_onnx_refuses_a_read_only_target_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnx")
+    import depthprior.priors.backends.torch_hf as torch_hf
+    from depthprior.cli import main
+
+    target = tmp_path / "ro"
+    target.mkdir()
+    _read_only_under(monkeypatch, target)
+    monkeypatch.setattr(torch_hf, "load_config", lambda *a, **k: pytest.fail("model loaded first"))
+    code = main(["export-onnx", "--model", str(tmp_path / "any"), "-o", str(target / "m.onnx")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and str(target) in error[0] and "not writable" in error[0]
+
+
+def test_export_onnx_write_failure_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, tiny_model):
+    pytest.importorskip("onnx")
+    import errno
+    import os
+
+    from depthprior.cli import main
+
+    real_replace = os.replace
+
+    def full(source, target, *args, **kwargs):
+        if str(target).endswith("m.onnx"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full)
+    out = tmp_path / "m.onnx"
+    code = main(["export-onnx", "--model", str(tiny_model), "-o", str(out), "--input-size",
+                 str(TEST_INPUT_SIZE), "--no-verify", "--exporter", "torchscript"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and str(out) in error[-1] and "disk is full" in error[-1], error
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "depthprior-tmp" in p.name]
