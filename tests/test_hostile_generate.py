@@ -355,3 +355,24 @@ def test_export_onnx_write_failure_is_one_line_naming_the_file(tmp_path, monkeyp
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and str(out) in error[-1] and "disk is full" in error[-1], error
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "depthprior-tmp" in p.name]
+
+
+# ---------------------------------------------------------------- first run offline
+
+def test_an_uncached_hub_model_without_network_is_one_line_within_seconds(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    make_frames(tmp_path / "frames", 1, size=(24, 32))
+    env = {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"),
+           "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+    started = time.monotonic()
+    result = run_cli("generate", tmp_path / "frames", tmp_path / "out", env=env, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert "not in the Hugging Face cache" in line and f"127.0.0.1:{port}" in line, line
+    assert elapsed < 10, elapsed  # measured ~4.5 s, most of it importing torch; 30 s before
