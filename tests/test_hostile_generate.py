@@ -376,3 +376,64 @@ def test_an_uncached_hub_model_without_network_is_one_line_within_seconds(tmp_pa
     line = _one_line(result)
     assert "not in the Hugging Face cache" in line and f"127.0.0.1:{port}" in line, line
     assert elapsed < 10, elapsed  # measured ~4.5 s, most of it importing torch; 30 s before
+
+
+# ---------------------------------------------------------------- inputs are inputs
+
+def test_depthprior_outputs_in_images_are_never_frames_of_another_run(tmp_path, tiny_model):
+    from depthprior import generate, run_generate
+    from depthprior.images import scan
+
+    scene = tmp_path / "scene"
+    make_frames(scene / "images", 2, size=(24, 32))
+    options = dict(model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
+    run_generate(scene / "images", scene / "old_depths", verify=True, **options)
+    masks = scene / "old_depths_confidence"
+    masks.mkdir()
+    (masks / "frame_0000.png").write_bytes((scene / "old_depths" / "frame_0000.png").read_bytes())
+    (masks / "consistency.json").write_text("{}")
+    (scene / "page.html").write_text("<html></html>")
+    (scene / "page_files").mkdir()
+    (scene / "page_files" / "00001-photo.jpg").write_bytes((scene / "images" / "frame_0000.jpg").read_bytes())
+    (scene / "depthprior_verify.png").write_bytes((scene / "old_depths" / "depthprior_verify.png").read_bytes())
+    found = scan(scene)
+    assert [item.name for item in found.items] == ["images/frame_0000.jpg", "images/frame_0001.jpg"]
+    assert set(found.skipped) == {"old_depths/", "old_depths_confidence/", "page_files/",
+                                  "depthprior_verify.png"}
+    summary = generate(scene, tmp_path / "new", **options)
+    assert summary.total == 2 and "IGNORED old_depths/" in summary.format()
+
+
+def test_an_output_folder_given_as_images_is_refused(tmp_path, tiny_model):
+    from depthprior import generate
+    from depthprior.errors import UsageError
+
+    make_frames(tmp_path / "frames", 1, size=(24, 32))
+    options = dict(model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
+    generate(tmp_path / "frames", tmp_path / "out", **options)
+    with pytest.raises(UsageError, match="generate output folder"):
+        generate(tmp_path / "out", tmp_path / "other", **options)
+
+
+def test_hidden_entries_are_listed_as_ignored(tmp_path, tiny_model):
+    from depthprior import generate
+    from depthprior.images import scan
+
+    frames = tmp_path / "frames"
+    make_frames(frames, 1, size=(24, 32))
+    make_frames(frames / ".thumbnails", 1, size=(24, 32))
+    (frames / "._frame_0000.jpg").write_bytes(b"AppleDouble")
+    (frames / ".DS_Store").write_bytes(b"x")
+    assert scan(frames).hidden == ["._frame_0000.jpg", ".thumbnails/"]
+    summary = generate(frames, tmp_path / "out", model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                       progress=False)
+    assert "IGNORED 2 hidden entries" in summary.format() and "._frame_0000.jpg" in summary.format()
+
+
+def test_the_output_markers_are_the_owners_names():
+    from depthprior import images
+    from depthprior.report.build import ASSETS_SUFFIX
+    from depthprior.scene.confidence import REPORT_NAME
+
+    assert set(images.OUTPUT_MARKERS) == {MANIFEST_NAME, REPORT_NAME}
+    assert images.REPORT_ASSETS_SUFFIX == ASSETS_SUFFIX
