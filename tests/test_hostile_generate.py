@@ -437,3 +437,14 @@ def test_the_output_markers_are_the_owners_names():
 
     assert set(images.OUTPUT_MARKERS) == {MANIFEST_NAME, REPORT_NAME}
     assert images.REPORT_ASSETS_SUFFIX == ASSETS_SUFFIX
+
+
+def test_a_recorded_name_too_long_for_the_file_system_is_a_problem_not_a_traceback(five_generated):
+    out = five_generated
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    data["images"]["frame_0000.jpg"].update(stem="y" * 10_000, outputs=["y" * 10_000 + ".png"])
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    result = run_cli("verify", out, "--images", out.parent / "gone")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot be looked up" in result.stdout
+    assert not Manifest.load(out).is_complete("frame_0000.jpg", "png")

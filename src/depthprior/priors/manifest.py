@@ -218,7 +218,10 @@ class Manifest:
         record = self.images.get(name)
         if record is None or not record.ok:
             return False
-        return all(_exists(safe_join(self.root, rel)) for rel in output_files(record.stem, fmt))
+        try:
+            return all(_exists(safe_join(self.root, rel)) for rel in output_files(record.stem, fmt))
+        except OSError:  # a recorded name this file system cannot hold: redo the image
+            return False
 
     def damage(self, name: str, fmt: str) -> str | None:
         """Why a finished image's files cannot be trusted (cheap header checks), or None.

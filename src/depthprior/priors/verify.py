@@ -198,8 +198,9 @@ def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Pat
     check = ImageCheck(item.name, png_rel or ", ".join(outputs), source=record.source,
                        precision_bits=record.precision_bits)
     for rel in outputs:
-        if not (out / rel).is_file():
-            check.problems.append(f"{rel} missing")
+        problem = _absence(out / rel)
+        if problem:
+            check.problems.append(f"{rel} {problem}")
     if png_rel is None or check.problems:
         return check, None
     try:
@@ -235,6 +236,14 @@ def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Pat
             f"size {check.width}x{check.height} != image {image.shape[1]}x{image.shape[0]}"
         )
     return check, (image, depth)
+
+
+def _absence(path: Path) -> str | None:
+    """Why an output named in the manifest is not there to check, or None when it is."""
+    try:
+        return None if path.is_file() else "missing"
+    except OSError as error:  # e.g. a name too long for this file system
+        return f"cannot be looked up ({error.strerror or first_line(error)})"
 
 
 def _check_mask(masks: Path, check: ImageCheck) -> np.ndarray:
