@@ -222,8 +222,8 @@ def _refuse_next_step_options(options: dict[str, Any]) -> None:
     if given:
         raise UsageError(
             f"generate() makes the priors only and takes no {', '.join(given)}: call "
-            "depthprior.run_generate(images, out, verify=..., align=..., consistency=..., "
-            "report=...) to run those steps after it"
+            "depthprior.steps.run_generate(images, out, verify=..., align=..., consistency=..., "
+            "report=...) (also depthprior.run_generate) to run those steps after it"
         )
 
 
