@@ -448,3 +448,10 @@ def test_a_recorded_name_too_long_for_the_file_system_is_a_problem_not_a_traceba
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "cannot be looked up" in result.stdout
     assert not Manifest.load(out).is_complete("frame_0000.jpg", "png")
+
+
+def test_an_enormous_input_size_is_refused_before_the_model_loads(tmp_path):
+    make_frames(tmp_path / "frames", 1, size=(24, 32))
+    result = run_cli("generate", tmp_path / "frames", tmp_path / "out", "--model", "/nonexistent",
+                     "--input-size", "140000")
+    assert result.returncode == 2 and "--input-size 140000" in _one_line(result)
