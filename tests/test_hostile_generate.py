@@ -455,3 +455,15 @@ def test_an_enormous_input_size_is_refused_before_the_model_loads(tmp_path):
     result = run_cli("generate", tmp_path / "frames", tmp_path / "out", "--model", "/nonexistent",
                      "--input-size", "140000")
     assert result.returncode == 2 and "--input-size 140000" in _one_line(result)
+
+
+def test_the_space_reply_check_applies_the_aspect_limit():
+    import cv2
+    import numpy as np
+
+    from depthprior.priors.backends.space_faults import ImageFault
+    from depthprior.priors.backends.space_output import check_declared_size
+
+    ok, strip = cv2.imencode(".png", np.zeros((1, 5000), np.uint8))
+    with pytest.raises(ImageFault, match="16:1"):
+        check_declared_size(strip.tobytes(), "raw", 10**8)
