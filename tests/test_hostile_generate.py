@@ -467,3 +467,17 @@ def test_the_space_reply_check_applies_the_aspect_limit():
     ok, strip = cv2.imencode(".png", np.zeros((1, 5000), np.uint8))
     with pytest.raises(ImageFault, match="16:1"):
         check_declared_size(strip.tobytes(), "raw", 10**8)
+
+
+def test_api_option_extremes_are_refused_or_read_as_meant(tmp_path, tiny_model):
+    from depthprior import generate
+    from depthprior.errors import UsageError
+    from depthprior.images import normalise_extensions
+
+    make_frames(tmp_path / "frames", 1, size=(24, 32))
+    options = dict(model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
+    for workers in (-3, 0, 2.5, True):
+        with pytest.raises(UsageError, match="workers"):
+            generate(tmp_path / "frames", tmp_path / "out", workers=workers, **options)
+    assert not (tmp_path / "out" / MANIFEST_NAME).exists()
+    assert normalise_extensions(".tif")[-1] == ".tif" and ".t" not in normalise_extensions("tif")

@@ -125,7 +125,10 @@ def is_inside(path: Location, folder: Location) -> bool:
     return True
 
 
-def normalise_extensions(extra: Iterable[str] = ()) -> tuple[str, ...]:
+def normalise_extensions(extra: Iterable[str] | str = ()) -> tuple[str, ...]:
+    """The default extensions and `extra` (one extension or several), lower case with a dot."""
+    if isinstance(extra, str):
+        extra = [extra]
     exts = list(DEFAULT_EXTENSIONS)
     for ext in extra:
         ext = ext.strip().lower()

@@ -174,6 +174,8 @@ def generate(
     plan, outputs and manifest; the images must be a folder every node sees, or a URL.
     """
     _refuse_next_step_options(setting_overrides)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"workers must be a whole number of at least 1 (or None); got {workers!r}")
     loaded = backend if isinstance(backend, Backend) else None
     backend_type = type(loaded) if loaded else backend_class(backend)
     if ray is not None:
