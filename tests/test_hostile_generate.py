@@ -481,3 +481,12 @@ def test_api_option_extremes_are_refused_or_read_as_meant(tmp_path, tiny_model):
             generate(tmp_path / "frames", tmp_path / "out", workers=workers, **options)
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()
     assert normalise_extensions(".tif")[-1] == ".tif" and ".t" not in normalise_extensions("tif")
+
+
+def test_verify_refuses_a_sample_count_below_one(five_generated):
+    from depthprior.errors import UsageError
+    from depthprior.priors.verify import verify
+
+    for count in (-5, 0, 1.5):
+        with pytest.raises(UsageError, match="num-samples"):
+            verify(five_generated, num_samples=count)

@@ -148,6 +148,8 @@ def check_outputs(
     For a caller that already holds both (generate, just before): nothing is read again but
     the outputs and the sampled images themselves. `images_root` None: outputs only.
     """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise UsageError(f"--num-samples must be a whole number of at least 1; got {num_samples!r}")
     out = manifest.root
     report = VerifyReport(out=out, expected=len(items))
     present = []
