@@ -89,10 +89,12 @@ def test_a_nested_config_json_is_one_line_naming_it(tmp_path):
     model.mkdir()
     (model / "config.json").write_bytes(NESTED)
     make_frames(tmp_path / "frames", 1, size=(24, 32))
-    result = run_cli("generate", tmp_path / "frames", tmp_path / "out", "--model", model)
-    assert result.returncode == 2
-    line = _one_line(result)
-    assert str(model / "config.json") in line and "nested" in line, line
+    for command in (["generate", tmp_path / "frames", tmp_path / "out"],
+                    ["export-onnx", "-o", tmp_path / "model.onnx"]):
+        result = run_cli(*command, "--model", model)
+        assert result.returncode == 2, result.stderr
+        line = _one_line(result)
+        assert str(model / "config.json") in line and "nested" in line, line
 
 
 def test_nested_onnx_metadata_is_one_line_naming_the_file(tmp_path):

@@ -145,9 +145,10 @@ def load_config(model: str, revision: str | None = None) -> Any:
     except ImportError:
         raise MissingDependencyError("transformers", "all", "the torch backend") from None
     check_hub_access(model, revision)
+    cached_model_type(model, revision)  # a config.json on this machine read through files.jsonfile
     try:
         return AutoConfig.from_pretrained(model, revision=revision)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, RecursionError) as error:
         raise ModelLoadError(
             f"cannot load model {model!r}: {first_line(error)} "
             "(give a depth-estimation hub id, or a local folder saved with save_pretrained; "
