@@ -207,8 +207,8 @@ def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Pat
         return check, None
     try:
         depth = read_png16(out / png_rel)
-    except OSError:
-        check.problems.append("not decodable")
+    except OSError as error:
+        check.problems.append(f"not readable: {first_line(error)}")
         return check, None
     if depth.dtype != np.uint16 or depth.ndim != 2:
         channels = 1 if depth.ndim == 2 else depth.shape[2]
