@@ -492,3 +492,16 @@ def test_verify_refuses_a_sample_count_below_one(five_generated):
     for count in (-5, 0, 1.5):
         with pytest.raises(UsageError, match="num-samples"):
             verify(five_generated, num_samples=count)
+
+
+def test_verify_refuses_a_sheet_where_it_would_be_read_as_data(five_generated):
+    from depthprior.errors import UsageError
+    from depthprior.priors.verify import verify
+
+    out = five_generated
+    for sheet in (out.parent / "frames" / "sheet.png", out / "sub" / "sheet.png", out / "sheet.png"):
+        with pytest.raises(UsageError, match="--sheet"):
+            verify(out, sheet=sheet)
+        assert not sheet.exists()
+    assert verify(out, sheet=out / "depthprior_mine.png").sheet == out / "depthprior_mine.png"
+    assert verify(out, sheet=out.parent / "elsewhere.png").ok

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import ImageError, UsageError, WriteError, first_line, listing
 from ..files.outputs import atomic_write_bytes
-from ..images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions, safe_join
+from ..images import (OWN_PICTURE_PREFIX, ImageItem, decode_rgb, discover, is_inside,
+                      normalise_extensions, safe_join)
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
 
@@ -115,11 +116,26 @@ def verify(
         raise UsageError(f"mask folder not found: {masks}; run 'depthprior consistency' first")
     manifest = load_manifest(out)
     images_root = Path(images) if images else (Path(manifest.inputs) if manifest.inputs else None)
+    if sheet is not None:
+        _check_sheet_place(Path(sheet), out, images_root)
     items, problems = _expected_items(manifest, images_root, extensions)
     report = check_outputs(manifest, items, images_root=images_root, num_samples=num_samples,
                            all=all, sheet=sheet, masks=masks)
     report.problems.extend(problems)
     return report
+
+
+def _check_sheet_place(sheet: Path, out: Path, images_root: Path | None) -> None:
+    """A sheet where a later command would read it as data is refused: among the frames, or
+    in OUT other than beside the manifest as depthprior_*.png (align and export skip those)."""
+    if images_root is not None and images_root.is_dir() and is_inside(sheet, images_root):
+        raise UsageError(f"--sheet {sheet} is inside the image folder {images_root}: a later "
+                         "generate would take it for a frame; write it elsewhere")
+    own_name = sheet.name.startswith(OWN_PICTURE_PREFIX)
+    if is_inside(sheet, out) and not (own_name and sheet.parent.resolve() == out.resolve()):
+        raise UsageError(f"--sheet {sheet} is inside {out} where align and export would take it "
+                         f"for a depth prior; name it {out / SHEET_NAME} (or any "
+                         f"{OWN_PICTURE_PREFIX}*.png there) or write it outside")
 
 
 def load_manifest(out: Path) -> Manifest:
