@@ -505,3 +505,14 @@ def test_verify_refuses_a_sheet_where_it_would_be_read_as_data(five_generated):
         assert not sheet.exists()
     assert verify(out, sheet=out / "depthprior_mine.png").sheet == out / "depthprior_mine.png"
     assert verify(out, sheet=out.parent / "elsewhere.png").ok
+
+
+def test_export_onnx_refuses_a_name_too_long_before_loading(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnx")
+    import depthprior.priors.backends.torch_hf as torch_hf
+    from depthprior.cli import main
+
+    monkeypatch.setattr(torch_hf, "load_config", lambda *a, **k: pytest.fail("model loaded first"))
+    code = main(["export-onnx", "--model", "x", "-o", str(tmp_path / ("m" * 250 + ".onnx"))])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and "too long" in error[0]

@@ -198,6 +198,14 @@ def _check_target(output: Path, exporter: str) -> None:
     if output.suffix.lower() != ".onnx":
         raise UsageError(f"output {output} should end in .onnx")
     check_writable(output.parent)  # before the model loads: minutes of export for nothing
+    longest = len((output.name + ".data").encode())
+    try:
+        name_max = os.pathconf(output.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if longest > name_max:
+        raise UsageError(f"output name {output.name!r} is too long for this file system "
+                         f"({longest} bytes with .data, at most {name_max}); shorten it")
 
 
 def _check_patch_sizes(patch: int, input_size: int, static_shape: tuple[int, int] | None) -> None:
@@ -280,7 +288,7 @@ def _write(torch: Any, onnx: Any, job: _GraphJob, output: Path, exporter: str, o
            external_data: bool | None, start: float) -> ExportResult:
     """Export, check and put the file in place (only when it passed the check)."""
     metadata = job.metadata
-    scratch = output.parent / f".{output.name}{TMP_MARK}{os.getpid()}"
+    scratch = output.parent / f"{TMP_MARK}{os.getpid()}-export"  # short: any output name fits
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         scratch.mkdir(parents=True)
