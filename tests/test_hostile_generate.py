@@ -39,8 +39,11 @@ def test_a_deeply_nested_manifest_is_one_line_and_overwrite_sets_it_aside(tmp_pa
         assert str(out / MANIFEST_NAME) in line and "nested" in line, line
     with pytest.raises(ManifestError, match="nested"):
         Manifest.load(out)
-    result = run_cli("generate", frames, out, *common, "--overwrite")
-    assert result.returncode == 0, result.stderr
+    from depthprior import generate
+
+    summary = generate(frames, out, model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                       progress=False, overwrite=True)
+    assert summary.done == 1
     kept = list(out.glob(f"{MANIFEST_NAME}.unreadable-*"))
     assert len(kept) == 1 and kept[0].read_bytes() == NESTED
     assert Manifest.load(out).images
@@ -244,12 +247,13 @@ def test_a_later_step_that_cannot_run_keeps_generate_s_summary(tmp_path, tiny_mo
     scene = make_scene(tmp_path / "scene", n_images=2, width=32, height=24, points_per_image=20)
     frames = tmp_path / "frames"  # not the model's frames: the fit cannot use them
     make_frames(frames, 1, size=(24, 32))
-    result = run_cli("generate", frames, tmp_path / "out", "--model", tiny_model, "--input-size",
-                     TEST_INPUT_SIZE, "--no-progress", "--align", scene.sparse, "--consistency")
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "done 1" in result.stdout and "align: not run:" in result.stdout, result.stdout
-    assert "consistency: not run:" in result.stdout
+    from depthprior import run_generate
+
+    run = run_generate(frames, tmp_path / "out", model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                       progress=False, align=scene.sparse, consistency=True)
+    shown = run.format()
+    assert run.exit_code == 1 and run.summary.done == 1
+    assert "align: not run:" in shown and "consistency: not run:" in shown, shown
 
 
 # ---------------------------------------------------------------- verify's contact sheet
