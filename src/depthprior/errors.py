@@ -64,8 +64,7 @@ class FileFormatError(UsageError):
     shape, a picture of the wrong size or kind). The message names the file."""
 
     def __init__(self, path: object, problem: str, hint: str = ""):
-        self.path = path
-        self.problem = problem
+        self.path, self.problem, self.hint = path, problem, hint
         super().__init__(f"{path} {problem}" + (f"; {hint}" if hint else ""))
 
 

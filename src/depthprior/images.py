@@ -17,6 +17,18 @@ from .storage import Location, is_url, list_files, url_join
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
+#: files that mark a folder depthprior wrote (owners: priors.manifest.MANIFEST_NAME,
+#: scene.confidence.REPORT_NAME), whose pictures are never frames of a later run
+OUTPUT_MARKERS = {
+    "depthprior.json": "a depthprior generate output folder (it holds depthprior.json)",
+    "consistency.json": "a depthprior consistency mask folder (it holds consistency.json)",
+}
+#: a report page's pictures folder is PAGE_files beside PAGE.html (report.build.ASSETS_SUFFIX)
+REPORT_ASSETS_SUFFIX = "_files"
+#: verify's contact sheet (depthprior_verify.png, its pages) and other pictures depthprior
+#: draws start with this
+OWN_PICTURE_PREFIX = "depthprior_"
+
 
 @dataclass(frozen=True)
 class ImageItem:
@@ -42,6 +54,8 @@ class Scan:
     skipped: dict[str, str] = field(default_factory=dict)
     #: relative name -> reason, for linked folders not entered (a loop, or already scanned)
     loops: dict[str, str] = field(default_factory=dict)
+    #: hidden folders and image-named files (a name starting with "."), never inputs
+    hidden: list[str] = field(default_factory=list)
 
     @property
     def outside(self) -> list[ImageItem]:
@@ -118,7 +132,10 @@ def is_inside(path: Location, folder: Location) -> bool:
     return True
 
 
-def normalise_extensions(extra: Iterable[str] = ()) -> tuple[str, ...]:
+def normalise_extensions(extra: Iterable[str] | str = ()) -> tuple[str, ...]:
+    """The default extensions and `extra` (one extension or several), lower case with a dot."""
+    if isinstance(extra, str):
+        extra = [extra]
     exts = list(DEFAULT_EXTENSIONS)
     for ext in extra:
         ext = ext.strip().lower()
@@ -153,6 +170,8 @@ def scan(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> Sc
         found = _scan_url(str(root).rstrip("/"), exts)
     else:
         found = _scan_folder(Path(root), exts)
+    if found.hidden:
+        found.hidden.sort()
     if not found.items:
         raise UsageError(
             f"no images found in {root} (looked for {', '.join(exts)}; add others with --ext)"
@@ -180,6 +199,10 @@ def _scan_url(root: str, exts: tuple[str, ...]) -> Scan:
 def _scan_folder(root: Path, exts: tuple[str, ...]) -> Scan:
     found = Scan(root)
     if root.is_dir():
+        made_by = depthprior_output(root)
+        if made_by:
+            raise UsageError(f"{root} is {made_by}, not a folder of frames; give the folder of "
+                             "the images themselves")
         _walk(found, exts)
     elif root.is_file():
         if not root.name.lower().endswith(exts):
@@ -209,11 +232,24 @@ def _walk(found: Scan, exts: tuple[str, ...]) -> None:
         folder, rel = plain.pop() if plain else linked.pop(0)
         if not _enter(found, folder, rel, entered):
             continue
-        for entry in _list(found, folder, rel):
+        entries = _list(found, folder, rel)
+        names = {entry.name for entry in entries}
+        for entry in entries:
             name = f"{rel}/{entry.name}" if rel else entry.name
-            if _is_folder(entry):
-                (linked if entry.is_symlink() else plain).append((Path(entry.path), name))
-            elif entry.name.lower().endswith(exts):
+            is_folder = _is_folder(entry)
+            if not is_folder and not entry.name.lower().endswith(exts):
+                continue
+            if entry.name.startswith("."):
+                found.hidden.append(name + ("/" if is_folder else ""))
+            elif is_folder:
+                made_by = depthprior_output(Path(entry.path), names)
+                if made_by:
+                    found.skipped[name + "/"] = f"{made_by}; not read as frames"
+                else:
+                    (linked if entry.is_symlink() else plain).append((Path(entry.path), name))
+            elif entry.name.startswith(OWN_PICTURE_PREFIX):
+                found.skipped[name] = "a picture depthprior drew (e.g. verify's contact sheet); not a frame"
+            else:
                 _add_file(found, Path(entry.path), name, real_root)
 
 
@@ -238,14 +274,26 @@ def _enter(found: Scan, folder: Path, rel: str, entered: dict[tuple[int, int], s
 
 
 def _list(found: Scan, folder: Path, rel: str) -> list[os.DirEntry]:
-    """The visible entries of folder, sorted by name; an unreadable folder is listed as skipped."""
+    """The entries of folder, sorted by name; an unreadable folder is listed as skipped."""
     try:
         with os.scandir(folder) as entries:
-            visible = [entry for entry in entries if not entry.name.startswith(".")]
+            listed = list(entries)
     except OSError as error:
         found.skipped[rel or "."] = f"folder cannot be listed: {error.strerror or error}"
         return []
-    return sorted(visible, key=lambda entry: entry.name)
+    return sorted(listed, key=lambda entry: entry.name)
+
+
+def depthprior_output(folder: Path, siblings: Iterable[str] = ()) -> str | None:
+    """What depthprior output `folder` is (a generate OUT, a mask folder, a report's pictures
+    beside their page among `siblings`), or None for any other folder."""
+    for marker, what in OUTPUT_MARKERS.items():
+        if os.path.lexists(folder / marker):
+            return what
+    page = folder.name.removesuffix(REPORT_ASSETS_SUFFIX)
+    if folder.name.endswith(REPORT_ASSETS_SUFFIX) and f"{page}.html" in set(siblings):
+        return f"the pictures of the report {page}.html"
+    return None
 
 
 def _is_folder(entry: os.DirEntry) -> bool:

@@ -7,7 +7,7 @@ combines the verdicts.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,39 +27,37 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass
 class GenerateRun:
     """generate's Summary, and the verify, align, consistency and report results when those
-    steps ran (`consistency_error`: why the masks could not be made at all)."""
+    steps ran (`errors`: step -> why it could not run at all, e.g. a fit that found no depth
+    file; generate's outputs are kept and its summary still printed)."""
 
     summary: Summary
     verify: VerifyReport | None = None
     align: AlignSummary | None = None
     consistency: ConsistencySummary | None = None
-    consistency_error: str | None = None
     report: ReportSummary | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def consistency_error(self) -> str | None:
+        return self.errors.get("consistency")
 
     @property
     def exit_code(self) -> int:
-        """generate's code (130 interrupted, 1 failures); else 1 when verify, align or
-        consistency failed."""
+        """generate's code (130 interrupted, 1 failures); else 1 when a later step failed or
+        could not run."""
         if self.summary.exit_code:
             return self.summary.exit_code
         verify_failed = self.verify is not None and not self.verify.ok
         align_failed = self.align is not None and bool(self.align.failed)
-        consistency_failed = self.consistency_error is not None or (
-            self.consistency is not None and bool(self.consistency.failed))
-        return 1 if verify_failed or align_failed or consistency_failed else 0
+        consistency_failed = self.consistency is not None and bool(self.consistency.failed)
+        return 1 if verify_failed or align_failed or consistency_failed or self.errors else 0
 
     def format(self) -> str:
         parts = [self.summary.format()]
-        if self.verify is not None:
-            parts.append(self.verify.format())
-        if self.align is not None:
-            parts.append(self.align.format(brief=True))
-        if self.consistency is not None:
-            parts.append(self.consistency.format())
-        if self.consistency_error is not None:
-            parts.append(f"consistency: not run: {self.consistency_error}")
-        if self.report is not None:
-            parts.append(self.report.format())
+        for result in (self.verify, self.align, self.consistency, self.report):
+            if result is not None:
+                parts.append(result.format(brief=True) if result is self.align else result.format())
+        parts.extend(f"{step}: not run: {reason}" for step, reason in self.errors.items())
         return "\n".join(parts)
 
 
@@ -82,30 +80,95 @@ def run_generate(
     Verify checks the manifest and image list generate holds, so nothing is loaded or scanned
     twice. Align fits the images that have a prior and lists the others as failed fits.
     """
-    if consistency and align is None:
-        raise UsageError("--consistency checks the aligned priors: give --align SPARSE too")
     _refuse_remote_steps(out, verify=verify, align=align is not None, consistency=consistency,
                          report=report)
+    _check_later_steps(out, num_samples=num_samples, align=align, consistency=consistency,
+                       report=report)
     summary = generate(images, out, **generate_options)
     run = GenerateRun(summary)
     if summary.interrupted:
         return run
     if verify:
-        run.verify = check_outputs(_recorded(summary), summary.items, images_root=summary.images,
-                                   num_samples=num_samples)
+        _step(run, "verify", lambda: check_outputs(_recorded(summary), summary.items,
+                                                    images_root=summary.images, num_samples=num_samples))
     if align is not None:
         from .scene.align import align as fit
 
-        run.align = fit(align, summary.out, images=summary.images, allow_missing=True)
-    if consistency:
-        _masks(run, align)
+        _step(run, "align", lambda: fit(align, summary.out, images=summary.images, allow_missing=True))
+    if consistency and run.align is not None:
+        from .scene.confidence import check_consistency
+
+        _step(run, "consistency", lambda: check_consistency(
+            align, Path(summary.out).resolve(), output=_masks_folder(summary.out)))
+    elif consistency:
+        run.errors["consistency"] = "the fits it checks were not made (align did not run)"
     if report:
         from .report import report as write_report
 
         folder = summary.images if summary.images is not None and summary.images.is_dir() else None
         masks = run.consistency.output if run.consistency is not None else None
-        run.report = write_report(summary.out, images=folder, sparse=align, masks=masks)
+        _step(run, "report", lambda: write_report(summary.out, images=folder, sparse=align,
+                                                  masks=masks))
     return run
+
+
+def _step(run: GenerateRun, name: str, work: Any) -> None:
+    """One later step: its result on the run, or why it could not run (one line), so the
+    steps before it keep their summary."""
+    try:
+        setattr(run, name, work())
+    except DepthpriorError as error:
+        run.errors[name] = first_line(error)
+
+
+def _check_later_steps(out: Any, *, num_samples: Any, align: Any, consistency: bool,
+                       report: bool) -> None:
+    """What verify, align, the masks and the report need that is known before the first image:
+    a UsageError now instead of after the whole generate."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise UsageError(f"--num-samples must be a whole number of at least 1; got {num_samples!r}")
+    if consistency and align is None:
+        raise UsageError("--consistency checks the aligned priors: give --align SPARSE too")
+    if align is not None:
+        _check_sparse(Path(align))
+    if consistency:
+        _check_masks_folder(_masks_folder(out))
+    if report and not is_url(out):
+        from .report.build import REPORT_NAME
+
+        if (Path(out) / REPORT_NAME).is_dir():
+            raise UsageError(f"{Path(out) / REPORT_NAME} is a folder: --report writes its page "
+                             "there; remove the folder or leave out --report")
+
+
+def _check_sparse(sparse: Path) -> None:
+    """The model align will fit: read (and checked) now, and its params file writable."""
+    from .files.outputs import check_writable
+    from .scene import depth_params
+    from .scene.colmap import read_model
+
+    model = read_model(sparse)
+    if not model.images:
+        raise UsageError(f"the COLMAP model in {sparse} has no images")
+    params = depth_params.default_path(sparse)
+    if params.is_dir():
+        raise UsageError(f"{params} is a folder: --align writes its fits there; remove it")
+    check_writable(params.parent)
+
+
+def _masks_folder(out: Any) -> Path:
+    from .scene.confidence import default_output
+
+    return default_output(Path(out).resolve())
+
+
+def _check_masks_folder(masks: Path) -> None:
+    if masks.exists() and not masks.is_dir():
+        raise UsageError(f"{masks} is a file: --consistency writes its masks in that folder; "
+                         "remove or rename the file")
+    from .files.outputs import check_writable
+
+    check_writable(masks.parent)
 
 
 def _refuse_remote_steps(out: Any, **requested: bool) -> None:
@@ -115,16 +178,6 @@ def _refuse_remote_steps(out: Any, **requested: bool) -> None:
         flags = ", ".join(f"--{name}" for name in steps)
         raise UsageError(f"{flags} read the priors from a local folder, and OUT is the URL {out}: "
                          "generate first, then copy OUT to a local folder and run those commands there")
-
-
-def _masks(run: GenerateRun, sparse: str | os.PathLike[str]) -> None:
-    """The consistency masks of the aligned priors; a step that cannot run is one failure."""
-    from .scene.confidence import check_consistency
-
-    try:
-        run.consistency = check_consistency(sparse, run.summary.out)
-    except DepthpriorError as error:
-        run.consistency_error = first_line(error)
 
 
 def _recorded(summary: Summary) -> Manifest:

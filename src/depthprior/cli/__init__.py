@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
-    for chatty in ("botocore", "aiobotocore", "s3fs", "fsspec", "ray"):  # their INFO is not ours
+    # their INFO is not ours (httpx: one line per hub request)
+    for chatty in ("botocore", "aiobotocore", "s3fs", "fsspec", "ray", "httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return int(args.run(args) or 0)

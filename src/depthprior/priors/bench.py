@@ -32,8 +32,8 @@ import numpy as np
 
 from .backends import Backend, BackendSettings, LocalBackend, create_backend, option_fields, settings_for
 from .backends.preprocess import IMAGENET_MEAN, IMAGENET_STD, PATCH
-from ..errors import UsageError
-from ..images import ImageItem, Scan, scan
+from ..errors import ImageError, UsageError, first_line
+from ..images import ImageItem, Scan, check_pixels, decode_rgb, scan, stored_size
 from .store import PNG_MAX
 
 
@@ -210,14 +210,12 @@ def bench_transformers_pipeline(images: Path | Scan, settings: BackendSettings) 
                        dtype=torch_dtype(resolve_dtype(settings.dtype, device)))
     load_s = time.perf_counter() - start
     paths = [item.path for item in _scanned(images).items]
-    for path in _one_per_size(paths):  # steady state, as for the backends: every shape once
-        with Image.open(path) as image:
-            pipe(image.convert("RGB"))
+    for path in _one_per_size(paths, settings.max_pixels):  # steady state: every shape once
+        pipe(Image.fromarray(decode_rgb(path, settings.max_pixels)))
     with tempfile.TemporaryDirectory(prefix="depthprior-bench-") as out, RssSampler() as rss:
         start = time.perf_counter()
         for index, path in enumerate(paths):
-            with Image.open(path) as image:
-                predicted = pipe(image.convert("RGB"))["predicted_depth"]
+            predicted = pipe(Image.fromarray(decode_rgb(path, settings.max_pixels)))["predicted_depth"]
             depth = predicted.squeeze().float().cpu().numpy() if torch.is_tensor(predicted) else np.asarray(predicted)
             low, high = float(depth.min()), float(depth.max())
             png = ((depth - low) / max(high - low, 1e-12) * PNG_MAX).astype(np.uint16)
@@ -227,13 +225,17 @@ def bench_transformers_pipeline(images: Path | Scan, settings: BackendSettings) 
                     rss.peak / 2**20, {"model": settings.model, "device": device})
 
 
-def _one_per_size(paths: list[Path]) -> list[Path]:
-    from PIL import Image
-
+def _one_per_size(paths: list[Path], max_pixels: int | None) -> list[Path]:
+    """One frame of each stored size; a frame over the pixel cap or the aspect limit is refused
+    here, from its header, as generate refuses it."""
     by_size: dict[tuple[int, int], Path] = {}
     for path in paths:
-        with Image.open(path) as image:
-            by_size.setdefault(image.size, path)
+        try:
+            size = stored_size(path)
+            check_pixels(*size, max_pixels)
+        except ImageError as error:
+            raise ImageError(f"{path}: {first_line(error)}") from None
+        by_size.setdefault(size, path)
     return list(by_size.values())
 
 

@@ -8,10 +8,12 @@ and modification time, so a rerun does not read gigabytes again.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from pathlib import Path
+
+from ..errors import FileFormatError
+from ..files.jsonfile import expect_fields, expect_object, read_json, write_json
 
 #: files of a transformers checkpoint that change its output (weights and configs)
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json")
@@ -50,7 +52,8 @@ def file_digest(path: Path, cache: dict[str, dict]) -> str:
     stat = path.stat()
     key = str(path)
     entry = cache.get(key)
-    if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+    if (entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns
+            and entry.get("sha256")):
         return str(entry["sha256"])
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -61,20 +64,22 @@ def file_digest(path: Path, cache: dict[str, dict]) -> str:
 
 
 def _load_cache() -> dict[str, dict]:
+    """The cached digests; a damaged cache (any FileFormatError) is as good as none."""
     try:
-        data = json.loads(cache_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(cache_path(), missing_ok=True, check=_check_cache)
+    except FileFormatError:
         return {}
-    return data if isinstance(data, dict) else {}
+    return data or {}
+
+
+def _check_cache(data: object) -> None:
+    for entry in expect_object(data, "the cache").values():
+        expect_fields(expect_object(entry, "an entry"), {"size": int, "mtime_ns": int, "sha256": str})
 
 
 def _save_cache(cache: dict[str, dict]) -> None:
     """Best effort: an unwritable cache only costs hashing again next time."""
-    path = cache_path()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(cache), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(cache_path(), cache, indent=None)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass

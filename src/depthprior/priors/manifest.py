@@ -8,7 +8,6 @@ ManifestError naming the file; the files a record names are checked cheaply on r
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import struct
@@ -22,8 +21,8 @@ import numpy as np
 
 from .. import __version__
 from .. import storage
-from ..errors import FileFormatError, UnsafePathError, UsageError, first_line
-from ..files.jsonfile import read_json
+from ..errors import FileFormatError, UnsafePathError, WriteError, UsageError, first_line
+from ..files.jsonfile import encode_json, read_json
 from ..images import safe_join
 from ..storage import Location, location
 from .store import atomic_write_bytes, now_utc
@@ -149,24 +148,19 @@ class Manifest:
 
     @classmethod
     def load(cls, root: Location) -> "Manifest | None":
-        """The manifest in root, None if there is none; ManifestError if it cannot be trusted."""
+        """The manifest in root, None if there is none; ManifestError if it cannot be trusted
+        (files.jsonfile reads it: size cap, nesting limit, then its shape and every record)."""
         root = location(root)
         path = _child(root, MANIFEST_NAME)
-        if not _exists(path):
-            return None
+        if not storage.is_url(path) and Path(path).is_dir():
+            raise ManifestError(path, "is a folder, not a file")
+        fields: dict[str, Any] = {}
         try:
-            data = read_json(path)
+            data = read_json(path, missing_ok=True, check=lambda data: fields.update(_parse(data, root)))
         except FileFormatError as error:
-            raise ManifestError(path, f"is not readable JSON ({error.problem})") from None
-        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-            raise ManifestError(path, "is not a depthprior manifest")
-        fields = {key: data.get(key, default) for key, default in _MANIFEST_FIELDS.items()}
-        for key, default in _MANIFEST_FIELDS.items():
-            if not isinstance(fields[key], type(default)):
-                raise ManifestError(path, f"has a malformed {key!r} ({type(fields[key]).__name__})")
-        fields["images"] = {
-            name: _read_record(path, root, name, record) for name, record in fields["images"].items()
-        }
+            raise ManifestError(path, error.problem) from None
+        if data is None:
+            return None
         return cls(root=root, **fields)
 
     @staticmethod
@@ -179,10 +173,13 @@ class Manifest:
         while _exists(target):
             target = _child(root, f"{MANIFEST_NAME}.unreadable-{stamp}-{serial}")
             serial += 1
-        if storage.is_url(root):
-            storage.move(_child(root, MANIFEST_NAME), target)
-        else:
-            os.replace(_child(root, MANIFEST_NAME), target)
+        try:
+            if storage.is_url(root):
+                storage.move(_child(root, MANIFEST_NAME), target)
+            else:
+                os.replace(_child(root, MANIFEST_NAME), target)
+        except OSError as error:
+            raise WriteError(target, error) from None
         return target
 
     def to_json(self) -> dict[str, Any]:
@@ -200,16 +197,20 @@ class Manifest:
         }
 
     def save(self) -> None:
-        text = json.dumps(self.to_json(), indent=1, allow_nan=False)
-        atomic_write_bytes(self.path, text.encode("utf-8"))
+        atomic_write_bytes(self.path, encode_json(self.to_json()))
 
     def differences(self, identity: dict[str, Any]) -> list[str]:
+        """What differs between the recorded identity and this run's (the reasons not to
+        resume). A local checkpoint is known by its content: the same weights digest under
+        another path (./tiny, its absolute path, an identical copy) is the same model."""
+        same_weights = "weights" in self.identity and self.identity["weights"] == identity.get("weights")
         keys = sorted(set(self.identity) | set(identity))
         return [
             f"{key}: {self.identity.get(key)!r} there, {identity.get(key)!r} now"
             for key in keys
             if self.identity.get(key) != identity.get(key)
             and not (key in IDENTITY_ADDED_LATER and key not in self.identity)
+            and not (key in IDENTITY_LOCATIONS and same_weights)
         ]
 
     def is_complete(self, name: str, fmt: str) -> bool:
@@ -217,7 +218,10 @@ class Manifest:
         record = self.images.get(name)
         if record is None or not record.ok:
             return False
-        return all(_exists(safe_join(self.root, rel)) for rel in output_files(record.stem, fmt))
+        try:
+            return all(_exists(safe_join(self.root, rel)) for rel in output_files(record.stem, fmt))
+        except OSError:  # a recorded name this file system cannot hold: redo the image
+            return False
 
     def damage(self, name: str, fmt: str) -> str | None:
         """Why a finished image's files cannot be trusted (cheap header checks), or None.
@@ -242,35 +246,50 @@ class Manifest:
 
 #: identity keys that manifests of earlier versions lack; their absence is not a difference
 IDENTITY_ADDED_LATER = frozenset({"weights"})
+#: identity keys that say where a local checkpoint lies; its weights digest says what it is
+IDENTITY_LOCATIONS = frozenset({"model"})
 
 _MANIFEST_FIELDS: dict[str, Any] = {
     "identity": {}, "backend": {}, "images": {}, "created": "", "inputs": "",
 }
 
 
-class ManifestError(UsageError):
+class ManifestError(FileFormatError):
     """OUT/depthprior.json exists but cannot be used; `--overwrite` sets it aside."""
 
-    def __init__(self, path: Path, problem: str):
-        super().__init__(
-            f"the manifest {path} {problem}; pass --overwrite to set it aside and start afresh "
-            "(it is kept, renamed), or choose another output folder"
-        )
+    HINT = ("pass --overwrite to set it aside and start afresh (it is kept, renamed), or choose "
+            "another output folder")
+
+    def __init__(self, path: Location, problem: str):
+        UsageError.__init__(self, f"the manifest {path} {problem}; {self.HINT}")
+        self.path, self.problem, self.hint = path, problem, self.HINT
 
 
-def _read_record(path: Path, root: Path, name: str, data: Any) -> ImageRecord:
+def _parse(data: Any, root: Location) -> dict[str, Any]:
+    """The manifest's fields and records; ValueError/TypeError saying what is wrong."""
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise ValueError("it is not a depthprior manifest")
+    fields = {key: data.get(key, default) for key, default in _MANIFEST_FIELDS.items()}
+    for key, default in _MANIFEST_FIELDS.items():
+        if not isinstance(fields[key], type(default)):
+            raise TypeError(f"{key!r} is a {type(fields[key]).__name__}")
+    fields["images"] = {name: _read_record(root, name, record)
+                        for name, record in fields["images"].items()}
+    return fields
+
+
+def _read_record(root: Location, name: str, data: Any) -> ImageRecord:
     """One image's record, refused when malformed or when it names a file outside root."""
     try:
         record = ImageRecord.from_json(data)
     except (TypeError, ValueError) as error:
-        raise ManifestError(path, f"has a malformed record for {name!r} ({error})") from None
+        raise ValueError(f"the record for {name!r} is malformed ({error})") from None
     for relative in [record.stem, *record.outputs] if record.ok else []:
         try:
             safe_join(root, relative)
         except UnsafePathError:
-            raise ManifestError(
-                path, f"names {relative!r} for {name!r}, outside the output folder"
-            ) from None
+            raise ValueError(f"the record for {name!r} names {relative!r}, outside the "
+                             "output folder") from None
     return record
 
 

@@ -39,7 +39,8 @@ from .backends.onnx import INPUT_NAME, META_PREFIX, OUTPUT_NAME, import_onnx
 from .backends.architectures import architecture_class
 from .backends.preprocess import PATCH
 from .onnx_architectures import Signature, check_exportable
-from ..errors import DepthpriorError, MissingDependencyError, UsageError, first_line
+from ..errors import DepthpriorError, MissingDependencyError, UsageError, WriteError, first_line
+from ..files.outputs import TMP_MARK, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,15 @@ def _check_target(output: Path, exporter: str) -> None:
         raise UsageError(f"output {output} is a folder; give a file name such as {output / 'model.onnx'}")
     if output.suffix.lower() != ".onnx":
         raise UsageError(f"output {output} should end in .onnx")
+    check_writable(output.parent)  # before the model loads: minutes of export for nothing
+    longest = len((output.name + ".data").encode())
+    try:
+        name_max = os.pathconf(output.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if longest > name_max:
+        raise UsageError(f"output name {output.name!r} is too long for this file system "
+                         f"({longest} bytes with .data, at most {name_max}); shorten it")
 
 
 def _check_patch_sizes(patch: int, input_size: int, static_shape: tuple[int, int] | None) -> None:
@@ -278,10 +288,12 @@ def _write(torch: Any, onnx: Any, job: _GraphJob, output: Path, exporter: str, o
            external_data: bool | None, start: float) -> ExportResult:
     """Export, check and put the file in place (only when it passed the check)."""
     metadata = job.metadata
-    output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = output.parent / f".{output.name}.depthprior-tmp-{os.getpid()}"
+    scratch = output.parent / f"{TMP_MARK}{os.getpid()}-export"  # short: any output name fits
     shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
+    try:
+        scratch.mkdir(parents=True)
+    except OSError as error:
+        raise WriteError(output, error) from None
     try:
         with contextlib.ExitStack() as patches:
             for patch in job.patches():
@@ -309,6 +321,10 @@ def _write(torch: Any, onnx: Any, job: _GraphJob, output: Path, exporter: str, o
         if external:
             os.replace(scratch / data_name, data_path)
         os.replace(staged, output)
+    except WriteError:
+        raise
+    except OSError as error:  # the disk filled or the folder went read-only during the export
+        raise WriteError(output, error) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return ExportResult(

@@ -23,7 +23,7 @@ import numpy as np
 
 from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class, settings_for
 from .backends.base import FATAL_ERRORS, DepthMap
-from ..errors import BackendUnavailable, ImageError, UsageError, first_line
+from ..errors import BackendUnavailable, ImageError, UsageError, first_line, listing
 from ..images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
 from ..storage import Location, is_url, location
 from ..threads import yield_to_inference
@@ -53,6 +53,7 @@ class Summary:
     flagged: dict[str, str] = field(default_factory=dict)
     repaired: dict[str, str] = field(default_factory=dict)  # damaged outputs found and redone
     ignored: dict[str, str] = field(default_factory=dict)  # entries that are not images (FIFO, loop)
+    hidden: list[str] = field(default_factory=list)  # hidden folders and image files, never read
     manifest_error: str | None = None  # the manifest could not be written at the end
     elapsed: float = 0.0
     load_seconds: float = 0.0
@@ -99,6 +100,9 @@ class Summary:
                 f"{self.manifest_error}: finished outputs are kept but not all are recorded; "
                 "free space (or fix the folder) and rerun the same command to resume"
             )
+        if self.hidden:
+            lines.append(f"  IGNORED {len(self.hidden)} hidden entries (names starting with '.' are "
+                         f"never inputs): {listing(self.hidden, limit=3)}")
         for name, reason in self.ignored.items():
             lines.append(f"  IGNORED {name}: {reason}")
         for name, reason in self.repaired.items():
@@ -136,7 +140,7 @@ class PreparedImage:
 
 
 #: options of the steps that may follow generate, refused here with a pointer to the chain
-_NEXT_STEP_OPTIONS = ("verify", "num_samples", "align")
+_NEXT_STEP_OPTIONS = ("verify", "num_samples", "align", "consistency", "report")
 
 
 def generate(
@@ -170,6 +174,8 @@ def generate(
     plan, outputs and manifest; the images must be a folder every node sees, or a URL.
     """
     _refuse_next_step_options(setting_overrides)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"workers must be a whole number of at least 1 (or None); got {workers!r}")
     loaded = backend if isinstance(backend, Backend) else None
     backend_type = type(loaded) if loaded else backend_class(backend)
     if ray is not None:
@@ -183,6 +189,7 @@ def generate(
         summary = Summary(out=out_root, total=len(plan.items),
                           skipped=len(plan.items) - len(plan.todo) - len(plan.unwritable),
                           repaired=dict(plan.damaged), ignored={**found.skipped, **found.loops},
+                          hidden=list(found.hidden),
                           images=images_root, items=plan.items, manifest=plan.manifest)
         start = time.perf_counter()
         for name, reason in plan.unwritable.items():
@@ -217,7 +224,8 @@ def _refuse_next_step_options(options: dict[str, Any]) -> None:
     if given:
         raise UsageError(
             f"generate() makes the priors only and takes no {', '.join(given)}: call "
-            "depthprior.steps.run_generate(images, out, verify=..., align=...) to verify and align after it"
+            "depthprior.steps.run_generate(images, out, verify=..., align=..., consistency=..., "
+            "report=...) (also depthprior.run_generate) to run those steps after it"
         )
 
 
@@ -240,8 +248,10 @@ def _inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_type:
     if _same_place(images_root, out_root):
         raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
     scanned = images if isinstance(images, Scan) else scan(images_root, normalise_extensions(extensions))
-    found = dataclasses.replace(  # a caller's Scan stays as it was
-        scanned, items=[item for item in scanned.items if not is_inside(item.path, out_root)])
+    found = dataclasses.replace(  # a caller's Scan stays as it was; OUT's own entries left out
+        scanned, items=[item for item in scanned.items if not is_inside(item.path, out_root)],
+        skipped={name: reason for name, reason in scanned.skipped.items()
+                 if is_url(images_root) or not is_inside(Path(images_root, name), out_root)})
     if not found.items:
         raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
     for name, reason in {**found.skipped, **found.loops}.items():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -11,9 +13,11 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from ..errors import ImageError, UsageError, first_line, listing
+from ..errors import ImageError, UsageError, WriteError, first_line, listing
+from ..files.outputs import atomic_write_bytes
 from ..files.raster import read_mask
-from ..images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions, safe_join
+from ..images import (OWN_PICTURE_PREFIX, ImageItem, decode_rgb, discover, is_inside,
+                      normalise_extensions, safe_join)
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
 
@@ -49,11 +53,17 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     checks: list[ImageCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    sheet: Path | None = None
+    sheets: list[Path] = field(default_factory=list)  # the contact sheet's pages, in order
+    sheet_error: str | None = None  # why (part of) the sheet could not be written
+
+    @property
+    def sheet(self) -> Path | None:
+        return self.sheets[0] if self.sheets else None
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.missing and all(c.ok for c in self.checks)
+        return (not self.problems and not self.missing and self.sheet_error is None
+                and all(c.ok for c in self.checks))
 
     def format(self) -> str:
         header = f"{'image':<40} {'size':>11} {'levels':>7} {'bits':>5} {'source':<14} status"
@@ -73,8 +83,13 @@ class VerifyReport:
         if hidden:
             lines.append(f"...{listing(hidden, limit=0)} missing")  # "... and N more missing"
         lines.extend(f"PROBLEM {problem}" for problem in self.problems)
-        if self.sheet:
-            lines.append(f"contact sheet: {self.sheet}")
+        if len(self.sheets) == 1:
+            lines.append(f"contact sheet: {self.sheets[0]}")
+        elif self.sheets:
+            lines.append(f"contact sheet: {len(self.sheets)} pages, {self.sheets[0]} to "
+                         f"{self.sheets[-1].name}")
+        if self.sheet_error:
+            lines.append(f"PROBLEM contact sheet not written: {self.sheet_error}")
         lines.append("verify: OK" if self.ok else "verify: FAILED")
         return "\n".join(lines)
 
@@ -103,11 +118,26 @@ def verify(
         raise UsageError(f"mask folder not found: {masks}; run 'depthprior consistency' first")
     manifest = load_manifest(out)
     images_root = Path(images) if images else (Path(manifest.inputs) if manifest.inputs else None)
+    if sheet is not None:
+        _check_sheet_place(Path(sheet), out, images_root)
     items, problems = _expected_items(manifest, images_root, extensions)
     report = check_outputs(manifest, items, images_root=images_root, num_samples=num_samples,
                            all=all, sheet=sheet, masks=masks)
     report.problems.extend(problems)
     return report
+
+
+def _check_sheet_place(sheet: Path, out: Path, images_root: Path | None) -> None:
+    """A sheet where a later command would read it as data is refused: among the frames, or
+    in OUT other than beside the manifest as depthprior_*.png (align and export skip those)."""
+    if images_root is not None and images_root.is_dir() and is_inside(sheet, images_root):
+        raise UsageError(f"--sheet {sheet} is inside the image folder {images_root}: a later "
+                         "generate would take it for a frame; write it elsewhere")
+    own_name = sheet.name.startswith(OWN_PICTURE_PREFIX)
+    if is_inside(sheet, out) and not (own_name and sheet.parent.resolve() == out.resolve()):
+        raise UsageError(f"--sheet {sheet} is inside {out} where align and export would take it "
+                         f"for a depth prior; name it {out / SHEET_NAME} (or any "
+                         f"{OWN_PICTURE_PREFIX}*.png there) or write it outside")
 
 
 def load_manifest(out: Path) -> Manifest:
@@ -136,6 +166,8 @@ def check_outputs(
     For a caller that already holds both (generate, just before): nothing is read again but
     the outputs and the sampled images themselves. `images_root` None: outputs only.
     """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise UsageError(f"--num-samples must be a whole number of at least 1; got {num_samples!r}")
     out = manifest.root
     report = VerifyReport(out=out, expected=len(items))
     present = []
@@ -148,16 +180,15 @@ def check_outputs(
         present.append((item, record))
     report.present = len(present)
     sampled = present if all else _sample(present, num_samples)
-    pictures = []
+    sheets = ContactSheet(Path(sheet) if sheet else out / SHEET_NAME, paged=len(sampled) > SHEET_ROWS)
     for item, record in sampled:
         check, picture = _check_one(out, item, record, images_root)
         report.checks.append(check)
         if picture is not None:
             mask = _check_mask(Path(masks), check) if masks is not None else None
-            pictures.append((check, (*picture, mask) if masks is not None else picture))
-    if pictures:
-        report.sheet = Path(sheet) if sheet else out / SHEET_NAME
-        _write_sheet(report.sheet, pictures)
+            sheets.add(sheet_row(check, *picture, *([mask] if masks is not None else [])))
+    sheets.close()
+    report.sheets, report.sheet_error = sheets.pages, sheets.error
     return report
 
 
@@ -187,14 +218,15 @@ def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Pat
     check = ImageCheck(item.name, png_rel or ", ".join(outputs), source=record.source,
                        precision_bits=record.precision_bits)
     for rel in outputs:
-        if not (out / rel).is_file():
-            check.problems.append(f"{rel} missing")
+        problem = _absence(out / rel)
+        if problem:
+            check.problems.append(f"{rel} {problem}")
     if png_rel is None or check.problems:
         return check, None
     try:
         depth = read_png16(out / png_rel)
-    except OSError:
-        check.problems.append("not decodable")
+    except OSError as error:
+        check.problems.append(f"not readable: {first_line(error)}")
         return check, None
     if depth.dtype != np.uint16 or depth.ndim != 2:
         channels = 1 if depth.ndim == 2 else depth.shape[2]
@@ -226,6 +258,14 @@ def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Pat
     return check, (image, depth)
 
 
+def _absence(path: Path) -> str | None:
+    """Why an output named in the manifest is not there to check, or None when it is."""
+    try:
+        return None if path.is_file() else "missing"
+    except OSError as error:  # e.g. a name too long for this file system
+        return f"cannot be looked up ({error.strerror or first_line(error)})"
+
+
 def _check_mask(masks: Path, check: ImageCheck) -> np.ndarray:
     """The image's confidence mask (a black one when it is missing or wrong, with the reason):
     a mask that is there but is not a single-channel uint8 PNG of its map's size fails the
@@ -242,28 +282,83 @@ def _check_mask(masks: Path, check: ImageCheck) -> np.ndarray:
         return blank
 
 
-def _write_sheet(path: Path, pictures: list, row_height: int = 200) -> None:
-    from .store import atomic_write_bytes
+#: rows on one page of the contact sheet: ~50 x 226 px tall, a few MB; more frames (--all on
+#: thousands) make numbered pages instead of one sheet too large to open
+SHEET_ROWS = 50
 
-    rows = []
-    for check, (image, depth, *mask) in pictures:
-        coloured = colourise(depth)
-        panels = [coloured] if image is None else [cv2.cvtColor(image, cv2.COLOR_RGB2BGR), coloured]
-        panels = [_fit_height(panel, row_height) for panel in panels]
-        panels += [_mask_panel(m, panels[-1].shape[:2]) for m in mask]
-        row = np.concatenate(panels, axis=1)
-        label = f"{check.name}   {row_label(check)}"
-        strip = np.full((22, row.shape[1], 3), 255, dtype=np.uint8)
-        cv2.putText(strip, label, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        row = np.concatenate([strip, row], axis=0)
-        rows.append(row)
+
+class ContactSheet:
+    """The contact sheet written page by page (at most SHEET_ROWS rows held at once), through
+    files.outputs. One page keeps the given name; more are NAME_001.png, NAME_002.png, ...
+    Pages an earlier run left that this one did not write are removed. A write that fails is
+    kept in `error` (the checks' verdict stands); the rest of the sheet is not attempted."""
+
+    def __init__(self, path: Path, paged: bool):
+        self.path, self.paged = path, paged
+        self.rows: list[np.ndarray] = []
+        self.pages: list[Path] = []
+        self.error: str | None = None
+
+    def add(self, row: np.ndarray) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= SHEET_ROWS:
+            self._write_page()
+
+    def close(self) -> None:
+        if self.rows:
+            self._write_page()
+        if self.error is None and self.pages:
+            self._remove_stale()
+
+    def _page_path(self, number: int) -> Path:
+        if not self.paged:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}_{number:03d}{self.path.suffix}")
+
+    def _write_page(self) -> None:
+        rows, self.rows = self.rows, []
+        if self.error is not None:
+            return
+        path = self._page_path(len(self.pages) + 1)
+        try:
+            atomic_write_bytes(path, _encode_page(rows))
+        except WriteError as error:
+            self.error = first_line(error)
+            return
+        self.pages.append(path)
+        log.info("contact sheet written to %s", path)
+
+    def _remove_stale(self) -> None:
+        page = re.compile(re.escape(self.path.stem) + r"(_\d{3,})?" + re.escape(self.path.suffix))
+        for old in self.path.parent.glob(f"{glob.escape(self.path.stem)}*{glob.escape(self.path.suffix)}"):
+            if page.fullmatch(old.name) and old not in self.pages and old.is_file():
+                try:
+                    old.unlink()
+                except OSError as error:
+                    self.error = first_line(WriteError(old, error))
+
+
+def _encode_page(rows: list[np.ndarray]) -> bytes:
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 4), (0, width - row.shape[1]), (0, 0))) for row in rows]
     ok, buffer = cv2.imencode(".png", np.concatenate(rows, axis=0))
     if not ok:
-        raise OSError("contact sheet encoding failed")
-    atomic_write_bytes(path, buffer.tobytes())
-    log.info("contact sheet written to %s", path)
+        raise ValueError("contact sheet encoding failed")
+    return buffer.tobytes()
+
+
+def sheet_row(check: ImageCheck, image: np.ndarray | None, depth: np.ndarray, *mask: np.ndarray,
+              row_height: int = 200) -> np.ndarray:
+    """One frame's row: its label, the photo (when found), the coloured map, the mask."""
+    coloured = colourise(depth)
+    panels = [coloured] if image is None else [cv2.cvtColor(image, cv2.COLOR_RGB2BGR), coloured]
+    panels = [_fit_height(panel, row_height) for panel in panels]
+    panels += [_mask_panel(m, panels[-1].shape[:2]) for m in mask]
+    row = np.concatenate(panels, axis=1)
+    label = f"{check.name}   {row_label(check)}"
+    strip = np.full((22, row.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(strip, label, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, row], axis=0)
 
 
 def _mask_panel(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

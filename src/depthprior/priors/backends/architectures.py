@@ -10,7 +10,6 @@ resized back to the image.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...errors import ModelLoadError, UsageError
+from ...errors import ImageError, ModelLoadError, UsageError
+from ...files.jsonfile import expect_object, read_json
 from .base import MapKind
 
 #: what BackendSettings.input_size holds when the user gave none: for architectures other than
@@ -97,8 +97,41 @@ class Architecture:
         return {"size": {"height": input_size, "width": input_size}}
 
     def prepare(self, image: np.ndarray, input_size: int) -> Prepared:
-        pixels = self.processor(images=image, return_tensors="np", **self.processor_overrides(input_size))
-        return Prepared(np.ascontiguousarray(pixels["pixel_values"][0], dtype=np.float32))
+        pixels = self.process(image, input_size, self.processor_overrides(input_size))
+        return Prepared(np.ascontiguousarray(pixels, dtype=np.float32))
+
+    def process(self, image: np.ndarray, input_size: int, overrides: dict[str, Any]) -> np.ndarray:
+        """The processor's network input for one HxWx3 image, once the frame is known to fit."""
+        self.check_frame(image.shape[0], image.shape[1], input_size)
+        # channels_last said, not guessed: transformers takes a 1xWx3 or 3xWx3 image for
+        # channels-first and fails on it ("mean must have 1 elements")
+        pixels = self.processor(images=image, return_tensors="np", input_data_format="channels_last",
+                                **overrides)
+        return pixels["pixel_values"][0]
+
+    def network_size(self, height: int, width: int, input_size: int) -> tuple[int, int] | None:
+        """(height, width) of the network input the processor makes of a frame; None: any
+        frame fits (a fixed-size resize)."""
+        return None
+
+    def min_side(self) -> int:
+        """The shortest network-input side the model takes: its rounding multiple, and its
+        backbone's patch."""
+        multiple = getattr(self.processor, "ensure_multiple_of", None) or getattr(
+            self.processor, "size_divisor", None) or 1
+        config = self.config
+        patch = getattr(getattr(config, "backbone_config", None), "patch_size", None) or getattr(
+            config, "patch_size", None) or 1
+        return max(int(multiple), int(patch) if isinstance(patch, int) else 1)
+
+    def check_frame(self, height: int, width: int, input_size: int) -> None:
+        """ImageError (before any preprocessing) when the frame is too small for the model."""
+        size = self.network_size(height, width, input_size)
+        needed = self.min_side()
+        if size is not None and min(size) < needed:
+            raise ImageError(
+                f"image is {width}x{height}: {self.model_type} would make a {size[1]}x{size[0]} "
+                f"network input, and its sides must be at least {needed} px; use a larger frame")
 
     def extras(self, output: Any, index: int) -> dict[str, float]:
         """Per-image outputs besides the map (index: position in the batch)."""
@@ -158,12 +191,34 @@ class DPT(Architecture):
         return "depth" if backbone == "dinov2" else "disparity"  # DINOv2 DPT heads: NYU/KITTI metres
 
     def prepare(self, image: np.ndarray, input_size: int) -> Prepared:
-        overrides = {**self.processor_overrides(input_size), "do_pad": False}
-        pixels = self.processor(images=image, return_tensors="np", **overrides)["pixel_values"][0]
+        pixels = self.process(image, input_size, {**self.processor_overrides(input_size), "do_pad": False})
         divisor = getattr(self.processor, "size_divisor", None)
         if not getattr(self.processor, "do_pad", False) or not divisor:
             return Prepared(np.ascontiguousarray(pixels, dtype=np.float32))
         return centre_pad(pixels, divisor)
+
+
+    def network_size(self, height: int, width: int, input_size: int) -> tuple[int, int] | None:
+        return aspect_resize(self.processor, height, width, self.processor_overrides(input_size))
+
+
+def aspect_resize(processor: Any, height: int, width: int,
+                  overrides: dict[str, Any]) -> tuple[int, int]:
+    """The size DPT-style processors (DPT, Prompt Depth Anything, ZoeDepth) resize to: the
+    side scaled least sets the scale (with keep_aspect_ratio), each side rounded to the
+    nearest multiple of ensure_multiple_of (0 for a thin strip)."""
+    if not getattr(processor, "do_resize", True):
+        return height, width
+    target = overrides.get("size") or getattr(processor, "size", None) or {}
+    target_h, target_w = _get(target, "height"), _get(target, "width")
+    if target_h is None or target_w is None:
+        return height, width
+    multiple = int(getattr(processor, "ensure_multiple_of", None) or 1)
+    scale_h, scale_w = target_h / height, target_w / width
+    if getattr(processor, "keep_aspect_ratio", False):
+        scale_h = scale_w = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h
+    return (round(scale_h * height / multiple) * multiple,
+            round(scale_w * width / multiple) * multiple)
 
 
 def centre_pad(pixels: np.ndarray, divisor: int) -> Prepared:
@@ -201,6 +256,10 @@ class GLPN(Architecture):
     def fixed_size_reason(cls) -> str:
         return "GLPN runs at the image's own size, rounded down to a multiple of its size_divisor"
 
+    def network_size(self, height: int, width: int, input_size: int) -> tuple[int, int] | None:
+        divisor = int(getattr(self.processor, "size_divisor", None) or 32)
+        return height // divisor * divisor, width // divisor * divisor
+
 
 class ZoeDepth(Architecture):
     model_type = "zoedepth"
@@ -215,6 +274,11 @@ class ZoeDepth(Architecture):
         pad_h, pad_w = int(np.sqrt(height / 2) * 3), int(np.sqrt(width / 2) * 3)
         prepared.frame = Frame((height + 2 * pad_h, width + 2 * pad_w), pad_h, pad_w, height, width)
         return prepared
+
+    def network_size(self, height: int, width: int, input_size: int) -> tuple[int, int] | None:
+        if getattr(self.processor, "do_pad", True):
+            height, width = height + 2 * int(np.sqrt(height / 2) * 3), width + 2 * int(np.sqrt(width / 2) * 3)
+        return aspect_resize(self.processor, height, width, self.processor_overrides(input_size))
 
 
 class DepthPro(Architecture):
@@ -351,8 +415,6 @@ def cached_model_type(model: str, revision: str | None = None) -> str | None:
         if not isinstance(found, str):
             return None
         path = Path(found)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data.get("model_type") if isinstance(data, dict) else None
+    data = read_json(path, check=expect_object,
+                     hint="the checkpoint's config is damaged: save or download it again")
+    return data.get("model_type")

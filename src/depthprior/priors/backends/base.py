@@ -32,6 +32,11 @@ FATAL_ERRORS = (BackendUnavailable, MissingDependencyError, KeyboardInterrupt, M
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
+#: the largest --input-size: 4096 is ~60x the work of 518, and a 16:1 frame at it is a
+#: 4096 x 65536 network input (3 GB in float32) already
+MAX_INPUT_SIZE = 4096
+
+
 @dataclass(frozen=True)
 class BackendSettings:
     """What every backend is configured with; `options` holds the chosen backend's own ones
@@ -119,6 +124,10 @@ class Backend(ABC):
             require_number(name, getattr(settings, name), int)
         if settings.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
+        if settings.input_size > MAX_INPUT_SIZE:
+            raise UsageError(f"--input-size {settings.input_size} is above {MAX_INPUT_SIZE}: the "
+                             "network input of one frame would take gigabytes (models are trained "
+                             "at 384-1536); choose a smaller size, e.g. 518")
         cls.check_input_size(settings)
         if settings.max_pixels < 1:
             raise UsageError("--max-pixels must be at least 1")

@@ -21,7 +21,6 @@ would give maps that no longer match the torch backend.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -33,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...errors import ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
+from ...files.jsonfile import expect_object, parse_json
 from .architectures import Architecture, Prediction, Prepared, architecture_class
 from .base import BackendSettings
 from .local import LocalBackend
@@ -337,12 +337,18 @@ def file_architecture(metadata: dict[str, str], path: Path) -> Architecture | No
     from .torch_hf import processor_from_settings
 
     try:
-        config = CONFIG_MAPPING[model_type].from_dict(json.loads(metadata["config"]))
-        processor = processor_from_settings(model_type, json.loads(metadata["processor"]))
+        config = CONFIG_MAPPING[model_type].from_dict(_recorded_json(metadata, "config", path))
+        processor = processor_from_settings(model_type, _recorded_json(metadata, "processor", path))
     except (KeyError, ValueError, TypeError, AttributeError) as error:  # metadata written by someone else
         raise ModelLoadError(f"{path.name} records a {model_type} model but not its config and processor "
                              f"({first_line(error)}): re-export it with `depthprior export-onnx`") from None
     return entry(config, processor)
+
+
+def _recorded_json(metadata: dict[str, str], key: str, path: Path) -> dict[str, Any]:
+    """A JSON object the file's metadata records (files.jsonfile: nesting limit, shape)."""
+    return parse_json(metadata[key], f"the {key} recorded in {path}", check=expect_object,
+                      hint="re-export it with `depthprior export-onnx`")
 
 
 def _providers(ort: Any, device: str) -> list[Any]:

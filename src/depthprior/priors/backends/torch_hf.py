@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import types
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from ...errors import MissingDependencyError, ModelLoadError, UsageError, first_line
+from ...files.jsonfile import expect_object, parse_json, read_json
 from .base import BackendSettings
 from .local import LocalBackend, crop_frame  # noqa: F401 - crop_frame: where it used to live
 from .architectures import DEFAULT_INPUT_SIZE, Architecture, Prediction, Prepared, architecture_class, cached_model_type
@@ -80,14 +80,75 @@ def load_depth_model(model: str, revision: str | None = None, dtype: Any = None)
     return network
 
 
+#: how long the hub may take to accept a connection before it counts as unreachable
+HUB_CHECK_SECONDS = 2.5
+
+
+def check_hub_access(model: str, revision: str | None = None) -> None:
+    """For a hub id on a machine that cannot reach the hub: use the cached copy at once (offline
+    mode for this process), or say in one line that it is not cached, instead of the hub
+    client's five retries (~30 s, each printed twice)."""
+    if Path(model).expanduser().exists():
+        return
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        return
+    if constants.HF_HUB_OFFLINE:
+        return
+    problem = unreachable(constants.ENDPOINT, HUB_CHECK_SECONDS)
+    if problem is None:
+        return
+    constants.HF_HUB_OFFLINE = True  # read at each call by huggingface_hub and transformers
+    if not isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str):
+        raise ModelLoadError(
+            f"model {model!r} is not in the Hugging Face cache and the hub {constants.ENDPOINT} "
+            f"cannot be reached ({problem}): connect to the network once to download it, or pass "
+            "--model with a local folder saved with save_pretrained")
+    log.warning("the hub %s cannot be reached (%s): using the cached copy of %s",
+                constants.ENDPOINT, problem, model)
+
+
+def unreachable(url: str, timeout: float) -> str | None:
+    """Why a TCP connection to url's host (or the proxy for it) cannot be made within timeout,
+    or None when it can; name resolution is bounded by the same timeout."""
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    parsed = urllib.parse.urlparse(url)
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    if proxy and not urllib.request.proxy_bypass(parsed.hostname or ""):
+        parsed = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    if not parsed.hostname:
+        return None
+    address = (parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80))
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error.strerror or first_line(error))
+
+    worker = threading.Thread(target=connect, daemon=True, name="depthprior-hub-check")
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
 def load_config(model: str, revision: str | None = None) -> Any:
     try:
         from transformers import AutoConfig
     except ImportError:
         raise MissingDependencyError("transformers", "all", "the torch backend") from None
+    check_hub_access(model, revision)
+    cached_model_type(model, revision)  # a config.json on this machine read through files.jsonfile
     try:
         return AutoConfig.from_pretrained(model, revision=revision)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, RecursionError) as error:
         raise ModelLoadError(
             f"cannot load model {model!r}: {first_line(error)} "
             "(give a depth-estimation hub id, or a local folder saved with save_pretrained; "
@@ -155,7 +216,7 @@ def processor_settings(processor: Any) -> dict[str, Any]:
     """What rebuilds a processor (processor_from_settings): its settings as plain JSON values."""
     if isinstance(processor, types.SimpleNamespace):
         return dict(vars(processor))
-    return json.loads(processor.to_json_string())
+    return parse_json(processor.to_json_string(), "the image processor settings", check=expect_object)
 
 
 def processor_from_settings(model_type: str, settings: dict[str, Any]) -> Any:
@@ -174,10 +235,8 @@ def _saved_processor_settings(model_type: str, model: str, revision: str | None)
     except OSError:
         path = None
     if path:
-        try:
-            saved = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"cannot read the image processor settings of {model!r}: {first_line(error)}") from None
+        saved = read_json(path, check=expect_object, hint=f"the image processor settings of "
+                          f"{model!r} are damaged: save the checkpoint again")
         settings.update({key: saved[key] for key in settings if key in saved})
     return types.SimpleNamespace(**settings)
 
