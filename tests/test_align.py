@@ -230,10 +230,18 @@ def test_mad_writes_the_official_scripts_numbers(case, tmp_path):
     summary = align(scene.sparse, scene.depths, method="mad", workers=1)
     written = json.loads((scene.sparse / "depth_params.json").read_text())
     assert written.keys() == official.keys()
+    by_key = {r.key: r for r in summary.results}
     for key, expected in official.items():
-        assert written[key]["scale"] == pytest.approx(expected["scale"], rel=1e-6), key
-        assert written[key]["offset"] == pytest.approx(expected["offset"], rel=1e-6, abs=1e-12), key
-    assert any(entry["scale"] > 0 for entry in official.values())
+        fit = by_key[key]
+        # every fit's numbers are the script's, in the report; the trainer's file carries them
+        # unless align knows the fit is wrong or it failed: then -1, which 3DGS skips
+        assert fit.scale == pytest.approx(expected["scale"], rel=1e-6), key
+        assert fit.offset == pytest.approx(expected["offset"], rel=1e-6, abs=1e-12), key
+        if fit.for_trainer and not fit.failed:
+            assert written[key] == {"scale": fit.scale, "offset": fit.offset}, key
+        else:
+            assert written[key] == {"scale": -1.0, "offset": 0.0}, key
+    assert any(r.scale > 0 for r in summary.results)
     if case == "non-square prior 0.5x by 0.8x":  # the script does not look; depthprior notes it
         assert all(r.status == "unreliable" and "depth map is 80x96" in r.reason
                    for r in summary.results)
@@ -335,7 +343,7 @@ def test_too_few_points_gives_scale_zero_and_is_listed(tmp_path):
     assert failed.name == starved and failed.points == 5
     assert "5 usable SfM points" in failed.reason
     params = json.loads((scene.sparse / "depth_params.json").read_text())
-    assert params[Scene.key(starved)] == {"scale": 0.0, "offset": 0.0}
+    assert params[Scene.key(starved)] == {"scale": -1.0, "offset": 0.0}
     assert all(params[Scene.key(n)]["scale"] > 0 for n in scene.names if n != starved)
 
 
@@ -386,9 +394,10 @@ def test_missing_depth_file_is_an_error_unless_allowed(tmp_path):
     assert_nothing_written(scene)
     summary = align(scene.sparse, scene.depths, allow_missing=True)
     [failed] = summary.failed
-    assert failed.name == missing and failed.reason == "no depth file" and failed.depth is None
+    assert failed.name == missing and failed.reason.startswith("no depth file: a blank placeholder")
+    assert failed.depth is None
     params = json.loads((scene.sparse / "depth_params.json").read_text())
-    assert params[Scene.key(missing)] == {"scale": 0.0, "offset": 0.0}
+    assert params[Scene.key(missing)] == {"scale": -1.0, "offset": 0.0}
 
 
 def test_depth_folder_that_matches_no_image(tmp_path):

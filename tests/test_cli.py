@@ -177,7 +177,9 @@ def test_generate_with_align_writes_depth_params(tmp_path, tiny_model, cli):
     assert sorted(params) == sorted(stems)
     assert all(set(entry) == {"scale", "offset"} for entry in params.values())
     # random-weight priors do not follow the scene: any failed fit makes the exit code 1
-    failed = [entry for entry in params.values() if entry["scale"] == 0]
+    report = json.loads((scene.sparse / "depth_params.report.json").read_text())
+    failed = [row for row in report["per_image"].values() if row["status"] == "failed"]
+    assert all(params[row["key"]]["scale"] == -1 for row in failed)  # skipped by the trainer
     assert result.returncode == (1 if failed else 0), result.stderr
     assert "done 3" in result.stdout
 

@@ -255,7 +255,7 @@ def test_a_name_too_long_for_the_file_system_fails_that_image(tmp_path):
                      "--allow-missing", "-o", tmp_path / "p.json")
     assert result.returncode == 1, result.stderr
     written = json.loads((tmp_path / "p.json").read_text())
-    assert written[long_key]["scale"] == 0 and len(written) == len(scene.names)
+    assert written[long_key]["scale"] == -1 and len(written) == len(scene.names)
 
 
 def test_a_nested_depth_manifest_is_a_warning_not_a_traceback(scene, tmp_path):

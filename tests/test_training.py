@@ -528,6 +528,7 @@ def test_loader_round_trips_align_and_honours_its_report(tmp_path):
     assert table[failed]["status"] == "failed"
     table[flagged]["status"] = "unreliable"  # as align marks a poor fit
     table[flagged]["reason"] = "few inliers"
+    table[flagged]["for_trainer"] = False  # a fit align knows is wrong
     report_path(summary.output).write_text(json.dumps(report))
 
     priors = DepthPriors(scene.depths, scene.sparse)

@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Writes depth_params.json, the file the official 3DGS trainer reads with -d:\n"
             "{\"<image name without extension>\": {\"scale\": s, \"offset\": o}, ...}, and a\n"
             "per-image report beside it (depth_params.report.json). Every image of the model\n"
-            "gets an entry; a failed fit is written as scale 0, offset 0, and the trainer then\n"
-            "ignores that image's depth.\n\n"
+            "gets an entry; a failed fit, or one align knows is wrong (few inliers, a large\n"
+            "residual, a scale far from the others), is written as scale -1, offset 0, and\n"
+            "3DGS then skips that image's depth; an 8-bit prior's fit is kept, with a warning.\n\n"
             "exit status: 0 every image fitted; 1 some fits failed (the file is still\n"
             "written) or the files could not be written (neither was changed); 2 bad\n"
             "arguments or inputs, or another align writing there (nothing written)."
@@ -46,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "mad: the official 3DGS recipe (utils/make_depth_scale.py: median and "
                              "mean absolute deviation), with its samples and its numbers")
     parser.add_argument("--allow-missing", action="store_true",
-                        help="images without a depth file get scale 0 instead of stopping")
+                        help="images without a depth file are skipped by the trainer (scale -1, and a blank "
+                             "placeholder PNG so 3DGS can load the camera) instead of stopping")
     parser.add_argument("--brief", action="store_true",
                         help="list only failed and unreliable images, not the full table "
                              "(also with -q)")

@@ -273,18 +273,25 @@ def _fit_row(entry: depth_params.Entry, params: DepthParams, key: str,
     """The align report's row, made no better than depth_params.json's own numbers allow."""
     row = row if isinstance(row, Mapping) else {}
     reported = row.get("status") if row.get("status") in ("ok", "unreliable", "failed") else "ok"
-    judged = ("failed" if not entry.scale > 0 else
+    # a fit align made but knows is wrong: the trainer's file skips it, the report shows it
+    skipped = entry == depth_params.SKIP_ENTRY and reported in ("unreliable", "failed") \
+        and _number(row.get("scale")) is not None and _number(row.get("offset")) is not None
+    if skipped:
+        entry = depth_params.Entry(_number(row["scale"]), _number(row["offset"]))
+    judged = (reported if skipped else "failed" if not entry.scale > 0 else
               "unreliable" if key in params.unreliable else "ok")
     order = ("ok", "unreliable", "failed")
     status = max(reported, judged, key=order.index)
     reasons = [str(row.get("reason") or "")]
+    if skipped and reported == "unreliable":
+        reasons.append("skipped by the trainer (scale -1 in depth_params.json)")
     if judged != "ok" and judged == status and reported != status:
         reasons.append(params.unreliable.get(key, "scale 0 in depth_params.json"))
     elif status != "ok" and not reasons[0]:
         reasons.append(params.unreliable.get(key, "scale 0 in depth_params.json"))
     return FitRow(status, "; ".join(r for r in reasons if r), entry.scale, entry.offset,
                   _int(row.get("points")), _int(row.get("inliers")), _number(row.get("residual")),
-                  usable=key not in params.unusable and entry.scale > 0)
+                  usable=entry.scale > 0 and (skipped or key not in params.unusable))
 
 
 def _int(value: Any) -> int | None:

@@ -3,8 +3,8 @@
 The command: check the inputs (model, depth files, frames), plan which images can be fitted,
 sample and fit each (`sampling`, `fitting`) on a thread pool, judge the fits (notes, scale
 outliers), and write depth_params.json with its report (`depth_params`). Every image of the
-model gets an entry; a failed fit is written as scale 0, offset 0 (the trainer then ignores
-that image's depth).
+model gets an entry; a failed fit, or one align knows is wrong, is written as scale -1, offset 0
+(SKIP_SCALE: 3DGS and hierarchical-3DGS then skip that image's depth under their own rule).
 
 Two methods: "robust" (default, `fitting.fit_robust` on bilinear samples between pixel centres)
 and "mad" (the official make_depth_scale.py recipe, `fitting.fit_mad` on
@@ -27,22 +27,22 @@ from . import depth_params
 from .colmap import ModelImage, SparseModel, read_model
 from .depth_params import SCALE_BAND, AlignWriteError, Entry
 from ..errors import ImageError, UsageError, first_line, listing
-from ..files.outputs import OutputFolder
+from ..files.outputs import OutputFolder, atomic_write_bytes
 from ..files.raster import read_prior
 from .fitting import MIN_INLIER_FRACTION, MIN_POINTS, Fit, fit_mad, fit_robust
-from ..images import image_key, posix_name, stored_size
+from ..images import image_key, posix_name, safe_join, stored_size
 from ..priors.manifest import Manifest, ManifestError
 from ..threads import in_order, worker_count
 from .sampling import REMAP_MAX_SIDE, method_samples
-from ..priors.store import depth_pngs
+from ..priors.store import depth_pngs, encode_png16
 
 log = logging.getLogger(__name__)
 
 METHODS = ("robust", "mad")
 CONVENTIONS = {
-    "robust": "1/z = scale * png / 65536 + offset; scale 0 marks a failed fit",
+    "robust": "1/z = scale * png / 65536 + offset; scale -1 marks a fit the trainer skips",
     "mad": "1/z = scale * png / 65535 + offset as fitted by the official make_depth_scale.py "
-           "(the 3DGS trainer applies it to png / 65536); scale 0 marks a failed fit",
+           "(the 3DGS trainer applies it to png / 65536); scale -1 marks a fit the trainer skips",
 }
 LOW_INLIER_FRACTION = 0.6  # below this: unreliable
 MAX_RESIDUAL = 0.15  # median relative residual of the inliers above this: unreliable
@@ -81,6 +81,9 @@ class ImageResult:
     camera_size: list[int] | None = None
     image_size: list[int] | None = None  # stored size of the frame, with --images
     depth_bytes: int | None = None  # size of the depth file fitted: which maps the fit is for
+    #: whether depth_params.json gives the trainer this fit: not for a failed fit or one align
+    #: knows is wrong (written as SKIP_SCALE); a precision warning alone (8-bit source) keeps it
+    for_trainer: bool = True
 
     @property
     def failed(self) -> bool:
@@ -120,13 +123,16 @@ class AlignSummary:
     @property
     def params(self) -> dict[str, Entry]:
         """depth_params.json's entries: key -> (scale, offset)."""
-        return {r.key: Entry(r.scale, r.offset) for r in self.results}
+        return {r.key: Entry(r.scale, r.offset) if r.for_trainer and not r.failed else
+                depth_params.SKIP_ENTRY for r in self.results}
 
     def format(self, *, brief: bool = False) -> str:
         """The per-image table (brief: only images not ok) and the summary lines."""
         lines = _table([r for r in self.results if not brief or r.status != "ok"])
+        skipped = sum(not r.for_trainer or r.failed for r in self.results)
         counts = (f"{len(self.results)} images: {len(self.fitted) - len(self.unreliable)} ok, "
-                  f"{len(self.unreliable)} unreliable, {len(self.failed)} failed (scale 0)")
+                  f"{len(self.unreliable)} unreliable, {len(self.failed)} failed; "
+                  f"{skipped} skipped by the trainer (scale -1)")
         lines.append(f"wrote {self.output} ({counts}; method {self.method}, median scale "
                      f"{self.median_scale:.4g}, {self.seconds:.1f} s)")
         lines.append(f"report: {self.report}")
@@ -176,14 +182,16 @@ def align(
     optional frame folder; every registered image must be in it, and an image whose stored size
     has another aspect ratio than its camera (a rotation, a crop) fails. output: the params file
     (default SPARSE/depth_params.json); the report goes beside it as *.report.json.
-    allow_missing: images without a depth file get scale 0 instead of stopping the run.
+    allow_missing: images without a depth file are skipped by the trainer (SKIP_SCALE) and get
+    a blank placeholder PNG (3DGS stops at a camera without one) instead of stopping the run.
 
     Raises UsageError subclasses (nothing written) for a bad model, missing or mismatched depth
     files, missing frames, a bad method, or an output folder another run is writing;
     AlignWriteError (a WriteError naming the file) when the output cannot be written: then
     neither file is changed.
-    Images whose fit failed are written with scale 0 and listed in the summary: check
-    `summary.failed`.
+    Images whose fit failed, or that align knows are wrong (few inliers, a large residual, a
+    scale far from the others), are written with SKIP_SCALE (-1) so 3DGS skips them under its
+    own rule, and listed in the summary: check `summary.failed` and `summary.unreliable`.
     """
     started = time.monotonic()
     if method not in METHODS:
@@ -230,9 +238,28 @@ def _align_locked(model: SparseModel, sparse: Path, depths: Path, images_dir: Pa
         points3D=int(model.point_ids.size),
         unmatched_depths=[stem + ".png" for stem in sorted(depth_files - keys)],
     )
+    _write_placeholders(depths, [r for r in ordered if r.reason == NO_DEPTH_FILE])
     summary.seconds = time.monotonic() - started
     _write(summary, sparse, depths, images_dir, manifest)
     return summary
+
+
+NO_DEPTH_FILE = "no depth file"
+
+
+def _write_placeholders(depths: Path, missing: list[ImageResult]) -> None:
+    """A blank prior for each registered image without one (--allow-missing): 3DGS reads the
+    PNG of every camera and stops at a missing one; depth_params.json skips these images."""
+    for result in missing:
+        width, height = result.camera_size or (0, 0)
+        try:
+            target = safe_join(depths, result.key, ".png")
+            atomic_write_bytes(target, encode_png16(np.zeros((height, width), np.uint16)))
+            result.reason = (f"{NO_DEPTH_FILE}: a blank placeholder was written so 3DGS can load "
+                             "the camera; its depth is skipped")
+        except (OSError, UsageError, ValueError) as error:
+            result.reason = (f"{NO_DEPTH_FILE}, and no placeholder could be written "
+                             f"({first_line(error)}): 3DGS will stop at this camera")
 
 
 def _run(model: SparseModel, depths: Path, plan: list[Plan], method: str, workers: int | None,
@@ -313,7 +340,7 @@ def _plan(model: SparseModel, depths: Path, depth_files: set[str], images_dir: P
             plan.append((image, result, rel, None))
         elif image.key not in depth_files:
             result = ImageResult(image.name, image.key, None, 0, 0, None, 0.0, 0.0, "failed",
-                                 "no depth file", camera_size=camera_size)
+                                 NO_DEPTH_FILE, camera_size=camera_size)
             plan.append((image, result, rel, None))
         else:
             plan.append((image, None, rel, sizes.get(image.name)))
@@ -337,7 +364,7 @@ def _check_depth_files(registered: list[ModelImage], depths: Path, depth_files: 
         raise DepthFilesError(
             f"{len(missing)} of {len(registered)} registered images have no depth map in "
             f"{depths}: {listing((f'{image.key}.png' for image in missing), 3)}. Generate them, "
-            "or pass --allow-missing to write scale 0 for those images"
+            "or pass --allow-missing to have the trainer skip those images"
         )
 
 
@@ -407,17 +434,26 @@ def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
         return ImageResult(image.name, image.key, rel, fit.points, fit.inliers,
                            _finite(fit.residual), 0.0, 0.0, "failed", fit.reason, prior_size,
                            camera_size, image_size)
-    notes += _fit_notes(fit, depth)
+    notes += _fit_problems(fit)
+    warnings = _precision_warnings(depth)
     return ImageResult(image.name, image.key, rel, fit.points, fit.inliers, fit.residual,
-                       float(fit.scale), float(fit.offset), "unreliable" if notes else "ok",
-                       "; ".join(notes), prior_size, camera_size, image_size,
-                       depth_params.depth_bytes(path))
+                       float(fit.scale), float(fit.offset),
+                       "unreliable" if notes or warnings else "ok", "; ".join(notes + warnings),
+                       prior_size, camera_size, image_size, depth_params.depth_bytes(path),
+                       for_trainer=not notes)
 
 
-def _fit_notes(fit: Fit, depth: np.ndarray) -> list[str]:
-    notes = [fit.reason] if fit.reason else []
+def _precision_warnings(depth: np.ndarray) -> list[str]:
+    """What limits a fit's precision without making it wrong: the trainer still gets it."""
     if depth.dtype != np.uint16:
-        notes.append(f"{depth.dtype} depth file, not uint16: few levels")
+        return [f"{depth.dtype} depth file, not uint16: few levels"]
+    return []
+
+
+def _fit_problems(fit: Fit) -> list[str]:
+    """Why a fit is wrong (the fitter's own doubt, few inliers, a large residual): the trainer
+    must not use it."""
+    notes = [fit.reason] if fit.reason else []
     if fit.inliers < LOW_INLIER_FRACTION * fit.points:
         notes.append(f"only {fit.inliers / fit.points:.0%} of the points agree with the fit")
     if fit.residual > MAX_RESIDUAL:
@@ -430,8 +466,10 @@ def _finite(value: float) -> float | None:
 
 
 def _mark_outlying_scales(results: list[ImageResult]) -> float:
-    """Median of the positive scales (as the trainer computes it); mark those far from it."""
-    scales = np.array([r.scale for r in results if r.status != "failed" and r.scale > 0])
+    """Median of the positive scales the trainer is given (as it computes it); mark those far
+    from it as not for the trainer."""
+    scales = np.array([r.scale for r in results
+                       if r.status != "failed" and r.for_trainer and r.scale > 0])
     if scales.size == 0:
         return 0.0
     median = float(np.median(scales))
@@ -444,6 +482,7 @@ def _mark_outlying_scales(results: list[ImageResult]) -> float:
             note = f"scale {ratio:.2g}x the scene median (the 3DGS trainer ignores this depth)"
             result.reason = f"{result.reason}; {note}" if result.reason else note
             result.status = "unreliable"
+            result.for_trainer = False
     return median
 
 

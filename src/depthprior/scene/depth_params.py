@@ -4,7 +4,8 @@ depth_params.json is the file the official 3DGS trainer reads with `-d`::
 
     {"<image name without extension>": {"scale": s, "offset": o}, ...}
 
-meaning ``1/z = scale * png / TRAINER_SCALE + offset``; scale <= 0 marks a failed fit. 3DGS
+meaning ``1/z = scale * png / TRAINER_SCALE + offset``; scale <= 0 marks a fit not to use
+(depthprior writes SKIP_SCALE = -1 for those). 3DGS
 keeps an image's depth when ``SCALE_BAND[0] * median <= scale <= SCALE_BAND[1] * median``
 (median of the positive scales).
 
@@ -59,6 +60,13 @@ STATUSES = ("ok", "unreliable", "failed")
 
 
 #: depth_params.json or the report could not be written (neither was changed)
+#: the entry of a fit the trainer must not use (failed, or one align knows is wrong): a negative
+#: scale is below 0.2 x any median and never applied, so 3DGS and hierarchical-3DGS skip the
+#: image under their own rule even when every fit failed (a scale of 0 beside a median of 0
+#: would be kept "reliable" and trained on unaligned)
+SKIP_SCALE = -1.0
+
+
 AlignWriteError = WriteError
 
 
@@ -71,6 +79,9 @@ class Entry(NamedTuple):
 
     scale: float
     offset: float
+
+
+SKIP_ENTRY = Entry(SKIP_SCALE, 0.0)
 
 
 # ---------------------------------------------------------------- paths
@@ -340,11 +351,14 @@ def check_depth_folder(report: Mapping[str, Any], params: Path, depth_dir: Path)
 
 
 def report_unreliable(report: Mapping[str, Any] | None) -> dict[str, str]:
-    """stem -> reason for images the align report marks unreliable or failed."""
+    """stem -> reason for images the align report marks unreliable or failed, but for those it
+    gives the trainer all the same (`for_trainer`: a precision warning only, as 3DGS sees it)."""
     images = report.get(REPORT_IMAGES) if report else None
     out: dict[str, str] = {}
     for key, record in (images or {}).items():
         status = record.get("status")
+        if status == "unreliable" and record.get("for_trainer") is True:
+            continue
         if status in ("unreliable", "failed"):
             reason = record.get("reason") or status
             out[posix_name(str(record.get("key") or key))] = f"align report: {status}: {reason}"
