@@ -13,8 +13,9 @@ For each image it prints max and mean |backend - reference| over the reference's
 the network's resolution, for the torch backend (fp32) and the onnx backend (the checkpoint
 exported by export_onnx, verified, CPU).
 
---batch N: generate() with the torch backend (fp32, CPU) at batch size 1 and N on N frames
-of --frame HxW made from the images (resized, INTER_AREA), and how many PNG pixels differ.
+--batch N: generate() with the torch backend (fp32, --device, default cpu) at batch size 1 and
+N on N frames of --frame HxW made from the images (resized, INTER_AREA), and how many PNG
+pixels differ.
 """
 
 from __future__ import annotations
@@ -80,11 +81,13 @@ def compare_raw(args: argparse.Namespace, scratch: Path) -> None:
         from depthprior.priors.onnx_export import export_onnx
 
         result = export_onnx(args.model, scratch / "model.onnx", input_size=args.input_size, exporter=args.exporter)
-        print(f"exported ({args.exporter}): parity {', '.join(check.format() for check in result.checks)}", flush=True)
+        checks = ", ".join(check.format() for check in result.checks)
+        print(f"exported ({args.exporter}): parity with the torch model {checks}", flush=True)
         runners["onnx"] = backend_network("onnx", str(result.path), args.input_size)
     reference = reference_network(args.model)
     worst = {name: 0.0 for name in runners}
-    print(f"{'image':<14} {'size':>10} {'network':>8}  " + "  ".join(f"{n + ' max':>10} {n + ' mean':>10}" for n in runners))
+    columns = "  ".join(f"{name + ' max':>10} {name + ' mean':>10}" for name in runners)
+    print(f"{'image':<14} {'size':>10} {'network':>8}  {columns}")
     for path in args.images:
         rgb = decode_rgb(path)
         expected = reference(rgb, args.input_size)
@@ -118,11 +121,11 @@ def compare_batches(args: argparse.Namespace, scratch: Path) -> None:
     outputs = {}
     for batch_size in (1, args.batch):
         out = scratch / f"batch{batch_size}"
-        summary = generate(frames, out, model=args.model, device="cpu", dtype="fp32", input_size=args.input_size,
-                           batch_size=batch_size, progress=False)
+        summary = generate(frames, out, model=args.model, device=args.device, dtype="fp32",
+                           input_size=args.input_size, batch_size=batch_size, progress=False)
         assert summary.exit_code == 0, summary.format()
         outputs[batch_size] = out
-    print(f"torch fp32 CPU, {args.batch} frames of {width}x{height} ({width * height / 1e6:.1f} MP), "
+    print(f"torch fp32 {args.device}, {args.batch} frames of {width}x{height} ({width * height / 1e6:.1f} MP), "
           f"PNG at batch {args.batch} vs batch 1:")
     for png in sorted(outputs[1].glob("*.png")):
         one = read_png16(png).astype(np.int32)
@@ -140,6 +143,7 @@ def main() -> None:
     parser.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"])
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--batch", type=int, default=0, help="also compare generate at batch size 1 and this one")
+    parser.add_argument("--device", default="cpu", help="torch device for --batch (cpu, cuda, ...)")
     parser.add_argument("--frame", default="1066x1600", help="HxW of the frames for --batch (default 1.7 MP)")
     args = parser.parse_args()
 

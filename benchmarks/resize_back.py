@@ -31,7 +31,8 @@ def bicubic(values: np.ndarray, height: int, width: int) -> np.ndarray:
     import torch
 
     tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None, None]
-    return torch.nn.functional.interpolate(tensor, size=(height, width), mode="bicubic", align_corners=False)[0, 0].numpy()
+    resized = torch.nn.functional.interpolate(tensor, size=(height, width), mode="bicubic", align_corners=False)
+    return resized[0, 0].numpy()
 
 
 def neighbour_indices(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:

@@ -214,7 +214,7 @@ def test_reference_parity(checkpoint, photos):
     assert re.search(r"^frame_0000\.jpg\s+64x48\s+\d+x56\s+\S+e[-+]\d+\s+\S+e[-+]\d+$", out, re.M), out
     # the tiny model's maps span ~1e-3 of their value: float32 rounding alone is ~1e-4 of that range
     assert re.search(r"worst max \|backend - reference\| / range: torch \d\.\de-\d\d$", out, re.M), out
-    assert "torch fp32 CPU, 2 frames of 64x48" in out
+    assert "torch fp32 cpu, 2 frames of 64x48" in out
     assert re.search(r"^  frame01\.png: \d+ pixels differ \(\S+%\), at most \d+ PNG levels$", out, re.M), out
 
 
