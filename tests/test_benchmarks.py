@@ -205,3 +205,22 @@ def test_device_check_says_which_steps_its_budget_left_out(tmp_path):
     else:
         assert "with 1 failed step(s)" in numbers
 
+
+
+def test_reference_parity(checkpoint, photos):
+    images = sorted(photos.glob("*.jpg"))
+    out = run_script("reference_parity.py", *images, "--model", checkpoint, "--input-size", TEST_INPUT_SIZE,
+                     "--skip-onnx", "--batch", 2, "--frame", "48x64")
+    assert re.search(r"^frame_0000\.jpg\s+64x48\s+\d+x56\s+\S+e[-+]\d+\s+\S+e[-+]\d+$", out, re.M), out
+    # the tiny model's maps span ~1e-3 of their value: float32 rounding alone is ~1e-4 of that range
+    assert re.search(r"worst max \|backend - reference\| / range: torch \d\.\de-\d\d$", out, re.M), out
+    assert "torch fp32 cpu, 2 frames of 64x48" in out
+    assert re.search(r"^  frame01\.png: \d+ pixels differ \(\S+%\), at most \d+ PNG levels$", out, re.M), out
+
+
+def test_resize_back():
+    out = run_script("resize_back.py", "--network", "24x32", "--image", "61x83", "--case", "glpn:45x64")
+    assert re.search(r"^step edge 24x32 -> 61x83: .* outside the 2x2 neighbourhood: bilinear 0 px .*, bicubic [1-9]",
+                     out, re.M), out
+    assert re.search(r"straight edge \(row \d+\): 50% crossing bicubic - bilinear [-+]\d", out), out
+    assert re.search(r"^glpn 45x64 \(network 32x64\): pipeline vs depthprior max \S+%", out, re.M), out
