@@ -305,9 +305,11 @@ def test_dn_splatter_prints_the_command_that_reads_it(tmp_path):
     (data / "images").mkdir()
     result = cli("dn-splatter", "--depths", depths, "--sparse", sparse, "--data", data)
     assert result.returncode == 0, result.stderr
-    # coolermap looks for DATA/colmap/sparse/0 and reads mono_depth with depth_unit_scale_factor 1
+    # coolermap opens DATA/COLMAP_PATH/cameras.bin (a text model is written as binary for it)
+    # and reads mono_depth with depth_unit_scale_factor 1
     assert (f"train with: ns-train dn-splatter --pipeline.model.use-depth-loss True coolermap "
-            f"--data {data} --colmap-path sparse --depth-unit-scale-factor 1") in result.stdout
+            f"--data {data} --colmap-path depthprior_colmap --depth-unit-scale-factor 1") in result.stdout
+    assert (data / "depthprior_colmap" / "cameras.bin").is_file()
 
 
 def test_dn_splatter_normal_nerfstudio_reads_millimetres(tmp_path):

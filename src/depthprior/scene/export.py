@@ -49,7 +49,7 @@ import numpy as np
 from .depth_params import default_path, params_file
 from ..errors import ImageError, UsageError, first_line, listing
 from ..files.jsonfile import encode_json, expect_object, read_json, write_json
-from ..files.outputs import OutputFolder
+from ..files.outputs import OutputFolder, atomic_write_bytes
 from ..files.raster import read_mask, stored_size
 from ..images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, posix_name, safe_join
 from .confidence import load_mask, mask_name
@@ -61,11 +61,17 @@ from ..priors.store import TRAINER_SCALE, decode_inverse_depth, encode_npy, enco
 NERFSTUDIO_DEPTH_DIR = "depthprior_depth"
 DN_SPLATTER_DIR = "mono_depth"
 DN_SPLATTER_PARSERS = ("coolermap", "normal-nerfstudio")
+#: where the binary model coolermap needs is written (DATA/...) when --sparse cannot serve it
+COOLERMAP_MODEL_DIR = "depthprior_colmap"
 #: nerfstudio opens DATA/depths_N/<file name of depth_file_path> when it trains at 1/N size
 DOWNSCALED_DEPTHS = "depths_{}"
 DOWNSCALED_IMAGES = re.compile(r"images_(\d+)")
 #: nerfstudio depth PNGs hold uint16 steps of unit_scale: the largest depth they can say
 NERFSTUDIO_DEPTH_STEPS = int(np.iinfo(np.uint16).max)
+#: COLMAP world -> nerfstudio's: y and z swapped, the new z flipped (ns-process-data)
+NERFSTUDIO_APPLIED = ((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0.0, -1.0, 0.0, 0.0))
+#: the sparse points beside transforms.json, as ns-process-data names them
+SPARSE_PLY = "sparse_pc.ply"
 #: poses in an existing transforms.json must match the model's scale within this
 SCALE_TOLERANCE = 0.01
 #: in each folder an export writes: the files it wrote, so a later export removes those it no
@@ -309,6 +315,7 @@ def export_nerfstudio(
             summary.images += 1
         summary.downscaled = [base / DOWNSCALED_DEPTHS.format(factor) for factor in factors]
         meta["depth_unit_scale_factor"] = unit_scale  # informative: nerfstudio takes it from ns-train
+        _add_point_cloud(meta, frames, matched, model, base, summary)
         write_json(transforms, meta, indent=4)
         for owned in (folder, *small.values()):
             _finish(owned)
@@ -322,6 +329,63 @@ def export_nerfstudio(
             f"train with --pipeline.datamanager.dataparser.depth-unit-scale-factor {unit_scale:g}"
         )
     return summary
+
+
+def _add_point_cloud(meta: dict, frames: list[dict], matched: list, model: Any, base: Path,
+                     summary: ExportSummary) -> None:
+    """DIR/sparse_pc.ply (the model's points, xyz + rgb, in the poses' frame) and
+    ``ply_file_path``, as ns-process-data writes them; an existing ply_file_path is kept.
+
+    splatfacto starts from random points without one, and DN-Splatter's normal-nerfstudio
+    parser fails (KeyError 'points3D_xyz')."""
+    if "ply_file_path" in meta:
+        summary.notes.append(f"point cloud: kept ply_file_path {meta['ply_file_path']!r}")
+        return
+    applied = _world_transform(meta, frames, matched)
+    if applied is None:
+        summary.notes.append(
+            f"warning: the poses in transforms.json are not the COLMAP model's in nerfstudio's "
+            f"frame, so no {SPARSE_PLY} was written (splatfacto starts from random points, "
+            "DN-Splatter fails): set ply_file_path yourself, or let the export write transforms.json")
+        return
+    if model.point_xyz.size == 0:
+        summary.notes.append(f"warning: the COLMAP model has no 3D points: no {SPARSE_PLY}, so "
+                             "splatfacto starts from random points and DN-Splatter fails")
+        return
+    xyz = model.point_xyz @ applied[:, :3].T + applied[:, 3]
+    atomic_write_bytes(base / SPARSE_PLY, encode_ply(xyz, model.point_rgb))
+    meta["ply_file_path"] = SPARSE_PLY
+    summary.notes.append(f"{len(xyz)} sparse point(s) -> {base / SPARSE_PLY} (ply_file_path)")
+
+
+def _world_transform(meta: dict, frames: list[dict], matched: list) -> np.ndarray | None:
+    """The 3x4 map from COLMAP world to the frames' world (their applied_transform, else
+    nerfstudio's), or None when the frames' positions do not follow it."""
+    applied = np.asarray(meta.get("applied_transform", NERFSTUDIO_APPLIED), dtype=np.float64)
+    if applied.shape != (3, 4) or not np.all(np.isfinite(applied)):
+        return None
+    centres = np.array([_centre(image) for image in matched])
+    theirs = np.array([np.asarray(f["transform_matrix"], dtype=np.float64)[:3, 3] for f in frames])
+    extent = float(np.ptp(centres, axis=0).max(initial=0.0)) + 1.0
+    if np.abs(centres @ applied[:, :3].T + applied[:, 3] - theirs).max() > 1e-5 * extent:
+        return None
+    return applied
+
+
+def encode_ply(xyz: np.ndarray, rgb: np.ndarray | None) -> bytes:
+    """Binary little-endian PLY of float32 x, y, z and uchar red, green, blue per vertex."""
+    vertex = np.zeros(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                       ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    for axis, name in enumerate("xyz"):
+        vertex[name] = xyz[:, axis]
+    if rgb is not None:
+        for channel, name in enumerate(("red", "green", "blue")):
+            vertex[name] = rgb[:, channel]
+    header = ("ply\nformat binary_little_endian 1.0\n"
+              f"element vertex {len(vertex)}\n"
+              "property float x\nproperty float y\nproperty float z\n"
+              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    return header.encode("ascii") + vertex.tobytes()
 
 
 def _frames_for(transforms: Path, registered: list, images_prefix: str) -> tuple[dict, list, list]:
@@ -536,7 +600,7 @@ def _transforms_from_model(registered: list, images_prefix: str) -> dict[str, An
     """transforms.json in nerfstudio's COLMAP conventions (as ns-process-data writes it)."""
     # world: nerfstudio swaps y and z and flips the new z (applied_transform); camera: OpenCV
     # (x right, y down, z forward) -> OpenGL (x right, y up, z back).
-    applied = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0]])
+    applied = np.array(NERFSTUDIO_APPLIED)
     cameras = {image.camera.camera_id: image.camera for image in registered}
     meta: dict[str, Any] = {}
     single = len(cameras) == 1
@@ -600,19 +664,21 @@ def export_dn_splatter(
 
 def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
                       masks: Path | None) -> ExportSummary:
-    priors, _model, registered = _open(depths, sparse, params)
+    priors, model, registered = _open(depths, sparse, params)
     out_dir = Path(out) if out is not None else data / DN_SPLATTER_DIR
     _check_glob_safe(data)
     _check_out(out_dir, priors.root, masks)
     _require_priors(priors, [image.name for image in registered])
     _require_masks(masks, priors, [image.name for image in registered])
     _check_sizes(registered, max_pixels)
+    _check_not_globbed([image.name for image in registered])
     stems = coolermap_stems([image.name for image in registered])
     for image in registered:
         safe_join(out_dir, stems[image.name], "_aligned.npy")  # every target before any write
 
     ours = {stems[image.name] + "_aligned.npy" for image in registered}
     _refuse_stale(out_dir, ours | set(_recorded(out_dir / EXPORT_RECORD)))
+    why_rewrite = _coolermap_model_problem(model, registered)
 
     summary = ExportSummary("dn-splatter (coolermap)", out_dir)
     with OutputFolder(out_dir) as folder:
@@ -629,13 +695,65 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
             if reason:
                 summary.invalid[image.key] = reason
         _finish(folder)
-    summary.command = _coolermap_command(data, Path(sparse))
+    colmap_dir = Path(sparse)
+    if why_rewrite:
+        colmap_dir = data / COOLERMAP_MODEL_DIR
+        _write_coolermap_model(model, colmap_dir)
+        summary.notes.append(f"binary model for coolermap, images numbered in name order -> "
+                             f"{colmap_dir} ({why_rewrite})")
+    summary.command = _coolermap_command(data, colmap_dir)
     if out_dir.resolve() != (data / DN_SPLATTER_DIR).resolve():
         summary.notes.append(f"note: coolermap reads DATA/{DN_SPLATTER_DIR}; move {out_dir} there")
     if not (data / "images").is_dir():
         summary.notes.append(f"note: coolermap reads the frames from {data / 'images'}/<image name>; "
                              "put them there or add --images-path to the command")
     return summary
+
+
+def _check_not_globbed(names: list[str]) -> None:
+    """coolermap globs mono_depth/*_aligned.npy: the unaligned <rank>_<stem>.npy of a stem
+    ending in _aligned would be read as one more aligned depth."""
+    caught = [name for name in names if PurePosixPath(name).stem.endswith("_aligned")]
+    if caught:
+        raise UsageError(
+            f"DN-Splatter reads every mono_depth/*_aligned.npy as an aligned depth, so the files of "
+            f"{listing(caught, quote=True)} (a name ending in _aligned) would be paired with other "
+            "images: rename those images (and in the model) and export again"
+        )
+
+
+def _coolermap_model_problem(model: Any, registered: list) -> str | None:
+    """Why coolermap cannot read the model as it is, or None.
+
+    coolermap opens cameras.bin and images.bin (no text), and takes each frame's intrinsics in
+    image id order but its pose and file name in natural name order: with cameras of different
+    intrinsics and ids out of name order, frames get another image's intrinsics.
+    """
+    if model.format != "binary":
+        return "coolermap reads cameras.bin and images.bin; the model is text"
+    by_id = sorted(registered, key=lambda image: image.image_id)
+    by_name = sorted(registered, key=lambda image: natural_key(f"images/{image.name}"))
+    shifted = [named.name for named, numbered in zip(by_name, by_id)
+               if _intrinsics(named.camera) != _intrinsics(numbered.camera)]
+    if shifted:
+        return (f"coolermap gives frames the intrinsics of the image with the same place in image "
+                f"id order; the ids are not in name order, so {len(shifted)} frame(s) "
+                f"({listing(shifted, quote=True)}) would get another camera's")
+    return None
+
+
+def _intrinsics(camera: Any) -> tuple:
+    return (camera.model, camera.width, camera.height, tuple(np.asarray(camera.params).tolist()))
+
+
+def _write_coolermap_model(model: Any, folder_path: Path) -> None:
+    from .colmap_binary import binary_model, renumbered
+
+    files = renumbered(binary_model(model.path, model.format),
+                       lambda name: natural_key(f"images/{name}"))
+    with OutputFolder(folder_path) as folder:
+        folder.write_together(sorted(files.items()))
+        _finish(folder)
 
 
 def natural_key(text: str) -> tuple:

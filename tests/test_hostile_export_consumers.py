@@ -1,0 +1,235 @@
+"""Issue 21: what nerfstudio's and DN-Splatter's own reading code gets from the exports.
+
+Each test re-implements the consumer's rule (nerfstudio 1.1.5's dataparsers and colmap_utils,
+DN-Splatter's coolermap) and checks that it reads the truth, or that the export refuses in one
+line."""
+
+from __future__ import annotations
+
+import glob
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from scenes import look_at, make_scene, write_colmap_text
+from test_export import natsort_key, tiny_model
+
+from depthprior.errors import UsageError
+from depthprior.scene.export import export_dn_splatter, export_nerfstudio
+
+pytest.importorskip("pycolmap")
+pytestmark = pytest.mark.hostile
+
+
+def one_line(result, *words: str) -> str:
+    message = result.stderr.strip()
+    assert "Traceback" not in message and len(message.splitlines()) == 1, message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+# ---------------------------------------------------------------- consumers' readers
+
+def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """xyz and rgb of a PLY's vertices, as open3d's read_point_cloud gives them to nerfstudio
+    (ascii or binary little-endian, float xyz, uchar/uint8 colours)."""
+    data = path.read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    assert header[0] == "ply"
+    fmt = header[1].split()[1]
+    count = next(int(line.split()[2]) for line in header if line.startswith("element vertex"))
+    names = [line.split()[2] for line in header if line.startswith("property")]
+    types = [line.split()[1] for line in header if line.startswith("property")]
+    codes = {"float": "<f4", "double": "<f8", "uchar": "u1", "uint8": "u1"}
+    if fmt == "ascii":
+        rows = np.array([line.split() for line in data[end:].decode().splitlines()[:count]], float)
+        table = {name: rows[:, i] for i, name in enumerate(names)}
+    else:
+        assert fmt == "binary_little_endian"
+        table = np.frombuffer(data, dtype=[(n, codes[t]) for n, t in zip(names, types)],
+                              count=count, offset=end)
+    xyz = np.stack([table[a] for a in "xyz"], axis=1).astype(np.float64)
+    rgb = np.stack([table[c] for c in ("red", "green", "blue")], axis=1).astype(np.uint8)
+    return xyz, rgb
+
+
+CAMERA_PARAMS = {0: 3, 1: 4, 2: 4, 3: 5, 4: 8}  # COLMAP model id -> number of parameters
+
+
+def read_cameras_binary(path: Path) -> dict[int, tuple[int, int, int, tuple]]:
+    """nerfstudio colmap_utils.read_cameras_binary: id -> (model id, width, height, params)."""
+    data = path.read_bytes()  # FileNotFoundError when there is none, as coolermap gets
+    (count,), offset, cameras = struct.unpack_from("<Q", data), 8, {}
+    for _ in range(count):
+        camera_id, model, width, height = struct.unpack_from("<iiQQ", data, offset)
+        offset += 24
+        n = CAMERA_PARAMS[model]
+        cameras[camera_id] = (model, width, height, struct.unpack_from(f"<{n}d", data, offset))
+        offset += 8 * n
+    return cameras
+
+
+def read_images_binary(path: Path) -> dict[int, tuple[str, int]]:
+    """nerfstudio colmap_utils.read_images_binary: id -> (name, camera id), file order."""
+    data = path.read_bytes()
+    (count,), offset, images = struct.unpack_from("<Q", data), 8, {}
+    for _ in range(count):
+        image_id, *_pose, camera_id = struct.unpack_from("<i4d3di", data, offset)
+        offset += 64
+        end = data.index(b"\0", offset)
+        name = data[offset:end].decode()
+        (points,) = struct.unpack_from("<Q", data, end + 1)
+        offset = end + 9 + 24 * points
+        images[image_id] = (name, camera_id)
+    return images
+
+
+def coolermap_frames(data: Path, colmap_path: str) -> list[tuple[str, tuple, Path]]:
+    """(image name, the intrinsics coolermap gives that frame, its depth file) per frame.
+
+    ColmapDataParser._get_all_images_and_cameras lists frames by sorted image id, each with its
+    camera's intrinsics; coolermap natsorts the poses and file names, not the intrinsics, and
+    pairs mono_depth/*_aligned.npy by position; colmap_to_json needs the .bin files.
+    """
+    recon = data / colmap_path
+    cameras = read_cameras_binary(recon / "cameras.bin")
+    images = read_images_binary(recon / "images.bin")
+    frames = [images[i] for i in sorted(images)]
+    intrinsics = [cameras[camera_id][3] for _name, camera_id in frames]
+    names = sorted((name for name, _ in frames), key=lambda n: natsort_key(str(data / "images" / n)))
+    depths = sorted(glob.glob(f"{data}/mono_depth/*_aligned.npy"), key=natsort_key)
+    assert len(depths) == len(names), "coolermap: len(mono_depth_filenames) != len(image_filenames)"
+    return [(name, k, Path(d)) for name, k, d in zip(names, intrinsics, depths)]
+
+
+def printed_colmap_path(stdout: str) -> str:
+    words = stdout.split("train with: ")[1].split()
+    return words[words.index("--colmap-path") + 1]
+
+
+# ---------------------------------------------------------------- models
+
+def two_camera_model(root: Path, names_by_id: list[str], second: set[str],
+                     binary: bool = False) -> tuple[Path, Path]:
+    """tiny_model's scene with a second camera (focal 55) for the images in `second`, image ids
+    in the order of names_by_id, and 4 points every image sees."""
+    depths, sparse = tiny_model(root, names_by_id)
+    poses = {n: look_at(np.array([3.0, i, 1.0]), np.zeros(3)) for i, n in enumerate(names_by_id)}
+    xyz = np.array([[0.0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]])
+    keypoints = {n: (np.full((4, 2), 10.0) + np.arange(4)[:, None], np.arange(4)) for n in names_by_id}
+    write_colmap_text(sparse, np.array([[40.0, 0, 20], [0, 40, 15], [0, 0, 1]]), 40, 30,
+                      names_by_id, poses, keypoints, np.arange(4), xyz)
+    text = (sparse / "cameras.txt").read_text() + "2 PINHOLE 40 30 55 55 20 15\n"
+    (sparse / "cameras.txt").write_text(text)
+    lines = (sparse / "images.txt").read_text().splitlines()
+    for row, line in enumerate(lines):
+        parts = line.split()
+        if len(parts) == 10 and parts[9] in second:
+            parts[8] = "2"
+            lines[row] = " ".join(parts)
+    (sparse / "images.txt").write_text("\n".join(lines) + "\n")
+    if binary:
+        from scenes import convert_to_binary
+        convert_to_binary(sparse, root / "bin")
+        (root / "bin" / "depth_params.json").write_text((sparse / "depth_params.json").read_text())
+        sparse = root / "bin"
+    return depths, sparse
+
+
+FOCAL = {1: 40.0, 2: 55.0}
+
+
+# ---------------------------------------------------------------- 1: sparse points
+
+def test_nerfstudio_transforms_names_the_sparse_points_in_its_frame(tmp_path):
+    scene = make_scene(tmp_path / "s", n_images=3, width=40, height=30, points_per_image=40,
+                       write_images=False, seed=2)
+    from depthprior.scene.align import align
+    from depthprior.scene.colmap import read_model
+    align(scene.sparse, scene.depths, workers=1)
+    data = tmp_path / "ns"
+    result = run_cli("export", "nerfstudio", "--depths", scene.depths, "--sparse", scene.sparse,
+                     "--transforms", data)
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((data / "transforms.json").read_text())
+    # nerfstudio's Nerfstudio dataparser: data_dir / meta["ply_file_path"], points in the
+    # frames' world (open3d), before its own dataparser transform
+    assert meta["ply_file_path"] == "sparse_pc.ply"
+    xyz, rgb = read_ply(data / meta["ply_file_path"])
+    model = read_model(scene.sparse)
+    applied = np.array(meta["applied_transform"])
+    expected = model.point_xyz @ applied[:, :3].T + applied[:, 3]
+    assert len(xyz) == len(expected) > 0
+    assert np.allclose(xyz, expected, atol=1e-5) and np.array_equal(rgb, model.point_rgb)
+    # the same frame as the poses: every camera centre moved by applied_transform
+    for frame in meta["frames"]:
+        image = next(im for im in model.images if frame["file_path"].endswith(im.name))
+        centre = -image.cam_from_world[:, :3].T @ image.cam_from_world[:, 3]
+        assert np.allclose(np.array(frame["transform_matrix"])[:3, 3], applied[:, :3] @ centre)
+
+
+def test_nerfstudio_keeps_an_existing_ply_file_path(tmp_path):
+    depths, sparse = two_camera_model(tmp_path / "s", ["a.jpg", "b.jpg"], set())
+    data = tmp_path / "ns"
+    export_nerfstudio(depths, sparse, data)
+    meta = json.loads((data / "transforms.json").read_text())
+    meta["ply_file_path"] = "mine.ply"
+    (data / "transforms.json").write_text(json.dumps(meta))
+    (data / "sparse_pc.ply").unlink()
+    export_nerfstudio(depths, sparse, data / "transforms.json")
+    assert json.loads((data / "transforms.json").read_text())["ply_file_path"] == "mine.ply"
+    assert not (data / "sparse_pc.ply").exists()
+
+
+# ---------------------------------------------------------------- 4 and 6: coolermap's model
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_coolermap_reads_a_binary_model_with_each_frames_own_intrinsics(tmp_path, binary):
+    # ids c=1 a=2 b=3 d=4: not name order; b and d use camera 2
+    names_by_id = ["c.jpg", "a.jpg", "b.jpg", "d.jpg"]
+    second = {"b.jpg", "d.jpg"}
+    root = tmp_path / "scene"
+    depths, sparse = two_camera_model(root, names_by_id, second, binary=binary)
+    (root / "images").mkdir()
+    result = run_cli("export", "dn-splatter", "--depths", depths, "--sparse", sparse, "--data", root)
+    assert result.returncode == 0, result.stderr
+    assert "name order" in result.stdout
+    frames = coolermap_frames(root, printed_colmap_path(result.stdout))
+    assert [name for name, _, _ in frames] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    for name, intrinsics, depth_file in frames:
+        assert intrinsics[0] == FOCAL[2 if name in second else 1], name
+        expected = 2 + names_by_id.index(name) / 4
+        assert np.allclose(np.load(depth_file), expected, rtol=1e-4), (name, depth_file.name)
+    # the tracks follow the renumbered images: every point still seen at its own keypoint
+    import pycolmap
+    rebuilt = pycolmap.Reconstruction(str(root / printed_colmap_path(result.stdout)))
+    for point in rebuilt.points3D.values():
+        for element in point.track.elements:
+            image = rebuilt.images[element.image_id]
+            assert image.points2D[element.point2D_idx].point3D_id in rebuilt.points3D
+
+
+def test_coolermap_uses_a_binary_model_in_name_order_as_it_is(tmp_path):
+    root = tmp_path / "scene"
+    depths, sparse = two_camera_model(root, ["a.jpg", "b.jpg", "c.jpg"], {"b.jpg"}, binary=True)
+    summary = export_dn_splatter(depths, sparse, root)
+    assert "--colmap-path bin " in summary.command and not (root / "depthprior_colmap").exists()
+    frames = coolermap_frames(root, "bin")
+    assert [k[0] for _, k, _ in frames] == [40.0, 55.0, 40.0]
+
+
+# ---------------------------------------------------------------- 5: *_aligned names
+
+def test_coolermap_refuses_image_names_ending_in_aligned(tmp_path):
+    depths, sparse = tiny_model(tmp_path / "s", ["a.jpg", "b_aligned.jpg", "c.jpg"])
+    result = run_cli("export", "dn-splatter", "--depths", depths, "--sparse", sparse,
+                     "--data", tmp_path / "data")
+    assert result.returncode == 2
+    one_line(result, "b_aligned.jpg", "*_aligned.npy")
+    assert not (tmp_path / "data").exists()
