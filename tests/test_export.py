@@ -61,7 +61,10 @@ def test_nerfstudio_new_transforms_holds_true_depth_in_mm(scene, tmp_path):
     for frame in meta["frames"]:
         name = frame["file_path"].removeprefix("images/")
         assert name in scene.names
-        depth_mm = read16(transforms.parent / frame["depth_file_path"]).astype(np.float64)
+        # nerfstudio: png * depth_unit_scale_factor (the printed command passes the unit)
+        unit = meta["depth_unit_scale_factor"]
+        assert f"--depth-unit-scale-factor {unit:g}" in summary.command
+        depth_mm = read16(transforms.parent / frame["depth_file_path"]) * unit * 1000.0
         assert depth_mm.shape == (scene.height, scene.width)
         truth_mm = 1000.0 * true_depth(scene, name)
         assert (depth_mm > 0).all()
@@ -129,14 +132,15 @@ def test_nerfstudio_refuses_poses_at_another_scale(scene, tmp_path):
 
 def test_nerfstudio_unit_scale_and_out_of_range(scene, tmp_path):
     name = scene.names[0]
-    export_nerfstudio(scene.depths, scene.sparse, tmp_path / "mm.json", out=tmp_path / "mm")
+    export_nerfstudio(scene.depths, scene.sparse, tmp_path / "mm.json", out=tmp_path / "mm",
+                      unit_scale=1e-3)
     summary = export_nerfstudio(scene.depths, scene.sparse, tmp_path / "cm.json",
                                 out=tmp_path / "cm", unit_scale=0.01)
     mm = read16(tmp_path / "mm" / f"{scene.key(name)}.png").astype(float)
     cm = read16(tmp_path / "cm" / f"{scene.key(name)}.png").astype(float)
     assert np.abs(cm - mm / 10).max() <= 0.51
     assert json.loads((tmp_path / "cm.json").read_text())["depth_unit_scale_factor"] == 0.01
-    assert any("depth-unit-scale-factor 0.01" in note for note in summary.notes)
+    assert "--depth-unit-scale-factor 0.01" in summary.command
     # 1e-4 units per step: depths beyond 6.5535 units do not fit and are left invalid
     summary = export_nerfstudio(scene.depths, scene.sparse, tmp_path / "fine.json",
                                 out=tmp_path / "fine", unit_scale=1e-4)
@@ -189,7 +193,8 @@ def test_nerfstudio_nested_names(tmp_path):
         name = frame["file_path"].removeprefix("images/")
         assert name.startswith(("cam0/", "cam1/"))
         assert frame["depth_file_path"] == f"depthprior_depth/{scene.key(name)}.png"
-        depth = read16(transforms.parent / frame["depth_file_path"]).astype(float) / 1000
+        unit = json.loads(transforms.read_text())["depth_unit_scale_factor"]
+        depth = read16(transforms.parent / frame["depth_file_path"]).astype(float) * unit
         assert depth.shape == (36, 48)  # the camera's size, from a half-size prior
         relative = np.abs(depth - true_depth(scene, name)) * scene.inverse_depth[name]
         assert np.median(relative) < 0.01
@@ -318,11 +323,12 @@ def test_dn_splatter_normal_nerfstudio_reads_millimetres(tmp_path):
     result = cli("dn-splatter", "--depths", depths, "--sparse", sparse, "--data", data,
                  "--parser", "normal-nerfstudio")
     assert result.returncode == 0, result.stderr
-    assert ("normal-nerfstudio --data " + str(data) + " --depth-unit-scale-factor 0.001") in result.stdout
+    unit = float(result.stdout.split("--depth-unit-scale-factor ")[1].split()[0])
+    assert ("normal-nerfstudio --data " + str(data) + f" --depth-unit-scale-factor {unit:g}") in result.stdout
     # normal-nerfstudio reads depth_file_path (not mono_depth) times depth_unit_scale_factor
     meta = json.loads((data / "transforms.json").read_text())
     for i, frame in enumerate(sorted(meta["frames"], key=lambda f: f["file_path"])):
-        depth = read16(data / frame["depth_file_path"]).astype(float) * 0.001
+        depth = read16(data / frame["depth_file_path"]).astype(float) * unit
         assert np.allclose(depth, 2 + i / 4, atol=1e-3)
 
 

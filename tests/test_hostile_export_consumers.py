@@ -233,3 +233,77 @@ def test_coolermap_refuses_image_names_ending_in_aligned(tmp_path):
     assert result.returncode == 2
     one_line(result, "b_aligned.jpg", "*_aligned.npy")
     assert not (tmp_path / "data").exists()
+
+
+# ---------------------------------------------------------------- 2: depth units
+
+def ramp_model(root: Path, near: float, far: float) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """tiny_model's two cameras with priors whose aligned depth ramps from near to far across
+    each image; returns the exact depth each prior holds (what 3DGS would read from it)."""
+    from depthprior.priors import store
+    names = ["a.jpg", "b.jpg"]
+    depths, sparse = tiny_model(root, names)
+    peak = 1.0 / near
+    truth = {}
+    for name in names:
+        depth = np.linspace(near, far, 40 * 30).reshape(30, 40)
+        png = np.clip(np.round(65536 * (1.0 / depth) / peak), 1, 65535).astype(np.uint16)
+        store.write_png16(depths / f"{Path(name).stem}.png", png)
+        truth[name] = 1.0 / (peak * png / 65536.0)
+    (sparse / "depth_params.json").write_text(json.dumps(
+        {Path(n).stem: {"scale": peak, "offset": 0.0} for n in names}))
+    return depths, sparse, truth
+
+
+def nerfstudio_depth(data: Path, frame: dict, unit: float) -> np.ndarray:
+    """nerfstudio get_depth_image_from_path: the uint16 PNG times depth_unit_scale_factor."""
+    import cv2
+    return cv2.imread(str(data / frame["depth_file_path"]), cv2.IMREAD_ANYDEPTH).astype(np.float64) * unit
+
+
+def printed_unit(stdout: str) -> float:
+    return float(stdout.split("train with: ")[1].split("--depth-unit-scale-factor ")[1].split()[0])
+
+
+@pytest.mark.parametrize("near,far", [(0.05, 0.15), (500.0, 1500.0)], ids=["small", "large"])
+def test_nerfstudio_unit_follows_the_scene_and_the_printed_command_reads_it(tmp_path, near, far):
+    depths, sparse, truth = ramp_model(tmp_path / "s", near, far)
+    data = tmp_path / "ns"
+    result = run_cli("export", "nerfstudio", "--depths", depths, "--sparse", sparse,
+                     "--transforms", data)
+    assert result.returncode == 0, result.stderr
+    unit = printed_unit(result.stdout)
+    meta = json.loads((data / "transforms.json").read_text())
+    for frame in meta["frames"]:
+        name = frame["file_path"].removeprefix("images/")
+        depth = nerfstudio_depth(data, frame, unit)
+        assert (depth > 0).mean() > 0.998  # at most the far 0.1% are left out
+        valid = depth > 0
+        relative = np.abs(depth[valid] - truth[name][valid]) / truth[name][valid]
+        assert relative.max() < 1 / (2 * 256) + 1e-6 and np.median(relative) < 5e-4, name
+
+
+def test_nerfstudio_refuses_a_range_16_bits_cannot_hold(tmp_path):
+    depths, sparse, _truth = ramp_model(tmp_path / "s", 0.01, 100.0)
+    result = run_cli("export", "nerfstudio", "--depths", depths, "--sparse", sparse,
+                     "--transforms", tmp_path / "ns")
+    assert result.returncode == 2
+    one_line(result, "--unit-scale", "steps")
+    assert not (tmp_path / "ns").exists()
+    result = run_cli("export", "nerfstudio", "--depths", depths, "--sparse", sparse,
+                     "--transforms", tmp_path / "ns", "--unit-scale", "0.002")
+    assert result.returncode == 0 and "rounding" in result.stdout
+
+
+@pytest.mark.parametrize("parser", ["coolermap", "normal-nerfstudio"])
+def test_dn_splatter_warns_when_depths_fall_under_its_floor(tmp_path, parser):
+    # DN-Splatter drops depth <= 0.1 (after its depth_unit_scale_factor) and keeps the scale
+    depths, sparse, _truth = ramp_model(tmp_path / "s", 0.05, 0.15)
+    result = run_cli("export", "dn-splatter", "--depths", depths, "--sparse", sparse,
+                     "--data", tmp_path / "dn", "--parser", parser)
+    assert result.returncode == 0, result.stderr
+    assert "ignores depth <= 0.1" in result.stdout and "scale the COLMAP model" in result.stdout
+    depths, sparse, _truth = ramp_model(tmp_path / "t", 1.0, 3.0)
+    result = run_cli("export", "dn-splatter", "--depths", depths, "--sparse", sparse,
+                     "--data", tmp_path / "dn2", "--parser", parser)
+    assert result.returncode == 0 and "ignores depth" not in result.stdout

@@ -75,9 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          ".json, means FOLDER/transforms.json)")
     ns.add_argument("--out", default=None,
                     help="folder for the depth PNGs (default depthprior_depth beside transforms.json)")
-    ns.add_argument("--unit-scale", type=_positive_float, default=1e-3,
-                    help="scene units per PNG step, nerfstudio's depth_unit_scale_factor "
-                         "(default 0.001: millimetres)")
+    ns.add_argument("--unit-scale", type=_positive_float, default=None,
+                    help="scene units per PNG step, nerfstudio's depth_unit_scale_factor (default: "
+                         "chosen from the scene's depths so that the far ones fit 16 bits and the "
+                         "near ones get 256 steps or more; refused when no unit does both). The "
+                         "printed command passes it to ns-train")
     ns.add_argument("--images-prefix", default="images",
                     help="folder of the frames relative to transforms.json, for a new "
                          "transforms.json (default images)")

@@ -89,6 +89,8 @@ class ExportSummary:
     transforms: Path | None = None
     downscaled: list[Path] = field(default_factory=list)  # depths_N folders written
     command: str | None = None  # the training command that reads this export
+    unit_scale: float | None = None  # scene units per uint16 step (nerfstudio exports)
+    floor_notes: list[str] = field(default_factory=list)  # DN-Splatter's 0.1-unit floor
     notes: list[str] = field(default_factory=list)
 
     def format(self) -> str:
@@ -264,7 +266,7 @@ def export_nerfstudio(
     *,
     params: Path | str | None = None,
     out: Path | str | None = None,
-    unit_scale: float = 1e-3,
+    unit_scale: float | None = None,
     images_prefix: str = "images",
     downscales: tuple[int, ...] = (),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -276,11 +278,12 @@ def export_nerfstudio(
     ``<images_prefix>/<image name>``; masks: the folder of `depthprior consistency` (0 where
     it rejects); a folder (or a path not ending in .json) means
     FOLDER/transforms.json. out: depth folder (default DIR/depthprior_depth beside
-    transforms.json). unit_scale: nerfstudio's depth_unit_scale_factor (pass the same value to
-    ns-train when it is not the default 1e-3). downscales: factors N to write DIR/depths_N for,
-    besides every DIR/images_N that exists.
+    transforms.json). unit_scale: scene units per PNG step, nerfstudio's depth_unit_scale_factor
+    (the printed command passes it); None chooses it from the scene's depth range
+    (`choose_unit`), refusing a range 16 bits cannot hold. downscales: factors N to write
+    DIR/depths_N for, besides every DIR/images_N that exists.
     """
-    if not unit_scale > 0:
+    if unit_scale is not None and not unit_scale > 0:
         raise UsageError("--unit-scale must be > 0")
     transforms = Path(transforms)
     if transforms.is_dir() or transforms.suffix.lower() != ".json":
@@ -302,6 +305,15 @@ def export_nerfstudio(
         _check_unique_basenames(targets)
 
     summary = ExportSummary("nerfstudio", out_dir, transforms=transforms)
+    span = depth_span(priors, matched, masks)
+    if unit_scale is None:
+        unit_scale = choose_unit(span)
+        summary.notes.append(f"depth unit {unit_scale:g} scene units per step, chosen from the "
+                             f"scene's depths ({span.describe()})")
+    else:
+        summary.notes.extend(_precision_warning(span, unit_scale))
+    summary.unit_scale = unit_scale
+    summary.floor_notes = floor_warning(span)
     with ExitStack() as stack:
         folder = stack.enter_context(OutputFolder(out_dir))
         small = {factor: stack.enter_context(OutputFolder(base / DOWNSCALED_DEPTHS.format(factor)))
@@ -321,14 +333,91 @@ def export_nerfstudio(
             _finish(owned)
     if summary.out_of_range:
         summary.notes.append(
-            "some depths do not fit uint16 at this unit: pass a larger --unit-scale and the same "
-            "value as nerfstudio's depth_unit_scale_factor"
+            "some depths do not fit uint16 at this unit: pass a larger --unit-scale (the printed "
+            "command passes the same value to nerfstudio)"
         )
-    if unit_scale != 1e-3:
-        summary.notes.append(
-            f"train with --pipeline.datamanager.dataparser.depth-unit-scale-factor {unit_scale:g}"
-        )
+    summary.command = (f"ns-train depth-nerfacto nerfstudio-data --data {shlex.quote(str(base))} "
+                       f"--depth-unit-scale-factor {unit_scale:g}")
     return summary
+
+
+# ---------------------------------------------------------------- depth units
+
+#: a depth PNG step must be at most 1/MIN_STEPS of the nearest depths (0.2% rounding at most)
+MIN_STEPS = 256
+#: the nearest and farthest depths the unit must serve: these percentiles of each image
+SPAN_PERCENTILES = (0.1, 99.9)
+#: DN-Splatter ignores depth at or below this many scene units (and does not rescale poses)
+DN_SPLATTER_FLOOR = 0.1
+
+
+@dataclass
+class DepthSpan:
+    near: float  # smallest per-image 0.1th percentile of valid depth (inf without any)
+    far: float  # largest per-image 99.9th percentile
+    valid: int = 0  # valid depth pixels
+    under_floor: int = 0  # of which <= DN_SPLATTER_FLOOR
+
+    def describe(self) -> str:
+        return f"{self.near:.4g} to {self.far:.4g} units" if self.valid else "no valid depth"
+
+    def add(self, depth: np.ndarray) -> None:
+        values = depth[depth > 0]
+        if values.size:
+            near, far = np.percentile(values, SPAN_PERCENTILES)
+            self.near, self.far = min(self.near, float(near)), max(self.far, float(far))
+            self.valid += int(values.size)
+            self.under_floor += int(np.count_nonzero(values <= DN_SPLATTER_FLOOR))
+
+
+def depth_span(priors: PriorSet, images: list, masks: Path | None) -> DepthSpan:
+    """The range of depths the export will write (each image at its camera's size)."""
+    span = DepthSpan(math.inf, 0.0)
+    for image in images:
+        span.add(aligned_depth(priors, image.name, _size(image), masks)[0])
+    return span
+
+
+def choose_unit(span: DepthSpan) -> float:
+    """Scene units per uint16 step: the far depths fit, the near ones get >= MIN_STEPS steps
+    (UsageError when no unit does both). Two significant digits, rounded up."""
+    if not span.valid:
+        return 1e-3
+    unit = _round_up(span.far / (NERFSTUDIO_DEPTH_STEPS - 1))
+    if span.near / unit < MIN_STEPS:
+        raise UsageError(
+            f"the scene's depths span {span.describe()} ({span.far / span.near:.0f}x): 16-bit "
+            f"depth at any one unit either drops the far ones or rounds the near ones to fewer "
+            f"than {MIN_STEPS} steps; pass --unit-scale to choose (far depths beyond 65535 steps "
+            "are left invalid), or use the DN-Splatter coolermap export (float32)"
+        )
+    return unit
+
+
+def _round_up(value: float) -> float:
+    exponent = math.floor(math.log10(value)) - 1
+    return float(f"{math.ceil(value / 10.0 ** exponent * (1 - 1e-12)) * 10.0 ** exponent:.2g}")
+
+
+def _precision_warning(span: DepthSpan, unit_scale: float) -> list[str]:
+    if not span.valid or span.near / unit_scale >= MIN_STEPS:
+        return []
+    steps = span.near / unit_scale
+    return [f"warning: at --unit-scale {unit_scale:g} the nearest depths ({span.near:.4g} units) "
+            f"are {steps:.0f} step(s): up to {50 / max(steps, 1e-9):.2g}% rounding; leave "
+            "--unit-scale out to choose the unit from the scene"]
+
+
+def floor_warning(span: DepthSpan) -> list[str]:
+    """DN-Splatter drops depth <= 0.1 units and does not normalise poses: say when that bites."""
+    if not span.valid or span.under_floor == 0:
+        return []
+    share = 100.0 * span.under_floor / span.valid
+    factor = _round_up(10 * DN_SPLATTER_FLOOR / span.near) if span.near > 0 else 10
+    return [f"warning: DN-Splatter ignores depth <= {DN_SPLATTER_FLOOR} scene units and keeps the "
+            f"model's scale: {share:.3g}% of the valid depth ({span.describe()}) would be dropped; "
+            f"scale the COLMAP model by {factor:g}x or more (colmap model_transformer) and align "
+            "again"]
 
 
 def _add_point_cloud(meta: dict, frames: list[dict], matched: list, model: Any, base: Path,
@@ -656,7 +745,8 @@ def export_dn_splatter(
         summary.target = "dn-splatter (normal-nerfstudio)"
         summary.command = (f"ns-train dn-splatter --pipeline.model.use-depth-loss True "
                            f"normal-nerfstudio --data {shlex.quote(str(data))} "
-                           "--depth-unit-scale-factor 0.001")
+                           f"--depth-unit-scale-factor {summary.unit_scale:g}")
+        summary.notes.extend(summary.floor_notes)
         return summary
     return _export_coolermap(depths, sparse, data, params, out, max_pixels,
                              Path(masks) if masks is not None else None)
@@ -681,10 +771,12 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
     why_rewrite = _coolermap_model_problem(model, registered)
 
     summary = ExportSummary("dn-splatter (coolermap)", out_dir)
+    span = DepthSpan(math.inf, 0.0)
     with OutputFolder(out_dir) as folder:
         for image in registered:
             stem, size = stems[image.name], _size(image)
             depth, reason = aligned_depth(priors, image.name, size, masks)
+            span.add(depth)
             unaligned = unaligned_depth_mm(priors, image.name, size)
             drop = rejected(masks, priors, image.name, size) if reason is None else None
             if drop is not None:
@@ -702,6 +794,7 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
         summary.notes.append(f"binary model for coolermap, images numbered in name order -> "
                              f"{colmap_dir} ({why_rewrite})")
     summary.command = _coolermap_command(data, colmap_dir)
+    summary.notes.extend(floor_warning(span))
     if out_dir.resolve() != (data / DN_SPLATTER_DIR).resolve():
         summary.notes.append(f"note: coolermap reads DATA/{DN_SPLATTER_DIR}; move {out_dir} there")
     if not (data / "images").is_dir():
