@@ -307,3 +307,44 @@ def test_dn_splatter_warns_when_depths_fall_under_its_floor(tmp_path, parser):
     result = run_cli("export", "dn-splatter", "--depths", depths, "--sparse", sparse,
                      "--data", tmp_path / "dn2", "--parser", parser)
     assert result.returncode == 0 and "ignores depth" not in result.stdout
+
+
+# ---------------------------------------------------------------- 9: AGS-Mesh drop masks
+
+def ags_mesh_confidence(data: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """AGS-Mesh: natsorted DATA/depth_normals_mask/*.jpg paired with the natsorted images by
+    position; confidence = 1 - value / 255."""
+    import cv2
+    images = sorted(names, key=lambda n: natsort_key(str(data / "images" / n)))
+    files = sorted(glob.glob(f"{data}/depth_normals_mask/*.jpg"), key=natsort_key)
+    assert len(files) == len(images)
+    return {name: 1.0 - cv2.imread(f, cv2.IMREAD_GRAYSCALE).astype(np.float64) / 255.0
+            for name, f in zip(images, files)}
+
+
+@pytest.mark.parametrize("parser", ["coolermap", "normal-nerfstudio"])
+def test_dn_splatter_masks_are_written_as_ags_mesh_reads_them(tmp_path, parser):
+    import cv2
+    names = ["f10.jpg", "f2.jpg", "f1.jpg"]
+    depths, sparse = tiny_model(tmp_path / "s", names)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    confidence = {}
+    for i, name in enumerate(names):
+        mask = np.full((30, 40), 255, np.uint8)
+        mask[:, : 10 * (i + 1)] = 0  # rejected: a band whose width tells the images apart
+        mask[20:, 30:] = 200  # trusted, less than fully
+        cv2.imwrite(str(masks / (Path(name).stem + ".png")), mask)
+        confidence[name] = mask / 255.0
+    data = tmp_path / "data"
+    result = run_cli("export", "dn-splatter", "--depths", depths, "--sparse", sparse,
+                     "--data", data, "--parser", parser, "--masks", masks)
+    assert result.returncode == 0, result.stderr
+    read = ags_mesh_confidence(data, names)
+    for name in names:
+        assert np.abs(read[name] - confidence[name]).max() < 4 / 255, name  # JPEG at quality 100
+    (data / "depth_normals_mask" / "zz.jpg").write_bytes(b"x")
+    result = run_cli("export", "dn-splatter", "--depths", depths, "--sparse", sparse,
+                     "--data", data, "--parser", parser, "--masks", masks)
+    assert result.returncode == 2
+    one_line(result, "zz.jpg")

@@ -61,6 +61,8 @@ from ..priors.store import TRAINER_SCALE, decode_inverse_depth, encode_npy, enco
 NERFSTUDIO_DEPTH_DIR = "depthprior_depth"
 DN_SPLATTER_DIR = "mono_depth"
 DN_SPLATTER_PARSERS = ("coolermap", "normal-nerfstudio")
+#: AGS-Mesh's depth/normal confidence: DATA/depth_normals_mask/*.jpg, 255 = drop
+DROP_MASK_DIR = "depth_normals_mask"
 #: where the binary model coolermap needs is written (DATA/...) when --sparse cannot serve it
 COOLERMAP_MODEL_DIR = "depthprior_colmap"
 #: nerfstudio opens DATA/depths_N/<file name of depth_file_path> when it trains at 1/N size
@@ -740,6 +742,9 @@ def export_dn_splatter(
         raise UsageError(f"--parser must be one of {', '.join(DN_SPLATTER_PARSERS)}, not {parser!r}")
     data = Path(data)
     if parser == "normal-nerfstudio":
+        if masks is not None:
+            priors, _model, registered = _open(depths, sparse, params)
+            _check_drop_masks_free(data, registered)
         summary = export_nerfstudio(depths, sparse, data / "transforms.json", params=params,
                                     downscales=downscales, max_pixels=max_pixels, masks=masks)
         summary.target = "dn-splatter (normal-nerfstudio)"
@@ -747,6 +752,8 @@ def export_dn_splatter(
                            f"normal-nerfstudio --data {shlex.quote(str(data))} "
                            f"--depth-unit-scale-factor {summary.unit_scale:g}")
         summary.notes.extend(summary.floor_notes)
+        if masks is not None:
+            _write_drop_masks(data, priors, registered, Path(masks), summary)
         return summary
     return _export_coolermap(depths, sparse, data, params, out, max_pixels,
                              Path(masks) if masks is not None else None)
@@ -768,15 +775,20 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
 
     ours = {stems[image.name] + "_aligned.npy" for image in registered}
     _refuse_stale(out_dir, ours | set(_recorded(out_dir / EXPORT_RECORD)))
+    if masks is not None:
+        _check_drop_masks_free(data, registered)
     why_rewrite = _coolermap_model_problem(model, registered)
 
     summary = ExportSummary("dn-splatter (coolermap)", out_dir)
     span = DepthSpan(math.inf, 0.0)
+    written: dict[str, np.ndarray] = {}  # name -> where a depth was written (with masks)
     with OutputFolder(out_dir) as folder:
         for image in registered:
             stem, size = stems[image.name], _size(image)
             depth, reason = aligned_depth(priors, image.name, size, masks)
             span.add(depth)
+            if masks is not None:
+                written[image.name] = depth > 0
             unaligned = unaligned_depth_mm(priors, image.name, size)
             drop = rejected(masks, priors, image.name, size) if reason is None else None
             if drop is not None:
@@ -787,6 +799,8 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
             if reason:
                 summary.invalid[image.key] = reason
         _finish(folder)
+    if masks is not None:
+        _write_drop_masks(data, priors, registered, masks, summary, depths_of=written)
     colmap_dir = Path(sparse)
     if why_rewrite:
         colmap_dir = data / COOLERMAP_MODEL_DIR
@@ -801,6 +815,46 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
         summary.notes.append(f"note: coolermap reads the frames from {data / 'images'}/<image name>; "
                              "put them there or add --images-path to the command")
     return summary
+
+
+def _write_drop_masks(data: Path, priors: PriorSet, registered: list, masks: Path,
+                      summary: ExportSummary, depths_of: dict[str, np.ndarray] | None = None) -> None:
+    """DATA/depth_normals_mask/<rank>_<stem>.jpg, as AGS-Mesh reads them: natural-sorted,
+    paired with the natural-sorted images by position, value = 255 x (1 - confidence), i.e.
+    255 where a pixel is to be dropped (rejected by the mask, or without depth)."""
+    folder_path = data / DROP_MASK_DIR
+    stems = _check_drop_masks_free(data, registered)
+    with OutputFolder(folder_path) as folder:
+        for image in registered:
+            size = _size(image)
+            if depths_of is not None:
+                has_depth = depths_of[image.name]
+            else:
+                has_depth = aligned_depth(priors, image.name, size, masks)[0] > 0
+            confidence = load_mask(masks, priors.stem(image.name), priors.prior_size(image.name), size)
+            drop = np.where(has_depth, np.rint(255.0 * (1.0 - np.clip(confidence, 0, 1))), 255)
+            folder.write(stems[image.name] + ".jpg", encode_jpeg(drop.astype(np.uint8)))
+        _finish(folder)
+    summary.notes.append(f"drop masks (255 = drop, AGS-Mesh's confidence 1 - value/255) -> {folder_path}")
+
+
+def _check_drop_masks_free(data: Path, registered: list) -> dict[str, str]:
+    """Image name -> drop mask stem; refuses other *.jpg in the folder (they would shift the
+    by-position pairing)."""
+    folder_path = data / DROP_MASK_DIR
+    stems = coolermap_stems([image.name for image in registered])
+    ours = {stems[image.name] + ".jpg" for image in registered}
+    _refuse_stale(folder_path, ours | set(_recorded(folder_path / EXPORT_RECORD)), "*.jpg",
+                  "AGS-Mesh")
+    return stems
+
+
+def encode_jpeg(plane: np.ndarray) -> bytes:
+    """Single-channel JPEG at quality 100 (the format AGS-Mesh globs)."""
+    ok, data = cv2.imencode(".jpg", plane, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    if not ok:
+        raise UsageError("cannot encode a drop mask as JPEG")
+    return data.tobytes()
 
 
 def _check_not_globbed(names: list[str]) -> None:
@@ -906,14 +960,15 @@ def _check_glob_safe(data: Path) -> None:
         )
 
 
-def _refuse_stale(out_dir: Path, ours: set[str]) -> None:
-    """Other *_aligned.npy files would join coolermap's sorted list and shift every pair."""
-    found = glob.glob(os.path.join(glob.escape(str(out_dir)), "*_aligned.npy"))
+def _refuse_stale(out_dir: Path, ours: set[str], pattern: str = "*_aligned.npy",
+                  reader: str = "DN-Splatter") -> None:
+    """Other files matching the consumer's glob would join its sorted list and shift every pair."""
+    found = glob.glob(os.path.join(glob.escape(str(out_dir)), pattern))
     stale = sorted(os.path.basename(path) for path in found if os.path.basename(path) not in ours)
     if stale:
         raise UsageError(
-            f"{out_dir} holds {len(stale)} other *_aligned.npy file(s) ({listing(stale)}) that "
-            "DN-Splatter would pair with images too: delete them (or the folder) and export again"
+            f"{out_dir} holds {len(stale)} other {pattern} file(s) ({listing(stale)}) that "
+            f"{reader} would pair with images too: delete them (or the folder) and export again"
         )
 
 
