@@ -19,7 +19,7 @@ from scenes import look_at, make_scene, write_colmap_text
 from test_export import natsort_key, tiny_model
 
 from depthprior.errors import UsageError
-from depthprior.scene.export import export_dn_splatter, export_nerfstudio
+from depthprior.scene.export import export_dn_splatter, export_nerfstudio, export_sparsegs
 
 pytest.importorskip("pycolmap")
 pytestmark = pytest.mark.hostile
@@ -348,3 +348,61 @@ def test_dn_splatter_masks_are_written_as_ags_mesh_reads_them(tmp_path, parser):
                      "--data", data, "--parser", parser, "--masks", masks)
     assert result.returncode == 2
     one_line(result, "zz.jpg")
+
+
+# ---------------------------------------------------------------- 8: SparseGS
+
+def sparsegs_depth(scene: Path, name: str) -> np.ndarray:
+    """SparseGS readColmapCameras: image_name = basename(name).split('.')[0], then
+    np.load(dirname(SCENE/images)/depths/<image_name>.npy)."""
+    import os
+    image_path = os.path.join(scene / "images", os.path.basename(name))
+    image_name = os.path.basename(image_path).split(".")[0]
+    return np.load(os.path.join(os.path.dirname(scene / "images"), "depths", image_name + ".npy"))
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """SparseGS's pearson_depth_loss core: correlation of the standardised maps."""
+    a = (a - a.mean()) / (a.std() + 1e-6)
+    b = (b - b.mean()) / (b.std() + 1e-6)
+    return float((a * b).mean())
+
+
+def test_sparsegs_reads_each_images_own_depth(tmp_path):
+    names = ["cam0/f.1.jpg", "cam1/g.jpg", "h.png"]
+    root = tmp_path / "scene"
+    depths, sparse = tiny_model(tmp_path / "t", names)
+    result = run_cli("export", "sparsegs", "--depths", depths, "--sparse", sparse, "--scene", root)
+    assert result.returncode == 0, result.stderr
+    assert f"train with: python train.py -s {root}" in result.stdout
+    for i, name in enumerate(names):
+        depth = sparsegs_depth(root, name)
+        assert depth.shape == (30, 40) and depth.dtype == np.float32
+        assert np.allclose(depth, 2 + i / 4, rtol=1e-4), name
+
+
+def test_sparsegs_depth_correlates_with_z_depth(tmp_path):
+    depths, sparse, truth = ramp_model(tmp_path / "s", 1.0, 3.0)
+    root = tmp_path / "scene"
+    export_sparsegs(depths, sparse, root)
+    for name, depth in truth.items():
+        assert pearson(sparsegs_depth(root, name), depth) > 0.9999
+
+
+@pytest.mark.parametrize("names", [["a/x.jpg", "b/x.jpg"], ["x.jpg", "x.png"], ["x.1.jpg", "x.2.jpg"]],
+                         ids=["folders", "extensions", "dots"])
+def test_sparsegs_refuses_names_that_meet_in_its_flat_folders(tmp_path, names):
+    depths, sparse = tiny_model(tmp_path / "s", names)
+    result = run_cli("export", "sparsegs", "--depths", depths, "--sparse", sparse,
+                     "--scene", tmp_path / "scene")
+    assert result.returncode == 2
+    one_line(result, names[0], names[1])
+    assert not (tmp_path / "scene").exists()
+
+
+def test_sparsegs_refuses_to_write_into_the_priors(tmp_path):
+    depths, sparse = tiny_model(tmp_path / "scene", ["a.jpg"])  # priors at SCENE/depths
+    result = run_cli("export", "sparsegs", "--depths", depths, "--sparse", sparse,
+                     "--scene", tmp_path / "scene")
+    assert result.returncode == 2
+    one_line(result, "prior folder")
