@@ -406,3 +406,37 @@ def test_sparsegs_refuses_to_write_into_the_priors(tmp_path):
                      "--scene", tmp_path / "scene")
     assert result.returncode == 2
     one_line(result, "prior folder")
+
+
+# ---------------------------------------------------------------- 3: nerfstudio's colmap parser
+
+def colmap_parser_depth_files(data: Path, depths_path: str, names: list[str], factor: int) -> list[Path]:
+    """nerfstudio ColmapDataParser: frame depth = data / depths_path / name with suffix .png;
+    at downscale N, _setup_downscale_factor's get_fname: <depths_path>_N / the same relative part."""
+    parent = data / depths_path
+    files = [(parent / name).with_suffix(".png") for name in names]
+    if factor > 1:
+        files = [parent.parent / f"{parent.name}_{factor}" / f.relative_to(parent) for f in files]
+    return files
+
+
+def test_nerfstudio_colmap_parser_finds_depth_at_every_downscale(tmp_path):
+    import cv2
+    names = ["cam0/a.jpg", "cam1/b.jpg"]
+    data = tmp_path / "scene"
+    depths, sparse = tiny_model(data, names)  # the 3DGS priors at DATA/depths
+    result = run_cli("export", "nerfstudio", "--depths", depths, "--sparse", sparse,
+                     "--transforms", data, "--downscales", "2")
+    assert result.returncode == 0, result.stderr
+    line = next(l for l in result.stdout.splitlines() if "colmap --data" in l)
+    words = line.split()
+    depths_path = words[words.index("--depths-path") + 1]
+    unit = float(words[words.index("--depth-unit-scale-factor") + 1])
+    assert words[words.index("--colmap-path") + 1] == "sparse"
+    for factor, size in ((1, (30, 40)), (2, (15, 20))):
+        for i, path in enumerate(colmap_parser_depth_files(data, depths_path, names, factor)):
+            depth = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+            assert depth is not None and depth.shape == size, path
+            assert np.allclose(depth * unit, 2 + i / 4, rtol=2e-3), path
+    # DATA/depths holds inverse depth / 65536: read as depth it would be nonsense, so it is named
+    assert "never pass --depths-path depths" in result.stdout

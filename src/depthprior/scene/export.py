@@ -320,18 +320,23 @@ def export_nerfstudio(
         folder = stack.enter_context(OutputFolder(out_dir))
         small = {factor: stack.enter_context(OutputFolder(base / DOWNSCALED_DEPTHS.format(factor)))
                  for factor in factors}
+        # nerfstudio's colmap parser opens <depths-path>_N/<image name>.png at downscale N
+        beside = {factor: stack.enter_context(OutputFolder(_colmap_downscaled(out_dir, factor)))
+                  for factor in factors}
         for frame, image, target in zip(frames, matched, targets):
             png = _depth_png(priors, image, unit_scale, summary, masks)
             folder.write(f"{image.key}.png", encode_png16(png))
             frame["depth_file_path"] = Path(os.path.relpath(target, base)).as_posix()
             for factor in factors:
-                _write_downscaled(png, base, frame, factor, max_pixels, small[factor])
+                pooled = _write_downscaled(png, base, frame, factor, max_pixels, small[factor])
+                beside[factor].write(f"{image.key}.png", pooled)
             summary.images += 1
-        summary.downscaled = [base / DOWNSCALED_DEPTHS.format(factor) for factor in factors]
+        summary.downscaled = [folder for factor in factors for folder in
+                              (base / DOWNSCALED_DEPTHS.format(factor), _colmap_downscaled(out_dir, factor))]
         meta["depth_unit_scale_factor"] = unit_scale  # informative: nerfstudio takes it from ns-train
         _add_point_cloud(meta, frames, matched, model, base, summary)
         write_json(transforms, meta, indent=4)
-        for owned in (folder, *small.values()):
+        for owned in (folder, *small.values(), *beside.values()):
             _finish(owned)
     if summary.out_of_range:
         summary.notes.append(
@@ -340,6 +345,7 @@ def export_nerfstudio(
         )
     summary.command = (f"ns-train depth-nerfacto nerfstudio-data --data {shlex.quote(str(base))} "
                        f"--depth-unit-scale-factor {unit_scale:g}")
+    summary.notes.extend(_colmap_parser_notes(base, out_dir, Path(sparse), priors.root, unit_scale))
     return summary
 
 
@@ -566,11 +572,36 @@ def _check_unique_basenames(targets: list[Path]) -> None:
 
 
 def _write_downscaled(png: np.ndarray, base: Path, frame: dict, factor: int,
-                      max_pixels: int | None, folder: OutputFolder) -> None:
-    """DIR/depths_N/<file name of depth_file_path> at the size of DIR/images_N/<file name>."""
+                      max_pixels: int | None, folder: OutputFolder) -> bytes:
+    """DIR/depths_N/<file name of depth_file_path> at the size of DIR/images_N/<file name>;
+    returns the PNG's bytes."""
     size = _downscaled_size(base, frame, factor, png.shape, max_pixels)
     name = PurePosixPath(frame["depth_file_path"]).name
-    folder.write(name, encode_png16(min_pool_valid(png, size)))
+    data = encode_png16(min_pool_valid(png, size))
+    folder.write(name, data)
+    return data
+
+
+def _colmap_downscaled(out_dir: Path, factor: int) -> Path:
+    return out_dir.parent / f"{out_dir.name}_{factor}"
+
+
+def _colmap_parser_notes(base: Path, out_dir: Path, sparse: Path, priors_root: Path,
+                         unit_scale: float) -> list[str]:
+    """The command for nerfstudio's colmap parser, which reads the same depth PNGs, and the
+    folder it must never be pointed at."""
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, base) if is_inside(path, base) else str(path.absolute())
+
+    notes = [f"nerfstudio's colmap parser reads the same depth: ns-train depth-nerfacto colmap --data "
+             f"{shlex.quote(str(base))} --colmap-path {shlex.quote(rel(sparse))} --depths-path "
+             f"{shlex.quote(rel(out_dir))} --depth-unit-scale-factor {unit_scale:g} (at "
+             f"--downscale-factor N it reads {rel(out_dir)}_N/, written for every factor above)"]
+    if is_inside(priors_root, base):
+        notes.append(f"warning: never pass --depths-path {rel(priors_root)}: it holds 3DGS "
+                     "inverse-depth PNGs (png / 65536), which nerfstudio would read as depth in "
+                     "units of --depth-unit-scale-factor")
+    return notes
 
 
 def _downscaled_size(base: Path, frame: dict, factor: int, full: tuple[int, int],
