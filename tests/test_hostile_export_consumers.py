@@ -440,3 +440,23 @@ def test_nerfstudio_colmap_parser_finds_depth_at_every_downscale(tmp_path):
             assert np.allclose(depth * unit, 2 + i / 4, rtol=2e-3), path
     # DATA/depths holds inverse depth / 65536: read as depth it would be nonsense, so it is named
     assert "never pass --depths-path depths" in result.stdout
+
+
+# ---------------------------------------------------------------- 7: pooling for depths_N
+
+def test_downscaled_depth_is_unbiased_on_a_noisy_prior_and_never_blends(tmp_path):
+    from depthprior.scene.export import min_pool_valid, pool_valid
+    rng = np.random.default_rng(0)
+    truth = np.full((64, 64), 3000.0)  # 3 units in mm steps
+    truth[:, 32:] = 1500.0  # a nearer surface: an edge at column 32
+    noisy = 1.0 / ((1.0 / truth) * (1.0 + 0.02 * rng.standard_normal(truth.shape)))
+    png = np.rint(noisy).astype(np.uint16)
+    png[rng.random(png.shape) < 0.1] = 0  # holes
+    ours, nearest = pool_valid(png, (16, 16)), min_pool_valid(png, (16, 16))
+    small_truth = truth[::4, ::4]
+    bias = np.mean(ours / small_truth - 1)
+    assert abs(bias) < 0.002 < abs(np.mean(nearest / small_truth - 1))  # min-pooling: ~ -3%
+    assert np.abs(ours / small_truth - 1).max() < 0.1  # every pixel on its own surface
+    half = np.array([[3000, 1500], [3000, 1500]], np.uint16)  # two surfaces, two pixels each
+    most = np.array([[3000, 3000], [3000, 1500]], np.uint16)
+    assert pool_valid(half, (1, 1))[0, 0] == 1500 and pool_valid(most, (1, 1))[0, 0] == 3000

@@ -577,7 +577,7 @@ def _write_downscaled(png: np.ndarray, base: Path, frame: dict, factor: int,
     returns the PNG's bytes."""
     size = _downscaled_size(base, frame, factor, png.shape, max_pixels)
     name = PurePosixPath(frame["depth_file_path"]).name
-    data = encode_png16(min_pool_valid(png, size))
+    data = encode_png16(pool_valid(png, size))
     folder.write(name, data)
     return data
 
@@ -620,19 +620,61 @@ def _downscaled_size(base: Path, frame: dict, factor: int, full: tuple[int, int]
     return max(full[0] // factor, 1), max(full[1] // factor, 1)
 
 
-def min_pool_valid(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint16 depth (0 = none) shrunk to size: each pixel the nearest valid depth of its block.
+#: a block position without depth, above every uint16 depth
+EMPTY_DEPTH = NERFSTUDIO_DEPTH_STEPS + 1
 
-    Depths across an edge are never blended: a block holding near and far surfaces takes the
-    near one, and a block without any valid depth stays 0.
+
+def depth_blocks(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, k) uint32: the uint16 depths (0 = none) of each small pixel's block of the full
+    map, EMPTY_DEPTH where a block has no depth or is smaller than k. Block i spans rows
+    [i H / h, (i + 1) H / h) (integer division), columns alike."""
+    values = np.where(depth > 0, depth.astype(np.uint32), np.uint32(EMPTY_DEPTH))
+    rows, row_in = _block_index(depth.shape[0], size[0])
+    cols, col_in = _block_index(depth.shape[1], size[1])
+    blocks = values[rows[:, None, :, None], cols[None, :, None, :]]
+    inside = row_in[:, None, :, None] & col_in[None, :, None, :]
+    blocks = np.where(inside, blocks, np.uint32(EMPTY_DEPTH))
+    return blocks.reshape(size[0], size[1], -1)
+
+
+def _block_index(full: int, small: int) -> tuple[np.ndarray, np.ndarray]:
+    start = (np.arange(small) * full) // small
+    end = (np.arange(1, small + 1) * full) // small
+    span = max(int((end - start).max(initial=1)), 1)
+    index = start[:, None] + np.arange(span)[None, :]
+    return np.minimum(index, full - 1), index < end[:, None]
+
+
+#: two middle depths of a block further apart than this (relative) are two surfaces
+SURFACE_GAP = 0.05
+
+
+def pool_valid(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint16 depth (0 = none) shrunk to size: each pixel the median of its block's valid
+    depths, a block without any stays 0.
+
+    With an even count, the two middle depths are averaged only when they are within
+    SURFACE_GAP of each other (one surface); otherwise the nearer is taken, so a block is never
+    a blend across an edge (a block with two surfaces takes the one most of it shows). On a
+    noisy surface the median is unbiased, where the nearest depth (min-pooling) is biased
+    toward the camera by about 1-2 noise sigmas (benchmarks/pooling_bench.py).
     """
-    height, width = size
-    empty = np.uint32(NERFSTUDIO_DEPTH_STEPS + 1)
-    values = np.where(depth > 0, depth.astype(np.uint32), empty)
-    rows = (np.arange(height) * depth.shape[0]) // height
-    cols = (np.arange(width) * depth.shape[1]) // width
-    pooled = np.minimum.reduceat(np.minimum.reduceat(values, rows, axis=0), cols, axis=1)
-    return np.where(pooled == empty, 0, pooled).astype(np.uint16)
+    blocks = np.sort(depth_blocks(depth, size), axis=-1)
+    count = (blocks < EMPTY_DEPTH).sum(axis=-1)
+    lower = np.take_along_axis(blocks, (np.maximum(count - 1, 0) // 2)[..., None], -1)[..., 0]
+    upper = np.take_along_axis(blocks, (count // 2)[..., None], -1)[..., 0]
+    lower, upper = lower.astype(np.float64), upper.astype(np.float64)
+    same = upper <= lower * (1.0 + SURFACE_GAP)
+    pooled = np.where(same, np.rint((lower + upper) / 2.0), lower)
+    return np.where(count > 0, pooled, 0).astype(np.uint16)
+
+
+def min_pool_valid(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint16 depth (0 = none) shrunk to size: each pixel the nearest valid depth of its block
+    (what the export wrote before; kept for benchmarks/pooling_bench.py)."""
+    blocks = depth_blocks(depth, size)
+    pooled = blocks.min(axis=-1)
+    return np.where(pooled == EMPTY_DEPTH, 0, pooled).astype(np.uint16)
 
 
 def _match_frames(frames: list[dict], paths: list[str], registered: list, transforms: Path) -> list:
@@ -1087,4 +1129,4 @@ def _coolermap_command(data: Path, sparse: Path) -> str:
 
 
 __all__ = ["ExportSummary", "aligned_depth", "coolermap_stems", "export_dn_splatter",
-           "export_nerfstudio", "export_sparsegs", "sparsegs_stems", "min_pool_valid", "natural_key", "unaligned_depth_mm"]
+           "export_nerfstudio", "export_sparsegs", "sparsegs_stems", "min_pool_valid", "pool_valid", "natural_key", "unaligned_depth_mm"]
