@@ -241,13 +241,17 @@ def test_dn_splatter_refuses_stale_aligned_files(scene, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["old_frame_aligned.npy"]
 
 
-def tiny_model(root: Path, names: list[str], width: int = 40, height: int = 30) -> tuple[Path, Path]:
-    """A model of `names` whose priors are constant maps, image i at depth 2 + i/4 exactly."""
+def tiny_model(root: Path, names: list[str], width: int = 40, height: int = 30,
+               points: bool = True) -> tuple[Path, Path]:
+    """A model of `names` whose priors are constant maps, image i at depth 2 + i/4 exactly
+    (and, with points, 4 3D points every image sees)."""
     K = np.array([[40.0, 0, width / 2], [0, 40, height / 2], [0, 0, 1]])
     poses = {n: look_at(np.array([3.0, i, 1.0]), np.zeros(3)) for i, n in enumerate(names)}
-    keypoints = {n: (np.zeros((0, 2)), np.zeros(0, dtype=np.int64)) for n in names}
-    write_colmap_text(root / "sparse", K, width, height, names, poses, keypoints,
-                      np.zeros(0, dtype=np.int64), np.zeros((0, 3)))
+    count = 4 if points else 0  # nerfstudio's sparse_pc.ply, DN-Splatter's seed points
+    keypoints = {n: (np.full((count, 2), 10.0) + np.arange(count)[:, None], np.arange(count))
+                 for n in names}
+    write_colmap_text(root / "sparse", K, width, height, names, poses, keypoints, np.arange(count),
+                      np.array([[0.0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]])[:count])
     params = {}
     for i, name in enumerate(names):
         key = re.sub(r"\.[^./]*$", "", name)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from scenes import look_at, make_scene, write_colmap_text
+from scenes import make_scene
 from test_export import natsort_key, tiny_model
 
 from depthprior.errors import UsageError
@@ -117,14 +117,9 @@ def printed_colmap_path(stdout: str) -> str:
 
 def two_camera_model(root: Path, names_by_id: list[str], second: set[str],
                      binary: bool = False) -> tuple[Path, Path]:
-    """tiny_model's scene with a second camera (focal 55) for the images in `second`, image ids
-    in the order of names_by_id, and 4 points every image sees."""
+    """tiny_model's scene (image ids in the order of names_by_id, 4 points every image sees)
+    with a second camera (focal 55) for the images in `second`."""
     depths, sparse = tiny_model(root, names_by_id)
-    poses = {n: look_at(np.array([3.0, i, 1.0]), np.zeros(3)) for i, n in enumerate(names_by_id)}
-    xyz = np.array([[0.0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]])
-    keypoints = {n: (np.full((4, 2), 10.0) + np.arange(4)[:, None], np.arange(4)) for n in names_by_id}
-    write_colmap_text(sparse, np.array([[40.0, 0, 20], [0, 40, 15], [0, 0, 1]]), 40, 30,
-                      names_by_id, poses, keypoints, np.arange(4), xyz)
     text = (sparse / "cameras.txt").read_text() + "2 PINHOLE 40 30 55 55 20 15\n"
     (sparse / "cameras.txt").write_text(text)
     lines = (sparse / "images.txt").read_text().splitlines()
@@ -460,3 +455,15 @@ def test_downscaled_depth_is_unbiased_on_a_noisy_prior_and_never_blends(tmp_path
     half = np.array([[3000, 1500], [3000, 1500]], np.uint16)  # two surfaces, two pixels each
     most = np.array([[3000, 3000], [3000, 1500]], np.uint16)
     assert pool_valid(half, (1, 1))[0, 0] == 1500 and pool_valid(most, (1, 1))[0, 0] == 3000
+
+
+def test_normal_nerfstudio_refuses_a_scene_without_points(tmp_path):
+    depths, sparse = tiny_model(tmp_path / "s", ["a.jpg", "b.jpg"], points=False)
+    result = run_cli("export", "dn-splatter", "--depths", depths, "--sparse", sparse,
+                     "--data", tmp_path / "dn", "--parser", "normal-nerfstudio")
+    assert result.returncode == 2
+    one_line(result, "3D points")
+    assert not (tmp_path / "dn").exists()
+    result = run_cli("export", "nerfstudio", "--depths", depths, "--sparse", sparse,
+                     "--transforms", tmp_path / "ns")
+    assert result.returncode == 0 and "random points" in result.stdout

@@ -273,6 +273,7 @@ def export_nerfstudio(
     downscales: tuple[int, ...] = (),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     masks: Path | str | None = None,
+    require_points: bool = False,
 ) -> ExportSummary:
     """uint16 depth PNGs in units of `unit_scale` + depth_file_path in transforms.json.
 
@@ -283,7 +284,9 @@ def export_nerfstudio(
     transforms.json). unit_scale: scene units per PNG step, nerfstudio's depth_unit_scale_factor
     (the printed command passes it); None chooses it from the scene's depth range
     (`choose_unit`), refusing a range 16 bits cannot hold. downscales: factors N to write
-    DIR/depths_N for, besides every DIR/images_N that exists.
+    DIR/depths_N for, besides every DIR/images_N that exists. The model's points go to
+    DIR/sparse_pc.ply (``ply_file_path``) unless transforms.json names a point cloud;
+    require_points refuses an export that cannot give one.
     """
     if unit_scale is not None and not unit_scale > 0:
         raise UsageError("--unit-scale must be > 0")
@@ -306,7 +309,15 @@ def export_nerfstudio(
     if factors:
         _check_unique_basenames(targets)
 
+    ply, ply_note = _point_cloud(meta, frames, matched, model, base)
+    if ply is None and "ply_file_path" not in meta:
+        if require_points:
+            raise UsageError(f"DN-Splatter's normal-nerfstudio parser needs 3D points (ply_file_path "
+                             f"in transforms.json), and {ply_note}: use the coolermap parser, or "
+                             "a transforms.json made from this model")
+        ply_note = f"warning: {ply_note}: splatfacto starts from random points"
     summary = ExportSummary("nerfstudio", out_dir, transforms=transforms)
+    summary.notes.append(ply_note)
     span = depth_span(priors, matched, masks)
     if unit_scale is None:
         unit_scale = choose_unit(span)
@@ -334,7 +345,9 @@ def export_nerfstudio(
         summary.downscaled = [folder for factor in factors for folder in
                               (base / DOWNSCALED_DEPTHS.format(factor), _colmap_downscaled(out_dir, factor))]
         meta["depth_unit_scale_factor"] = unit_scale  # informative: nerfstudio takes it from ns-train
-        _add_point_cloud(meta, frames, matched, model, base, summary)
+        if ply is not None:
+            atomic_write_bytes(base / SPARSE_PLY, ply)
+            meta["ply_file_path"] = SPARSE_PLY
         write_json(transforms, meta, indent=4)
         for owned in (folder, *small.values(), *beside.values()):
             _finish(owned)
@@ -428,31 +441,24 @@ def floor_warning(span: DepthSpan) -> list[str]:
             "again"]
 
 
-def _add_point_cloud(meta: dict, frames: list[dict], matched: list, model: Any, base: Path,
-                     summary: ExportSummary) -> None:
-    """DIR/sparse_pc.ply (the model's points, xyz + rgb, in the poses' frame) and
-    ``ply_file_path``, as ns-process-data writes them; an existing ply_file_path is kept.
+def _point_cloud(meta: dict, frames: list[dict], matched: list, model: Any,
+                 base: Path) -> tuple[bytes | None, str]:
+    """(DIR/sparse_pc.ply's bytes, what the summary says): the model's points, xyz + rgb, in
+    the poses' frame, as ns-process-data writes them with ``ply_file_path``; None when an
+    existing ply_file_path is kept or no points can be given (the note says why).
 
     splatfacto starts from random points without one, and DN-Splatter's normal-nerfstudio
     parser fails (KeyError 'points3D_xyz')."""
     if "ply_file_path" in meta:
-        summary.notes.append(f"point cloud: kept ply_file_path {meta['ply_file_path']!r}")
-        return
+        return None, f"point cloud: kept ply_file_path {meta['ply_file_path']!r}"
     applied = _world_transform(meta, frames, matched)
     if applied is None:
-        summary.notes.append(
-            f"warning: the poses in transforms.json are not the COLMAP model's in nerfstudio's "
-            f"frame, so no {SPARSE_PLY} was written (splatfacto starts from random points, "
-            "DN-Splatter fails): set ply_file_path yourself, or let the export write transforms.json")
-        return
+        return None, (f"the poses in transforms.json are not the COLMAP model's in nerfstudio's "
+                      f"frame, so the model's points cannot be written as {SPARSE_PLY}")
     if model.point_xyz.size == 0:
-        summary.notes.append(f"warning: the COLMAP model has no 3D points: no {SPARSE_PLY}, so "
-                             "splatfacto starts from random points and DN-Splatter fails")
-        return
+        return None, f"the COLMAP model has no 3D points to write as {SPARSE_PLY}"
     xyz = model.point_xyz @ applied[:, :3].T + applied[:, 3]
-    atomic_write_bytes(base / SPARSE_PLY, encode_ply(xyz, model.point_rgb))
-    meta["ply_file_path"] = SPARSE_PLY
-    summary.notes.append(f"{len(xyz)} sparse point(s) -> {base / SPARSE_PLY} (ply_file_path)")
+    return encode_ply(xyz, model.point_rgb), f"{len(xyz)} sparse point(s) -> {base / SPARSE_PLY} (ply_file_path)"
 
 
 def _world_transform(meta: dict, frames: list[dict], matched: list) -> np.ndarray | None:
@@ -582,6 +588,10 @@ def _write_downscaled(png: np.ndarray, base: Path, frame: dict, factor: int,
     return data
 
 
+#: how the notes for nerfstudio's colmap parser start (left out of DN-Splatter's summary)
+COLMAP_NOTES = ("nerfstudio's colmap parser reads the same depth", "warning: never pass --depths-path")
+
+
 def _colmap_downscaled(out_dir: Path, factor: int) -> Path:
     return out_dir.parent / f"{out_dir.name}_{factor}"
 
@@ -593,12 +603,12 @@ def _colmap_parser_notes(base: Path, out_dir: Path, sparse: Path, priors_root: P
     def rel(path: Path) -> str:
         return os.path.relpath(path, base) if is_inside(path, base) else str(path.absolute())
 
-    notes = [f"nerfstudio's colmap parser reads the same depth: ns-train depth-nerfacto colmap --data "
+    notes = [f"{COLMAP_NOTES[0]}: ns-train depth-nerfacto colmap --data "
              f"{shlex.quote(str(base))} --colmap-path {shlex.quote(rel(sparse))} --depths-path "
              f"{shlex.quote(rel(out_dir))} --depth-unit-scale-factor {unit_scale:g} (at "
              f"--downscale-factor N it reads {rel(out_dir)}_N/, written for every factor above)"]
     if is_inside(priors_root, base):
-        notes.append(f"warning: never pass --depths-path {rel(priors_root)}: it holds 3DGS "
+        notes.append(f"{COLMAP_NOTES[1]} {rel(priors_root)}: it holds 3DGS "
                      "inverse-depth PNGs (png / 65536), which nerfstudio would read as depth in "
                      "units of --depth-unit-scale-factor")
     return notes
@@ -819,8 +829,10 @@ def export_dn_splatter(
             priors, _model, registered = _open(depths, sparse, params)
             _check_drop_masks_free(data, registered)
         summary = export_nerfstudio(depths, sparse, data / "transforms.json", params=params,
-                                    downscales=downscales, max_pixels=max_pixels, masks=masks)
+                                    downscales=downscales, max_pixels=max_pixels, masks=masks,
+                                    require_points=True)
         summary.target = "dn-splatter (normal-nerfstudio)"
+        summary.notes = [note for note in summary.notes if not note.startswith(COLMAP_NOTES)]
         summary.command = (f"ns-train dn-splatter --pipeline.model.use-depth-loss True "
                            f"normal-nerfstudio --data {shlex.quote(str(data))} "
                            f"--depth-unit-scale-factor {summary.unit_scale:g}")
