@@ -321,7 +321,7 @@ def export_nerfstudio(
     span = depth_span(priors, matched, masks)
     if unit_scale is None:
         unit_scale = choose_unit(span)
-        summary.notes.append(f"depth unit {unit_scale:g} scene units per step, chosen from the "
+        summary.notes.append(f"depth unit {unit_scale!r} scene units per step, chosen from the "
                              f"scene's depths ({span.describe()})")
     else:
         summary.notes.extend(_precision_warning(span, unit_scale))
@@ -357,7 +357,7 @@ def export_nerfstudio(
             "command passes the same value to nerfstudio)"
         )
     summary.command = (f"ns-train depth-nerfacto nerfstudio-data --data {shlex.quote(str(base))} "
-                       f"--depth-unit-scale-factor {unit_scale:g}")
+                       f"--depth-unit-scale-factor {unit_scale!r}")
     summary.notes.extend(_colmap_parser_notes(base, out_dir, Path(sparse), priors.root, unit_scale))
     return summary
 
@@ -605,7 +605,7 @@ def _colmap_parser_notes(base: Path, out_dir: Path, sparse: Path, priors_root: P
 
     notes = [f"{COLMAP_NOTES[0]}: ns-train depth-nerfacto colmap --data "
              f"{shlex.quote(str(base))} --colmap-path {shlex.quote(rel(sparse))} --depths-path "
-             f"{shlex.quote(rel(out_dir))} --depth-unit-scale-factor {unit_scale:g} (at "
+             f"{shlex.quote(rel(out_dir))} --depth-unit-scale-factor {unit_scale!r} (at "
              f"--downscale-factor N it reads {rel(out_dir)}_N/, written for every factor above)"]
     if is_inside(priors_root, base):
         notes.append(f"{COLMAP_NOTES[1]} {rel(priors_root)}: it holds 3DGS "
@@ -835,7 +835,7 @@ def export_dn_splatter(
         summary.notes = [note for note in summary.notes if not note.startswith(COLMAP_NOTES)]
         summary.command = (f"ns-train dn-splatter --pipeline.model.use-depth-loss True "
                            f"normal-nerfstudio --data {shlex.quote(str(data))} "
-                           f"--depth-unit-scale-factor {summary.unit_scale:g}")
+                           f"--depth-unit-scale-factor {summary.unit_scale!r}")
         summary.notes.extend(summary.floor_notes)
         if masks is not None:
             _write_drop_masks(data, priors, registered, Path(masks), summary)
