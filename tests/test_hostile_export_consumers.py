@@ -18,7 +18,6 @@ from conftest import run_cli
 from scenes import make_scene
 from test_export import natsort_key, tiny_model
 
-from depthprior.errors import UsageError
 from depthprior.scene.export import export_dn_splatter, export_nerfstudio, export_sparsegs
 
 pytest.importorskip("pycolmap")
