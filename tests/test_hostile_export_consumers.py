@@ -305,11 +305,16 @@ def test_dn_splatter_warns_when_depths_fall_under_its_floor(tmp_path, parser):
 
 # ---------------------------------------------------------------- 9: AGS-Mesh drop masks
 
-def ags_mesh_confidence(data: Path, names: list[str]) -> dict[str, np.ndarray]:
-    """AGS-Mesh: natsorted DATA/depth_normals_mask/*.jpg paired with the natsorted images by
-    position; confidence = 1 - value / 255."""
+def ags_mesh_confidence(data: Path, names: list[str], parser: str) -> dict[str, np.ndarray]:
+    """AGS-Mesh: natsorted DATA/depth_normals_mask/*.jpg paired by position with the parser's
+    images (coolermap: natsorted; normal-nerfstudio: np.argsort of the frames' Paths);
+    confidence = 1 - value / 255."""
     import cv2
-    images = sorted(names, key=lambda n: natsort_key(str(data / "images" / n)))
+    if parser == "coolermap":
+        images = sorted(names, key=lambda n: natsort_key(str(data / "images" / n)))
+    else:
+        paths = [data / "images" / n for n in names]
+        images = [names[i] for i in np.argsort(np.array(paths, dtype=object))]
     files = sorted(glob.glob(f"{data}/depth_normals_mask/*.jpg"), key=natsort_key)
     assert len(files) == len(images)
     return {name: 1.0 - cv2.imread(f, cv2.IMREAD_GRAYSCALE).astype(np.float64) / 255.0
@@ -334,7 +339,7 @@ def test_dn_splatter_masks_are_written_as_ags_mesh_reads_them(tmp_path, parser):
     result = run_cli("export", "dn-splatter", "--depths", depths, "--sparse", sparse,
                      "--data", data, "--parser", parser, "--masks", masks)
     assert result.returncode == 0, result.stderr
-    read = ags_mesh_confidence(data, names)
+    read = ags_mesh_confidence(data, names, parser)
     for name in names:
         assert np.abs(read[name] - confidence[name]).max() < 4 / 255, name  # JPEG at quality 100
     (data / "depth_normals_mask" / "zz.jpg").write_bytes(b"x")

@@ -833,7 +833,7 @@ def export_dn_splatter(
     if parser == "normal-nerfstudio":
         if masks is not None:
             priors, _model, registered = _open(depths, sparse, params)
-            _check_drop_masks_free(data, registered)
+            _check_drop_masks_free(data, registered, parser)
         summary = export_nerfstudio(depths, sparse, data / "transforms.json", params=params,
                                     downscales=downscales, max_pixels=max_pixels, masks=masks,
                                     require_points=True)
@@ -844,7 +844,7 @@ def export_dn_splatter(
                            f"--depth-unit-scale-factor {summary.unit_scale!r}")
         summary.notes.extend(summary.floor_notes)
         if masks is not None:
-            _write_drop_masks(data, priors, registered, Path(masks), summary)
+            _write_drop_masks(data, priors, registered, Path(masks), summary, parser)
         return summary
     return _export_coolermap(depths, sparse, data, params, out, max_pixels,
                              Path(masks) if masks is not None else None)
@@ -867,7 +867,7 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
     ours = {stems[image.name] + "_aligned.npy" for image in registered}
     _refuse_stale(out_dir, ours | set(_recorded(out_dir / EXPORT_RECORD)))
     if masks is not None:
-        _check_drop_masks_free(data, registered)
+        _check_drop_masks_free(data, registered, "coolermap")
     why_rewrite = _coolermap_model_problem(model, registered)
 
     summary = ExportSummary("dn-splatter (coolermap)", out_dir)
@@ -891,7 +891,7 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
                 summary.invalid[image.key] = reason
         _finish(folder)
     if masks is not None:
-        _write_drop_masks(data, priors, registered, masks, summary, depths_of=written)
+        _write_drop_masks(data, priors, registered, masks, summary, "coolermap", written)
     colmap_dir = Path(sparse)
     if why_rewrite:
         colmap_dir = data / COOLERMAP_MODEL_DIR
@@ -909,12 +909,14 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
 
 
 def _write_drop_masks(data: Path, priors: PriorSet, registered: list, masks: Path,
-                      summary: ExportSummary, depths_of: dict[str, np.ndarray] | None = None) -> None:
-    """DATA/depth_normals_mask/<rank>_<stem>.jpg, as AGS-Mesh reads them: natural-sorted,
-    paired with the natural-sorted images by position, value = 255 x (1 - confidence), i.e.
-    255 where a pixel is to be dropped (rejected by the mask, or without depth)."""
+                      summary: ExportSummary, parser: str,
+                      depths_of: dict[str, np.ndarray] | None = None) -> None:
+    """DATA/depth_normals_mask/<rank>_<stem>.jpg, as AGS-Mesh reads them: natural-sorted and
+    paired by position with the parser's list of images (rank = the image's place in it),
+    value = 255 x (1 - confidence), i.e. 255 where a pixel is to be dropped (rejected by the
+    mask, or without depth)."""
     folder_path = data / DROP_MASK_DIR
-    stems = _check_drop_masks_free(data, registered)
+    stems = _check_drop_masks_free(data, registered, parser)
     with OutputFolder(folder_path) as folder:
         for image in registered:
             size = _size(image)
@@ -929,11 +931,21 @@ def _write_drop_masks(data: Path, priors: PriorSet, registered: list, masks: Pat
     summary.notes.append(f"drop masks (255 = drop, AGS-Mesh's confidence 1 - value/255) -> {folder_path}")
 
 
-def _check_drop_masks_free(data: Path, registered: list) -> dict[str, str]:
+def _check_drop_masks_free(data: Path, registered: list, parser: str) -> dict[str, str]:
     """Image name -> drop mask stem; refuses other *.jpg in the folder (they would shift the
-    by-position pairing)."""
+    by-position pairing).
+
+    coolermap lists the images in natural order; normal-nerfstudio sorts its frames by path
+    (np.argsort of the file names), which the ranks follow then."""
     folder_path = data / DROP_MASK_DIR
-    stems = coolermap_stems([image.name for image in registered])
+    names = [image.name for image in registered]
+    if parser == "coolermap":
+        stems = coolermap_stems(names)
+    else:
+        ordered = sorted(names, key=lambda name: PurePosixPath("images", name).parts)
+        width = max(5, len(str(len(ordered) - 1)))
+        stems = {name: f"{rank:0{width}d}_{PurePosixPath(name).stem}"
+                 for rank, name in enumerate(ordered)}
     ours = {stems[image.name] + ".jpg" for image in registered}
     _refuse_stale(folder_path, ours | set(_recorded(folder_path / EXPORT_RECORD)), "*.jpg",
                   "AGS-Mesh")
