@@ -61,7 +61,10 @@ def test_nerfstudio_new_transforms_holds_true_depth_in_mm(scene, tmp_path):
     for frame in meta["frames"]:
         name = frame["file_path"].removeprefix("images/")
         assert name in scene.names
-        depth_mm = read16(transforms.parent / frame["depth_file_path"]).astype(np.float64)
+        # nerfstudio: png * depth_unit_scale_factor (the printed command passes the unit)
+        unit = meta["depth_unit_scale_factor"]
+        assert f"--depth-unit-scale-factor {unit:g}" in summary.command
+        depth_mm = read16(transforms.parent / frame["depth_file_path"]) * unit * 1000.0
         assert depth_mm.shape == (scene.height, scene.width)
         truth_mm = 1000.0 * true_depth(scene, name)
         assert (depth_mm > 0).all()
@@ -129,14 +132,15 @@ def test_nerfstudio_refuses_poses_at_another_scale(scene, tmp_path):
 
 def test_nerfstudio_unit_scale_and_out_of_range(scene, tmp_path):
     name = scene.names[0]
-    export_nerfstudio(scene.depths, scene.sparse, tmp_path / "mm.json", out=tmp_path / "mm")
+    export_nerfstudio(scene.depths, scene.sparse, tmp_path / "mm.json", out=tmp_path / "mm",
+                      unit_scale=1e-3)
     summary = export_nerfstudio(scene.depths, scene.sparse, tmp_path / "cm.json",
                                 out=tmp_path / "cm", unit_scale=0.01)
     mm = read16(tmp_path / "mm" / f"{scene.key(name)}.png").astype(float)
     cm = read16(tmp_path / "cm" / f"{scene.key(name)}.png").astype(float)
     assert np.abs(cm - mm / 10).max() <= 0.51
     assert json.loads((tmp_path / "cm.json").read_text())["depth_unit_scale_factor"] == 0.01
-    assert any("depth-unit-scale-factor 0.01" in note for note in summary.notes)
+    assert "--depth-unit-scale-factor 0.01" in summary.command
     # 1e-4 units per step: depths beyond 6.5535 units do not fit and are left invalid
     summary = export_nerfstudio(scene.depths, scene.sparse, tmp_path / "fine.json",
                                 out=tmp_path / "fine", unit_scale=1e-4)
@@ -189,7 +193,8 @@ def test_nerfstudio_nested_names(tmp_path):
         name = frame["file_path"].removeprefix("images/")
         assert name.startswith(("cam0/", "cam1/"))
         assert frame["depth_file_path"] == f"depthprior_depth/{scene.key(name)}.png"
-        depth = read16(transforms.parent / frame["depth_file_path"]).astype(float) / 1000
+        unit = json.loads(transforms.read_text())["depth_unit_scale_factor"]
+        depth = read16(transforms.parent / frame["depth_file_path"]).astype(float) * unit
         assert depth.shape == (36, 48)  # the camera's size, from a half-size prior
         relative = np.abs(depth - true_depth(scene, name)) * scene.inverse_depth[name]
         assert np.median(relative) < 0.01
@@ -236,13 +241,17 @@ def test_dn_splatter_refuses_stale_aligned_files(scene, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["old_frame_aligned.npy"]
 
 
-def tiny_model(root: Path, names: list[str], width: int = 40, height: int = 30) -> tuple[Path, Path]:
-    """A model of `names` whose priors are constant maps, image i at depth 2 + i/4 exactly."""
+def tiny_model(root: Path, names: list[str], width: int = 40, height: int = 30,
+               points: bool = True) -> tuple[Path, Path]:
+    """A model of `names` whose priors are constant maps, image i at depth 2 + i/4 exactly
+    (and, with points, 4 3D points every image sees)."""
     K = np.array([[40.0, 0, width / 2], [0, 40, height / 2], [0, 0, 1]])
     poses = {n: look_at(np.array([3.0, i, 1.0]), np.zeros(3)) for i, n in enumerate(names)}
-    keypoints = {n: (np.zeros((0, 2)), np.zeros(0, dtype=np.int64)) for n in names}
-    write_colmap_text(root / "sparse", K, width, height, names, poses, keypoints,
-                      np.zeros(0, dtype=np.int64), np.zeros((0, 3)))
+    count = 4 if points else 0  # nerfstudio's sparse_pc.ply, DN-Splatter's seed points
+    keypoints = {n: (np.full((count, 2), 10.0) + np.arange(count)[:, None], np.arange(count))
+                 for n in names}
+    write_colmap_text(root / "sparse", K, width, height, names, poses, keypoints, np.arange(count),
+                      np.array([[0.0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]])[:count])
     params = {}
     for i, name in enumerate(names):
         key = re.sub(r"\.[^./]*$", "", name)
@@ -305,9 +314,11 @@ def test_dn_splatter_prints_the_command_that_reads_it(tmp_path):
     (data / "images").mkdir()
     result = cli("dn-splatter", "--depths", depths, "--sparse", sparse, "--data", data)
     assert result.returncode == 0, result.stderr
-    # coolermap looks for DATA/colmap/sparse/0 and reads mono_depth with depth_unit_scale_factor 1
+    # coolermap opens DATA/COLMAP_PATH/cameras.bin (a text model is written as binary for it)
+    # and reads mono_depth with depth_unit_scale_factor 1
     assert (f"train with: ns-train dn-splatter --pipeline.model.use-depth-loss True coolermap "
-            f"--data {data} --colmap-path sparse --depth-unit-scale-factor 1") in result.stdout
+            f"--data {data} --colmap-path depthprior_colmap --depth-unit-scale-factor 1") in result.stdout
+    assert (data / "depthprior_colmap" / "cameras.bin").is_file()
 
 
 def test_dn_splatter_normal_nerfstudio_reads_millimetres(tmp_path):
@@ -316,11 +327,12 @@ def test_dn_splatter_normal_nerfstudio_reads_millimetres(tmp_path):
     result = cli("dn-splatter", "--depths", depths, "--sparse", sparse, "--data", data,
                  "--parser", "normal-nerfstudio")
     assert result.returncode == 0, result.stderr
-    assert ("normal-nerfstudio --data " + str(data) + " --depth-unit-scale-factor 0.001") in result.stdout
+    unit = float(result.stdout.split("--depth-unit-scale-factor ")[1].split()[0])
+    assert ("normal-nerfstudio --data " + str(data) + f" --depth-unit-scale-factor {unit:g}") in result.stdout
     # normal-nerfstudio reads depth_file_path (not mono_depth) times depth_unit_scale_factor
     meta = json.loads((data / "transforms.json").read_text())
     for i, frame in enumerate(sorted(meta["frames"], key=lambda f: f["file_path"])):
-        depth = read16(data / frame["depth_file_path"]).astype(float) * 0.001
+        depth = read16(data / frame["depth_file_path"]).astype(float) * unit
         assert np.allclose(depth, 2 + i / 4, atol=1e-3)
 
 
@@ -347,9 +359,14 @@ def test_nerfstudio_writes_depths_for_every_downscale(scene, tmp_path):
             small = read16(nerfstudio_depth_file(data, frame, factor))
             assert small.shape == size
             blocks = full.reshape(size[0], factor, size[1], factor).transpose(0, 2, 1, 3)
-            blocks = np.where(blocks > 0, blocks, 65535).reshape(*size, -1)
-            # each pixel is a depth of its own block (the nearest), never a blend across an edge
-            assert np.array_equal(small, blocks.min(axis=2))
+            blocks = blocks.reshape(*size, -1).astype(float)
+            # each pixel is the median of its block's valid depths, the nearer middle one
+            # where they belong to two surfaces: never a blend across an edge
+            for (r, c), value in np.ndenumerate(small):
+                valid = np.sort(blocks[r, c][blocks[r, c] > 0])
+                lower, upper = valid[(len(valid) - 1) // 2], valid[len(valid) // 2]
+                expected = np.rint((lower + upper) / 2) if upper <= lower * 1.05 else lower
+                assert value == expected, (r, c)
 
 
 def test_nerfstudio_downscale_refuses_repeated_file_names(tmp_path):

@@ -27,7 +27,7 @@ NESTED = "[" * 100000 + "]" * 100000
 
 @pytest.fixture
 def model(tmp_path):
-    depths, sparse = tiny_model(tmp_path / "scene", NAMES)
+    depths, sparse = tiny_model(tmp_path / "scene", NAMES, points=False)
     masks = tmp_path / "masks"
     masks.mkdir()
     for name in NAMES:

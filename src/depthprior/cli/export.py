@@ -1,4 +1,4 @@
-"""depthprior export nerfstudio|dn-splatter: scene-scale depth from aligned priors for other trainers."""
+"""depthprior export nerfstudio|dn-splatter|sparsegs: scene-scale depth from aligned priors for other trainers."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _downscales(parser: argparse.ArgumentParser) -> None:
                              "anyway")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, masks: bool = True) -> None:
     parser.add_argument("--depths", required=True, help="output folder of depthprior generate")
     parser.add_argument("--sparse", required=True,
                         help="COLMAP model folder the priors were aligned to (e.g. scene/sparse/0)")
@@ -46,6 +46,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="depth_params.json from depthprior align (default SPARSE/depth_params.json)")
     parser.add_argument("--max-pixels", type=_max_pixels, default=DEFAULT_MAX_PIXELS,
                         help="refuse cameras above this many pixels (default 100 MP)")
+    if not masks:
+        return
     parser.add_argument("--masks", default=None, metavar="DIR",
                         help="confidence masks from depthprior consistency: depth 0 (none) "
                              "where a mask rejects the prior (value below 128)")
@@ -54,7 +56,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="write depth at the scene's scale for nerfstudio or DN-Splatter",
+        help="write depth at the scene's scale for nerfstudio, DN-Splatter or SparseGS",
         description="Turn aligned priors (depthprior align) into depth in the COLMAP model's "
         "units, laid out as another trainer reads it. Needs depth_params.json: run "
         "`depthprior align` first.",
@@ -75,9 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          ".json, means FOLDER/transforms.json)")
     ns.add_argument("--out", default=None,
                     help="folder for the depth PNGs (default depthprior_depth beside transforms.json)")
-    ns.add_argument("--unit-scale", type=_positive_float, default=1e-3,
-                    help="scene units per PNG step, nerfstudio's depth_unit_scale_factor "
-                         "(default 0.001: millimetres)")
+    ns.add_argument("--unit-scale", type=_positive_float, default=None,
+                    help="scene units per PNG step, nerfstudio's depth_unit_scale_factor (default: "
+                         "chosen from the scene's depths so that the far ones fit 16 bits and the "
+                         "near ones get 256 steps or more; refused when no unit does both). The "
+                         "printed command passes it to ns-train")
     ns.add_argument("--images-prefix", default="images",
                     help="folder of the frames relative to transforms.json, for a new "
                          "transforms.json (default images)")
@@ -102,6 +106,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _downscales(dn)
     dn.set_defaults(run=run_dn_splatter)
 
+    sg = targets.add_parser(
+        "sparsegs",
+        help="SCENE/depths/<stem>.npy as SparseGS reads them",
+        description="Write SCENE/depths/<file name up to its first dot>.npy (float32 HxW z-depth "
+        "in the model's units, for SparseGS's Pearson depth loss) for every registered image, "
+        "and print the SparseGS command. SparseGS's folders are flat: image names that meet "
+        "there (same file name in two folders, or up to the first dot) are refused.",
+    )
+    _common(sg, masks=False)
+    sg.add_argument("--scene", required=True,
+                    help="the SparseGS scene folder (its -s): SCENE/images, SCENE/sparse/0")
+    sg.set_defaults(run=run_sparsegs)
+
 
 def run_nerfstudio(args: argparse.Namespace) -> int:
     from ..scene.export import export_nerfstudio
@@ -121,5 +138,14 @@ def run_dn_splatter(args: argparse.Namespace) -> int:
     summary = export_dn_splatter(args.depths, args.sparse, args.data, params=args.params,
                                  out=args.out, parser=args.parser, downscales=args.downscales,
                                  max_pixels=args.max_pixels, masks=args.masks)
+    print(summary.format())
+    return 0
+
+
+def run_sparsegs(args: argparse.Namespace) -> int:
+    from ..scene.export import export_sparsegs
+
+    summary = export_sparsegs(args.depths, args.sparse, args.scene, params=args.params,
+                              max_pixels=args.max_pixels)
     print(summary.format())
     return 0

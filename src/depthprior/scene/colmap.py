@@ -58,6 +58,7 @@ class SparseModel:
     images: list[ModelImage]  # sorted by name
     point_ids: np.ndarray  # sorted int64
     point_xyz: np.ndarray  # Mx3 float64, same order as point_ids
+    point_rgb: np.ndarray | None = None  # Mx3 uint8, same order as point_ids
 
     def lookup_points(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """xyz of the given 3D point ids, and a mask of the ids that exist in the model."""
@@ -136,11 +137,14 @@ def read_model(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     count = rec.num_points3D()
     point_ids = np.empty(count, dtype=np.int64)
     point_xyz = np.empty((count, 3), dtype=np.float64)
+    point_rgb = np.empty((count, 3), dtype=np.uint8)
     for row, (pid, point) in enumerate(rec.points3D.items()):
         point_ids[row] = pid
         point_xyz[row] = point.xyz
+        point_rgb[row] = point.color
     order = np.argsort(point_ids, kind="stable")
-    return SparseModel(path, fmt, cameras, images, point_ids[order], point_xyz[order])
+    return SparseModel(path, fmt, cameras, images, point_ids[order], point_xyz[order],
+                       point_rgb[order])
 
 
 def _model_image(path: Path, image: Any, cameras: dict[int, ModelCamera], xy: np.ndarray,
