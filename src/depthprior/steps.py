@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import DepthpriorError, UsageError, first_line
 from .images import Scan
-from .storage import is_url
+from .files.place import is_local
 from .priors.pipeline import Summary, generate
 from .priors.verify import VerifyReport, check_outputs, load_manifest
 
@@ -110,7 +110,7 @@ def run_generate(
 def _refuse_remote_steps(out: Any, **requested: bool) -> None:
     """verify, align, the masks and the report read OUT's files on this machine."""
     steps = [name for name, wanted in requested.items() if wanted]
-    if steps and is_url(out):
+    if steps and not is_local(out):
         flags = ", ".join(f"--{name}" for name in steps)
         raise UsageError(f"{flags} read the priors from a local folder, and OUT is the URL {out}: "
                          "generate first, then copy OUT to a local folder and run those commands there")

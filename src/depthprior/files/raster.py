@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, UsageError, first_line
-from ..storage import Location
+from .place import Location
 from .place import read_bytes
 
 #: images (and any picture a command is handed, e.g. a server's reply) above this many pixels

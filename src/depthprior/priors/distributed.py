@@ -15,10 +15,13 @@ dies; the write is idempotent, so an image done twice writes the same bytes twic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import socket
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -30,7 +33,7 @@ import numpy as np
 
 from ..errors import DepthpriorError, ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
 from ..images import ImageItem
-from ..storage import is_url
+from ..files import place
 from ..threads import run_yielding
 from .backends import Backend, BackendSettings, backend_class
 from .backends.base import DepthMap
@@ -109,7 +112,9 @@ def run_on_ray(backend_type: type[Backend], settings: BackendSettings, plan: _Pl
         sizing = _sizing(ray, ray_settings)
         log.info("on Ray: %s", sizing.describe())
         summary.cluster = sizing.describe()
-        dataset = _dataset(ray, backend_type, settings, plan, fmt, sizing)
+        environment = storage_environment()
+        _check_worker_storage(ray, plan, environment)
+        dataset = _dataset(ray, backend_type, settings, plan, fmt, sizing, environment)
         _collect(dataset, plan, progress, summary, start)
     finally:
         if started:
@@ -144,13 +149,59 @@ def _reachable_cluster(address: str) -> str | None:
     host, _, port = candidate.split("://", 1)[-1].rpartition(":")
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
-        return candidate
     except (OSError, ValueError) as error:
         if address != "auto":
             raise UsageError(f"cannot reach the Ray cluster at {candidate} ({first_line(error)}); "
                              "start it with `ray start --head`, or give --ray local") from None
         log.warning("the Ray cluster recorded at %s is not running; starting a local one", candidate)
         return None
+    if "://" not in candidate:
+        refusal = authentication_refusal(_ask_cluster_id(f"{host or '127.0.0.1'}:{port}"))
+        if refusal:
+            raise UsageError(f"the Ray cluster at {candidate} {refusal}")
+    return candidate
+
+
+def _ask_cluster_id(address: str) -> str:
+    """The error text of one short call to the cluster's GCS ("" when it answers). ray.init
+    itself would print a warning a second for 20 s and then a traceback when the cluster
+    wants a token this client lacks."""
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return ""
+    try:
+        with _native_stderr_silenced():  # its C++ client warns once on stderr before raising
+            GcsClient(address=address, cluster_id=None)
+        return ""
+    except Exception as error:  # noqa: BLE001 - the check is best effort; ray.init decides
+        return f"{type(error).__name__}: {error}"
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def authentication_refusal(text: str) -> str:
+    """What to tell the user when a Ray error text says the cluster refused this client's
+    authentication token (or its lack of one); "" for any other text."""
+    if not re.search(r"UNAUTHENTICATED|Unauthenticated|InvalidAuthToken|AuthenticationError|"
+                     r"[Aa]uthentication token is missing or incorrect", text):
+        return ""
+    sends_none = "RAY_AUTH_MODE is currently" in text or os.environ.get("RAY_AUTH_MODE", "").lower() != "token"
+    problem = ("requires an authentication token and this client sends none" if sends_none else
+               "refuses this client's authentication token")
+    return (f"{problem}: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to "
+            "the cluster's token (`ray get-auth-token` on its head node)")
 
 
 def _recorded_cluster() -> str | None:
@@ -209,14 +260,16 @@ def _sizing(ray: Any, wanted: RaySettings) -> _Sizing:
 
 
 def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, plan: _Plan,
-             fmt: str, sizing: _Sizing) -> Any:
+             fmt: str, sizing: _Sizing, environment: dict[str, str]) -> Any:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     rows = [{"name": item.name, "path": _absolute(item.path)} for item in plan.todo]
     root = _absolute(plan.manifest.root)
+    storage = _runtime_env(environment)  # the stages that read and write files
     return (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
-        .map(_read_row_yielding, fn_kwargs={"max_pixels": settings.max_pixels}, num_cpus=0.5)
+        .map(_read_row_yielding, fn_kwargs={"max_pixels": settings.max_pixels}, num_cpus=0.5,
+             **storage)
         .map_batches(
             _Replica,
             fn_constructor_kwargs={"backend": backend_type.name, "settings": settings,
@@ -227,13 +280,68 @@ def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, p
             num_gpus=sizing.gpus,
             num_cpus=sizing.replica_cpus,
         )
-        .map(_write_row_yielding, fn_kwargs={"root": root, "fmt": fmt}, num_cpus=0.5)
+        .map(_write_row_yielding, fn_kwargs={"root": root, "fmt": fmt}, num_cpus=0.5, **storage)
     )
 
 
-def _absolute(place: Any) -> str:
+#: the driver's storage settings the workers get (endpoint, region, profile, credentials):
+#: a cluster started before they were set would otherwise fail every image
+STORAGE_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE",
+    "AWS_EC2_METADATA_DISABLED", "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_SAS_TOKEN", place.TIMEOUT_VARIABLE,
+)
+
+
+def storage_environment() -> dict[str, str]:
+    """The storage settings of this process, for the workers' runtime environment (Ray keeps
+    them out of its logs; depthprior never prints or logs them)."""
+    return {name: os.environ[name] for name in STORAGE_VARIABLES if os.environ.get(name)}
+
+
+def _runtime_env(environment: dict[str, str]) -> dict[str, Any]:
+    return {"runtime_env": {"env_vars": environment}} if environment else {}
+
+
+def _check_worker_storage(ray: Any, plan: _Plan, environment: dict[str, str]) -> None:
+    """One worker reads the first image and proves it can write OUT, before the dataset runs:
+    a worker that cannot is one line, not every image failing one by one."""
+    if not plan.todo:
+        return
+    probe = ray.remote(num_cpus=0, max_retries=0, **_runtime_env(environment))(_storage_probe)
+    image, root = _absolute(plan.todo[0].path), _absolute(plan.manifest.root)
+    try:
+        problem = ray.get(probe.remote(image, root), timeout=max(60.0, 6 * place.timeout()))
+    except Exception as error:  # noqa: BLE001 - Ray's own: the run cannot start
+        raise UsageError(f"a Ray worker could not check the storage: {first_line(_root_cause(error))}") from None
+    if problem:
+        raise UsageError(f"a Ray worker {problem}; the workers need the storage settings of this "
+                         "shell (they get its AWS_* variables) and a path every node sees, or a URL")
+
+
+def _storage_probe(image: str, root: str) -> str:
+    """Runs on a worker: "" when it can read `image` and write under `root`, else what failed."""
+    from ..files.outputs import check_writable
+
+    where = _node_address()
+    try:
+        if not place.is_present(image):  # the driver listed it: this node does not see it
+            return f"on {where} does not find {image}"
+    except DepthpriorError as error:
+        return f"on {where} cannot read {image}: {first_line(error)}"
+    try:
+        check_writable(root)
+    except DepthpriorError as error:
+        return f"on {where} cannot write {root}: {first_line(error)}"
+    return ""
+
+
+def _absolute(where: Any) -> str:
     """A URL as it is; a path made absolute, since workers need not share this working folder."""
-    return place if is_url(place) else os.path.abspath(place)
+    return place.absolute(where)
 
 
 def _check_visible(plan: _Plan, summary: Summary) -> None:
@@ -241,7 +349,7 @@ def _check_visible(plan: _Plan, summary: Summary) -> None:
     from .pipeline import record_result
 
     root = plan.manifest.root
-    if is_url(root):
+    if not place.is_local(root):
         return
     for item in plan.todo:
         record = plan.manifest.images.get(item.name)
@@ -419,7 +527,7 @@ class _Replica:
 
 def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
     """Encode and write one image's files; its manifest record (as JSON) for the driver."""
-    from ..storage import location
+    from ..files.place import location
     from .pipeline import write_outputs
 
     if row["error"]:

@@ -21,10 +21,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from .. import __version__
-from .. import storage
 from ..errors import ImageError, UnsafePathError, UsageError, first_line
 from ..images import safe_join
-from ..storage import Location, location
+from ..files import place
+from ..files.place import Location, location
 from .store import atomic_write_bytes, now_utc
 
 MANIFEST_NAME = "depthprior.json"
@@ -178,10 +178,7 @@ class Manifest:
         while _exists(target):
             target = _child(root, f"{MANIFEST_NAME}.unreadable-{stamp}-{serial}")
             serial += 1
-        if storage.is_url(root):
-            storage.move(_child(root, MANIFEST_NAME), target)
-        else:
-            os.replace(_child(root, MANIFEST_NAME), target)
+        place.move(_child(root, MANIFEST_NAME), target)
         return target
 
     def to_json(self) -> dict[str, Any]:
@@ -222,7 +219,7 @@ class Manifest:
         """Why a finished image's files cannot be trusted (cheap header checks), or None.
 
         An object in object storage was put whole or not at all: its presence is the check."""
-        if storage.is_url(self.root):
+        if not place.is_local(self.root):
             return None
         record = self.images[name]
         size = (record.height, record.width)
@@ -274,15 +271,15 @@ def _read_record(path: Path, root: Path, name: str, data: Any) -> ImageRecord:
 
 
 def _child(root: Location, name: str) -> Location:
-    return storage.url_join(root, name) if storage.is_url(root) else Path(root) / name
+    return place.join(root, name)
 
 
 def _exists(path: Location) -> bool:
-    return storage.exists(path) if storage.is_url(path) else Path(path).is_file()
+    return place.is_present(path)
 
 
 def _read(path: Location) -> bytes:
-    return storage.read_url(path) if storage.is_url(path) else Path(path).read_bytes()
+    return place.read_bytes(path)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

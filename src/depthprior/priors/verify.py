@@ -14,6 +14,7 @@ from ..errors import ImageError, UsageError, listing
 from ..images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions, safe_join
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
+from ..files.place import local_folder
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def verify(
     `masks`: a folder of `depthprior consistency` masks, shown beside each map and checked
     (uint8, the map's size); an image without one gets a warning and a blank panel.
     """
-    out = Path(out)
+    out = local_folder(out, "verify reads OUT on this machine")
     if masks is not None and not Path(masks).is_dir():
         raise UsageError(f"mask folder not found: {masks}; run 'depthprior consistency' first")
     manifest = load_manifest(out)

@@ -31,6 +31,7 @@ from ..errors import ImageError, UsageError, first_line
 from ..images import is_inside, read_regular_file, safe_join
 from ..priors.store import atomic_write_bytes
 from ..threads import in_order, worker_count
+from ..files.place import local_folder
 
 REPORT_NAME = "consistency.json"
 FORMAT_VERSION = 1
@@ -131,7 +132,7 @@ def check_consistency(
     started = time.monotonic()
     settings = settings or Settings()
     settings.check()
-    sparse, depths = Path(sparse), Path(depths)
+    sparse, depths = Path(sparse), local_folder(depths, "consistency reads DEPTHS on this machine")
     params, output = _inputs(sparse, depths, params, output)
     model = read_model(sparse)
     priors = PriorSet(depths, params)
