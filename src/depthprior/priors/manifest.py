@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .. import __version__
-from ..errors import ImageError, UnsafePathError, UsageError, first_line
+from ..errors import ImageError, StorageUnavailable, UnsafePathError, UsageError, first_line
 from ..images import safe_join
 from ..files import place
 from ..files.place import Location, location
@@ -359,7 +359,7 @@ class ThrottledSaver:
         start = time.monotonic()
         try:
             self.manifest.save()
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, StorageUnavailable) as error:
             self.error = f"cannot write {self.manifest.path}: {first_line(error)}"
             self._last = time.monotonic()
             return
