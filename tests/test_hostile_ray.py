@@ -115,3 +115,25 @@ def test_a_cluster_that_wants_a_token_is_one_line(monkeypatch):
     assert message.startswith(f"the Ray cluster at {address} requires an authentication token and "
                               "this client sends none: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN")
     assert "\n" not in message
+
+
+def test_a_write_task_meeting_dead_storage_stops_the_run_instead_of_failing_the_image(monkeypatch):
+    """What a Ray write task returns when the store is gone: a stop for the driver (the local
+    pipeline's rule), not one more failed image."""
+    import json
+
+    import numpy as np
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    for key, value in {**s3_environment(dead), "DEPTHPRIOR_STORAGE_TIMEOUT": "2"}.items():
+        monkeypatch.setenv(key, value)
+    values = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    row = {"name": "a.jpg", "path": "s3://bkt/images/a.jpg", "error": "", "values": values.tobytes(),
+           "height": 3, "width": 4, "backend": "", "replica": "r", "fatal": "", "stopped": "",
+           "depth": json.dumps({"kind": "disparity", "source": "model", "levels": None, "notes": [],
+                                "extras": {}})}
+    written = distributed._write_row(row, "s3://bkt/depths", "png")
+    assert f"the storage endpoint {dead} did not answer" in written["stopped"]

@@ -254,3 +254,35 @@ def test_a_local_only_command_given_a_url_says_so(tmp_path, command):
     line = _one_line(result, command[0])
     assert f"{command[0]} reads " in line and "on this machine" in line
     assert "s3://bkt/depths is object storage: download it first" in line
+
+
+def test_an_object_larger_than_any_image_within_the_pixel_cap_is_not_downloaded(tmp_path, tiny_model, endpoint, bucket):
+    client, name = bucket
+    make_frames(tmp_path / "frames", 1, size=(40, 52))
+    client.put_object(Bucket=name, Key="images/a.jpg", Body=(tmp_path / "frames" / "frame_0000.jpg").read_bytes())
+    client.put_object(Bucket=name, Key="images/huge.jpg", Body=b"\xff\xd8" + bytes(17 << 20))
+    result = _run("generate", f"s3://{name}/images", tmp_path / "out", *_model_args(tiny_model),
+                  "--max-pixels", "10000", env=s3_environment(endpoint))
+    assert result.returncode == 1
+    assert "FAILED huge.jpg: object is 17 MiB, above the 16 MiB cap" in result.stdout, result.stdout
+    assert "done 1," in result.stdout
+
+
+def test_no_module_outside_files_place_branches_on_urls():
+    """One owner of "is this a URL": files.place (the remote backend's server address aside)."""
+    import re
+    from pathlib import Path
+
+    import depthprior
+
+    root = Path(depthprior.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        if relative == "files/place.py" or relative.startswith("priors/backends/space"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"\bis_url\(|\bimport fsspec\b|from \.+ import storage\b|from \.+storage import", text):
+            offenders.append(relative)
+    assert offenders == []
+    assert not (root / "storage.py").exists()

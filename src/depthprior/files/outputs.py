@@ -100,23 +100,9 @@ def remove_stale_temporaries(root: Location) -> int:
 
 
 def check_writable(root: Location) -> None:
-    """Create root if needed and prove a file can be written there (UsageError otherwise)."""
-    if not place.is_local(root):
-        place.check_writable(root)
-        return
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"output folder {root} is a file, not a folder; choose another folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f"{TMP_MARK}probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(
-            f"output folder {root} is not writable ({error.strerror or first_line(error)}); "
-            "choose another folder or fix its permissions"
-        ) from None
+    """Create root if needed and prove a file can be written there (UsageError otherwise); a
+    URL: an object can be put under it, and it is not itself an object (files.place)."""
+    place.check_writable(root)
 
 
 class OutputLock:

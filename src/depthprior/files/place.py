@@ -170,6 +170,33 @@ class LocalPlace(Place):
     def move(self, target: "Place") -> None:
         os.replace(self.path, target.local_path("a move between places"))
 
+    def list_files(self) -> dict[str, int]:
+        """Every regular file under this folder (relative posix name -> size); {} when none."""
+        found: dict[str, int] = {}
+        for dirpath, _dirnames, filenames in os.walk(self.path):
+            for filename in filenames:
+                path = Path(dirpath, filename)
+                if path.is_file():
+                    found[path.relative_to(self.path).as_posix()] = path.stat().st_size
+        return dict(sorted(found.items()))
+
+    def check_writable(self) -> None:
+        """Create the folder if needed and prove a file can be written there (UsageError)."""
+        from .outputs import TMP_MARK
+
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"output folder {self.path} is a file, not a folder; choose another folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f"{TMP_MARK}probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise UsageError(
+                f"output folder {self.path} is not writable ({error.strerror or first_line(error)}); "
+                "choose another folder or fix its permissions"
+            ) from None
+
     def record(self) -> str:
         """How a manifest records this place (absolute, links resolved)."""
         return str(self.path.resolve())

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from ..errors import DepthpriorError, ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
+from ..errors import (DepthpriorError, ImageError, MissingDependencyError, ModelLoadError,
+                      StorageUnavailable, UsageError, first_line)
 from ..images import ImageItem
 from ..files import place
 from ..threads import run_yielding
@@ -374,6 +375,9 @@ def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start:
         for row, first in _rows_as_they_come(dataset):
             if row["fatal"]:
                 raise ModelLoadError(row["fatal"])
+            if row.get("stopped"):  # not done: a rerun does it
+                summary.stopped = row["stopped"]
+                break
             if first:
                 summary.ray_startup = time.perf_counter() - start
                 summary.ray_first = first
@@ -436,9 +440,13 @@ def _read_row(row: dict[str, Any], max_pixels: int) -> dict[str, Any]:
     """The stored pixels of one image, or why it could not be read."""
     from ..images import decode_rgb
 
-    out = {"name": row["name"], "path": row["path"], "height": 0, "width": 0, "pixels": b"", "error": ""}
+    out = {"name": row["name"], "path": row["path"], "height": 0, "width": 0, "pixels": b"", "error": "",
+           "stopped": ""}
     try:
         image = decode_rgb(row["path"], max_pixels=max_pixels)
+    except StorageUnavailable as error:  # not this image's fault: the driver stops the run
+        out["error"] = out["stopped"] = first_line(error)
+        return out
     except ImageError as error:
         out["error"] = first_line(error)
         return out
@@ -514,7 +522,8 @@ class _Replica:
 
     def _row(self, row: dict[str, Any], result: DepthMap | str) -> dict[str, Any]:
         out = {"name": row["name"], "path": row["path"], "backend": getattr(self, "described", ""),
-               "replica": self.identity, "fatal": "", "error": "", "values": b"", "height": row["height"], "width": row["width"], "depth": ""}
+               "replica": self.identity, "fatal": "", "error": "", "values": b"", "height": row["height"], "width": row["width"], "depth": "",
+               "stopped": row.get("stopped", "")}
         if isinstance(result, str):
             out["error"] = result
             return out
@@ -530,6 +539,7 @@ def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
     from ..files.place import location
     from .pipeline import write_outputs
 
+    stopped = row.get("stopped", "")
     if row["error"]:
         record = ImageRecord.failed(row["error"])
     else:
@@ -537,10 +547,13 @@ def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
             values = np.frombuffer(row["values"], np.float32).reshape(row["height"], row["width"])
             depth = DepthMap(values=values, **json.loads(row["depth"]))
             record = write_outputs(location(root), ImageItem(row["path"], row["name"]), depth, fmt)
+        except StorageUnavailable as error:  # the storage went away: the driver stops the run
+            stopped = first_line(error)
+            record = ImageRecord.failed(stopped)
         except Exception as error:  # noqa: BLE001 - one image's failure, listed
             record = ImageRecord.failed(first_line(error))
     return {"name": row["name"], "record": json.dumps(record.to_json()), "backend": row["backend"],
-            "replica": row["replica"] if record.ok else "", "fatal": row["fatal"]}
+            "replica": row["replica"] if record.ok else "", "fatal": row["fatal"], "stopped": stopped}
 
 
 def _frame(rows: list[dict[str, Any]]) -> Any:
