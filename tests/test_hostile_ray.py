@@ -21,6 +21,9 @@ pytest.importorskip("s3fs")
 
 pytestmark = pytest.mark.hostile
 
+#: the driver's secret key (moto takes any): the workers get it, nothing prints or logs it
+SECRET = "s3cr3t-that-is-never-printed"
+
 
 @pytest.fixture(scope="module")
 def endpoint():
@@ -49,7 +52,7 @@ def storage(endpoint, cluster_without_storage_settings, request):
     client = s3_client(endpoint)
     name = "r-" + request.node.name.replace("_", "-")[:40].strip("-").lower()
     client.create_bucket(Bucket=name)
-    previous = set_environment(s3_environment(endpoint))
+    previous = set_environment({**s3_environment(endpoint), "AWS_SECRET_ACCESS_KEY": SECRET})
     yield client, name
     restore_environment(previous)
 
@@ -65,12 +68,15 @@ def _generate(images, out, model, **options):
                     ray=RaySettings(workers=(1, 1)), **options)
 
 
-def test_workers_get_the_drivers_storage_settings(tmp_path, tiny_model, storage):
+def test_workers_get_the_drivers_storage_settings(tmp_path, tiny_model, storage, capfd, caplog):
     client, name = storage
     make_frames(tmp_path / "frames", 3, size=(40, 52))
     _upload(client, name, tmp_path / "frames", "images")
+    caplog.set_level("DEBUG", logger="depthprior")
     summary = _generate(f"s3://{name}/images", f"s3://{name}/depths", tiny_model)
     assert (summary.done, summary.failed, summary.exit_code) == (3, {}, 0)
+    printed = capfd.readouterr()
+    assert SECRET not in printed.out + printed.err + caplog.text + summary.format()
     assert [key for key in list_keys(client, name, "depths/") if key.endswith(".png")] == \
         [f"depths/frame_{i:04d}.png" for i in range(3)]
 

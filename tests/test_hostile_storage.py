@@ -180,7 +180,7 @@ def test_missing_credentials_are_one_line_before_the_run(tmp_path, tiny_model, e
                   env=no_credentials)
     assert (as_in.returncode, as_out.returncode) == (2, 2)
     assert f"no credentials to list s3://{name}/images: set AWS_ACCESS_KEY_ID" in _one_line(as_in)
-    assert f"no credentials to write s3://{name}/depths: set AWS_ACCESS_KEY_ID" in _one_line(as_out)
+    assert f"no credentials to read s3://{name}/depths: set AWS_ACCESS_KEY_ID" in _one_line(as_out)
     assert list_keys(client, name, "depths") == []
 
 
@@ -286,3 +286,11 @@ def test_no_module_outside_files_place_branches_on_urls():
             offenders.append(relative)
     assert offenders == []
     assert not (root / "storage.py").exists()
+
+
+def test_a_url_without_a_bucket_is_refused(tmp_path, tiny_model):
+    empty = _run("generate", "s3://", tmp_path / "out", *_model_args(tiny_model), env={})
+    rooted = _run("generate", tmp_path, "s3:///depths", *_model_args(tiny_model), env={})
+    assert (empty.returncode, rooted.returncode) == (2, 2)
+    assert "'s3://' names no bucket: give s3://BUCKET/PREFIX" in _one_line(empty)
+    assert "'s3:///depths' names no bucket" in _one_line(rooted)

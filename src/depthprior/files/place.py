@@ -63,7 +63,10 @@ def location(value: str | os.PathLike[str]) -> Location:
 
     "s3:/bucket" (one slash) is refused: it is not a local folder named "s3:"."""
     if is_url(value):
-        return str(value).rstrip("/") or str(value)
+        scheme, _, rest = str(value).partition("://")
+        if scheme.lower() in _PROTOCOL_PACKAGES and (not rest.strip("/") or rest.startswith("/")):
+            raise UsageError(f"{value!r} names no bucket: give {scheme}://BUCKET/PREFIX")
+        return str(value).rstrip("/")
     text = os.fspath(value)
     if text.startswith("file://"):
         return Path(text[len("file://"):])
@@ -284,10 +287,11 @@ class ObjectPlace(Place):
                 time.sleep(0.2 * 2**attempt)
 
     def exists(self) -> bool:
-        """An object (not a folder of them) is there."""
+        """An object (not a folder of them) is there; StorageUnavailable when the store cannot
+        say (fsspec's isfile would answer False)."""
         fs, path = filesystem(self.url)
         try:
-            return bool(_call(self.url, "read", fs.isfile, path))
+            return _call(self.url, "read", fs.info, path).get("type", "file") == "file"
         except (OSError, ValueError):
             return False
 
@@ -349,7 +353,7 @@ class ObjectPlace(Place):
         """Refused unless an object can be put under this folder (and removed again), and the
         folder is not itself an object: a UsageError before any work."""
         fs, path = filesystem(self.url)
-        if _before_run(lambda: _call(self.url, "read", fs.isfile, path)):
+        if _before_run(self.exists):
             raise UsageError(f"output {self.url} is an object, not a folder of objects; choose "
                              "another output URL")
         probe = filesystem(self.child(f".depthprior-probe-{os.getpid()}").url)[1]
