@@ -130,7 +130,13 @@ def _connect(ray: Any, address: str) -> bool:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes are not the user's
     options = dict(log_to_driver=False, include_dashboard=False, configure_logging=False)
     cluster = _reachable_cluster(address)
-    ray.init(address=cluster or "local", **options)
+    try:
+        ray.init(address=cluster or "local", **options)
+    except Exception as error:  # noqa: BLE001 - a refused token is one line; the rest as Ray says
+        refusal = authentication_refusal(f"{type(error).__name__}: {error} {error.__cause__ or ''}")
+        if refusal:
+            raise UsageError(f"the Ray cluster at {cluster} {refusal}") from None
+        raise
     return True
 
 
