@@ -294,3 +294,18 @@ def test_a_url_without_a_bucket_is_refused(tmp_path, tiny_model):
     assert (empty.returncode, rooted.returncode) == (2, 2)
     assert "'s3://' names no bucket: give s3://BUCKET/PREFIX" in _one_line(empty)
     assert "'s3:///depths' names no bucket" in _one_line(rooted)
+
+
+def test_images_in_object_storage_then_verify_and_report_a_local_out(tmp_path, tiny_model, endpoint, bucket):
+    client, name = bucket
+    make_frames(tmp_path / "frames", 2, size=(40, 52))
+    _upload(client, name, tmp_path / "frames", "images")
+    env = s3_environment(endpoint)
+    out = tmp_path / "out"
+    result = _run("generate", f"s3://{name}/images", out, *_model_args(tiny_model), "--verify", "--report",
+                  "--num-samples", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "verify: OK" in result.stdout and (out / "report.html").is_file()
+    again = _run("verify", out, "--num-samples", "2", env=env)  # the frames, read from the recorded URL
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "not found" not in again.stdout

@@ -102,7 +102,8 @@ def run_generate(
     if report:
         from .report import report as write_report
 
-        folder = summary.images if summary.images is not None and summary.images.is_dir() else None
+        folder = summary.images if summary.images is not None and is_local(summary.images) and \
+            Path(summary.images).is_dir() else None
         run.report = write_report(summary.out, images=folder, sparse=align)
     return run
 

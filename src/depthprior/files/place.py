@@ -167,6 +167,9 @@ class LocalPlace(Place):
         """A file (not a folder) is there."""
         return os.path.lexists(self.path) and not self.path.is_dir()
 
+    def is_folder(self) -> bool:
+        return self.path.is_dir()
+
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -295,6 +298,14 @@ class ObjectPlace(Place):
         except (OSError, ValueError):
             return False
 
+    def is_folder(self) -> bool:
+        """Objects are stored under this prefix (one short listing)."""
+        fs, path = filesystem(self.url)
+        try:
+            return bool(_call(self.url, "list", fs.isdir, path))
+        except (OSError, ValueError):
+            return False
+
     def remove(self) -> None:
         fs, path = filesystem(self.url)
         try:
@@ -397,6 +408,11 @@ def read_bytes(path: Location, limit: int | None = None) -> bytes:
 def is_present(path: Location) -> bool:
     """Whether a file or object (not a folder) is there to read."""
     return Place.of(path).exists()  # type: ignore[attr-defined]
+
+
+def is_folder(path: Location) -> bool:
+    """Whether a folder (or a prefix holding objects) is there."""
+    return Place.of(path).is_folder()  # type: ignore[attr-defined]
 
 
 def is_local(path: Location) -> bool:

@@ -14,7 +14,7 @@ from ..errors import ImageError, UsageError, listing
 from ..images import ImageItem, decode_rgb, discover, is_inside, normalise_extensions, safe_join
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
-from ..files.place import local_folder
+from ..files.place import is_folder, is_present, join, local_folder, location
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def verify(
     if masks is not None and not Path(masks).is_dir():
         raise UsageError(f"mask folder not found: {masks}; run 'depthprior consistency' first")
     manifest = load_manifest(out)
-    images_root = Path(images) if images else (Path(manifest.inputs) if manifest.inputs else None)
+    images_root = location(images) if images else (location(manifest.inputs) if manifest.inputs else None)
     items, problems = _expected_items(manifest, images_root, extensions)
     report = check_outputs(manifest, items, images_root=images_root, num_samples=num_samples,
                            all=all, sheet=sheet, masks=masks)
@@ -163,14 +163,14 @@ def check_outputs(
 def _expected_items(manifest: Manifest, images_root: Path | None,
                     extensions: Iterable[str]) -> tuple[list[ImageItem], list[str]]:
     """The images OUT should hold outputs for, and a problem when their folder is gone."""
-    if images_root is not None and images_root.exists():
+    if images_root is not None and (is_folder(images_root) or is_present(images_root)):
         found = discover(images_root, normalise_extensions(extensions))
         return [item for item in found if not is_inside(item.path, manifest.root)], []
     problems = []
     if images_root is not None:
         problems.append(f"image folder {images_root} not found: checked outputs only")
     root = images_root or Path(".")
-    return [ImageItem(root / name, name) for name in sorted(manifest.images)], problems
+    return [ImageItem(join(root, name), name) for name in sorted(manifest.images)], problems
 
 
 def _sample(entries: list, count: int) -> list:
@@ -213,7 +213,7 @@ def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Pat
     if record.constant:
         check.problems.append("constant prediction")
     image = None
-    if images_root is not None and item.path.is_file():
+    if images_root is not None and is_present(item.path):
         try:
             image = decode_rgb(item.path)
         except ImageError as error:
