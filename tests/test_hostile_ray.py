@@ -143,3 +143,21 @@ def test_a_write_task_meeting_dead_storage_stops_the_run_instead_of_failing_the_
                                 "extras": {}})}
     written = distributed._write_row(row, "s3://bkt/depths", "png")
     assert f"the storage endpoint {dead} did not answer" in written["stopped"]
+
+
+def test_an_address_that_listens_but_is_no_ray_cluster_is_one_line_in_seconds(monkeypatch):
+    """Before: Ray's client waited 40 s per try and ray.init retried for minutes."""
+    import time
+
+    monkeypatch.setattr(distributed, "CLUSTER_ANSWER_SECONDS", 1.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)  # accepts (the kernel does) and never speaks
+    try:
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(UsageError, match=f"something listens at {address} but does not answer as a Ray cluster"):
+            distributed._reachable_cluster(address)
+        assert time.monotonic() - started < 10
+    finally:
+        listener.close()

@@ -23,6 +23,7 @@ import re
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -163,10 +164,30 @@ def _reachable_cluster(address: str) -> str | None:
         log.warning("the Ray cluster recorded at %s is not running; starting a local one", candidate)
         return None
     if "://" not in candidate:
-        refusal = authentication_refusal(_ask_cluster_id(f"{host or '127.0.0.1'}:{port}"))
+        answer = _ask_cluster_id_within(f"{host or '127.0.0.1'}:{port}", CLUSTER_ANSWER_SECONDS)
+        if answer is None:
+            raise UsageError(f"something listens at {candidate} but does not answer as a Ray "
+                             f"cluster within {CLUSTER_ANSWER_SECONDS:g} s; check the address "
+                             "(`ray status` on the head node), or give --ray local")
+        refusal = authentication_refusal(answer)
         if refusal:
             raise UsageError(f"the Ray cluster at {candidate} {refusal}")
     return candidate
+
+
+#: a Ray cluster's GCS answers in well under a second; Ray's own client waits 40 s, then ray.init minutes
+CLUSTER_ANSWER_SECONDS = 15.0
+
+
+def _ask_cluster_id_within(address: str, seconds: float) -> str | None:
+    """_ask_cluster_id, or None when no answer came within `seconds`."""
+    answer: list[str] = []
+    thread = threading.Thread(target=lambda: answer.append(_ask_cluster_id(address)), daemon=True,
+                              name="depthprior-ray-probe")
+    with _native_stderr_silenced():  # Ray's C++ client warns on stderr before it raises
+        thread.start()
+        thread.join(seconds)
+    return answer[0] if answer else None
 
 
 def _ask_cluster_id(address: str) -> str:
@@ -178,8 +199,7 @@ def _ask_cluster_id(address: str) -> str:
     except ImportError:
         return ""
     try:
-        with _native_stderr_silenced():  # its C++ client warns once on stderr before raising
-            GcsClient(address=address, cluster_id=None)
+        GcsClient(address=address, cluster_id=None)
         return ""
     except Exception as error:  # noqa: BLE001 - the check is best effort; ray.init decides
         return f"{type(error).__name__}: {error}"
