@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from .errors import UnsafePathError, UsageError, listing
+from .errors import UsageError, listing
 from .files import place
 from .files.place import Location
 from .files.place import file_kind as _kind
