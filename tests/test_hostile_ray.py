@@ -35,8 +35,10 @@ def endpoint():
 def cluster_without_storage_settings():
     """A local Ray instance whose workers were started with no AWS_* settings at all; the
     driver gets them afterwards (the test sets them), as a user who exports them too late."""
+    # RAY_AUTH_MODE explicit: an earlier module's instance in this process leaves Ray's cached
+    # mode and the variable disagreeing (test_distributed_cluster disables it, Ray's default is on)
     previous = set_environment({"AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_CONFIG_FILE": os.devnull,
-                                "AWS_EC2_METADATA_DISABLED": "true"})
+                                "AWS_EC2_METADATA_DISABLED": "true", "RAY_AUTH_MODE": "disabled"})
     removed = {key: os.environ.pop(key) for key in list(os.environ)
                if key.startswith("AWS_") and key not in previous}
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,

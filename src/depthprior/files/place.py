@@ -506,16 +506,33 @@ def timeout() -> float:
     return value
 
 
+#: the storage settings of a process (endpoint, region, profile, credentials): Ray's workers
+#: get the driver's, and a filesystem object is made anew when they change
+STORAGE_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE",
+    "AWS_EC2_METADATA_DISABLED", "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_SAS_TOKEN", TIMEOUT_VARIABLE,
+)
+
+
+def storage_settings() -> dict[str, str]:
+    """This process's storage settings (never printed or logged: they hold credentials)."""
+    return {name: os.environ[name] for name in STORAGE_VARIABLES if os.environ.get(name)}
+
+
 def filesystem(url: str) -> tuple[Any, str]:
     """(fsspec filesystem, path inside it) of a URL; one filesystem object per protocol and
-    timeout."""
+    storage settings."""
     protocol = url.split("://", 1)[0].lower()
-    fs = _filesystem_for(protocol, timeout())
+    fs = _filesystem_for(protocol, timeout(), tuple(sorted(storage_settings().items())))
     return fs, fs._strip_protocol(url)
 
 
-@lru_cache(maxsize=None)
-def _filesystem_for(protocol: str, seconds: float) -> Any:
+@lru_cache(maxsize=16)
+def _filesystem_for(protocol: str, seconds: float, _settings: tuple[tuple[str, str], ...]) -> Any:
     try:
         import fsspec
     except ImportError:
@@ -525,7 +542,7 @@ def _filesystem_for(protocol: str, seconds: float) -> Any:
     options = {"config_kwargs": {"connect_timeout": seconds / 2, "read_timeout": seconds / 2,
                                  "retries": {"max_attempts": 2, "mode": "standard"}}} if s3 else {}
     try:
-        fs = fsspec.filesystem(protocol, **options)
+        fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
         if s3:
             fs.retries = 2
         return fs

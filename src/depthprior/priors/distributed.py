@@ -311,22 +311,10 @@ def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, p
     )
 
 
-#: the driver's storage settings the workers get (endpoint, region, profile, credentials):
-#: a cluster started before they were set would otherwise fail every image
-STORAGE_VARIABLES = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE",
-    "AWS_EC2_METADATA_DISABLED", "GOOGLE_APPLICATION_CREDENTIALS",
-    "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_SAS_TOKEN", place.TIMEOUT_VARIABLE,
-)
-
-
 def storage_environment() -> dict[str, str]:
     """The storage settings of this process, for the workers' runtime environment (Ray keeps
     them out of its logs; depthprior never prints or logs them)."""
-    return {name: os.environ[name] for name in STORAGE_VARIABLES if os.environ.get(name)}
+    return place.storage_settings()
 
 
 def _runtime_env(environment: dict[str, str]) -> dict[str, Any]:
