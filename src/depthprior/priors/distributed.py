@@ -114,7 +114,8 @@ def run_on_ray(backend_type: type[Backend], settings: BackendSettings, plan: _Pl
         sizing = _sizing(ray, ray_settings)
         log.info("on Ray: %s", sizing.describe())
         summary.cluster = sizing.describe()
-        environment = storage_environment()
+        # an instance this process started has its environment; a cluster joined gets it
+        environment = {} if started else storage_environment()
         _check_worker_storage(ray, plan, environment)
         dataset = _dataset(ray, backend_type, settings, plan, fmt, sizing, environment)
         _collect(dataset, plan, progress, summary, start)
