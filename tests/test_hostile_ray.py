@@ -4,16 +4,20 @@ settings were set, a worker that cannot reach the storage, a cluster that wants 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 from conftest import TEST_INPUT_SIZE
-from depthprior import generate
 from depthprior.errors import UsageError
 from depthprior.priors import distributed
-from depthprior.priors.distributed import RaySettings
-from object_store import list_keys, restore_environment, s3_client, s3_environment, s3_server, set_environment
+from object_store import list_keys, s3_client, s3_environment, s3_server
 from synth import make_frames
 
 ray = pytest.importorskip("ray")
@@ -31,32 +35,43 @@ def endpoint():
         yield url
 
 
+#: a throwaway head node on 127.0.0.1: no token to share between it and the driver
+CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 @pytest.fixture(scope="module")
-def cluster_without_storage_settings():
-    """A local Ray instance whose workers were started with no AWS_* settings at all; the
-    driver gets them afterwards (the test sets them), as a user who exports them too late."""
-    # RAY_AUTH_MODE explicit: an earlier module's instance in this process leaves Ray's cached
-    # mode and the variable disagreeing (test_distributed_cluster disables it, Ray's default is on)
-    previous = set_environment({"AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_CONFIG_FILE": os.devnull,
-                                "AWS_EC2_METADATA_DISABLED": "true", "RAY_AUTH_MODE": "disabled"})
-    removed = {key: os.environ.pop(key) for key in list(os.environ)
-               if key.startswith("AWS_") and key not in previous}
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    yield
-    ray.shutdown()
-    restore_environment(previous)
-    os.environ.update(removed)
-
-
-@pytest.fixture
-def storage(endpoint, cluster_without_storage_settings, request):
-    client = s3_client(endpoint)
-    name = "r-" + request.node.name.replace("_", "-")[:40].strip("-").lower()
-    client.create_bucket(Bucket=name)
-    previous = set_environment({**s3_environment(endpoint), "AWS_SECRET_ACCESS_KEY": SECRET})
-    yield client, name
-    restore_environment(previous)
+def head_without_storage_settings():
+    """The address of a `ray start --head` node started with no AWS_* settings at all, as a
+    cluster started before the user exported them (the driver gets them later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(CLUSTER_ENV, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_CONFIG_FILE=os.devnull,
+               AWS_EC2_METADATA_DISABLED="true", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    ray_cli = Path(sys.executable).with_name("ray")
+    node = subprocess.Popen([str(ray_cli), "start", "--block", "--head", "--num-cpus=2", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the head node did not come up in 60 s"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(node.pid, signal.SIGKILL)  # its own process group: the node's processes only
+        node.wait()
+        record = Path(tempfile.gettempdir(), "ray", "ray_current_cluster")
+        try:
+            if str(port) in record.read_text():
+                record.unlink()
+        except OSError:
+            pass
 
 
 def _upload(client, bucket, folder, prefix):
@@ -65,38 +80,37 @@ def _upload(client, bucket, folder, prefix):
                           Body=path.read_bytes())
 
 
-def _generate(images, out, model, **options):
-    return generate(images, out, model=str(model), input_size=TEST_INPUT_SIZE, progress=False,
-                    ray=RaySettings(workers=(1, 1)), **options)
-
-
-def test_workers_get_the_drivers_storage_settings(tmp_path, tiny_model, storage, capfd, caplog):
-    client, name = storage
+def test_workers_get_the_drivers_storage_settings(tmp_path, tiny_model, endpoint, head_without_storage_settings, cli):
+    client = s3_client(endpoint)
+    name = "ray-late-settings"
+    client.create_bucket(Bucket=name)
     make_frames(tmp_path / "frames", 3, size=(40, 52))
     _upload(client, name, tmp_path / "frames", "images")
-    caplog.set_level("DEBUG", logger="depthprior")
-    summary = _generate(f"s3://{name}/images", f"s3://{name}/depths", tiny_model)
-    assert (summary.done, summary.failed, summary.exit_code) == (3, {}, 0)
-    printed = capfd.readouterr()
-    assert SECRET not in printed.out + printed.err + caplog.text + summary.format()
+    env = {**s3_environment(endpoint), "AWS_SECRET_ACCESS_KEY": SECRET, **CLUSTER_ENV}
+    result = cli("generate", f"s3://{name}/images", f"s3://{name}/depths", "--model", tiny_model,
+                 "--input-size", str(TEST_INPUT_SIZE), "--no-progress", "--ray", head_without_storage_settings,
+                 "--ray-workers", "1", env=env, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done 3, skipped 0, failed 0 of 3" in result.stdout
     assert [key for key in list_keys(client, name, "depths/") if key.endswith(".png")] == \
         [f"depths/frame_{i:04d}.png" for i in range(3)]
+    assert SECRET not in result.stdout + result.stderr
 
 
-def test_a_worker_that_cannot_reach_the_storage_stops_the_run_before_any_image(
-        tmp_path, tiny_model, storage, monkeypatch):
-    client, name = storage
-    make_frames(tmp_path / "frames", 3, size=(40, 52))
-    _upload(client, name, tmp_path / "frames", "images")
+def test_a_worker_that_cannot_reach_the_storage_says_so_in_one_line(monkeypatch):
+    """What the check a worker runs before the dataset answers (here in this process, with the
+    storage settings a worker would have had: an endpoint where nothing listens)."""
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
     closed.close()
-    worker_settings = {**s3_environment(dead), "DEPTHPRIOR_STORAGE_TIMEOUT": "2"}
-    monkeypatch.setattr(distributed, "storage_environment", lambda: worker_settings)
-    with pytest.raises(UsageError, match=r"a Ray worker on .* cannot (read|write) s3://"):
-        _generate(f"s3://{name}/images", f"s3://{name}/depths", tiny_model)
-    assert list_keys(client, name, "depths/") == []
+    for key, value in {**s3_environment(dead), "DEPTHPRIOR_STORAGE_TIMEOUT": "2"}.items():
+        monkeypatch.setenv(key, value)
+    problem = distributed._storage_probe("s3://bkt/images/a.jpg", "s3://bkt/depths")
+    assert problem.startswith("on ") and "cannot read s3://bkt/images/a.jpg" in problem
+    assert f"the storage endpoint {dead} did not answer" in problem
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert "cannot write" in distributed._storage_probe(__file__, __file__)  # OUT is a file there
 
 
 def test_a_cluster_that_wants_a_token_is_one_line(monkeypatch):

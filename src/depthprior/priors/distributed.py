@@ -109,13 +109,13 @@ def run_on_ray(backend_type: type[Backend], settings: BackendSettings, plan: _Pl
     """The images in plan.todo through the three stages; records kept as they come back."""
     ray = import_ray()
     start = time.perf_counter()
-    started = _connect(ray, ray_settings.address)
+    started, own_instance = _connect(ray, ray_settings.address)
     try:
         sizing = _sizing(ray, ray_settings)
         log.info("on Ray: %s", sizing.describe())
         summary.cluster = sizing.describe()
-        # an instance this process started has its environment; a cluster joined gets it
-        environment = {} if started else storage_environment()
+        # a local instance this call started has this environment; a cluster joined gets it
+        environment = {} if own_instance else storage_environment()
         _check_worker_storage(ray, plan, environment)
         dataset = _dataset(ray, backend_type, settings, plan, fmt, sizing, environment)
         _collect(dataset, plan, progress, summary, start)
@@ -124,11 +124,12 @@ def run_on_ray(backend_type: type[Backend], settings: BackendSettings, plan: _Pl
             ray.shutdown()
 
 
-def _connect(ray: Any, address: str) -> bool:
-    """Join the cluster (True when this call started Ray, so the caller shuts it down)."""
+def _connect(ray: Any, address: str) -> tuple[bool, bool]:
+    """Join the cluster: (whether this call connected, so the caller shuts it down; whether it
+    started a local instance of its own, whose workers have this process's environment)."""
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notes are about its own bars
     if ray.is_initialized():
-        return False
+        return False, False
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes are not the user's
     options = dict(log_to_driver=False, include_dashboard=False, configure_logging=False)
     cluster = _reachable_cluster(address)
@@ -139,7 +140,7 @@ def _connect(ray: Any, address: str) -> bool:
         if refusal:
             raise UsageError(f"the Ray cluster at {cluster} {refusal}") from None
         raise
-    return True
+    return True, cluster is None
 
 
 def _reachable_cluster(address: str) -> str | None:
