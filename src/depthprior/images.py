@@ -121,7 +121,7 @@ def scan(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> Sc
     if place.is_local(root):
         found = _scan_folder(Path(root), exts)
     else:
-        found = _scan_objects(place.Place.of(root), exts)
+        found = _scan_objects(place.ObjectPlace(place.location(root)), exts)
     if not found.items:
         raise UsageError(
             f"no images found in {root} (looked for {', '.join(exts)}; add others with --ext)"
@@ -132,9 +132,9 @@ def scan(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> Sc
     return found
 
 
-def _scan_objects(root: place.Place, exts: tuple[str, ...]) -> Scan:
+def _scan_objects(root: place.ObjectPlace, exts: tuple[str, ...]) -> Scan:
     found = Scan(root.location)
-    listing = root.listing()  # type: ignore[attr-defined]
+    listing = root.listing()
     for name, reason in listing.refused.items():
         if name.lower().endswith(exts):
             found.skipped[name] = reason

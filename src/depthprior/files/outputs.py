@@ -38,7 +38,7 @@ def atomic_write_bytes(path: Location, data: bytes | memoryview) -> None:
     Any failure (disk full, read-only, permission, name too long) is a WriteError naming path.
     """
     try:
-        place.Place.of(path).write(data)  # type: ignore[attr-defined]
+        place.Place.of(path).write(data)
     except WriteError:
         raise
     except (OSError, ValueError) as error:

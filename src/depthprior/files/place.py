@@ -27,6 +27,7 @@ import os
 import re
 import stat
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -90,7 +91,7 @@ def _known_protocols() -> frozenset[str]:
     return frozenset(known_implementations) | frozenset(_PROTOCOL_PACKAGES)
 
 
-class Place:
+class Place(ABC):
     """A file or folder, here or in object storage (see the module's text)."""
 
     is_local: bool
@@ -103,8 +104,9 @@ class Place:
         return ObjectPlace(found) if isinstance(found, str) else LocalPlace(found)
 
     @property
+    @abstractmethod
     def location(self) -> Location:
-        raise NotImplementedError
+        """What the rest of the code carries: a Path, or the URL."""
 
     def __str__(self) -> str:
         return str(self.location)
@@ -115,14 +117,63 @@ class Place:
     def __hash__(self) -> int:
         return hash(str(self))
 
+    @abstractmethod
     def child(self, relative: str, suffix: str = "") -> "Place":
         """self / (relative + suffix), refused (UnsafePathError) unless it stays inside self."""
-        raise NotImplementedError
 
+    @abstractmethod
     def local_path(self, why: str = "") -> Path:
         """The Path of a local place; for object storage a UsageError that says `why` this
         needs a local folder (e.g. "verify reads OUT on this machine")."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def read_bytes(self, limit: int | None = None) -> bytes:
+        """The whole file; ImageError (no path in it) when missing, not a file, empty or over
+        `limit` bytes."""
+
+    @abstractmethod
+    def write(self, data: bytes | memoryview) -> None:
+        """The file holds data completely or not at all."""
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """A file (not a folder) is there."""
+
+    @abstractmethod
+    def is_folder(self) -> bool:
+        """A folder (or a prefix holding objects) is there."""
+
+    @abstractmethod
+    def list_files(self) -> dict[str, int]:
+        """Every file under this folder: relative posix name -> size."""
+
+    @abstractmethod
+    def remove(self) -> None:
+        """The file is gone (absent already is fine)."""
+
+    @abstractmethod
+    def move(self, target: "Place") -> None:
+        """The file now lives at target."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """A UsageError, before any work, unless files can be written under this folder."""
+
+    @abstractmethod
+    def record(self) -> str:
+        """How a manifest records this place."""
+
+    @abstractmethod
+    def absolute(self) -> str:
+        """A name every process can use: a URL as it is, a path made absolute."""
+
+    @abstractmethod
+    def is_inside(self, folder: "Place") -> bool:
+        """Whether this lies in folder (links resolved locally)."""
+
+    @abstractmethod
+    def same(self, other: "Place") -> bool:
+        """Whether both name one place."""
 
 
 def _parts(root: object, relative: str) -> tuple[str, ...]:
@@ -402,17 +453,17 @@ def join(root: Location, relative: str, suffix: str = "") -> Location:
 def read_bytes(path: Location, limit: int | None = None) -> bytes:
     """The bytes of one file or object; ImageError (no path in it) when it is missing, not a
     regular file, empty, or larger than `limit` bytes."""
-    return Place.of(path).read_bytes(limit)  # type: ignore[attr-defined]
+    return Place.of(path).read_bytes(limit)
 
 
 def is_present(path: Location) -> bool:
     """Whether a file or object (not a folder) is there to read."""
-    return Place.of(path).exists()  # type: ignore[attr-defined]
+    return Place.of(path).exists()
 
 
 def is_folder(path: Location) -> bool:
     """Whether a folder (or a prefix holding objects) is there."""
-    return Place.of(path).is_folder()  # type: ignore[attr-defined]
+    return Place.of(path).is_folder()
 
 
 def is_local(path: Location) -> bool:
@@ -426,30 +477,30 @@ def local_folder(value: str | os.PathLike[str], why: str) -> Path:
 
 
 def same_place(first: Location, second: Location) -> bool:
-    return Place.of(first).same(Place.of(second))  # type: ignore[attr-defined]
+    return Place.of(first).same(Place.of(second))
 
 
 def is_inside(path: Location, folder: Location) -> bool:
     """Whether path lies in folder (links resolved), e.g. an output folder inside the inputs."""
-    return Place.of(path).is_inside(Place.of(folder))  # type: ignore[attr-defined]
+    return Place.of(path).is_inside(Place.of(folder))
 
 
 def record(path: Location) -> str:
     """How a manifest records a place: an absolute path, or the URL."""
-    return Place.of(path).record()  # type: ignore[attr-defined]
+    return Place.of(path).record()
 
 
 def absolute(path: Location) -> str:
     """A place every process can use: a URL as it is, a path made absolute."""
-    return Place.of(path).absolute()  # type: ignore[attr-defined]
+    return Place.of(path).absolute()
 
 
 def move(source: Location, target: Location) -> None:
-    Place.of(source).move(Place.of(target))  # type: ignore[attr-defined]
+    Place.of(source).move(Place.of(target))
 
 
 def check_writable(root: Location) -> None:
-    Place.of(root).check_writable()  # type: ignore[attr-defined]
+    Place.of(root).check_writable()
 
 
 # ---------------------------------------------------------------- local files
