@@ -207,7 +207,8 @@ def test_keys_no_file_name_can_hold_are_listed_as_refused(tmp_path, tiny_model, 
     client, name = bucket
     make_frames(tmp_path / "frames", 1, size=(40, 52))
     frame = (tmp_path / "frames" / "frame_0000.jpg").read_bytes()
-    for key in ("images/a.jpg", "images/../escape.jpg", "images/./alias.jpg", "images/x\\y.jpg"):
+    for key in ("images/a.jpg", "images/../escape.jpg", "images/./alias.jpg", "images/x\\y.jpg",
+                "images/.cache/b.jpg"):
         client.put_object(Bucket=name, Key=key, Body=frame)
     result = _run("generate", f"s3://{name}/images", tmp_path / "out", *_model_args(tiny_model),
                   env=s3_environment(endpoint))
@@ -216,6 +217,7 @@ def test_keys_no_file_name_can_hold_are_listed_as_refused(tmp_path, tiny_model, 
     assert "IGNORED ../escape.jpg: refused: its key has a '..' segment" in result.stdout
     assert "IGNORED ./alias.jpg: refused: its key has a '.' segment" in result.stdout
     assert "IGNORED x\\y.jpg: refused: its key holds a backslash" in result.stdout
+    assert "IGNORED .cache/b.jpg: hidden" in result.stdout
     assert sorted(p.name for p in (tmp_path / "out").rglob("*.png")) == ["a.png"]
 
 

@@ -139,7 +139,10 @@ def _scan_objects(root: place.ObjectPlace, exts: tuple[str, ...]) -> Scan:
         if name.lower().endswith(exts):
             found.skipped[name] = reason
     for name, size in listing.files.items():
-        if any(part.startswith(".") for part in name.split("/")) or not name.lower().endswith(exts):
+        if not name.lower().endswith(exts):
+            continue
+        if any(part.startswith(".") for part in name.split("/")):
+            found.skipped[name] = "hidden (a name starting with '.'): left out"
             continue
         if size == 0:
             found.skipped[name] = "empty object (0 bytes)"
