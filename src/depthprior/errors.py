@@ -55,6 +55,12 @@ class BackendUnavailable(DepthpriorError):
     """
 
 
+class StorageUnavailable(BackendUnavailable):
+    """Object storage cannot be used at all: no credentials, credentials refused, or an
+    endpoint that does not answer within its deadline. Before a run it is a usage error; during
+    one the run stops as for a lost backend (finished outputs kept, a rerun resumes)."""
+
+
 class ImageError(DepthpriorError):
     """One image could not be processed; the batch goes on."""
 

@@ -9,11 +9,12 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from .errors import UnsafePathError, UsageError, listing
+from .files import place
+from .files.place import Location
 from .files.place import file_kind as _kind
 from .files.place import read_regular_file
 from .files.raster import (DEFAULT_MAX_PIXELS, check_pixels, decode_rgb, read_image_or_fail,
                            stored_size)
-from .storage import Location, is_url, list_files, url_join
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -34,7 +35,7 @@ OWN_PICTURE_PREFIX = "depthprior_"
 class ImageItem:
     """One input image: its file, its name relative to the input root, and its output stem."""
 
-    path: Location  # a local path, or a URL (depthprior.storage)
+    path: Location  # a local path, or a URL (files.place)
     name: str  # posix path relative to the input root, e.g. "cam0/frame_0001.jpg"
     outside: bool = False  # its real path lies outside the input root (reached through a link)
 
@@ -90,17 +91,9 @@ def safe_join(root: Location, relative: str, suffix: str = "") -> Path:
 
     Every file a command writes under its output folder goes through here: a name that is
     absolute, climbs with "..", holds a NUL, or resolves outside root through a link raises
-    UnsafePathError (a UsageError) naming it. A URL root gives a URL (storage.url_join).
+    UnsafePathError (a UsageError) naming it. A URL root gives a URL (files.place).
     """
-    if is_url(root):
-        return url_join(root, posix_name(relative) + suffix)  # type: ignore[return-value]
-    root = Path(root)
-    target = relative_join(root, relative, suffix)
-    if not is_inside(target, root):
-        raise UnsafePathError(
-            f"name {relative!r} resolves outside {root} (through a link); refused"
-        )
-    return target
+    return place.join(root, posix_name(relative), suffix)  # type: ignore[return-value]
 
 
 def relative_join(root: Path, relative: str, suffix: str = "") -> Path:
@@ -122,14 +115,7 @@ def relative_join(root: Path, relative: str, suffix: str = "") -> Path:
 
 def is_inside(path: Location, folder: Location) -> bool:
     """Whether path lies in folder (links resolved), e.g. an output folder inside the inputs."""
-    if is_url(path) or is_url(folder):
-        return str(path).rstrip("/") == str(folder).rstrip("/") or \
-            str(path).startswith(str(folder).rstrip("/") + "/")
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
+    return place.is_inside(path, folder)
 
 
 def normalise_extensions(extra: Iterable[str] | str = ()) -> tuple[str, ...]:
@@ -163,13 +149,13 @@ def scan(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> Sc
     Linked folders are followed, each real folder entered at most once: a link back to an
     ancestor or to a folder already scanned is not entered and is listed in `loops`. Folders
     reached without a link are scanned first, so an alias never replaces its real name.
-    A URL root lists the objects under it (storage.list_files).
+    A URL root lists the objects under it (files.place), refused keys among the skipped.
     """
     exts = tuple(e.lower() for e in extensions)
-    if is_url(root):
-        found = _scan_url(str(root).rstrip("/"), exts)
-    else:
+    if place.is_local(root):
         found = _scan_folder(Path(root), exts)
+    else:
+        found = _scan_objects(place.ObjectPlace(place.location(root)), exts)
     if found.hidden:
         found.hidden.sort()
     if not found.items:
@@ -182,17 +168,25 @@ def scan(root: Path | str, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> Sc
     return found
 
 
-def _scan_url(root: str, exts: tuple[str, ...]) -> Scan:
-    found = Scan(root)
-    for name, size in list_files(root).items():
-        if any(part.startswith(".") for part in name.split("/")) or not name.lower().endswith(exts):
+def _scan_objects(root: place.ObjectPlace, exts: tuple[str, ...]) -> Scan:
+    found = Scan(root.location)
+    listing = root.listing()
+    for name, reason in listing.refused.items():
+        if name.lower().endswith(exts):
+            found.skipped[name] = reason
+    for name, size in listing.files.items():
+        if not name.lower().endswith(exts):
+            continue
+        if any(part.startswith(".") for part in name.split("/")):
+            found.skipped[name] = "hidden (a name starting with '.'): left out"
             continue
         if size == 0:
             found.skipped[name] = "empty object (0 bytes)"
             continue
-        found.items.append(ImageItem(url_join(root, name), name))
-    if not found.items and not found.skipped and exts and root.lower().endswith(exts):
-        found.items.append(ImageItem(root, root.rsplit("/", 1)[-1]))  # one image by its URL
+        found.items.append(ImageItem(root.child(name).location, name))
+    url = str(root)
+    if not found.items and not found.skipped and exts and url.lower().endswith(exts):
+        found.items.append(ImageItem(url, url.rsplit("/", 1)[-1]))  # one image by its URL
     return found
 
 

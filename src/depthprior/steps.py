@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import DepthpriorError, UsageError, first_line
 from .images import Scan
-from .storage import is_url
+from .files.place import is_local
 from .priors.pipeline import Summary, generate
 from .priors.verify import VerifyReport, check_outputs, load_manifest
 
@@ -105,7 +105,8 @@ def run_generate(
     if report:
         from .report import report as write_report
 
-        folder = summary.images if summary.images is not None and summary.images.is_dir() else None
+        folder = summary.images if summary.images is not None and is_local(summary.images) and \
+            Path(summary.images).is_dir() else None
         masks = run.consistency.output if run.consistency is not None else None
         _step(run, "report", lambda: write_report(summary.out, images=folder, sparse=align,
                                                   masks=masks))
@@ -133,7 +134,7 @@ def _check_later_steps(out: Any, *, num_samples: Any, align: Any, consistency: b
         _check_sparse(Path(align))
     if consistency:
         _check_masks_folder(_masks_folder(out))
-    if report and not is_url(out):
+    if report and is_local(out):
         from .report.build import REPORT_NAME
 
         if (Path(out) / REPORT_NAME).is_dir():
@@ -174,7 +175,7 @@ def _check_masks_folder(masks: Path) -> None:
 def _refuse_remote_steps(out: Any, **requested: bool) -> None:
     """verify, align, the masks and the report read OUT's files on this machine."""
     steps = [name for name, wanted in requested.items() if wanted]
-    if steps and is_url(out):
+    if steps and not is_local(out):
         flags = ", ".join(f"--{name}" for name in steps)
         raise UsageError(f"{flags} read the priors from a local folder, and OUT is the URL {out}: "
                          "generate first, then copy OUT to a local folder and run those commands there")

@@ -7,7 +7,7 @@ import json
 from typing import Any, Callable, Mapping
 
 from ..errors import FileFormatError, ImageError, first_line
-from ..storage import Location
+from .place import Location
 from .place import is_present, read_bytes
 
 #: no depthprior JSON file comes near this: a manifest of a million images is ~500 MB

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .. import storage
+from . import place
+from .place import Location
 from ..errors import UsageError, WriteError, first_line
 
 TMP_MARK = ".depthprior-tmp-"
@@ -31,20 +32,17 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f"{TMP_MARK}{os.getpid()}-{serial}")
 
 
-def atomic_write_bytes(path: storage.Location, data: bytes | memoryview) -> None:
+def atomic_write_bytes(path: Location, data: bytes | memoryview) -> None:
     """path holds data completely or not at all: temporary + rename here, one PUT for a URL.
 
     Any failure (disk full, read-only, permission, name too long) is a WriteError naming path.
     """
-    if storage.is_url(path):
-        try:
-            storage.put_url(str(path), data)
-        except WriteError:
-            raise
-        except (OSError, ValueError) as error:
-            raise WriteError(path, error if isinstance(error, OSError) else OSError(str(error))) from None
-        return
-    write_together([(Path(path), data)])
+    try:
+        place.Place.of(path).write(data)
+    except WriteError:
+        raise
+    except (OSError, ValueError) as error:
+        raise WriteError(path, error if isinstance(error, OSError) else OSError(str(error))) from None
 
 
 def write_together(files: Sequence[tuple[Path, bytes | memoryview]]) -> None:
@@ -84,11 +82,11 @@ def _discard(staged: Iterable[tuple[Path, Path]]) -> None:
             pass
 
 
-def remove_stale_temporaries(root: storage.Location) -> int:
+def remove_stale_temporaries(root: Location) -> int:
     """Delete temporaries left by a killed run. Returns how many were removed (object stores
     have none: each object is one PUT)."""
     removed = 0
-    if storage.is_url(root) or not Path(root).is_dir():
+    if not place.is_local(root) or not Path(root).is_dir():
         return 0
     for dirpath, _dirnames, filenames in os.walk(root):
         for filename in filenames:
@@ -101,24 +99,10 @@ def remove_stale_temporaries(root: storage.Location) -> int:
     return removed
 
 
-def check_writable(root: storage.Location) -> None:
-    """Create root if needed and prove a file can be written there (UsageError otherwise)."""
-    if storage.is_url(root):
-        storage.check_writable(str(root))
-        return
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"output folder {root} is a file, not a folder; choose another folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f"{TMP_MARK}probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(
-            f"output folder {root} is not writable ({error.strerror or first_line(error)}); "
-            "choose another folder or fix its permissions"
-        ) from None
+def check_writable(root: Location) -> None:
+    """Create root if needed and prove a file can be written there (UsageError otherwise); a
+    URL: an object can be put under it, and it is not itself an object (files.place)."""
+    place.check_writable(root)
 
 
 class OutputLock:
@@ -128,8 +112,8 @@ class OutputLock:
     when the process ends, however it ends.
     """
 
-    def __init__(self, root: storage.Location):
-        self.path = None if storage.is_url(root) else Path(root) / LOCK_NAME
+    def __init__(self, root: Location):
+        self.path = Path(root) / LOCK_NAME if place.is_local(root) else None
         self._handle: Any = None
 
     def acquire(self) -> "OutputLock":

@@ -14,14 +14,12 @@ import os
 import re
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..errors import ImageError, UsageError, first_line
-from ..storage import Location
-from .place import read_bytes, read_head
+from .place import Location, read_bytes, read_head
 
 #: images (and any picture a command is handed, e.g. a server's reply) above this many pixels
 #: are refused before they are decoded: a 400 KB PNG can declare 20000x20000 pixels
@@ -139,7 +137,13 @@ def decode_rgb(path: Location, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
     or device is refused without blocking), and a picture whose header declares more than
     max_pixels (None: no cap) or an extreme aspect ratio is refused before it is decoded.
     """
-    return decode_rgb_bytes(read_bytes(path), str(path), max_pixels)
+    return decode_rgb_bytes(read_bytes(path, encoded_limit(max_pixels)), str(path), max_pixels)
+
+
+def encoded_limit(max_pixels: int | None) -> int | None:
+    """The most bytes an image file within max_pixels can take (16-bit RGBA PNG, stored
+    uncompressed, plus its metadata): a larger file or object is refused before it is read."""
+    return None if max_pixels is None else max_pixels * 8 + (16 << 20)
 
 
 def decode_rgb_bytes(data: bytes, name: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:

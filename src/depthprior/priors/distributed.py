@@ -15,11 +15,15 @@ dies; the write is idempotent, so an image done twice writes the same bytes twic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import socket
+import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,9 +32,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from ..errors import DepthpriorError, ImageError, MissingDependencyError, ModelLoadError, UsageError, first_line
+from ..errors import (DepthpriorError, ImageError, MissingDependencyError, ModelLoadError,
+                      StorageUnavailable, UsageError, first_line)
 from ..images import ImageItem
-from ..storage import is_url
+from ..files import place
 from ..threads import run_yielding
 from .backends import Backend, BackendSettings, backend_class
 from .backends.base import DepthMap
@@ -104,28 +109,38 @@ def run_on_ray(backend_type: type[Backend], settings: BackendSettings, plan: _Pl
     """The images in plan.todo through the three stages; records kept as they come back."""
     ray = import_ray()
     start = time.perf_counter()
-    started = _connect(ray, ray_settings.address)
+    started, own_instance = _connect(ray, ray_settings.address)
     try:
         sizing = _sizing(ray, ray_settings)
         log.info("on Ray: %s", sizing.describe())
         summary.cluster = sizing.describe()
-        dataset = _dataset(ray, backend_type, settings, plan, fmt, sizing)
+        # a local instance this call started has this environment; a cluster joined gets it
+        environment = {} if own_instance else storage_environment()
+        _check_worker_storage(ray, plan, environment)
+        dataset = _dataset(ray, backend_type, settings, plan, fmt, sizing, environment)
         _collect(dataset, plan, progress, summary, start)
     finally:
         if started:
             ray.shutdown()
 
 
-def _connect(ray: Any, address: str) -> bool:
-    """Join the cluster (True when this call started Ray, so the caller shuts it down)."""
+def _connect(ray: Any, address: str) -> tuple[bool, bool]:
+    """Join the cluster: (whether this call connected, so the caller shuts it down; whether it
+    started a local instance of its own, whose workers have this process's environment)."""
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notes are about its own bars
     if ray.is_initialized():
-        return False
+        return False, False
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes are not the user's
     options = dict(log_to_driver=False, include_dashboard=False, configure_logging=False)
     cluster = _reachable_cluster(address)
-    ray.init(address=cluster or "local", **options)
-    return True
+    try:
+        ray.init(address=cluster or "local", **options)
+    except Exception as error:  # noqa: BLE001 - a refused token is one line; the rest as Ray says
+        refusal = authentication_refusal(f"{type(error).__name__}: {error} {error.__cause__ or ''}")
+        if refusal:
+            raise UsageError(f"the Ray cluster at {cluster} {refusal}") from None
+        raise
+    return True, cluster is None
 
 
 def _reachable_cluster(address: str) -> str | None:
@@ -144,13 +159,78 @@ def _reachable_cluster(address: str) -> str | None:
     host, _, port = candidate.split("://", 1)[-1].rpartition(":")
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
-        return candidate
     except (OSError, ValueError) as error:
         if address != "auto":
             raise UsageError(f"cannot reach the Ray cluster at {candidate} ({first_line(error)}); "
                              "start it with `ray start --head`, or give --ray local") from None
         log.warning("the Ray cluster recorded at %s is not running; starting a local one", candidate)
         return None
+    if "://" not in candidate:
+        answer = _ask_cluster_id_within(f"{host or '127.0.0.1'}:{port}", CLUSTER_ANSWER_SECONDS)
+        if answer is None:
+            raise UsageError(f"something listens at {candidate} but does not answer as a Ray "
+                             f"cluster within {CLUSTER_ANSWER_SECONDS:g} s; check the address "
+                             "(`ray status` on the head node), or give --ray local")
+        refusal = authentication_refusal(answer)
+        if refusal:
+            raise UsageError(f"the Ray cluster at {candidate} {refusal}")
+    return candidate
+
+
+#: a Ray cluster's GCS answers in well under a second; Ray's own client waits 40 s, then ray.init minutes
+CLUSTER_ANSWER_SECONDS = 15.0
+
+
+def _ask_cluster_id_within(address: str, seconds: float) -> str | None:
+    """_ask_cluster_id, or None when no answer came within `seconds`."""
+    answer: list[str] = []
+    thread = threading.Thread(target=lambda: answer.append(_ask_cluster_id(address)), daemon=True,
+                              name="depthprior-ray-probe")
+    with _native_stderr_silenced():  # Ray's C++ client warns on stderr before it raises
+        thread.start()
+        thread.join(seconds)
+    return answer[0] if answer else None
+
+
+def _ask_cluster_id(address: str) -> str:
+    """The error text of one short call to the cluster's GCS ("" when it answers). ray.init
+    itself would print a warning a second for 20 s and then a traceback when the cluster
+    wants a token this client lacks."""
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return ""
+    try:
+        GcsClient(address=address, cluster_id=None)
+        return ""
+    except Exception as error:  # noqa: BLE001 - the check is best effort; ray.init decides
+        return f"{type(error).__name__}: {error}"
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def authentication_refusal(text: str) -> str:
+    """What to tell the user when a Ray error text says the cluster refused this client's
+    authentication token (or its lack of one); "" for any other text."""
+    if not re.search(r"UNAUTHENTICATED|Unauthenticated|InvalidAuthToken|AuthenticationError|"
+                     r"[Aa]uthentication token is missing or incorrect", text):
+        return ""
+    sends_none = "RAY_AUTH_MODE is currently" in text or os.environ.get("RAY_AUTH_MODE", "").lower() != "token"
+    problem = ("requires an authentication token and this client sends none" if sends_none else
+               "refuses this client's authentication token")
+    return (f"{problem}: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to "
+            "the cluster's token (`ray get-auth-token` on its head node)")
 
 
 def _recorded_cluster() -> str | None:
@@ -209,14 +289,16 @@ def _sizing(ray: Any, wanted: RaySettings) -> _Sizing:
 
 
 def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, plan: _Plan,
-             fmt: str, sizing: _Sizing) -> Any:
+             fmt: str, sizing: _Sizing, environment: dict[str, str]) -> Any:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     rows = [{"name": item.name, "path": _absolute(item.path)} for item in plan.todo]
     root = _absolute(plan.manifest.root)
+    storage = _runtime_env(environment)  # the stages that read and write files
     return (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
-        .map(_read_row_yielding, fn_kwargs={"max_pixels": settings.max_pixels}, num_cpus=0.5)
+        .map(_read_row_yielding, fn_kwargs={"max_pixels": settings.max_pixels}, num_cpus=0.5,
+             **storage)
         .map_batches(
             _Replica,
             fn_constructor_kwargs={"backend": backend_type.name, "settings": settings,
@@ -227,13 +309,56 @@ def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, p
             num_gpus=sizing.gpus,
             num_cpus=sizing.replica_cpus,
         )
-        .map(_write_row_yielding, fn_kwargs={"root": root, "fmt": fmt}, num_cpus=0.5)
+        .map(_write_row_yielding, fn_kwargs={"root": root, "fmt": fmt}, num_cpus=0.5, **storage)
     )
 
 
-def _absolute(place: Any) -> str:
+def storage_environment() -> dict[str, str]:
+    """The storage settings of this process, for the workers' runtime environment (Ray keeps
+    them out of its logs; depthprior never prints or logs them)."""
+    return place.storage_settings()
+
+
+def _runtime_env(environment: dict[str, str]) -> dict[str, Any]:
+    return {"runtime_env": {"env_vars": environment}} if environment else {}
+
+
+def _check_worker_storage(ray: Any, plan: _Plan, environment: dict[str, str]) -> None:
+    """One worker reads the first image and proves it can write OUT, before the dataset runs:
+    a worker that cannot is one line, not every image failing one by one."""
+    if not plan.todo:
+        return
+    probe = ray.remote(num_cpus=0, max_retries=0, **_runtime_env(environment))(_storage_probe)
+    image, root = _absolute(plan.todo[0].path), _absolute(plan.manifest.root)
+    try:
+        problem = ray.get(probe.remote(image, root), timeout=max(60.0, 6 * place.timeout()))
+    except Exception as error:  # noqa: BLE001 - Ray's own: the run cannot start
+        raise UsageError(f"a Ray worker could not check the storage: {first_line(_root_cause(error))}") from None
+    if problem:
+        raise UsageError(f"a Ray worker {problem}; the workers need the storage settings of this "
+                         "shell (they get its AWS_* variables) and a path every node sees, or a URL")
+
+
+def _storage_probe(image: str, root: str) -> str:
+    """Runs on a worker: "" when it can read `image` and write under `root`, else what failed."""
+    from ..files.outputs import check_writable
+
+    where = _node_address()
+    try:
+        if not place.is_present(image):  # the driver listed it: this node does not see it
+            return f"on {where} does not find {image}"
+    except DepthpriorError as error:
+        return f"on {where} cannot read {image}: {first_line(error)}"
+    try:
+        check_writable(root)
+    except DepthpriorError as error:
+        return f"on {where} cannot write {root}: {first_line(error)}"
+    return ""
+
+
+def _absolute(where: Any) -> str:
     """A URL as it is; a path made absolute, since workers need not share this working folder."""
-    return place if is_url(place) else os.path.abspath(place)
+    return place.absolute(where)
 
 
 def _check_visible(plan: _Plan, summary: Summary) -> None:
@@ -241,7 +366,7 @@ def _check_visible(plan: _Plan, summary: Summary) -> None:
     from .pipeline import record_result
 
     root = plan.manifest.root
-    if is_url(root):
+    if not place.is_local(root):
         return
     for item in plan.todo:
         record = plan.manifest.images.get(item.name)
@@ -266,6 +391,9 @@ def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start:
         for row, first in _rows_as_they_come(dataset):
             if row["fatal"]:
                 raise ModelLoadError(row["fatal"])
+            if row.get("stopped"):  # not done: a rerun does it
+                summary.stopped = row["stopped"]
+                break
             if first:
                 summary.ray_startup = time.perf_counter() - start
                 summary.ray_first = first
@@ -328,9 +456,13 @@ def _read_row(row: dict[str, Any], max_pixels: int) -> dict[str, Any]:
     """The stored pixels of one image, or why it could not be read."""
     from ..images import decode_rgb
 
-    out = {"name": row["name"], "path": row["path"], "height": 0, "width": 0, "pixels": b"", "error": ""}
+    out = {"name": row["name"], "path": row["path"], "height": 0, "width": 0, "pixels": b"", "error": "",
+           "stopped": ""}
     try:
         image = decode_rgb(row["path"], max_pixels=max_pixels)
+    except StorageUnavailable as error:  # not this image's fault: the driver stops the run
+        out["error"] = out["stopped"] = first_line(error)
+        return out
     except ImageError as error:
         out["error"] = first_line(error)
         return out
@@ -406,7 +538,8 @@ class _Replica:
 
     def _row(self, row: dict[str, Any], result: DepthMap | str) -> dict[str, Any]:
         out = {"name": row["name"], "path": row["path"], "backend": getattr(self, "described", ""),
-               "replica": self.identity, "fatal": "", "error": "", "values": b"", "height": row["height"], "width": row["width"], "depth": ""}
+               "replica": self.identity, "fatal": "", "error": "", "values": b"", "height": row["height"], "width": row["width"], "depth": "",
+               "stopped": row.get("stopped", "")}
         if isinstance(result, str):
             out["error"] = result
             return out
@@ -419,9 +552,10 @@ class _Replica:
 
 def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
     """Encode and write one image's files; its manifest record (as JSON) for the driver."""
-    from ..storage import location
+    from ..files.place import location
     from .pipeline import write_outputs
 
+    stopped = row.get("stopped", "")
     if row["error"]:
         record = ImageRecord.failed(row["error"])
     else:
@@ -429,10 +563,13 @@ def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
             values = np.frombuffer(row["values"], np.float32).reshape(row["height"], row["width"])
             depth = DepthMap(values=values, **json.loads(row["depth"]))
             record = write_outputs(location(root), ImageItem(row["path"], row["name"]), depth, fmt)
+        except StorageUnavailable as error:  # the storage went away: the driver stops the run
+            stopped = first_line(error)
+            record = ImageRecord.failed(stopped)
         except Exception as error:  # noqa: BLE001 - one image's failure, listed
             record = ImageRecord.failed(first_line(error))
     return {"name": row["name"], "record": json.dumps(record.to_json()), "backend": row["backend"],
-            "replica": row["replica"] if record.ok else "", "fatal": row["fatal"]}
+            "replica": row["replica"] if record.ok else "", "fatal": row["fatal"], "stopped": stopped}
 
 
 def _frame(rows: list[dict[str, Any]]) -> Any:

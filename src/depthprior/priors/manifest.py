@@ -20,11 +20,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from .. import __version__
-from .. import storage
-from ..errors import FileFormatError, UnsafePathError, WriteError, UsageError, first_line
+from ..errors import (FileFormatError, StorageUnavailable, UnsafePathError,
+                      UsageError, WriteError, first_line)
 from ..files.jsonfile import encode_json, read_json
 from ..images import safe_join
-from ..storage import Location, location
+from ..files import place
+from ..files.place import Location, location
 from .store import atomic_write_bytes, now_utc
 
 MANIFEST_NAME = "depthprior.json"
@@ -152,7 +153,7 @@ class Manifest:
         (files.jsonfile reads it: size cap, nesting limit, then its shape and every record)."""
         root = location(root)
         path = _child(root, MANIFEST_NAME)
-        if not storage.is_url(path) and Path(path).is_dir():
+        if place.is_local(path) and place.is_folder(path):
             raise ManifestError(path, "is a folder, not a file")
         fields: dict[str, Any] = {}
         try:
@@ -174,10 +175,9 @@ class Manifest:
             target = _child(root, f"{MANIFEST_NAME}.unreadable-{stamp}-{serial}")
             serial += 1
         try:
-            if storage.is_url(root):
-                storage.move(_child(root, MANIFEST_NAME), target)
-            else:
-                os.replace(_child(root, MANIFEST_NAME), target)
+            place.move(_child(root, MANIFEST_NAME), target)
+        except WriteError:
+            raise
         except OSError as error:
             raise WriteError(target, error) from None
         return target
@@ -227,7 +227,7 @@ class Manifest:
         """Why a finished image's files cannot be trusted (cheap header checks), or None.
 
         An object in object storage was put whole or not at all: its presence is the check."""
-        if storage.is_url(self.root):
+        if not place.is_local(self.root):
             return None
         record = self.images[name]
         size = (record.height, record.width)
@@ -294,11 +294,11 @@ def _read_record(root: Location, name: str, data: Any) -> ImageRecord:
 
 
 def _child(root: Location, name: str) -> Location:
-    return storage.url_join(root, name) if storage.is_url(root) else Path(root) / name
+    return place.join(root, name)
 
 
 def _exists(path: Location) -> bool:
-    return storage.exists(path) if storage.is_url(path) else Path(path).is_file()
+    return place.is_present(path)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -378,7 +378,7 @@ class ThrottledSaver:
         start = time.monotonic()
         try:
             self.manifest.save()
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, StorageUnavailable) as error:
             self.error = f"cannot write {self.manifest.path}: {first_line(error)}"
             self._last = time.monotonic()
             return

@@ -25,7 +25,8 @@ from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class, 
 from .backends.base import FATAL_ERRORS, DepthMap
 from ..errors import BackendUnavailable, ImageError, UsageError, first_line, listing
 from ..images import ImageItem, Scan, decode_rgb, is_inside, normalise_extensions, safe_join, scan
-from ..storage import Location, is_url, location
+from ..files import place
+from ..files.place import Location, location
 from ..threads import yield_to_inference
 from .distributed import RaySettings, check_backend, run_on_ray
 from .manifest import ImageRecord, Manifest, ManifestError, ThrottledSaver, output_files
@@ -251,7 +252,7 @@ def _inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_type:
     found = dataclasses.replace(  # a caller's Scan stays as it was; OUT's own entries left out
         scanned, items=[item for item in scanned.items if not is_inside(item.path, out_root)],
         skipped={name: reason for name, reason in scanned.skipped.items()
-                 if is_url(images_root) or not is_inside(Path(images_root, name), out_root)})
+                 if not place.is_local(images_root) or not is_inside(Path(images_root, name), out_root)})
     if not found.items:
         raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
     for name, reason in {**found.skipped, **found.loops}.items():
@@ -268,9 +269,7 @@ def _inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_type:
 
 
 def _same_place(first: Location, second: Location) -> bool:
-    if is_url(first) or is_url(second):
-        return str(first).rstrip("/") == str(second).rstrip("/")
-    return first.exists() and first.resolve() == second.resolve()
+    return place.same_place(first, second)
 
 
 def _plan(
@@ -293,7 +292,7 @@ def _plan(
     try:
         identity = backend_type.identity(settings)
         manifest = _resume_manifest(out_root, identity, overwrite)
-        manifest.inputs = str(images_root if is_url(images_root) else images_root.resolve())
+        manifest.inputs = place.record(images_root)
         removed = remove_stale_temporaries(out_root)
         if removed:
             log.info("removed %d temporary files left by an interrupted run", removed)
@@ -374,7 +373,11 @@ def _run(
     def collect(block_until: int) -> None:
         """Record finished writes; wait while more than block_until are in flight."""
         while pending and (pending[0].done() or len(pending) > block_until):
-            name, record = pending.popleft().result()
+            try:
+                name, record = pending.popleft().result()
+            except BackendUnavailable as error:  # storage gone: not done, a rerun does it
+                summary.stopped = summary.stopped or str(error)
+                continue
             record_result(plan.manifest, summary, name, record)
             saver.touch()
             bar.update(1)
@@ -394,6 +397,8 @@ def _run(
                 if entry.error is not None:
                     pending.append(_done_future((entry.item.name, ImageRecord.failed(entry.error))))
             collect(block_until=window)
+            if summary.stopped:
+                break
     except KeyboardInterrupt:
         summary.interrupted = True
     except BackendUnavailable as error:
@@ -470,6 +475,8 @@ def _write(engine: Backend, root: Path, entry: PreparedImage, outcome: Any, fmt:
     try:
         depth = engine.finish(outcome, entry.height, entry.width)
         return name, write_outputs(root, entry.item, depth, fmt)
+    except BackendUnavailable:  # the storage went away: the run stops there
+        raise
     except Exception as error:  # noqa: BLE001
         return name, ImageRecord.failed(first_line(error))
 

@@ -20,6 +20,7 @@ from ..images import (OWN_PICTURE_PREFIX, ImageItem, decode_rgb, discover, is_in
                       normalise_extensions, safe_join)
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
+from ..files.place import Location, is_folder, is_present, join, local_folder, location
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,11 @@ def verify(
     `masks`: a folder of `depthprior consistency` masks, shown beside each map and checked
     (uint8, the map's size); an image without one gets a warning and a blank panel.
     """
-    out = Path(out)
+    out = local_folder(out, "verify reads OUT on this machine")
     if masks is not None and not Path(masks).is_dir():
         raise UsageError(f"mask folder not found: {masks}; run 'depthprior consistency' first")
     manifest = load_manifest(out)
-    images_root = Path(images) if images else (Path(manifest.inputs) if manifest.inputs else None)
+    images_root = location(images) if images else (location(manifest.inputs) if manifest.inputs else None)
     if sheet is not None:
         _check_sheet_place(Path(sheet), out, images_root)
     items, problems = _expected_items(manifest, images_root, extensions)
@@ -127,10 +128,10 @@ def verify(
     return report
 
 
-def _check_sheet_place(sheet: Path, out: Path, images_root: Path | None) -> None:
+def _check_sheet_place(sheet: Path, out: Path, images_root: Location | None) -> None:
     """A sheet where a later command would read it as data is refused: among the frames, or
     in OUT other than beside the manifest as depthprior_*.png (align and export skip those)."""
-    if images_root is not None and images_root.is_dir() and is_inside(sheet, images_root):
+    if isinstance(images_root, Path) and images_root.is_dir() and is_inside(sheet, images_root):
         raise UsageError(f"--sheet {sheet} is inside the image folder {images_root}: a later "
                          "generate would take it for a frame; write it elsewhere")
     own_name = sheet.name.startswith(OWN_PICTURE_PREFIX)
@@ -195,14 +196,14 @@ def check_outputs(
 def _expected_items(manifest: Manifest, images_root: Path | None,
                     extensions: Iterable[str]) -> tuple[list[ImageItem], list[str]]:
     """The images OUT should hold outputs for, and a problem when their folder is gone."""
-    if images_root is not None and images_root.exists():
+    if images_root is not None and (is_folder(images_root) or is_present(images_root)):
         found = discover(images_root, normalise_extensions(extensions))
         return [item for item in found if not is_inside(item.path, manifest.root)], []
     problems = []
     if images_root is not None:
         problems.append(f"image folder {images_root} not found: checked outputs only")
     root = images_root or Path(".")
-    return [ImageItem(root / name, name) for name in sorted(manifest.images)], problems
+    return [ImageItem(join(root, name), name) for name in sorted(manifest.images)], problems
 
 
 def _sample(entries: list, count: int) -> list:
@@ -246,7 +247,7 @@ def _check_one(out: Path, item: ImageItem, record: ImageRecord, images_root: Pat
     if record.constant:
         check.problems.append("constant prediction")
     image = None
-    if images_root is not None and item.path.is_file():
+    if images_root is not None and is_present(item.path):
         try:
             image = decode_rgb(item.path)
         except ImageError as error:

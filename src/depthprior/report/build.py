@@ -24,6 +24,7 @@ from . import pictures
 from .data import Frame, SceneData, gather
 from .page import FrameView, render
 from .plots import ScatterDrawer, SeriesPlot, series_plot
+from ..files.place import local_folder
 
 REPORT_NAME = "report.html"
 ASSETS_SUFFIX = "_files"
@@ -72,6 +73,7 @@ def report(out: Path | str, *, images: Path | str | None = None, sparse: Path | 
     picture that cannot be read or made fails that frame (a note), never the page.
     """
     started = time.monotonic()
+    out = local_folder(out, "report reads OUT on this machine")
     scene = gather(out, images=images, sparse=sparse, masks=masks)
     page = Path(output) if output is not None else scene.out / REPORT_NAME
     assets = _check_output(page)

@@ -35,6 +35,7 @@ from ..priors.manifest import Manifest, ManifestError
 from ..threads import in_order, worker_count
 from .sampling import REMAP_MAX_SIDE, method_samples
 from ..priors.store import depth_pngs, encode_png16
+from ..files.place import local_folder
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def align(
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     sparse = Path(sparse)
-    depths = Path(depths)
+    depths = local_folder(depths, "align reads DEPTHS on this machine")
     output = Path(output) if output is not None else depth_params.default_path(sparse)
     if not depths.is_dir():
         raise DepthFilesError(

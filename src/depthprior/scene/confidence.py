@@ -38,6 +38,7 @@ from ..files.outputs import OutputFolder
 from ..files.raster import encode_plane, read_mask
 from ..images import image_key, is_inside, posix_name, read_regular_file, safe_join
 from ..threads import in_order, worker_count
+from ..files.place import local_folder
 
 REPORT_NAME = "consistency.json"
 FORMAT_VERSION = 1
@@ -148,7 +149,7 @@ def check_consistency(
     started = time.monotonic()
     settings = settings or Settings()
     settings.check()
-    sparse, depths = Path(sparse), Path(depths)
+    sparse, depths = Path(sparse), local_folder(depths, "consistency reads DEPTHS on this machine")
     params, output = _inputs(sparse, depths, params, output)
     model = read_model(sparse)
     check_keys(model)

@@ -62,6 +62,7 @@ from .confidence import load_mask, mask_name
 from .consistency import AGREED, TRUSTED
 from .priorset import MissingPriorError, PriorSet
 from ..priors.store import TRAINER_SCALE, decode_inverse_depth, encode_npy, encode_png16
+from ..files.place import local_folder
 
 
 NERFSTUDIO_DEPTH_DIR = "depthprior_depth"
@@ -123,7 +124,7 @@ class ExportSummary:
 def _open(depths: Path | str, sparse: Path | str, params: Path | str | None):
     from .colmap import read_model
 
-    sparse = Path(sparse)
+    depths, sparse = local_folder(depths, "export reads DEPTHS on this machine"), Path(sparse)
     params_path = params_file(params) if params is not None else default_path(sparse)
     if not params_path.is_file():
         raise UsageError(
