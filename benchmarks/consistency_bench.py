@@ -40,11 +40,11 @@ def main() -> None:
         scene = make_scene(root, n_images=args.frames, width=grid[0], height=grid[1],
                            write_images=False, points_per_image=150, seed=args.seed)
         wrong = inject_blobs(scene, seed=args.seed)
-        align(scene.sparse, scene.depths)
-        for name in scene.names:
+        for name in scene.names:  # full-size priors, then fits for those very maps
             png = cv2.imread(str(scene.depth_path(name)), cv2.IMREAD_UNCHANGED)
             cv2.imwrite(str(scene.depth_path(name)),
                         cv2.resize(png, (width, height), interpolation=cv2.INTER_LINEAR))
+        align(scene.sparse, scene.depths)
         started, cpu = time.perf_counter(), time.process_time()
         summary = check_consistency(scene.sparse, scene.depths, settings=Settings(
             args.neighbours, 0.05, args.resolution))

@@ -11,25 +11,13 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import place
-from .place import Location
+from .place import TMP_MARK, Location, write_together  # noqa: F401 - write_together: re-export
 from ..errors import UsageError, WriteError, first_line
 
-TMP_MARK = ".depthprior-tmp-"
 LOCK_NAME = ".depthprior.lock"
-
-_tmp_counter = iter(range(1 << 62))
-_tmp_lock = threading.Lock()
-
 
 def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _temporary(path: Path) -> Path:
-    with _tmp_lock:
-        serial = next(_tmp_counter)
-    # short and name-independent: an output name near NAME_MAX still gets a temporary
-    return path.with_name(f"{TMP_MARK}{os.getpid()}-{serial}")
 
 
 def atomic_write_bytes(path: Location, data: bytes | memoryview) -> None:
@@ -43,43 +31,6 @@ def atomic_write_bytes(path: Location, data: bytes | memoryview) -> None:
         raise
     except (OSError, ValueError) as error:
         raise WriteError(path, error if isinstance(error, OSError) else OSError(str(error))) from None
-
-
-def write_together(files: Sequence[tuple[Path, bytes | memoryview]]) -> None:
-    """Local files written as a set or not at all: every temporary first, then the renames.
-
-    A failure before the renames leaves every target as it was (WriteError naming the file).
-    """
-    staged: list[tuple[Path, Path]] = []
-    current = files[0][0] if files else None
-    try:
-        for path, data in files:
-            current = path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = _temporary(path)
-            staged.append((tmp, path))
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-        for tmp, path in staged:
-            current = path
-            os.replace(tmp, path)
-    except WriteError:
-        _discard(staged)
-        raise
-    except OSError as error:
-        _discard(staged)
-        raise WriteError(current, error) from None
-    except BaseException:
-        _discard(staged)
-        raise
-
-
-def _discard(staged: Iterable[tuple[Path, Path]]) -> None:
-    for tmp, _path in staged:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def remove_stale_temporaries(root: Location) -> int:

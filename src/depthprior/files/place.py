@@ -26,15 +26,16 @@ import asyncio
 import os
 import re
 import stat
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, Callable, Iterable, Sequence, TypeVar, Union
 
 from ..errors import (ImageError, MissingDependencyError, StorageUnavailable, UnsafePathError,
-                      UsageError, first_line)
+                      UsageError, WriteError, first_line)
 
 #: a place as the rest of the code carries it: a local path, or a URL string
 Location = Union[Path, str]
@@ -210,8 +211,6 @@ class LocalPlace(Place):
         return read_regular_file(self.path, limit)
 
     def write(self, data: bytes | memoryview) -> None:
-        from .outputs import write_together
-
         write_together([(self.path, data)])
 
     def exists(self) -> bool:
@@ -239,8 +238,6 @@ class LocalPlace(Place):
 
     def check_writable(self) -> None:
         """Create the folder if needed and prove a file can be written there (UsageError)."""
-        from .outputs import TMP_MARK
-
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"output folder {self.path} is a file, not a folder; choose another folder")
         try:
@@ -551,6 +548,56 @@ def read_regular_file(path: Path, limit: int | None = None, head: int | None = N
     if not data:
         raise ImageError("empty file (0 bytes)")
     return data
+
+
+TMP_MARK = ".depthprior-tmp-"
+
+_tmp_counter = iter(range(1 << 62))
+_tmp_lock = threading.Lock()
+
+
+def _temporary(path: Path) -> Path:
+    with _tmp_lock:
+        serial = next(_tmp_counter)
+    # short and name-independent: an output name near NAME_MAX still gets a temporary
+    return path.with_name(f"{TMP_MARK}{os.getpid()}-{serial}")
+
+
+def write_together(files: Sequence[tuple[Path, bytes | memoryview]]) -> None:
+    """Local files written as a set or not at all: every temporary first, then the renames.
+
+    A failure before the renames leaves every target as it was (WriteError naming the file).
+    """
+    staged: list[tuple[Path, Path]] = []
+    current = files[0][0] if files else None
+    try:
+        for path, data in files:
+            current = path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _temporary(path)
+            staged.append((tmp, path))
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+        for tmp, path in staged:
+            current = path
+            os.replace(tmp, path)
+    except WriteError:
+        _discard(staged)
+        raise
+    except OSError as error:
+        _discard(staged)
+        raise WriteError(current, error) from None
+    except BaseException:
+        _discard(staged)
+        raise
+
+
+def _discard(staged: Iterable[tuple[Path, Path]]) -> None:
+    for tmp, _path in staged:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------- object storage

@@ -167,6 +167,15 @@ def read_image_or_fail(path: Location, max_pixels: int | None = DEFAULT_MAX_PIXE
         raise UsageError(f"{path}: {first_line(error)}") from None
 
 
+def decode_stored(data: bytes | bytearray) -> np.ndarray | None:
+    """A picture held in memory (a server's reply) as its stored array, any depth and channels;
+    None when it cannot be decoded. Check its header (read_header, check_pixels) first."""
+    try:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+
+
 # ---------------------------------------------------------------- priors and masks
 
 _PRIOR_HINT = "rerun depthprior generate for it (or --overwrite)"

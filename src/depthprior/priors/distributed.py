@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import (DepthpriorError, ImageError, MissingDependencyError, ModelLoadError,
                       StorageUnavailable, UsageError, first_line)
+from ..files.jsonfile import parse_json
 from ..images import ImageItem
 from ..files import place
 from ..threads import run_yielding
@@ -398,9 +399,9 @@ def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start:
                 summary.ray_startup = time.perf_counter() - start
                 summary.ray_first = first
             if row["backend"] and not plan.manifest.backend:
-                plan.manifest.backend = json.loads(row["backend"])
+                plan.manifest.backend = parse_json(row["backend"], "a replica's backend row")
                 summary.backend = plan.manifest.backend
-            record_result(plan.manifest, summary, row["name"], ImageRecord.from_json(json.loads(row["record"])))
+            record_result(plan.manifest, summary, row["name"], ImageRecord.from_json(parse_json(row["record"], "a replica's record row")))
             if row["replica"]:
                 replicas[row["replica"]] += 1
             saver.touch()
@@ -561,7 +562,7 @@ def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
     else:
         try:
             values = np.frombuffer(row["values"], np.float32).reshape(row["height"], row["width"])
-            depth = DepthMap(values=values, **json.loads(row["depth"]))
+            depth = DepthMap(values=values, **parse_json(row["depth"], "a replica's map row"))
             record = write_outputs(location(root), ImageItem(row["path"], row["name"]), depth, fmt)
         except StorageUnavailable as error:  # the storage went away: the driver stops the run
             stopped = first_line(error)

@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 
 from ...errors import BackendUnavailable, ImageError, MissingDependencyError, UsageError, first_line
+from ...files.raster import decode_stored
 from .base import Backend, BackendSettings, DepthMap, require_number
 from .space_connection import (DEFAULT_SPACE, ENDPOINT, Clock, SpaceAddress, SpaceConnection,
                                render_api)
@@ -438,7 +439,7 @@ class SpaceBackend(Backend):
             response.raise_for_status()
             data = read_capped(response, self.max_reply_bytes)
         check_declared_size(data, label, self.settings.max_pixels)
-        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        array = decode_stored(data)
         if array is None:
             raise Fault(f"the {label} file could not be decoded ({len(data)} bytes)")
         files[label] = {"name": os.path.basename(str(path)), "bytes": len(data),

@@ -11,9 +11,7 @@ choose_depth keeps whichever holds more distinct levels and says why.
 
 from __future__ import annotations
 
-import io
 import socket
-import struct
 import threading
 import time
 import weakref
@@ -23,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ...errors import ImageError
-from ...images import check_pixels
+from ...files.raster import check_pixels, read_header
 from ..store import count_levels
 from .space_faults import Fault, ImageFault
 
@@ -286,15 +284,8 @@ def check_declared_size(data: bytes | bytearray, label: str, max_pixels: int | N
 
 
 def declared_size(data: bytes | bytearray) -> tuple[int, int]:
-    """Width and height from a PNG's IHDR, or from PIL's lazy open for other formats."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
-        return struct.unpack(">II", bytes(data[16:24]))
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as picture:
-            return picture.size
-    except Image.DecompressionBombError as error:  # PIL's own cap, above twice its default
-        raise ImageError(f"image is too large to open: {error}") from None
-    except Exception as error:  # noqa: BLE001 - any unreadable header
-        raise ImageError(f"unreadable picture header ({type(error).__name__})") from None
+    """Width and height the picture's header declares (files.raster.read_header)."""
+    header = read_header(bytes(data))
+    if header is None:
+        raise ImageError("unreadable picture header")
+    return header.width, header.height
