@@ -172,7 +172,7 @@ def _bare_forward(engine: Backend, items: list[ImageItem]) -> float:
     """Seconds spent in engine.infer alone, batched the way the pipeline batches, at steady
     state: each input shape (size, batch length) first runs once untimed, as it has long since
     in a real run of many frames. The end-to-end run that follows then sees warm shapes too."""
-    from .pipeline import prepared_batches
+    from .frames import prepared_batches
 
     warmed, total = set(), 0.0
     for entries in prepared_batches(engine, items):

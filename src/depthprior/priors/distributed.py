@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -40,10 +40,9 @@ from ..files import place
 from ..threads import run_yielding
 from .backends import Backend, BackendSettings, backend_class
 from .backends.base import DepthMap
+from .frames import PreparedImage, batches, write_outputs
 from .manifest import ImageRecord, ThrottledSaver
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import PreparedImage, Summary, _Plan
+from .plan import Plan, Summary, record_result, save_manifest
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ def check_backend(backend_type: type[Backend], loaded: Backend | None = None) ->
                          "sends images to one remote server: use --backend torch or onnx with --ray")
 
 
-def run_on_ray(backend_type: type[Backend], settings: BackendSettings, plan: _Plan, fmt: str,
+def run_on_ray(backend_type: type[Backend], settings: BackendSettings, plan: Plan, fmt: str,
                ray_settings: RaySettings, progress: bool, summary: Summary) -> None:
     """The images in plan.todo through the three stages; records kept as they come back."""
     ray = import_ray()
@@ -289,7 +288,7 @@ def _sizing(ray: Any, wanted: RaySettings) -> _Sizing:
     return _Sizing(low, high, per_gpu, threads, nodes, cpus, gpus)
 
 
-def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, plan: _Plan,
+def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, plan: Plan,
              fmt: str, sizing: _Sizing, environment: dict[str, str]) -> Any:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -324,7 +323,7 @@ def _runtime_env(environment: dict[str, str]) -> dict[str, Any]:
     return {"runtime_env": {"env_vars": environment}} if environment else {}
 
 
-def _check_worker_storage(ray: Any, plan: _Plan, environment: dict[str, str]) -> None:
+def _check_worker_storage(ray: Any, plan: Plan, environment: dict[str, str]) -> None:
     """One worker reads the first image and proves it can write OUT, before the dataset runs:
     a worker that cannot is one line, not every image failing one by one."""
     if not plan.todo:
@@ -362,9 +361,8 @@ def _absolute(where: Any) -> str:
     return place.absolute(where)
 
 
-def _check_visible(plan: _Plan, summary: Summary) -> None:
+def _check_visible(plan: Plan, summary: Summary) -> None:
     """A file a worker wrote on a node's own disk is not at OUT here: that image failed."""
-    from .pipeline import record_result
 
     root = plan.manifest.root
     if not place.is_local(root):
@@ -380,10 +378,9 @@ def _check_visible(plan: _Plan, summary: Summary) -> None:
             "folder every node shares, or a URL (s3://...)"))
 
 
-def _collect(dataset: Any, plan: _Plan, progress: bool, summary: Summary, start: float) -> None:
+def _collect(dataset: Any, plan: Plan, progress: bool, summary: Summary, start: float) -> None:
     from tqdm import tqdm
 
-    from .pipeline import record_result, save_manifest
 
     saver = ThrottledSaver(plan.manifest)
     replicas: Counter[str] = Counter()
@@ -494,11 +491,10 @@ class _Replica:
         if self.cannot_start:
             return _frame([{**self._row(row, self.cannot_start), "fatal": self.cannot_start, "backend": ""}
                            for row in rows])
-        from .pipeline import _batches  # the local pipeline's batching: one rule for both
 
         entries = list(self.pool.map(self._prepare, rows))
         results: list[Future | str] = []
-        for batch in _batches(self.engine, iter(entries), self.engine.preferred_batch_size):
+        for batch in batches(self.engine, iter(entries), self.engine.preferred_batch_size):
             good = [entry for entry in batch if entry.error is None]
             outcomes = dict(zip(map(id, good), self._infer([entry.prepared for entry in good])))
             results += [entry.error if entry.error is not None else
@@ -516,7 +512,6 @@ class _Replica:
 
     def _prepare(self, row: dict[str, Any]) -> PreparedImage:
         """The row prepared for the engine, as the local pipeline's readers prepare an image."""
-        from .pipeline import PreparedImage
 
         entry = PreparedImage(ImageItem(row["path"], row["name"]), row["height"], row["width"])
         if row["error"]:
@@ -554,7 +549,6 @@ class _Replica:
 def _write_row(row: dict[str, Any], root: str, fmt: str) -> dict[str, Any]:
     """Encode and write one image's files; its manifest record (as JSON) for the driver."""
     from ..files.place import location
-    from .pipeline import write_outputs
 
     stopped = row.get("stopped", "")
     if row["error"]:

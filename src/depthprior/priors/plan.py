@@ -1,0 +1,243 @@
+"""The plan of a generate run, decided before any model loads: the inputs, the identity of the
+settings, the manifest it continues, the lock on OUT and what is left to do; the Summary it
+fills. The local executor (pipeline) and the Ray executor (distributed) both consume it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .backends import Backend, BackendSettings
+from ..errors import UsageError, listing
+from ..images import ImageItem, Scan, is_inside, normalise_extensions, safe_join, scan
+from ..files import place
+from ..files.place import Location, location
+from .manifest import ImageRecord, Manifest, ManifestError, ThrottledSaver, output_files
+from .store import OutputLock, check_writable, remove_stale_temporaries
+
+log = logging.getLogger("depthprior.priors.pipeline")
+
+
+@dataclass
+class Summary:
+    """What a generate run did. exit_code: 0 all done or skipped, 1 failures or stopped early."""
+
+    out: Path
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    flagged: dict[str, str] = field(default_factory=dict)
+    repaired: dict[str, str] = field(default_factory=dict)  # damaged outputs found and redone
+    ignored: dict[str, str] = field(default_factory=dict)  # entries that are not images (FIFO, loop)
+    hidden: list[str] = field(default_factory=list)  # hidden folders and image files, never read
+    manifest_error: str | None = None  # the manifest could not be written at the end
+    elapsed: float = 0.0
+    load_seconds: float = 0.0
+    interrupted: bool = False
+    stopped: str | None = None
+    backend: dict[str, Any] = field(default_factory=dict)
+    #: on Ray: the cluster and replicas used, images done by each replica, seconds to the first
+    cluster: str | None = None
+    replicas: dict[str, int] = field(default_factory=dict)
+    ray_startup: float = 0.0
+    ray_first: int = 0  # images in the first result block (done within ray_startup)
+    #: what the next steps need without reading the folders again: the input root, the images
+    #: found there (outside OUT), and the manifest as this run left it
+    images: Path | None = field(default=None, repr=False)
+    items: list[ImageItem] = field(default_factory=list, repr=False)
+    manifest: Manifest | None = field(default=None, repr=False)
+
+    @property
+    def images_per_s(self) -> float:
+        """Throughput after the model was loaded."""
+        working = self.elapsed - self.load_seconds
+        return self.done / working if working > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed or self.stopped or self.manifest_error else 0
+
+    def format(self) -> str:
+        lines = [
+            f"done {self.done}, skipped {self.skipped}, failed {len(self.failed)} "
+            f"of {self.total} images in {self.elapsed:.1f} s (model load {self.load_seconds:.1f} s, "
+            f"then {self.images_per_s:.2f} images/s) -> {self.out}"
+        ]
+        if self.cluster:
+            lines.append(self._cluster_line())
+        if self.stopped:
+            lines.append(f"stopped early: {self.stopped}; rerun the same command to resume")
+        if self.interrupted:
+            lines.append("interrupted: finished outputs are kept; rerun the same command to resume")
+        if self.manifest_error:
+            lines.append(
+                f"{self.manifest_error}: finished outputs are kept but not all are recorded; "
+                "free space (or fix the folder) and rerun the same command to resume"
+            )
+        if self.hidden:
+            lines.append(f"  IGNORED {len(self.hidden)} hidden entries (names starting with '.' are "
+                         f"never inputs): {listing(self.hidden, limit=3)}")
+        for name, reason in self.ignored.items():
+            lines.append(f"  IGNORED {name}: {reason}")
+        for name, reason in self.repaired.items():
+            lines.append(f"  REDONE {name}: damaged output ({reason})")
+        for name, reason in self.failed.items():
+            lines.append(f"  FAILED {name}: {reason}")
+        for name, reason in self.flagged.items():
+            lines.append(f"  WARNING {name}: {reason}")
+        return "\n".join(lines)
+
+
+    def _cluster_line(self) -> str:
+        working = max(self.elapsed - self.load_seconds - self.ray_startup, 1e-9)
+        replicas = ", ".join(f"{name}: {count} images, {count / working:.2f}/s"
+                             for name, count in sorted(self.replicas.items()))
+        return (f"on Ray: {self.cluster}; first results after {self.ray_startup:.1f} s, then "
+                f"{self.ray_images_per_s:.2f} images/s; per replica: {replicas or 'none'}")
+
+    @property
+    def ray_images_per_s(self) -> float:
+        """Throughput on Ray once the first results are back (start-up and model load done)."""
+        working = self.elapsed - self.load_seconds - self.ray_startup
+        return max(self.done - self.ray_first, 0) / working if working > 0 else 0.0
+
+
+@dataclass
+class Plan:
+    items: list[ImageItem]
+    todo: list[ImageItem]
+    manifest: Manifest
+    identity: dict[str, Any]
+    images_root: Path
+    lock: OutputLock
+    damaged: dict[str, str] = field(default_factory=dict)  # finished before, files damaged
+    unwritable: dict[str, str] = field(default_factory=dict)  # outputs would land outside OUT
+
+
+def find_inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_type: type[Backend],
+            extensions: Iterable[str], follow_outside: bool) -> Scan:
+    """The images to work on, what discovery left alone, and the outside-links rule."""
+    images_root = images.root if isinstance(images, Scan) else location(images)
+    if _same_place(images_root, out_root):
+        raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
+    scanned = images if isinstance(images, Scan) else scan(images_root, normalise_extensions(extensions))
+    found = dataclasses.replace(  # a caller's Scan stays as it was; OUT's own entries left out
+        scanned, items=[item for item in scanned.items if not is_inside(item.path, out_root)],
+        skipped={name: reason for name, reason in scanned.skipped.items()
+                 if not place.is_local(images_root) or not is_inside(Path(images_root, name), out_root)})
+    if not found.items:
+        raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
+    for name, reason in {**found.skipped, **found.loops}.items():
+        log.warning("ignored %s: %s", name, reason)
+    outside = found.outside
+    if outside:
+        message = (f"{len(outside)} of {len(found.items)} images lie outside {images_root}, "
+                   f"reached through linked folders (e.g. {outside[0].name})")
+        if backend_type.uploads and not follow_outside:
+            raise UsageError(f"{message}; --backend {backend_type.name} would upload them: pass "
+                             "--follow-outside to send them too, or remove the links")
+        log.warning("%s", message)
+    return found
+
+
+def _same_place(first: Location, second: Location) -> bool:
+    return place.same_place(first, second)
+
+
+def make_plan(
+    items: list[ImageItem],
+    images_root: Path,
+    out_root: Path,
+    backend_type: type[Backend],
+    settings: BackendSettings,
+    fmt: str,
+    overwrite: bool,
+) -> Plan:
+    """Everything decided before any model is loaded: resume, identity, what to do.
+
+    The output folder is locked from here on (released by the caller), so a second run can
+    neither interleave its manifest with this one nor clean up this run's temporaries.
+    """
+    output_files("x", fmt)  # validates the format
+    check_writable(out_root)
+    lock = OutputLock(out_root).acquire()
+    try:
+        identity = backend_type.identity(settings)
+        manifest = _resume_manifest(out_root, identity, overwrite)
+        manifest.inputs = place.record(images_root)
+        removed = remove_stale_temporaries(out_root)
+        if removed:
+            log.info("removed %d temporary files left by an interrupted run", removed)
+        plan = Plan(items, [], manifest, identity, images_root, lock)
+        for item in items:
+            _schedule(plan, item, fmt, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return plan
+
+
+def _resume_manifest(out_root: Path, identity: dict[str, Any], overwrite: bool) -> Manifest:
+    """The manifest this run continues (or a new one), refusing outputs of other settings."""
+    try:
+        manifest = Manifest.load(out_root)
+    except ManifestError:
+        if not overwrite:
+            raise
+        kept = Manifest.set_aside(out_root)
+        log.warning("the manifest in %s could not be used; kept as %s", out_root, kept.name)
+        manifest = None
+    if manifest is not None and not overwrite and any(True for _ in manifest.iter_ok()):
+        differences = manifest.differences(identity)
+        if differences:
+            raise UsageError(
+                f"{out_root} holds outputs made with other settings ({'; '.join(differences)}); "
+                "pass --overwrite to replace them, or choose another output folder"
+            )
+    if manifest is None or overwrite:
+        manifest = Manifest(root=out_root)
+    manifest.identity = identity
+    return manifest
+
+
+def _schedule(plan: Plan, item: ImageItem, fmt: str, overwrite: bool) -> None:
+    """Put one image in todo, unwritable, or leave it done (checking its files cheaply)."""
+    try:
+        for relative in output_files(item.stem, fmt):
+            safe_join(plan.manifest.root, relative)
+    except UsageError as error:
+        plan.unwritable[item.name] = str(error)
+        return
+    if not overwrite and plan.manifest.is_complete(item.name, fmt):
+        damage = plan.manifest.damage(item.name, fmt)
+        if damage is None:
+            return
+        plan.damaged[item.name] = damage
+    plan.todo.append(item)
+
+
+def record_result(manifest: Manifest, summary: Summary, name: str, record: ImageRecord) -> None:
+    """One image's record into the manifest and the summary's counts."""
+    manifest.images[name] = record
+    if record.ok:
+        summary.done += 1
+        if record.constant:
+            summary.flagged[name] = "constant prediction: written as all zeros, not usable as a prior"
+    else:
+        summary.failed[name] = record.error or "failed"
+
+
+def save_manifest(manifest: Manifest) -> str | None:
+    """Save now; the error line if the manifest could not be written (the run goes on)."""
+    saver = ThrottledSaver(manifest)
+    saver.dirty = True
+    saver.flush()
+    return saver.error
