@@ -21,7 +21,7 @@ from scenes import make_scene
 
 from depthprior.cli import main
 from depthprior.errors import WriteError
-from depthprior.files import outputs
+from depthprior.files import outputs, place
 from depthprior.files.outputs import OutputLock
 from depthprior.priors.manifest import MANIFEST_NAME, ImageRecord, Manifest
 from depthprior.report import report
@@ -94,7 +94,7 @@ def temporaries_fail(monkeypatch, code: int, after: int = 0) -> None:
                 raise OSError(code, "simulated", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(outputs, "open", fake_open, raising=False)
+    monkeypatch.setattr(place, "open", fake_open, raising=False)
 
 
 # ---------------------------------------------------------------- priors and masks
