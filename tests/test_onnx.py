@@ -280,7 +280,7 @@ def test_position_embedding_matmuls_follow_the_reference_rule(rows, cols):
     Resize is slow); the result equals torch's bicubic with the reference scale factor."""
     import torch
 
-    from depthprior.priors.onnx_export import _interpolate_pos_encoding
+    from depthprior.priors.onnx_depth_anything import _interpolate_pos_encoding
 
     module = position_module()
     with torch.no_grad():
@@ -300,7 +300,8 @@ def test_exported_position_embedding_resize_follows_the_reference_rule(exporter,
     import onnxruntime
     import torch
 
-    from depthprior.priors.onnx_export import DEFAULT_OPSET, OUTPUT_NAME, _export, _interpolate_pos_encoding
+    from depthprior.priors.onnx_depth_anything import _interpolate_pos_encoding
+    from depthprior.priors.onnx_export import DEFAULT_OPSET, OUTPUT_NAME, _export
 
     class PositionResize(torch.nn.Module):
         def __init__(self):

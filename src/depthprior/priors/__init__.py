@@ -2,5 +2,6 @@
 
 backends/ (the models behind one interface), pipeline (generate: plan, read, infer, write),
 store (the files and the folder lock), manifest (OUT/depthprior.json), verify, check, bench,
-onnx_export, fingerprint (what a local checkpoint holds).
+onnx_export (+ onnx_depth_anything, onnx_architectures: each family's graph parts),
+fingerprint (what a local checkpoint holds).
 """
