@@ -16,7 +16,7 @@ from ...files.jsonfile import expect_object, parse_json, read_json
 from .base import BackendSettings
 from .local import LocalBackend, crop_frame  # noqa: F401 - crop_frame: where it used to live
 from .architectures import DEFAULT_INPUT_SIZE, Architecture, Prediction, Prepared, architecture_class, cached_model_type
-from .preprocess import PREPROCESSING, PREPROCESSING_VERSION
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSING, PREPROCESSING_VERSION
 from .prompt import PROMPT_LONG_SIDE, SparsePrompts, check_sparse_option, network_prompt, prompt_identity
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ SAVED_PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "depth_pro": {"size": {"height": 1536, "width": 1536}, "image_mean": [0.5, 0.5, 0.5],
                   "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255},
     "tipsv2_dpt": {"size": {"height": 448, "width": 448}, "rescale_factor": 1 / 255, "do_normalize": False,
-                   "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]},
+                   "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)},
 }
 
 
