@@ -160,6 +160,10 @@ def test_rerun_skips_unchanged_images_and_redoes_changed_ones(small, tmp_path):
     changed = small.names[3]
     png = cv2.imread(str(small.depth_path(changed)), cv2.IMREAD_UNCHANGED)
     cv2.imwrite(str(small.depth_path(changed)), (png // 2).astype(np.uint16))
+    stale = run_cli(*args)  # its fit was made for the old map: never applied to the new one
+    assert stale.returncode == 1, stale.stderr  # one image not checked
+    assert "changed after align" in json.loads((out / REPORT_NAME).read_text())["images"][changed]["reason"]
+    assert run_cli("align", "--sparse", small.sparse, "--depths", small.depths).returncode == 0
     assert run_cli(*args).returncode == 0
     third = json.loads((out / REPORT_NAME).read_text())["images"]
     redone = {n for n, e in third.items() if e["status"] == "checked"}

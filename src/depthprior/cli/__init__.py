@@ -6,12 +6,13 @@ Exit codes: 0 every image done or skipped, 1 some work failed, 2 usage errors, 1
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
 from .. import __version__
-from ..errors import DepthpriorError
+from ..errors import DepthpriorError, first_line
 
 #: command modules under depthprior.cli, in the order `--help` lists them
 COMMANDS = ("generate", "check", "verify", "align", "consistency", "report", "export", "export_onnx", "bench")
@@ -49,3 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"depthprior {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a path the system refuses (too long, through a file, a loop)
+        print(f"depthprior {args.command}: error: {_os_error(error)}", file=sys.stderr)
+        return 2 if error.errno in _PATH_ERRORS else 1
+
+
+#: errors of a path given on the command line: usage errors (exit 2)
+_PATH_ERRORS = frozenset({errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.ELOOP,
+                          errno.EISDIR})
+
+
+def _os_error(error: OSError) -> str:
+    """One line for an OSError: the file, what the system said, and what to do."""
+    reason = error.strerror or first_line(error)
+    where = f"{error.filename}: " if error.filename else ""
+    hint = {errno.ENAMETOOLONG: "shorten the path", errno.ENOTDIR: "a part of the path is a file",
+            errno.ELOOP: "the path loops through links"}.get(error.errno, "check the path")
+    return f"{where}{reason}; {hint}"

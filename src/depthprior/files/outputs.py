@@ -75,9 +75,13 @@ class OutputLock:
             import fcntl
         except ImportError:  # not POSIX: no advisory locks, runs are not guarded
             return self
-        try:
-            handle = open(self.path, "a+", encoding="utf-8")
+        try:  # never through a link: a planted .depthprior.lock would be overwritten out there
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            handle = os.fdopen(fd, "a+", encoding="utf-8")
         except OSError as error:
+            if os.path.islink(self.path):
+                raise UsageError(f"{self.path} is a link; depthprior writes its lock only as a "
+                                 "plain file: remove the link and rerun") from None
             raise UsageError(f"output folder {self.path.parent} cannot be locked "
                              f"({error.strerror or first_line(error)}); choose another folder "
                              "or fix its permissions") from None

@@ -356,7 +356,8 @@ def sheet_row(check: ImageCheck, image: np.ndarray | None, depth: np.ndarray, *m
     panels = [_fit_height(panel, row_height) for panel in panels]
     panels += [_mask_panel(m, panels[-1].shape[:2]) for m in mask]
     row = np.concatenate(panels, axis=1)
-    label = f"{check.name}   {row_label(check)}"
+    # OpenCV draws ASCII only, and a name that is not valid UTF-8 (surrogates) crashes it
+    label = f"{check.name}   {row_label(check)}".encode("ascii", "backslashreplace").decode("ascii")
     strip = np.full((22, row.shape[1], 3), 255, dtype=np.uint8)
     cv2.putText(strip, label, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([strip, row], axis=0)

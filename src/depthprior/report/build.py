@@ -83,7 +83,8 @@ def report(out: Path | str, *, images: Path | str | None = None, sparse: Path | 
         earlier = _earlier_pictures(assets)
         views = _draw_frames(scene, model, Pictures(folder, assets.name), max_pixels, workers)
         html = render(scene, views, _series(scene))
-        folder.write(page.name, html.encode("utf-8"))
+        # a file name that is not valid UTF-8 stays its own bytes, so links still find the file
+        folder.write(page.name, html.encode("utf-8", "surrogateescape"))
         folder.remove_unproduced(earlier)
     notes = [note for view in views.values() for note in view.notes][:5]
     return ReportSummary(page, assets, len(scene.frames), scene.status_counts(), scene.fit_counts(),

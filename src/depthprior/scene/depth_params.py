@@ -34,7 +34,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from .. import __version__
-from ..errors import UnsafePathError, UsageError, WriteError, listing
+from ..errors import ImageError, UnsafePathError, UsageError, WriteError, listing
 from ..files.jsonfile import encode_json, expect_fields, expect_object, read_json
 from ..files.outputs import now_utc, write_together
 from ..images import posix_name, relative_join
@@ -161,17 +161,22 @@ class DepthParams:
             report = None  # written with other params (another tool rewrote them): not theirs
         if report is not None and depth_dir is not None:
             check_depth_folder(report, path, root)
-        return cls._build(data, path, report, root, band)
+        return cls._build(data, path, report, root, band,
+                          stale_dir=root if depth_dir is not None else None)
 
     @classmethod
     def _build(cls, data: Mapping[str, Any], path: Path | None, report: Mapping[str, Any] | None,
-               depth_dir: Path, band: tuple[float, float]) -> "DepthParams":
+               depth_dir: Path, band: tuple[float, float],
+               stale_dir: Path | None = None) -> "DepthParams":
         entries = _entries(data, path, depth_dir)
         positive = [s for s, _ in entries.values() if math.isfinite(s) and s > 0]
         median = float(np.median(positive)) if positive else 0.0
         unreliable, unusable = _judge(entries, median, band)
         for stem, reason in report_unreliable(report).items():
             unreliable.setdefault(stem, reason)
+        for stem, reason in stale_fits(report, stale_dir).items():
+            unreliable[stem] = reason
+            unusable.add(stem)
         return cls(entries, median, unreliable, path, frozenset(unusable), report)
 
 
@@ -348,6 +353,50 @@ def check_depth_folder(report: Mapping[str, Any], params: Path, depth_dir: Path)
         f"{params} holds fits made for the depth maps in {folder.get('path')}, not for those in "
         f"{depth_dir.resolve()} ({what}); rerun `{command} --depths {depth_dir}` for this folder"
     )
+
+
+def stale_fits(report: Mapping[str, Any] | None, depth_dir: Path | None) -> dict[str, str]:
+    """stem -> reason for each image whose prior is no longer the map its fit was made for
+    (another size in bytes than the report recorded: regenerated, replaced, rotated): its fit
+    is never applied until align runs again."""
+    if report is None or depth_dir is None:
+        return {}
+    stale: dict[str, str] = {}
+    for key, row in (report.get(REPORT_IMAGES) or {}).items():
+        fitted = row.get("depth_bytes")
+        if not isinstance(fitted, int) or isinstance(fitted, bool):
+            continue
+        stem = posix_name(str(row.get("key") or key))
+        try:
+            actual = depth_bytes(relative_join(depth_dir, stem, ".png"))
+        except UnsafePathError:
+            continue
+        path = relative_join(depth_dir, stem, ".png")
+        if actual is not None and actual != fitted and _is_prior(path, fitted_size(row)):
+            stale[stem] = (f"its prior changed after align ({actual} bytes, the fit was made for "
+                           f"{fitted}): rerun depthprior align")
+    return stale
+
+
+def fitted_size(row: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(height, width) of the map a report row's fit was made for, when recorded."""
+    size = row.get("prior_size")
+    if (isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        return size[1], size[0]
+    return None
+
+
+def _is_prior(path: Path, size: tuple[int, int] | None) -> bool:
+    """Whether path's header is a trainer's prior of that size: a damaged, 8-bit or resized
+    file is the reader's to name (it fails that image), not a stale fit."""
+    from ..files.raster import TRAINER_BITS, read_prior_header
+
+    try:
+        read_prior_header(path, size, bits=TRAINER_BITS)
+    except ImageError:
+        return False
+    return True
 
 
 def report_unreliable(report: Mapping[str, Any] | None) -> dict[str, str]:

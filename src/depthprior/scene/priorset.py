@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping
 import cv2
 import numpy as np
 
-from .depth_params import PARAMS_NAME, SCALE_BAND, DepthParams, depth_file
+from .depth_params import PARAMS_NAME, REPORT_IMAGES, SCALE_BAND, DepthParams, depth_file, fitted_size
 from ..errors import DepthpriorError, ImageError, UsageError, first_line, listing
 from ..files.raster import TRAINER_BITS, read_prior_header
 from ..images import image_key, posix_name
@@ -227,10 +227,15 @@ class PriorSet:
             raise MissingPriorError(self._unreadable(name, stem, path, error)) from None
 
     def _recorded_size(self, stem: str) -> tuple[int, int] | None:
+        """(height, width) the prior must have: its manifest record's, else (a folder another
+        tool wrote) the size of the map align fitted, so a rotated or resized one is named."""
         record = self._records.get(stem)
-        if record is None or record.width <= 0 or record.height <= 0:
-            return None
-        return int(record.height), int(record.width)
+        if record is not None and record.width > 0 and record.height > 0:
+            return int(record.height), int(record.width)
+        report = self.params.report if self.params is not None else None
+        rows = (report or {}).get(REPORT_IMAGES) or {}
+        row = rows.get(stem)
+        return fitted_size(row) if isinstance(row, Mapping) else None
 
     def _unreadable(self, name: str, stem: str, path: Path, error: BaseException) -> str:
         record = self._records.get(stem)

@@ -1,0 +1,105 @@
+"""Hostile cases that cross commands, found by attacking the whole product: a planted lock link,
+names that are not valid UTF-8, paths the system refuses, priors changed after align."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import TEST_INPUT_SIZE, run_cli
+from depthprior.scene.align import align
+from scenes import Scene, make_scene
+from synth import make_frames
+
+pytestmark = pytest.mark.hostile
+
+SIZE = ["--input-size", str(TEST_INPUT_SIZE)]
+
+
+def _one_error(result) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, tiny_model):
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 2)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out.mkdir()
+    (out / ".depthprior.lock").symlink_to(victim)
+    result = run_cli("generate", frames, out, "--model", tiny_model, *SIZE)
+    assert result.returncode == 2
+    assert "is a link" in _one_error(result)
+    assert victim.read_text() == "precious"
+
+
+def _run_bytes(*args):
+    """The CLI as a subprocess whose output may hold a name's raw bytes."""
+    return subprocess.run([sys.executable, "-m", "depthprior", *map(str, args)], capture_output=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_names_that_are_not_utf8_are_drawn_and_reported(tmp_path, tiny_model):
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 2)
+    os.rename(frames / "frame_0001.jpg", os.fsencode(frames) + b"/bad\xff.jpg")
+    assert _run_bytes("generate", frames, out, "--model", tiny_model, *SIZE).returncode == 0
+    verified = _run_bytes("verify", out, "--all")
+    assert verified.returncode == 0, verified.stderr  # it was a segmentation fault in OpenCV
+    reported = _run_bytes("report", out)
+    assert reported.returncode == 0, reported.stderr  # it was a UnicodeEncodeError
+    assert (out / "report.html").is_file()
+
+
+@pytest.mark.parametrize("command", ["generate", "verify", "align"])
+def test_a_path_the_system_refuses_is_one_line(tmp_path, tiny_model, command):
+    long = tmp_path / ("y" * 300)
+    frames = tmp_path / "frames"
+    make_frames(frames, 1)
+    args = {"generate": ["generate", frames, long, "--model", tiny_model, *SIZE],
+            "verify": ["verify", long],
+            "align": ["align", "--sparse", long, "--depths", frames]}[command]
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "too long" in _one_error(result).lower()
+
+
+@pytest.fixture
+def fitted(tmp_path) -> Scene:
+    scene = make_scene(tmp_path / "scene", n_images=5, write_images=False, seed=21)
+    align(scene.sparse, scene.depths)
+    return scene
+
+
+def test_a_prior_replaced_after_align_is_never_given_its_old_fit(fitted):
+    changed = fitted.names[2]
+    png = cv2.imread(str(fitted.depth_path(changed)), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(fitted.depth_path(changed)), (png // 3 + 9000).astype(np.uint16))
+    result = run_cli("consistency", "--sparse", fitted.sparse, "--depths", fitted.depths,
+                     "--resolution", "0.5")
+    assert result.returncode == 1, result.stderr
+    report = json.loads((fitted.root / "depths_confidence" / "consistency.json").read_text())
+    entry = report["images"][changed]
+    assert entry["status"] == "excluded" and "changed after align" in entry["reason"]
+    assert all(report["images"][n]["status"] != "excluded" for n in fitted.names if n != changed)
+
+
+def test_a_prior_rotated_after_align_fails_its_image_instead_of_being_stretched(fitted, tmp_path):
+    rotated = fitted.names[1]
+    png = cv2.imread(str(fitted.depth_path(rotated)), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(fitted.depth_path(rotated)), np.ascontiguousarray(png.T))
+    data = tmp_path / "dn"
+    result = run_cli("export", "dn-splatter", "--depths", fitted.depths, "--sparse", fitted.sparse,
+                     "--data", data)
+    assert result.returncode != 0
+    assert f"{fitted.prior_height}x{fitted.prior_width}" in result.stderr + result.stdout
