@@ -103,3 +103,34 @@ def test_a_prior_rotated_after_align_fails_its_image_instead_of_being_stretched(
                      "--data", data)
     assert result.returncode != 0
     assert f"{fitted.prior_height}x{fitted.prior_width}" in result.stderr + result.stdout
+
+
+def test_dn_splatter_masks_after_consistency_excluded_an_image(tmp_path):
+    scene = make_scene(tmp_path / "scene", n_images=5, seed=22, few_points={0: 5})
+    align(scene.sparse, scene.depths)  # image 0 fails: consistency writes it no mask
+    masks = tmp_path / "masks"
+    result = run_cli("consistency", "--sparse", scene.sparse, "--depths", scene.depths, "-o", masks,
+                     "--resolution", "0.5")
+    assert not (masks / f"{Scene.key(scene.names[0])}.png").exists(), result.stderr
+    data = tmp_path / "dn"
+    exported = run_cli("export", "dn-splatter", "--depths", scene.depths, "--sparse", scene.sparse,
+                       "--data", data, "--masks", masks)
+    assert exported.returncode == 0, exported.stderr  # it asked to rerun consistency
+    drops = sorted((data / "depth_normals_mask").glob("*.jpg"))
+    assert len(drops) == len(scene.names)
+    first = cv2.imread(str(next(p for p in drops if Scene.key(scene.names[0]) in p.name)), -1)
+    assert (first == 255).all()  # no depth to keep there
+
+
+def test_export_onnx_refuses_an_input_size_generate_refuses_before_loading(tmp_path):
+    result = run_cli("export-onnx", "--model", tmp_path / "no-such-model", "-o", tmp_path / "m.onnx",
+                     "--input-size", "14000")
+    assert result.returncode == 2
+    assert "above 4096" in _one_error(result)
+
+
+def test_an_infinite_unit_scale_is_refused_by_the_parser(tmp_path):
+    result = run_cli("export", "nerfstudio", "--depths", tmp_path, "--sparse", tmp_path,
+                     "--transforms", tmp_path / "t.json", "--unit-scale", "inf")
+    assert result.returncode == 2 and "finite number" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..images import DEFAULT_MAX_PIXELS
 
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 

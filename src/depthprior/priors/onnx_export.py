@@ -29,6 +29,7 @@ import numpy as np
 from .. import __version__
 from .backends.onnx import INPUT_NAME, META_PREFIX, OUTPUT_NAME, import_onnx
 from .backends.architectures import architecture_class
+from .backends.base import MAX_INPUT_SIZE
 from .backends.preprocess import PATCH
 from .onnx_architectures import Signature, check_exportable
 from ..errors import DepthpriorError, MissingDependencyError, UsageError, WriteError, first_line
@@ -164,6 +165,7 @@ def export_onnx(
     torch = import_torch()
     output = Path(output)
     _check_target(output, exporter)
+    _check_sizes(input_size, static_shape)
     opset = opset or DEFAULT_OPSET[exporter]
     if exporter == "dynamo" and opset < 18:
         raise UsageError("the dynamo exporter writes opset 18 or newer; use --exporter torchscript for older opsets")
@@ -182,6 +184,15 @@ def export_onnx(
     else:
         job = _architecture_job(torch, model, revision, input_size, exporter, opset)
     return _write(torch, onnx, job, output, exporter, opset, verify, external_data, start)
+
+
+def _check_sizes(input_size: int, static_shape: tuple[int, int] | None) -> None:
+    """The sizes generate would take, refused before the model loads (a 14000 input asked for
+    470 GB at the first example input)."""
+    for side in (input_size, *(static_shape or ())):
+        if side > MAX_INPUT_SIZE:
+            raise UsageError(f"a network input side of {side} is above {MAX_INPUT_SIZE}: choose a "
+                             "smaller --input-size or --static-shape, e.g. 518")
 
 
 def _check_target(output: Path, exporter: str) -> None:

@@ -165,8 +165,11 @@ def _write_drop_masks(data: Path, priors: PriorSet, registered: list, masks: Pat
                 has_depth = depths_of[image.name]
             else:
                 has_depth = aligned_depth(priors, image.name, size, masks)[0] > 0
-            confidence = load_mask(masks, priors.stem(image.name), priors.prior_size(image.name), size)
-            drop = np.where(has_depth, np.rint(255.0 * (1.0 - np.clip(confidence, 0, 1))), 255)
+            if not priors.reliable(image.name):  # consistency wrote it no mask: nothing to keep
+                drop = np.full(size, 255.0)
+            else:
+                confidence = load_mask(masks, priors.stem(image.name), priors.prior_size(image.name), size)
+                drop = np.where(has_depth, np.rint(255.0 * (1.0 - np.clip(confidence, 0, 1))), 255)
             folder.write(stems[image.name] + ".jpg", encode_jpeg(drop.astype(np.uint8)))
         _finish(folder)
     summary.notes.append(f"drop masks (255 = drop, AGS-Mesh's confidence 1 - value/255) -> {folder_path}")
