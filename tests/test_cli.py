@@ -157,7 +157,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model):
     _wait_for_outputs(out, 2, process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, stdout + stderr
     assert "interrupted" in stdout and "rerun the same command to resume" in stdout
     images = json.loads((out / "depthprior.json").read_text())["images"]
     assert 0 < len(images) < 3000
