@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import TEST_INPUT_SIZE
 from depthprior import generate
@@ -147,7 +148,20 @@ def test_sigkill_leaves_complete_files_and_resume_matches(tmp_path, tiny_model, 
     assert len(images) == 40 and all(r["status"] == "ok" for r in images.values())
 
 
-def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model):
+@pytest.mark.parametrize("blocked", [False, True])
+def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model, blocked):
+    """Also when the parent had SIGINT blocked (inherited by the child: a library in this very
+    pytest process did that, and the run then finished with exit 0, deaf to Ctrl-C)."""
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        _interrupt_a_run(tmp_path, tiny_model)
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _interrupt_a_run(tmp_path, tiny_model):
     frames = tmp_path / "frames"
     # enough frames that the run cannot finish between the poll and the signal on a busy
     # machine (300 were done within a scheduler's pause under load): small ones, so it is cheap

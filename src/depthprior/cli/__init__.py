@@ -9,6 +9,7 @@ import argparse
 import errno
 import importlib
 import logging
+import signal
 import sys
 
 from .. import __version__
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _unblock_interrupt()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -53,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a path the system refuses (too long, through a file, a loop)
         print(f"depthprior {args.command}: error: {_os_error(error)}", file=sys.stderr)
         return 2 if error.errno in _PATH_ERRORS else 1
+
+
+def _unblock_interrupt() -> None:
+    """Ctrl-C stops a run even when the parent process had SIGINT blocked (a blocked signal is
+    inherited: some libraries block it on the thread that later starts us, and the run then
+    ignored Ctrl-C to the end). An ignored SIGINT (a background job) stays ignored."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 #: errors of a path given on the command line: usage errors (exit 2)
