@@ -443,4 +443,4 @@ def test_cli_errors_are_one_line(scene, tmp_path):
     assert result.returncode == 2 and "depth folder not found" in result.stderr
     result = cli("nerfstudio", "--depths", scene.depths, "--sparse", scene.sparse,
                  "--transforms", tmp_path / "t.json", "--unit-scale", "0")
-    assert result.returncode == 2 and "must be > 0" in result.stderr
+    assert result.returncode == 2 and "must be a finite number > 0" in result.stderr
