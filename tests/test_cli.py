@@ -112,8 +112,15 @@ def _start(tmp_path, tiny_model, frames, out):
         [sys.executable, "-m", "depthprior", "generate", frames, out, "--model", tiny_model,
          *SIZE, "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, preexec_fn=_as_a_foreground_job,
     )
+
+
+def _as_a_foreground_job() -> None:
+    """SIGINT at its default, as for a command typed in a terminal: a suite started in the
+    background (`... &`) ignores SIGINT, children inherit that, and Ctrl-C is then rightly
+    ignored by the run too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_outputs(out, count, process, limit=60.0):
