@@ -37,6 +37,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict
     )
 
 
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one `error:` line a refused command prints, with no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
 @pytest.fixture
 def cli():
     return run_cli

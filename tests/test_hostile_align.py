@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, one_error_line
 from scenes import make_scene
 
 from depthprior.cli import main
@@ -51,12 +51,6 @@ def copy_scene(scene, root: Path):
     return dataclasses.replace(scene, root=root, sparse=root / "sparse" / "0",
                                depths=root / "depths", images=root / "images")
 
-
-def one_error_line(result) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def main_in_process(capsys, *args) -> tuple[int, str]:

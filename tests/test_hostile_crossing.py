@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import TEST_INPUT_SIZE, run_cli
+from conftest import TEST_INPUT_SIZE, run_cli, one_error_line
 from depthprior.scene.align import align
 from scenes import Scene, make_scene
 from synth import make_frames
@@ -22,12 +21,6 @@ pytestmark = pytest.mark.hostile
 
 SIZE = ["--input-size", str(TEST_INPUT_SIZE)]
 
-
-def _one_error(result) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, tiny_model):
@@ -39,7 +32,7 @@ def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, tin
     (out / ".depthprior.lock").symlink_to(victim)
     result = run_cli("generate", frames, out, "--model", tiny_model, *SIZE)
     assert result.returncode == 2
-    assert "is a link" in _one_error(result)
+    assert "is a link" in one_error_line(result)
     assert victim.read_text() == "precious"
 
 
@@ -71,7 +64,7 @@ def test_a_path_the_system_refuses_is_one_line(tmp_path, tiny_model, command):
             "align": ["align", "--sparse", long, "--depths", frames]}[command]
     result = run_cli(*args)
     assert result.returncode == 2
-    assert "too long" in _one_error(result).lower()
+    assert "too long" in one_error_line(result).lower()
 
 
 @pytest.fixture
@@ -126,7 +119,7 @@ def test_export_onnx_refuses_an_input_size_generate_refuses_before_loading(tmp_p
     result = run_cli("export-onnx", "--model", tmp_path / "no-such-model", "-o", tmp_path / "m.onnx",
                      "--input-size", "14000")
     assert result.returncode == 2
-    assert "above 4096" in _one_error(result)
+    assert "above 4096" in one_error_line(result)
 
 
 def test_an_infinite_unit_scale_is_refused_by_the_parser(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TEST_INPUT_SIZE, run_cli
+from conftest import TEST_INPUT_SIZE, run_cli, one_error_line
 from depthprior import generate
 from depthprior.priors.backends import BackendSettings, DepthMap, LocalBackend
 from depthprior.errors import UsageError
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.hostile
 
 SIZE = ["--input-size", str(TEST_INPUT_SIZE)]
 
-
-def _no_traceback(result) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 # ---------------------------------------------------------------- writes outside OUT
@@ -84,7 +78,7 @@ def test_manifest_names_that_escape_are_refused(tmp_path, tiny_model):
     for command in (["generate", frames, out, "--model", tiny_model, *SIZE], ["verify", out]):
         result = run_cli(*command)
         assert result.returncode == 2, result.stderr
-        assert "outside the output folder" in _no_traceback(result)
+        assert "outside the output folder" in one_error_line(result)
 
 
 # ---------------------------------------------------------------- one run per OUT
@@ -99,7 +93,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_touches_nothing(tmp_path
     with OutputLock(out):
         result = run_cli("generate", frames, out, "--model", tiny_model, *SIZE)
         assert result.returncode == 2
-        line = _no_traceback(result)
+        line = one_error_line(result)
         assert "in use by another depthprior run" in line and "pid" in line
         assert in_flight.exists() and not (out / MANIFEST_NAME).exists()
     result = run_cli("generate", frames, out, "--model", tiny_model, *SIZE)
@@ -218,7 +212,7 @@ def test_a_malformed_manifest_is_one_line_exit_2_on_the_command_line(tmp_path):
     for command in (["generate", tmp_path / "frames", out, "--model", "/nonexistent"], ["verify", out]):
         result = run_cli(*command)
         assert result.returncode == 2, result.stderr
-        line = _no_traceback(result)
+        line = one_error_line(result)
         assert str(out / MANIFEST_NAME) in line and "--overwrite" in line, line
 
 
@@ -302,7 +296,7 @@ def test_images_behind_links_out_of_images_are_counted_and_never_uploaded_unaske
               "--space", "http://127.0.0.1:9", "--retries", "1", "--timeout", "2"]
     refused = run_cli(*remote)
     assert refused.returncode == 2
-    line = _no_traceback(refused)
+    line = one_error_line(refused)
     assert "3 of 4 images lie outside" in line and "--follow-outside" in line
     assert not (tmp_path / "remote" / MANIFEST_NAME).exists()
     allowed = run_cli(*remote, "--follow-outside")

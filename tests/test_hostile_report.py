@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, one_error_line
 from scenes import make_scene
 
 from depthprior.cli import main
@@ -70,12 +70,6 @@ def scene(base, tmp_path):
     write_manifest(copy)  # its manifest names the copy's frames
     return copy
 
-
-def one_error_line(result) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def pictures(summary, kind: str) -> list[str]:
