@@ -16,7 +16,7 @@ from .backends import Backend, BackendSettings
 from ..errors import UsageError, listing
 from ..images import ImageItem, Scan, is_inside, normalise_extensions, safe_join, scan
 from ..files import place
-from ..files.place import Location, location
+from ..files.place import location
 from .manifest import ImageRecord, Manifest, ManifestError, ThrottledSaver, output_files
 from .store import OutputLock, check_writable, remove_stale_temporaries
 
@@ -126,7 +126,7 @@ def find_inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_t
             extensions: Iterable[str], follow_outside: bool) -> Scan:
     """The images to work on, what discovery left alone, and the outside-links rule."""
     images_root = images.root if isinstance(images, Scan) else location(images)
-    if _same_place(images_root, out_root):
+    if place.same_place(images_root, out_root):
         raise UsageError(f"output folder {out_root} is the input folder; choose a separate folder")
     scanned = images if isinstance(images, Scan) else scan(images_root, normalise_extensions(extensions))
     found = dataclasses.replace(  # a caller's Scan stays as it was; OUT's own entries left out
@@ -146,10 +146,6 @@ def find_inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_t
                              "--follow-outside to send them too, or remove the links")
         log.warning("%s", message)
     return found
-
-
-def _same_place(first: Location, second: Location) -> bool:
-    return place.same_place(first, second)
 
 
 def make_plan(
