@@ -20,7 +20,7 @@ from scenes import make_scene
 
 from depthprior.cli import main
 from depthprior.errors import FileFormatError, UsageError, WriteError
-from depthprior.files import outputs, place
+from depthprior.files import localfile, outputs
 from depthprior.files.outputs import OutputLock
 from depthprior.priors.manifest import MANIFEST_NAME
 from depthprior.scene.align import align
@@ -142,7 +142,7 @@ def _disk_full_on(nth: int, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(place, "open", fake_open, raising=False)
+    monkeypatch.setattr(localfile, "open", fake_open, raising=False)
 
 
 def test_a_full_disk_leaves_both_files_as_they_were(scene, monkeypatch):
@@ -167,7 +167,7 @@ def test_a_write_error_is_one_line_and_a_failure_exit(scene, monkeypatch, capsys
             raise OSError(errno.EROFS, "Read-only file system")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(place, "open", read_only, raising=False)
+    monkeypatch.setattr(localfile, "open", read_only, raising=False)
     code, err = main_in_process(capsys, "align", "--sparse", scene.sparse, "--depths",
                                 scene.depths, "-o", scene.root / "out" / "depth_params.json")
     assert code != 0

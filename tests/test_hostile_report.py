@@ -21,7 +21,7 @@ from scenes import make_scene
 
 from depthprior.cli import main
 from depthprior.errors import WriteError
-from depthprior.files import outputs, place
+from depthprior.files import localfile, outputs
 from depthprior.files.outputs import OutputLock
 from depthprior.priors.manifest import MANIFEST_NAME, ImageRecord, Manifest
 from depthprior.report import report
@@ -88,7 +88,7 @@ def temporaries_fail(monkeypatch, code: int, after: int = 0) -> None:
                 raise OSError(code, "simulated", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(place, "open", fake_open, raising=False)
+    monkeypatch.setattr(localfile, "open", fake_open, raising=False)
 
 
 # ---------------------------------------------------------------- priors and masks

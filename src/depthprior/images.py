@@ -11,8 +11,8 @@ from typing import Iterable
 from .errors import UnsafePathError, UsageError, listing
 from .files import place
 from .files.place import Location
-from .files.place import file_kind as _kind
-from .files.place import read_regular_file
+from .files.localfile import file_kind as _kind
+from .files.localfile import read_regular_file
 from .files.raster import (DEFAULT_MAX_PIXELS, check_pixels, decode_rgb, read_image_or_fail,
                            stored_size)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import place
-from .place import TMP_MARK, Location, write_together  # noqa: F401 - write_together: re-export
+from .localfile import TMP_MARK, write_together  # noqa: F401 - write_together: re-export
+from .place import Location
 from ..errors import UsageError, WriteError, first_line
 
 LOCK_NAME = ".depthprior.lock"

@@ -12,30 +12,27 @@ Locally only regular files are read (never blocking on a FIFO or device) and a w
 temporary name + rename (files.outputs). An object store has no rename and no partial objects:
 an output is one PUT, complete or absent, retried; there are no temporaries and no lock.
 
-Every storage call has a deadline (DEPTHPRIOR_STORAGE_TIMEOUT seconds, default 20: connect and
-read timeouts, bounded retries, and a wall-clock limit on the whole call). Missing credentials,
-refused credentials and an endpoint that does not answer are `StorageUnavailable` (one line; a
-run stops, keeps what it finished and says how to resume); before a run, `UsageError`.
+Local reads and the atomic writer are files.localfile; the fsspec plumbing (deadlines,
+credentials, a silent endpoint as one line) is files.objectstore.
 Object keys that cannot be mapped to a file name (a '..' or '.' segment, a backslash, an empty
 segment) are listed as refused, never silently dropped.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import stat
-import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Sequence, TypeVar, Union
+from typing import Any, Union
 
-from ..errors import (ImageError, MissingDependencyError, StorageUnavailable, UnsafePathError,
-                      UsageError, WriteError, first_line)
+from ..errors import ImageError, UnsafePathError, UsageError, first_line
+from .localfile import TMP_MARK, read_regular_file, write_together
+from .objectstore import (BYTES_PER_SECOND, PROTOCOL_PACKAGES, PUT_ATTEMPTS, Listing, before_run,
+                          call, filesystem, key_problem, timeout)
 
 #: a place as the rest of the code carries it: a local path, or a URL string
 Location = Union[Path, str]
@@ -43,16 +40,6 @@ Location = Union[Path, str]
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: "s3:/bucket": a URL with one slash, which Path() would take as the local folder "s3:"
 _ONE_SLASH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(?!/)")
-_PROTOCOL_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs",
-                      "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
-PUT_ATTEMPTS = 4
-#: environment variable: seconds one storage call may take (connect, read, the whole call)
-TIMEOUT_VARIABLE = "DEPTHPRIOR_STORAGE_TIMEOUT"
-DEFAULT_TIMEOUT = 20.0
-#: a write's wall-clock limit grows by a second per this many bytes (a slow link, a big file)
-BYTES_PER_SECOND = 1 << 20
-
-T = TypeVar("T")
 
 
 def is_url(value: Any) -> bool:
@@ -66,7 +53,7 @@ def location(value: str | os.PathLike[str]) -> Location:
     "s3:/bucket" (one slash) is refused: it is not a local folder named "s3:"."""
     if is_url(value):
         scheme, _, rest = str(value).partition("://")
-        if scheme.lower() in _PROTOCOL_PACKAGES and (not rest.strip("/") or rest.startswith("/")):
+        if scheme.lower() in PROTOCOL_PACKAGES and (not rest.strip("/") or rest.startswith("/")):
             raise UsageError(f"{value!r} names no bucket: give {scheme}://BUCKET/PREFIX")
         return str(value).rstrip("/")
     text = os.fspath(value)
@@ -88,8 +75,8 @@ def _known_protocols() -> frozenset[str]:
     try:
         from fsspec.registry import known_implementations
     except ImportError:
-        return frozenset(_PROTOCOL_PACKAGES) | {"http", "https", "memory", "file"}
-    return frozenset(known_implementations) | frozenset(_PROTOCOL_PACKAGES)
+        return frozenset(PROTOCOL_PACKAGES) | {"http", "https", "memory", "file"}
+    return frozenset(known_implementations) | frozenset(PROTOCOL_PACKAGES)
 
 
 class Place(ABC):
@@ -275,15 +262,6 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 @dataclass(frozen=True, eq=False)
-class Listing:
-    """What is under a folder of object storage: files by relative name, and the keys refused
-    (relative key -> why) because no file name can hold them."""
-
-    files: dict[str, int] = field(default_factory=dict)
-    refused: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, eq=False)
 class ObjectPlace(Place):
     url: str
     is_local = False
@@ -307,11 +285,11 @@ class ObjectPlace(Place):
         fs, path = filesystem(self.url)
         try:
             if limit is not None:
-                size = _call(self.url, "read", fs.size, path)
+                size = call(self.url, "read", fs.size, path)
                 if size is not None and size > limit:
                     raise ImageError(f"object is {size / 2**20:.0f} MiB, above the "
                                      f"{limit / 2**20:.0f} MiB cap")
-            data = _call(self.url, "read", fs.cat_file, path,
+            data = call(self.url, "read", fs.cat_file, path,
                          extra_seconds=(limit or 0) / BYTES_PER_SECOND)
         except FileNotFoundError:
             raise ImageError("cannot read object: not found") from None
@@ -329,7 +307,7 @@ class ObjectPlace(Place):
         payload = bytes(data)
         for attempt in range(PUT_ATTEMPTS):
             try:
-                _call(self.url, "write", fs.pipe_file, path, payload,
+                call(self.url, "write", fs.pipe_file, path, payload,
                       extra_seconds=len(payload) / BYTES_PER_SECOND)
                 return
             except (OSError, ValueError):
@@ -342,7 +320,7 @@ class ObjectPlace(Place):
         say (fsspec's isfile would answer False)."""
         fs, path = filesystem(self.url)
         try:
-            return _call(self.url, "read", fs.info, path).get("type", "file") == "file"
+            return call(self.url, "read", fs.info, path).get("type", "file") == "file"
         except (OSError, ValueError):
             return False
 
@@ -350,20 +328,20 @@ class ObjectPlace(Place):
         """Objects are stored under this prefix (one short listing)."""
         fs, path = filesystem(self.url)
         try:
-            return bool(_call(self.url, "list", fs.isdir, path))
+            return bool(call(self.url, "list", fs.isdir, path))
         except (OSError, ValueError):
             return False
 
     def remove(self) -> None:
         fs, path = filesystem(self.url)
         try:
-            _call(self.url, "write", fs.rm_file, path)
+            call(self.url, "write", fs.rm_file, path)
         except FileNotFoundError:
             pass
 
     def move(self, target: Place) -> None:
         fs, path = filesystem(self.url)
-        _call(self.url, "write", fs.mv, path, filesystem(str(target))[1])
+        call(self.url, "write", fs.mv, path, filesystem(str(target))[1])
 
     def record(self) -> str:
         return self.url
@@ -386,7 +364,7 @@ class ObjectPlace(Place):
         base = path.rstrip("/")
         try:
             # each page is one bounded request; a listing of many pages gets more wall clock
-            found = _before_run(lambda: _call(self.url, "list", fs.find, base, detail=True,
+            found = before_run(lambda: call(self.url, "list", fs.find, base, detail=True,
                                               extra_seconds=30 * timeout()))
         except FileNotFoundError:
             return Listing()
@@ -412,32 +390,16 @@ class ObjectPlace(Place):
         """Refused unless an object can be put under this folder (and removed again), and the
         folder is not itself an object: a UsageError before any work."""
         fs, path = filesystem(self.url)
-        if _before_run(self.exists):
+        if before_run(self.exists):
             raise UsageError(f"output {self.url} is an object, not a folder of objects; choose "
                              "another output URL")
         probe = filesystem(self.child(f".depthprior-probe-{os.getpid()}").url)[1]
         try:
-            _before_run(lambda: _call(self.url, "write", fs.pipe_file, probe, b""))
-            _before_run(lambda: _call(self.url, "write", fs.rm_file, probe))
+            before_run(lambda: call(self.url, "write", fs.pipe_file, probe, b""))
+            before_run(lambda: call(self.url, "write", fs.rm_file, probe))
         except (OSError, ValueError) as error:
             raise UsageError(f"output {self.url} is not writable ({first_line(error)}); check "
                              "the bucket exists and the credentials allow writing") from None
-
-
-def key_problem(relative: str) -> str:
-    """Why an object key (relative to a listed folder) cannot be a file name, or ""."""
-    parts = relative.split("/")
-    if "\\" in relative:
-        return "refused: its key holds a backslash, which names another path on some systems"
-    if "\x00" in relative:
-        return "refused: its key holds a NUL character"
-    if any(part == ".." for part in parts):
-        return "refused: its key has a '..' segment, which would climb out of the folder"
-    if any(part == "." for part in parts):
-        return "refused: its key has a '.' segment, an alias of its folder"
-    if any(part == "" for part in parts):
-        return "refused: its key has an empty segment ('//')"
-    return ""
 
 
 # ---------------------------------------------------------------- functions of a Location
@@ -500,228 +462,9 @@ def check_writable(root: Location) -> None:
     Place.of(root).check_writable()
 
 
-# ---------------------------------------------------------------- local files
-
-def file_kind(mode: int) -> str:
-    """A file type in words, e.g. for a FIFO named like an image."""
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    return "a special file"
-
-
 def read_head(path: Location, size: int) -> bytes:
     """At most the first `size` bytes of a file (a header); an object is read whole."""
     place = Place.of(path)
     if place.is_local:
         return read_regular_file(place.local_path(), head=size)
     return place.read_bytes()[:size]
-
-
-def read_regular_file(path: Path, limit: int | None = None, head: int | None = None) -> bytes:
-    """The bytes of path (the first `head` of them when given), refused unless it is a regular
-    file; never blocks on a FIFO or device."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except IsADirectoryError:
-        raise ImageError("is a folder, not a file") from None
-    except OSError as error:
-        raise ImageError(f"cannot read file: {error.strerror or error}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with a traceback
-        os.close(fd)
-        raise ImageError(f"{file_kind(info.st_mode)}, not a regular file; refused")
-    with os.fdopen(fd, "rb") as handle:
-        if limit is not None and info.st_size > limit and head is None:
-            raise ImageError(f"is {info.st_size / 2**20:.0f} MiB, above the "
-                             f"{limit / 2**20:.0f} MiB cap for this kind of file")
-        try:
-            data = handle.read() if head is None else handle.read(head)
-        except OSError as error:
-            raise ImageError(f"cannot read file: {error.strerror or error}") from None
-    if not data:
-        raise ImageError("empty file (0 bytes)")
-    return data
-
-
-TMP_MARK = ".depthprior-tmp-"
-
-_tmp_counter = iter(range(1 << 62))
-_tmp_lock = threading.Lock()
-
-
-def _temporary(path: Path) -> Path:
-    with _tmp_lock:
-        serial = next(_tmp_counter)
-    # short and name-independent: an output name near NAME_MAX still gets a temporary
-    return path.with_name(f"{TMP_MARK}{os.getpid()}-{serial}")
-
-
-def write_together(files: Sequence[tuple[Path, bytes | memoryview]]) -> None:
-    """Local files written as a set or not at all: every temporary first, then the renames.
-
-    A failure before the renames leaves every target as it was (WriteError naming the file).
-    """
-    staged: list[tuple[Path, Path]] = []
-    current = files[0][0] if files else None
-    try:
-        for path, data in files:
-            current = path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = _temporary(path)
-            staged.append((tmp, path))
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-        for tmp, path in staged:
-            current = path
-            os.replace(tmp, path)
-    except WriteError:
-        _discard(staged)
-        raise
-    except OSError as error:
-        _discard(staged)
-        raise WriteError(current, error) from None
-    except BaseException:
-        _discard(staged)
-        raise
-
-
-def _discard(staged: Iterable[tuple[Path, Path]]) -> None:
-    for tmp, _path in staged:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-# ---------------------------------------------------------------- object storage
-
-def timeout() -> float:
-    """Seconds one storage call may take (DEPTHPRIOR_STORAGE_TIMEOUT, default 20)."""
-    text = os.environ.get(TIMEOUT_VARIABLE, "")
-    try:
-        value = float(text) if text else DEFAULT_TIMEOUT
-    except ValueError:
-        raise UsageError(f"{TIMEOUT_VARIABLE}={text!r} is not a number of seconds") from None
-    if not 0 < value <= 3600:
-        raise UsageError(f"{TIMEOUT_VARIABLE}={text!r} must be between 0 and 3600 seconds")
-    return value
-
-
-#: the storage settings of a process (endpoint, region, profile, credentials): Ray's workers
-#: get the driver's, and a filesystem object is made anew when they change
-STORAGE_VARIABLES = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE",
-    "AWS_EC2_METADATA_DISABLED", "GOOGLE_APPLICATION_CREDENTIALS",
-    "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_SAS_TOKEN", TIMEOUT_VARIABLE,
-)
-
-
-def storage_settings() -> dict[str, str]:
-    """This process's storage settings (never printed or logged: they hold credentials)."""
-    return {name: os.environ[name] for name in STORAGE_VARIABLES if os.environ.get(name)}
-
-
-def filesystem(url: str) -> tuple[Any, str]:
-    """(fsspec filesystem, path inside it) of a URL; one filesystem object per protocol and
-    storage settings."""
-    protocol = url.split("://", 1)[0].lower()
-    fs = _filesystem_for(protocol, timeout(), tuple(sorted(storage_settings().items())))
-    return fs, fs._strip_protocol(url)
-
-
-@lru_cache(maxsize=16)
-def _filesystem_for(protocol: str, seconds: float, _settings: tuple[tuple[str, str], ...]) -> Any:
-    try:
-        import fsspec
-    except ImportError:
-        raise MissingDependencyError("fsspec", "s3", "reading and writing URLs") from None
-    s3 = _PROTOCOL_PACKAGES.get(protocol) == "s3fs"
-    # bounded: botocore's own retries of a silent endpoint, then s3fs's, took 420 s
-    options = {"config_kwargs": {"connect_timeout": seconds / 2, "read_timeout": seconds / 2,
-                                 "retries": {"max_attempts": 2, "mode": "standard"}}} if s3 else {}
-    try:
-        fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
-        if s3:
-            fs.retries = 2
-        return fs
-    except ImportError:
-        package = _PROTOCOL_PACKAGES.get(protocol)
-        if package == "s3fs":
-            raise MissingDependencyError("s3fs", "s3", f"{protocol}:// URLs") from None
-        raise UsageError(f"{protocol}:// URLs need fsspec's package for that protocol "
-                         f"({package or 'see fsspec known_implementations'}): pip install "
-                         f"{package or 'it'}") from None
-    except ValueError:
-        raise UsageError(f"unknown URL protocol {protocol}://: give a local folder or a URL "
-                         "fsspec knows (s3://, gs://, az://, http://, ...)") from None
-
-
-def _call(url: str, action: str, method: Callable[..., T], *args: Any,
-          extra_seconds: float = 0.0, **kwargs: Any) -> T:
-    """One storage call within its deadline; the store's own failures (no credentials, refused
-    credentials, no answer) become StorageUnavailable, one line naming the URL."""
-    seconds = timeout()
-    if getattr(filesystem(url)[0], "async_impl", False):
-        kwargs["timeout"] = seconds + extra_seconds  # fsspec's wall clock on the whole call
-    try:
-        return method(*args, **kwargs)
-    except Exception as error:  # noqa: BLE001 - classified below, else raised as it was
-        unavailable = classify(error, url, action, seconds)
-        if unavailable is None:
-            raise
-        raise unavailable from None
-
-
-def classify(error: BaseException, url: str, action: str = "read",
-             seconds: float | None = None) -> StorageUnavailable | None:
-    """StorageUnavailable for a failure of the store itself (credentials, endpoint), with what
-    to do; None for an error of one object (not found, a bad name...)."""
-    seconds = timeout() if seconds is None else seconds
-    names = {cls.__name__ for cls in type(error).__mro__}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    where = f"the storage endpoint {endpoint}" if endpoint else f"the storage behind {url}"
-    if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
-                "NoAuthTokenError"}:
-        return StorageUnavailable(
-            f"no credentials to {action} {url}: set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in this shell and, with --ray, where the "
-            "cluster's workers run")
-    if "ProfileNotFound" in names:
-        return StorageUnavailable(f"cannot {action} {url}: {first_line(error)}; check AWS_PROFILE")
-    if names & {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-                "ConnectionClosedError", "FSTimeoutError", "TimeoutError", "ClientConnectorError",
-                "ServerDisconnectedError", "ConnectionRefusedError", "ConnectionResetError",
-                "ClientOSError"}:
-        return StorageUnavailable(
-            f"{where} did not answer ({type(error).__name__}, {seconds:g} s per call, "
-            f"{TIMEOUT_VARIABLE} to change it) while trying to {action} {url}; check the "
-            "endpoint and the network")
-    message = str(error)
-    if isinstance(error, PermissionError) and re.search(
-            r"InvalidAccessKeyId|SignatureDoesNotMatch|ExpiredToken|InvalidToken", message):
-        return StorageUnavailable(f"the credentials were refused to {action} {url} "
-                                  f"({first_line(error)}): check AWS_ACCESS_KEY_ID, "
-                                  "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN")
-    if isinstance(error, asyncio.TimeoutError):
-        return StorageUnavailable(f"{where} did not answer within {seconds:g} s while trying to "
-                                  f"{action} {url}")
-    return None
-
-
-def _before_run(step: Callable[[], T]) -> T:
-    """A step before any work: the store being unavailable is a usage error (exit 2)."""
-    try:
-        return step()
-    except StorageUnavailable as error:
-        raise UsageError(str(error)) from None
-

@@ -36,7 +36,7 @@ from ..errors import (DepthpriorError, ImageError, MissingDependencyError, Model
                       StorageUnavailable, UsageError, first_line)
 from ..files.jsonfile import parse_json
 from ..images import ImageItem
-from ..files import place
+from ..files import objectstore, place
 from ..threads import run_yielding
 from .backends import Backend, BackendSettings, backend_class
 from .backends.base import DepthMap
@@ -316,7 +316,7 @@ def _dataset(ray: Any, backend_type: type[Backend], settings: BackendSettings, p
 def storage_environment() -> dict[str, str]:
     """The storage settings of this process, for the workers' runtime environment (Ray keeps
     them out of its logs; depthprior never prints or logs them)."""
-    return place.storage_settings()
+    return objectstore.storage_settings()
 
 
 def _runtime_env(environment: dict[str, str]) -> dict[str, Any]:
@@ -331,7 +331,7 @@ def _check_worker_storage(ray: Any, plan: Plan, environment: dict[str, str]) -> 
     probe = ray.remote(num_cpus=0, max_retries=0, **_runtime_env(environment))(_storage_probe)
     image, root = _absolute(plan.todo[0].path), _absolute(plan.manifest.root)
     try:
-        problem = ray.get(probe.remote(image, root), timeout=max(60.0, 6 * place.timeout()))
+        problem = ray.get(probe.remote(image, root), timeout=max(60.0, 6 * objectstore.timeout()))
     except Exception as error:  # noqa: BLE001 - Ray's own: the run cannot start
         raise UsageError(f"a Ray worker could not check the storage: {first_line(_root_cause(error))}") from None
     if problem:
