@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -27,14 +31,67 @@ def tiny_metric_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-metric"), metric=True, seed=1)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict | None = None,
+#: environment variables read when a module is imported (hub, torch, Ray, the interpreter):
+#: a run that sets one gets a process of its own
+IMPORT_TIME_VARIABLES = ("HF_", "TRANSFORMERS_", "TORCH", "CXX", "CC", "RAY_", "PYTHON", "OMP_",
+                         "CUDA", "TMPDIR")
+#: options whose run starts or joins a Ray cluster: never inside the test process
+OWN_PROCESS_OPTIONS = ("--ray",)
+
+
+def run_cli(*args: object, cwd: Path | None = None, timeout: float = 120, env: dict | None = None,
+            unset: tuple[str, ...] = (), subprocess_only: bool = False,
             ) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it: a subprocess, text output captured."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "depthprior", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
-    )
+    """The CLI as a user runs it, text output captured: `depthprior.cli.main` in this process
+    (an import of torch and transformers costs ~5 CPU-s per process), or a subprocess when the
+    run needs one: `subprocess_only`, --ray, or an environment variable read at import time.
+
+    env: variables set for the run; unset: prefixes of variables removed for it (e.g. "AWS_")."""
+    argv = [str(arg) for arg in args]
+    env = dict(env or {})
+    own_process = subprocess_only or any(option in argv for option in OWN_PROCESS_OPTIONS) or any(
+        name.startswith(IMPORT_TIME_VARIABLES) for name in env)
+    if own_process:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(unset or ("\0",))}
+        full_env = {**base, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
+        return subprocess.run([sys.executable, "-m", "depthprior", *argv], cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout, env=full_env)
+    return _run_in_process(argv, cwd, env, unset)
+
+
+def _run_in_process(argv: list[str], cwd: Path | None, env: dict[str, str],
+                    unset: tuple[str, ...]) -> subprocess.CompletedProcess:
+    from depthprior.cli import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers = []  # main() configures logging as in a fresh process
+    try:
+        for name in [name for name in os.environ if unset and name.startswith(unset)]:
+            del os.environ[name]
+        os.environ.update(env)
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as stop:  # argparse: --help, --version, a usage error
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+                if isinstance(stop.code, str):
+                    print(stop.code, file=sys.stderr)
+            except Exception:  # noqa: BLE001 - what a user would see: a traceback, exit 1
+                traceback.print_exc(file=sys.stderr)
+                code = 1
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers, root.level = saved_handlers, saved_level
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["depthprior", *argv], code, out.getvalue(), err.getvalue())
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+import conftest
 from scenes import (
     CAMERA_PARAMS_AT,
     CAMERA_SIZE_AT,
@@ -37,8 +38,7 @@ pytest.importorskip("pycolmap")
 
 
 def run_cli(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "depthprior", "align", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return conftest.run_cli("align", *args)
 
 
 def errors(scene: Scene, summary) -> dict[str, float]:

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from depthprior.priors.manifest import ImageRecord, Manifest
 from depthprior.scene.align import align
 from depthprior.errors import UsageError
 from depthprior.scene.export import coolermap_stems, export_dn_splatter, export_nerfstudio
+from conftest import run_cli
 from scenes import look_at, make_scene, write_colmap_text
 
 
@@ -44,8 +44,7 @@ def read16(path: Path) -> np.ndarray:
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "depthprior", "export", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return run_cli("export", *args)
 
 
 # ---------------------------------------------------------------- nerfstudio
