@@ -1,4 +1,7 @@
-"""The CLI as users run it: subprocesses, exit codes, one-line errors, kills."""
+"""The CLI as users run it: subprocesses, exit codes, one-line errors, kills.
+
+Most tests run the CLI in the test process (conftest.run_cli); the ones here that prove what only
+a process of its own shows (exit codes as the shell sees them, signals, kills) start one."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def test_generate_then_verify(tmp_path, tiny_model, cli):
     make_frames(tmp_path / "frames" / "cam0", 2)
     make_frames(tmp_path / "frames" / "cam1", 1, ext=".png")
     result = cli("generate", tmp_path / "frames", tmp_path / "out", "--model", tiny_model, *SIZE,
-                 "--verify", "--num-samples", "2")
+                 "--verify", "--num-samples", "2", subprocess_only=True)
     assert result.returncode == 0, result.stderr
     assert "done 3, skipped 0, failed 0 of 3 images" in result.stdout
     assert "verify: OK" in result.stdout
@@ -47,6 +50,25 @@ def test_generate_then_verify(tmp_path, tiny_model, cli):
     (tmp_path / "out" / "cam0" / "frame_0001.png").unlink()
     broken = cli("verify", tmp_path / "out", "--all")
     assert broken.returncode == 1 and "frame_0001.png missing" in broken.stdout
+
+
+def _command_names() -> list[str]:
+    from depthprior.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions if action.choices and action.dest == "command"]
+    return list(commands.choices)
+
+
+@pytest.mark.parametrize("command", _command_names())
+def test_every_command_parses_its_arguments_in_a_process_of_its_own(command, cli):
+    """Each command as the shell runs it: --help exits 0, a bad command line is one line, exit 2."""
+    shown = cli(command, "--help", subprocess_only=True)
+    assert shown.returncode == 0 and shown.stdout.startswith(f"usage: depthprior {command}"), shown.stderr
+    refused = cli(command, "--no-such-option", subprocess_only=True)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    line = _one_error_line(refused)  # argparse names the command, or the option it did not know
+    assert line.startswith("depthprior") and (command in line or "--no-such-option" in line), line
 
 
 def test_usage_errors_exit_2_before_loading_a_model(tmp_path, cli):
@@ -91,7 +113,8 @@ def test_model_that_cannot_be_loaded(tmp_path, cli):
 def test_bad_file_exit_1_and_listed(tmp_path, tiny_model, cli):
     make_frames(tmp_path / "frames", 2)
     (tmp_path / "frames" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
-    result = cli("generate", tmp_path / "frames", tmp_path / "out", "--model", tiny_model, *SIZE)
+    result = cli("generate", tmp_path / "frames", tmp_path / "out", "--model", tiny_model, *SIZE,
+                 subprocess_only=True)
     assert result.returncode == 1
     assert "done 2, skipped 0, failed 1" in result.stdout
     assert "FAILED broken.jpg:" in result.stdout

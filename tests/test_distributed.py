@@ -33,6 +33,9 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("s3fs")
 
 
+#: the Ray modules share one xdist worker: one Ray instance on the machine at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 @pytest.fixture(scope="module")
 def endpoint():
     with s3_server() as url:

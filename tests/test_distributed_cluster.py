@@ -21,6 +21,9 @@ from synth import make_frames
 
 ray = pytest.importorskip("ray")
 
+#: the Ray modules share one xdist worker: one Ray instance on the machine at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 FRAMES = 24
 REPLICA_TITLE = b"MapBatches(_Replica)"
 #: a throwaway cluster on 127.0.0.1: no token to share between its nodes and the driver

@@ -23,7 +23,8 @@ from synth import make_frames
 ray = pytest.importorskip("ray")
 pytest.importorskip("s3fs")
 
-pytestmark = pytest.mark.hostile
+#: the Ray modules share one xdist worker: one Ray instance on the machine at a time
+pytestmark = [pytest.mark.hostile, pytest.mark.xdist_group("ray")]
 
 #: the driver's secret key (moto takes any): the workers get it, nothing prints or logs it
 SECRET = "s3cr3t-that-is-never-printed"
