@@ -136,6 +136,33 @@ def test_damaged_outputs_are_redone_on_resume(tmp_path, tiny_model):
         assert (out / name).read_bytes() == data, name
 
 
+def test_a_frame_replaced_by_another_photo_is_redone_and_the_others_kept(tmp_path, tiny_model):
+    """Before: "nothing to do": the old frame's prior stayed beside the new photo."""
+    frames = tmp_path / "frames"
+    make_frames(frames, 3)
+    out = tmp_path / "out"
+    options = dict(model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
+    assert generate(frames, out, **options).done == 3
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    write_image(frames / "frame_0001.jpg", scene_rgb(48, 64, seed=99))  # same name, another photo
+    summary = generate(frames, out, **options)
+    assert (summary.done, summary.skipped) == (1, 2), summary.format()
+    assert summary.repaired == {"frame_0001.jpg": "its frame changed since the prior was made"}
+    assert "REDONE frame_0001.jpg: its frame changed since the prior was made" in summary.format()
+    assert (out / "frame_0001.png").read_bytes() != before["frame_0001.png"]
+    for name in ("frame_0000.png", "frame_0002.png"):
+        assert (out / name).read_bytes() == before[name], name
+    assert generate(frames, out, **options).skipped == 3  # and then it is done
+
+
+def test_manifests_from_before_frame_versions_still_resume(tmp_path, tiny_model):
+    frames, out, options, data = _generated(tmp_path, tiny_model)
+    for record in data["images"].values():
+        assert record.pop("frame_version")
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    assert generate(frames, out, **options).skipped == 2
+
+
 # ---------------------------------------------------------------- model identity
 
 def test_a_checkpoint_replaced_in_the_same_folder_is_not_mixed_in(tmp_path, monkeypatch):

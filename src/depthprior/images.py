@@ -13,6 +13,7 @@ from .files import place
 from .files.place import Location
 from .files.localfile import file_kind as _kind
 from .files.localfile import read_regular_file
+from .files.localfile import version as file_version
 from .files.raster import (DEFAULT_MAX_PIXELS, check_pixels, decode_rgb, read_image_or_fail,
                            stored_size)
 
@@ -38,6 +39,15 @@ class ImageItem:
     path: Location  # a local path, or a URL (files.place)
     name: str  # posix path relative to the input root, e.g. "cam0/frame_0001.jpg"
     outside: bool = False  # its real path lies outside the input root (reached through a link)
+    #: an object's version as its listing gives it (its size); local files are read for theirs
+    listed_version: str = ""
+
+    @property
+    def version(self) -> str:
+        """Which version of the frame this is (files.localfile.version; an object's size): a
+        rerun redoes a frame whose version differs from the one its prior was made from."""
+        return self.listed_version if self.listed_version or not place.is_local(self.path) \
+            else file_version(Path(self.path))
 
     @property
     def stem(self) -> str:
@@ -183,7 +193,7 @@ def _scan_objects(root: place.ObjectPlace, exts: tuple[str, ...]) -> Scan:
         if size == 0:
             found.skipped[name] = "empty object (0 bytes)"
             continue
-        found.items.append(ImageItem(root.child(name).location, name))
+        found.items.append(ImageItem(root.child(name).location, name, listed_version=str(size)))
     url = str(root)
     if not found.items and not found.skipped and exts and url.lower().endswith(exts):
         found.items.append(ImageItem(url, url.rsplit("/", 1)[-1]))  # one image by its URL

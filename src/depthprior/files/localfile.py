@@ -3,6 +3,7 @@ under a temporary name renamed into place, so "the file exists" means "the file 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import threading
@@ -50,6 +51,29 @@ def read_regular_file(path: Path, limit: int | None = None, head: int | None = N
     if not data:
         raise ImageError("empty file (0 bytes)")
     return data
+
+
+def version(path: Path, span: int = 1 << 16) -> str:
+    """Which version of a file this is, cheaply: its size and a digest of its first and last
+    `span` bytes (a different photo differs there; a copy or a touch does not). "" when it is
+    not a regular file that can be read (never blocks on a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return ""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with a traceback
+        os.close(fd)
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            digest = hashlib.blake2b(handle.read(span), digest_size=8)
+            if info.st_size > span:
+                handle.seek(max(span, info.st_size - span))
+                digest.update(handle.read(span))
+        except OSError:
+            return ""
+    return f"{info.st_size}:{digest.hexdigest()}"
 
 
 TMP_MARK = ".depthprior-tmp-"

@@ -373,7 +373,7 @@ def _check_visible(plan: Plan, summary: Summary) -> None:
             continue
         summary.done -= 1
         summary.flagged.pop(item.name, None)
-        record_result(plan.manifest, summary, item.name, ImageRecord.failed(
+        record_result(plan, summary, item.name, ImageRecord.failed(
             f"written by a worker but not found in {root} on this machine: OUT must be a "
             "folder every node shares, or a URL (s3://...)"))
 
@@ -398,7 +398,7 @@ def _collect(dataset: Any, plan: Plan, progress: bool, summary: Summary, start: 
             if row["backend"] and not plan.manifest.backend:
                 plan.manifest.backend = parse_json(row["backend"], "a replica's backend row")
                 summary.backend = plan.manifest.backend
-            record_result(plan.manifest, summary, row["name"], ImageRecord.from_json(parse_json(row["record"], "a replica's record row")))
+            record_result(plan, summary, row["name"], ImageRecord.from_json(parse_json(row["record"], "a replica's record row")))
             if row["replica"]:
                 replicas[row["replica"]] += 1
             saver.touch()

@@ -71,6 +71,7 @@ class ImageRecord:
     flags: list[str] = field(default_factory=list)  # e.g. "constant"
     notes: list[str] = field(default_factory=list)
     extras: dict[str, float] = field(default_factory=dict)  # per-image model outputs (Depth Pro's focal)
+    frame_version: str | None = None  # the frame's version the prior was made from (ImageItem.version)
     error: str | None = None  # why a failed image failed
 
     @property
@@ -127,6 +128,8 @@ def _check_types(record: ImageRecord) -> None:
         raise ValueError("flags or notes are not lists")
     if not isinstance(record.extras, dict):
         raise ValueError("extras is not an object")
+    if not isinstance(record.frame_version, (str, type(None))):
+        raise ValueError("frame_version is not a string")
 
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))

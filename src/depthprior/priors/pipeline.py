@@ -87,7 +87,7 @@ def generate(
                           images=images_root, items=plan.items, manifest=plan.manifest)
         start = time.perf_counter()
         for name, reason in plan.unwritable.items():
-            record_result(plan.manifest, summary, name, ImageRecord.failed(reason))
+            record_result(plan, summary, name, ImageRecord.failed(reason))
         if plan.todo and ray is not None:
             log.info("%d images found, %d to do, %d already done; format=%s", len(plan.items),
                      len(plan.todo), len(plan.items) - len(plan.todo), format)
@@ -153,7 +153,7 @@ def _run(
             except BackendUnavailable as error:  # storage gone: not done, a rerun does it
                 summary.stopped = summary.stopped or str(error)
                 continue
-            record_result(plan.manifest, summary, name, record)
+            record_result(plan, summary, name, record)
             saver.touch()
             bar.update(1)
             bar.set_postfix(failed=len(summary.failed), refresh=False)

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -87,8 +88,10 @@ class Summary:
                          f"never inputs): {listing(self.hidden, limit=3)}")
         for name, reason in self.ignored.items():
             lines.append(f"  IGNORED {name}: {reason}")
-        for name, reason in self.repaired.items():
-            lines.append(f"  REDONE {name}: damaged output ({reason})")
+        for name, reason in list(self.repaired.items())[:REDONE_SHOWN]:
+            lines.append(f"  REDONE {name}: {reason}")
+        if len(self.repaired) > REDONE_SHOWN:
+            lines.append(f"  REDONE {len(self.repaired) - REDONE_SHOWN} more")
         for name, reason in self.failed.items():
             lines.append(f"  FAILED {name}: {reason}")
         for name, reason in self.flagged.items():
@@ -110,6 +113,10 @@ class Summary:
         return max(self.done - self.ray_first, 0) / working if working > 0 else 0.0
 
 
+#: REDONE lines a summary shows (a copied frame folder can redo thousands)
+REDONE_SHOWN = 20
+
+
 @dataclass
 class Plan:
     items: list[ImageItem]
@@ -118,8 +125,13 @@ class Plan:
     identity: dict[str, Any]
     images_root: Path
     lock: OutputLock
-    damaged: dict[str, str] = field(default_factory=dict)  # finished before, files damaged
+    damaged: dict[str, str] = field(default_factory=dict)  # finished before, redone: why
     unwritable: dict[str, str] = field(default_factory=dict)  # outputs would land outside OUT
+
+    @cached_property
+    def versions(self) -> dict[str, str]:
+        """Each input's version by name (recorded with its prior), read once when asked."""
+        return {item.name: item.version for item in self.items}
 
 
 def find_inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_type: type[Backend],
@@ -214,16 +226,27 @@ def _schedule(plan: Plan, item: ImageItem, fmt: str, overwrite: bool) -> None:
         return
     if not overwrite and plan.manifest.is_complete(item.name, fmt):
         damage = plan.manifest.damage(item.name, fmt)
-        if damage is None:
+        reason = _changed(plan.manifest.images[item.name], plan.versions[item.name]) or (
+            f"damaged output ({damage})" if damage else None)
+        if reason is None:
             return
-        plan.damaged[item.name] = damage
+        plan.damaged[item.name] = reason
     plan.todo.append(item)
 
 
-def record_result(manifest: Manifest, summary: Summary, name: str, record: ImageRecord) -> None:
+def _changed(record: ImageRecord, version: str) -> str | None:
+    """Why a finished prior no longer belongs to its frame (the file was replaced), or None.
+    Records from before versions were kept, and frames whose version is unknown, are trusted."""
+    if record.frame_version and version and record.frame_version != version:
+        return "its frame changed since the prior was made"
+    return None
+
+
+def record_result(plan: Plan, summary: Summary, name: str, record: ImageRecord) -> None:
     """One image's record into the manifest and the summary's counts."""
-    manifest.images[name] = record
+    plan.manifest.images[name] = record
     if record.ok:
+        record.frame_version = plan.versions.get(name) or None
         summary.done += 1
         if record.constant:
             summary.flagged[name] = "constant prediction: written as all zeros, not usable as a prior"
