@@ -213,8 +213,19 @@ def _malformed(data: dict) -> dict[str, bytes]:
         "identity_null": json.dumps(dict(data, identity=None)),
         "record_not_object": json.dumps(dict(data, images={"a.jpg": 3})),
         "not_ours": json.dumps({"hello": 1}),
+        "newer_format": json.dumps(dict(data, format_version=99)),
+        "format_version_text": json.dumps(dict(data, format_version="1")),
+        "image_name_climbs": json.dumps(dict(data, images={"../../x.jpg": next(iter(data["images"].values()))})),
+        "image_name_absolute": json.dumps(dict(data, images={"/etc/x.jpg": next(iter(data["images"].values()))})),
     }
     return {"binary": b"\xff\xfe\x00", **{k: v.encode() for k, v in cases.items()}}
+
+
+def test_a_manifest_of_a_newer_depthprior_says_to_upgrade(tmp_path, tiny_model):
+    frames, out, options, data = _generated(tmp_path, tiny_model)
+    (out / MANIFEST_NAME).write_text(json.dumps(dict(data, format_version=99)))
+    with pytest.raises(ManifestError, match="written by a newer depthprior .format_version 99; this one reads up to 1"):
+        generate(frames, out, **options)
 
 
 def test_every_malformed_manifest_is_refused_and_overwrite_recovers(tmp_path, tiny_model):

@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import (FileFormatError, StorageUnavailable, UnsafePathError,
                       UsageError, WriteError, first_line)
 from ..files.jsonfile import encode_json, read_json
-from ..images import safe_join
+from ..images import relative_join, safe_join
 from ..files import place
 from ..files.place import Location, location
 from .store import atomic_write_bytes, now_utc
@@ -272,6 +272,12 @@ def _parse(data: Any, root: Location) -> dict[str, Any]:
     """The manifest's fields and records; ValueError/TypeError saying what is wrong."""
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise ValueError("it is not a depthprior manifest")
+    version = data.get("format_version", MANIFEST_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"has format_version {version!r}, not a version number")
+    if version > MANIFEST_VERSION:
+        raise ValueError(f"was written by a newer depthprior (format_version {version}; this one "
+                         f"reads up to {MANIFEST_VERSION}): upgrade depthprior to resume it")
     fields = {key: data.get(key, default) for key, default in _MANIFEST_FIELDS.items()}
     for key, default in _MANIFEST_FIELDS.items():
         if not isinstance(fields[key], type(default)):
@@ -282,7 +288,12 @@ def _parse(data: Any, root: Location) -> dict[str, Any]:
 
 
 def _read_record(root: Location, name: str, data: Any) -> ImageRecord:
-    """One image's record, refused when malformed or when it names a file outside root."""
+    """One image's record, refused when malformed or when it names a file outside root (or an
+    image outside the image folder)."""
+    try:
+        relative_join(Path("IMAGES"), name)  # the one rule for names relative to a folder
+    except UnsafePathError:
+        raise ValueError(f"the record {name!r} names no image inside the image folder") from None
     try:
         record = ImageRecord.from_json(data)
     except (TypeError, ValueError) as error:
