@@ -289,6 +289,16 @@ def test_nerfstudio_refuses_a_range_16_bits_cannot_hold(tmp_path):
     assert result.returncode == 0 and "rounding" in result.stdout
 
 
+def test_nerfstudio_refuses_a_unit_at_which_no_depth_fits(tmp_path):
+    """Before: --unit-scale 1e-300 wrote all-invalid depth maps and exited 0."""
+    depths, sparse, _truth = ramp_model(tmp_path / "s", 1.0, 3.0)
+    result = run_cli("export", "nerfstudio", "--depths", depths, "--sparse", sparse,
+                     "--transforms", tmp_path / "ns", "--unit-scale", "1e-300")
+    assert result.returncode == 2
+    one_line(result, "--unit-scale 1e-300", "every pixel would be invalid")
+    assert not (tmp_path / "ns").exists()
+
+
 @pytest.mark.parametrize("parser", ["coolermap", "normal-nerfstudio"])
 def test_dn_splatter_warns_when_depths_fall_under_its_floor(tmp_path, parser):
     # DN-Splatter drops depth <= 0.1 (after its depth_unit_scale_factor) and keeps the scale

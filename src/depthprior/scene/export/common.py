@@ -217,8 +217,22 @@ def _round_up(value: float) -> float:
     return float(f"{math.ceil(value / 10.0 ** exponent * (1 - 1e-12)) * 10.0 ** exponent:.2g}")
 
 
+def unit_warnings(span: DepthSpan, unit_scale: float) -> list[str]:
+    """What a chosen --unit-scale does to the scene's depths: a UsageError when not one depth
+    fits in 16 bits at it, a warning when the near ones round coarsely (far ones that drop out
+    are counted by the export itself)."""
+    if not span.valid:
+        return []
+    largest = (NERFSTUDIO_DEPTH_STEPS - 1) * unit_scale
+    if span.near > largest:
+        raise UsageError(f"at --unit-scale {unit_scale:g} even the nearest depths ({span.near:.4g} "
+                         f"units) are beyond 65535 steps ({largest:.4g} units): every pixel would "
+                         "be invalid; leave --unit-scale out to choose the unit from the scene")
+    return _precision_warning(span, unit_scale)
+
+
 def _precision_warning(span: DepthSpan, unit_scale: float) -> list[str]:
-    if not span.valid or span.near / unit_scale >= MIN_STEPS:
+    if span.near / unit_scale >= MIN_STEPS:
         return []
     steps = span.near / unit_scale
     return [f"warning: at --unit-scale {unit_scale:g} the nearest depths ({span.near:.4g} units) "

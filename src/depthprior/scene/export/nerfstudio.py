@@ -20,8 +20,8 @@ from ...images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, po
 from ..priorset import PriorSet
 from ...priors.store import encode_png16
 from .common import (COLMAP_NOTES, ExportSummary, NERFSTUDIO_DEPTH_STEPS, _check_out, _check_sizes,
-    _finish, _open, _precision_warning, _require_masks, _require_priors, _size, aligned_depth,
-    choose_unit, depth_span, floor_warning, pool_valid)
+    _finish, _open, _require_masks, _require_priors, _size, aligned_depth,
+    choose_unit, depth_span, floor_warning, pool_valid, unit_warnings)
 
 
 NERFSTUDIO_DEPTH_DIR = "depthprior_depth"
@@ -128,7 +128,7 @@ def export_nerfstudio(
         summary.notes.append(f"depth unit {unit_scale!r} scene units per step, chosen from the "
                              f"scene's depths ({span.describe()})")
     else:
-        summary.notes.extend(_precision_warning(span, unit_scale))
+        summary.notes.extend(unit_warnings(span, unit_scale))
     summary.unit_scale = unit_scale
     summary.floor_notes = floor_warning(span)
     with ExitStack() as stack:
