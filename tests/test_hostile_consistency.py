@@ -18,7 +18,7 @@ from scenes import inject_blobs, make_scene
 
 from depthprior.errors import WriteError
 from depthprior.files.outputs import OutputLock
-from depthprior.priors.manifest import ImageRecord, Manifest
+from depthprior.priors.manifest import MANIFEST_NAME, ImageRecord, Manifest
 from depthprior.scene.align import align
 from depthprior.scene.confidence import REPORT_NAME, Settings, check_consistency
 
@@ -115,6 +115,23 @@ def test_prior_not_of_its_recorded_size_fails_that_image(scene):
 
 
 # ---------------------------------------------------------------- the model
+
+def test_masks_are_never_written_among_the_frames(scene):
+    """Before: -o IMAGES wrote <key>.png masks among the frames (over a PNG frame of that key)."""
+    names, sparse, depths = scene
+    frames = depths.parent / "frames"
+    frames.mkdir()
+    (frames / "frame_000.png").write_bytes(b"the photo")
+    write_manifest(names, depths)
+    manifest = json.loads((depths / MANIFEST_NAME).read_text())
+    (depths / MANIFEST_NAME).write_text(json.dumps(dict(manifest, inputs=str(frames))))
+    for output in (frames, frames / "masks"):
+        result = consistency(sparse, depths, "-o", output)
+        assert result.returncode == 2
+        one_line(result, "inside the image folder", str(frames))
+    assert sorted(p.name for p in frames.iterdir()) == ["frame_000.png"]
+    assert (frames / "frame_000.png").read_bytes() == b"the photo"
+
 
 def rename_in_model(sparse: Path, old: str, new: str) -> None:
     images = sparse / "images.txt"

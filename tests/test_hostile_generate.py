@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -509,6 +510,14 @@ def test_verify_refuses_a_sheet_where_it_would_be_read_as_data(five_generated):
         assert not sheet.exists()
     assert verify(out, sheet=out / "depthprior_mine.png").sheet == out / "depthprior_mine.png"
     assert verify(out, sheet=out.parent / "elsewhere.png").ok
+    # IMAGES given elsewhere (a copy): the frames the priors were made from are still protected
+    copy = out.parent / "copy"
+    shutil.copytree(out.parent / "frames", copy)
+    photo = out.parent / "frames" / sorted(p.name for p in copy.iterdir())[0]
+    before = photo.read_bytes()
+    with pytest.raises(UsageError, match="inside the image folder"):
+        verify(out, images=copy, sheet=photo)
+    assert photo.read_bytes() == before
 
 
 def test_export_onnx_refuses_a_name_too_long_before_loading(tmp_path, monkeypatch, capsys):

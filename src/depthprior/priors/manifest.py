@@ -257,6 +257,18 @@ _MANIFEST_FIELDS: dict[str, Any] = {
 }
 
 
+def image_folder(out: Location) -> Path | None:
+    """The local folder of frames OUT's priors were made from (its manifest's inputs), or None
+    when OUT has no readable manifest or its frames are elsewhere than on this machine. For
+    commands that write beside OUT: their files must never land among the frames."""
+    try:
+        manifest = Manifest.load(out)
+    except FileFormatError:
+        return None
+    inputs = location(manifest.inputs) if manifest is not None and manifest.inputs else None
+    return inputs if isinstance(inputs, Path) and inputs.is_dir() else None
+
+
 class ManifestError(FileFormatError):
     """OUT/depthprior.json exists but cannot be used; `--overwrite` sets it aside."""
 

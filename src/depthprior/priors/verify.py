@@ -18,7 +18,7 @@ from ..files.outputs import atomic_write_bytes
 from ..files.raster import read_mask
 from ..images import (OWN_PICTURE_PREFIX, ImageItem, decode_rgb, discover, is_inside,
                       normalise_extensions, safe_join)
-from .manifest import MANIFEST_NAME, ImageRecord, Manifest
+from .manifest import MANIFEST_NAME, ImageRecord, Manifest, image_folder
 from .store import PNG_MAX, count_levels, read_png16
 from ..files.place import Location, is_folder, is_present, join, local_folder, location
 
@@ -120,7 +120,8 @@ def verify(
     manifest = load_manifest(out)
     images_root = location(images) if images else (location(manifest.inputs) if manifest.inputs else None)
     if sheet is not None:
-        _check_sheet_place(Path(sheet), out, images_root)
+        for frames in {images_root, image_folder(out)}:
+            _check_sheet_place(Path(sheet), out, frames)
     items, problems = _expected_items(manifest, images_root, extensions)
     report = check_outputs(manifest, items, images_root=images_root, num_samples=num_samples,
                            all=all, sheet=sheet, masks=masks)

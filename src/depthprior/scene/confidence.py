@@ -32,6 +32,7 @@ from .colmap import ModelCamera, ModelImage, SparseModel, read_model
 from .consistency import TRUSTED, View
 from .depth_params import default_path, params_file
 from .priorset import PriorSet
+from ..priors.manifest import image_folder
 from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line
 from ..files.jsonfile import encode_json, expect_object, read_json
 from ..files.outputs import OutputFolder
@@ -239,6 +240,11 @@ def _check_output(output: Path, depths: Path) -> None:
     if is_inside(depths, output):
         raise UsageError(f"the depth folder {depths} is inside the mask folder {output}: "
                          "choose a folder beside it")
+    frames = image_folder(depths)
+    if frames is not None and is_inside(output, frames):
+        raise UsageError(f"output {output} is inside the image folder {frames} the priors were "
+                         "made from: its masks would mix with the frames (or replace one); "
+                         "choose a folder beside the depth folder")
     report = output / REPORT_NAME
     if report.is_dir():
         raise FileFormatError(report, "is a folder, not a file", _REPORT_HINT)

@@ -19,6 +19,7 @@ from ...images import check_pixels, is_inside, safe_join
 from ..confidence import load_mask, mask_name
 from ..consistency import AGREED, TRUSTED
 from ..priorset import MissingPriorError, PriorSet
+from ...priors.manifest import image_folder
 from ...files.place import local_folder
 
 
@@ -145,7 +146,8 @@ def _size(image: Any) -> tuple[int, int]:
 def _check_out(out_dir: Path, depths: Path, masks: Path | None) -> None:
     """The export's folder is neither in the priors' folder nor the masks' (it would overwrite
     them, or be read as priors later)."""
-    for folder, what in ((depths, "depth folder"), (masks, "mask folder")):
+    for folder, what in ((depths, "depth folder"), (masks, "mask folder"),
+                         (image_folder(depths), "image folder the priors were made from")):
         if folder is not None and is_inside(out_dir, folder):
             raise UsageError(f"the export folder {out_dir} overlaps the {what} {folder}: the "
                              "export would overwrite or mix with its files; choose another --out")
