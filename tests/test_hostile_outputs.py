@@ -118,6 +118,22 @@ def _damage(out: Path) -> dict[str, str]:
             enumerate(["truncated", "not a PNG", "truncated", "12x10", "truncated"])}
 
 
+def test_verify_waits_its_turn_to_draw_into_a_folder_generate_is_writing(tmp_path, tiny_model):
+    """Before: verify drew its contact sheet into OUT while generate held OUT's lock."""
+    frames = tmp_path / "frames"
+    make_frames(frames, 2)
+    out = tmp_path / "out"
+    assert generate(frames, out, model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False).done == 2
+    with OutputLock(out):
+        result = run_cli("verify", out)
+        assert result.returncode == 2
+        assert "in use by another depthprior run" in one_error_line(result)
+        assert not (out / "depthprior_verify.png").exists()
+        elsewhere = run_cli("verify", out, "--sheet", tmp_path / "sheet.png")  # not into OUT
+        assert elsewhere.returncode == 0, elsewhere.stderr
+    assert run_cli("verify", out).returncode == 0 and (out / "depthprior_verify.png").is_file()
+
+
 def test_damaged_outputs_are_redone_on_resume(tmp_path, tiny_model):
     frames = tmp_path / "frames"
     make_frames(frames, 6)

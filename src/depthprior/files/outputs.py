@@ -57,6 +57,10 @@ def check_writable(root: Location) -> None:
     place.check_writable(root)
 
 
+class FolderInUse(UsageError):
+    """Another depthprior run holds the folder's lock."""
+
+
 class OutputLock:
     """An advisory lock on an output folder for one run: a second writer is refused.
 
@@ -92,7 +96,7 @@ class OutputLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise UsageError(
+            raise FolderInUse(
                 f"{self.path.parent} is in use by another depthprior run ({holder}); wait for "
                 "it to finish or choose another output folder"
             ) from None

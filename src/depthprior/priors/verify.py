@@ -6,15 +6,16 @@ import glob
 import logging
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
 
 from ..errors import ImageError, UsageError, WriteError, first_line, listing
-from ..files.outputs import atomic_write_bytes
+from ..files.outputs import FolderInUse, OutputLock, atomic_write_bytes
 from ..files.raster import read_mask
 from ..images import (OWN_PICTURE_PREFIX, ImageItem, decode_rgb, discover, is_inside,
                       normalise_extensions, safe_join)
@@ -122,11 +123,30 @@ def verify(
     if sheet is not None:
         for frames in {images_root, image_folder(out)}:
             _check_sheet_place(Path(sheet), out, frames)
-    items, problems = _expected_items(manifest, images_root, extensions)
-    report = check_outputs(manifest, items, images_root=images_root, num_samples=num_samples,
-                           all=all, sheet=sheet, masks=masks)
+    with _sheet_lock(Path(sheet) if sheet is not None else out / SHEET_NAME, out):
+        items, problems = _expected_items(manifest, images_root, extensions)
+        report = check_outputs(manifest, items, images_root=images_root, num_samples=num_samples,
+                               all=all, sheet=sheet, masks=masks)
     report.problems.extend(problems)
     return report
+
+
+@contextmanager
+def _sheet_lock(sheet: Path, out: Path) -> Iterator[None]:
+    """OUT's lock while the sheet is written into it: refused (FolderInUse) while a generate
+    writes there. A folder this process cannot lock (read-only) is checked all the same."""
+    lock = OutputLock(out)
+    if is_inside(sheet, out):
+        try:
+            lock.acquire()
+        except FolderInUse:
+            raise
+        except UsageError:
+            pass
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _check_sheet_place(sheet: Path, out: Path, images_root: Location | None) -> None:
