@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import json
 from pathlib import Path
 
 import cv2
@@ -78,6 +79,27 @@ def test_nested_or_malformed_transforms_json_is_one_line(model, tmp_path):
         result = export("nerfstudio", depths, sparse, "--transforms", transforms)
         assert result.returncode == 2
         one_line(result, "transforms.json")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("applied_transform", "x"), ("applied_transform", [[1, 0], [0, 1]]), ("ply_file_path", 3),
+    ("frames.transform_matrix", [["1", 0, 0, 0]] * 4), ("frames.transform_matrix", 7),
+    ("frames.depth_file_path", 5), ("frames.colmap_im_id", "1"),
+])
+def test_transforms_json_fields_of_the_wrong_type_are_one_line(model, tmp_path, field, value):
+    """Before: an applied_transform of text was a traceback; wrong field types were kept."""
+    depths, sparse, _masks = model
+    export_nerfstudio(depths, sparse, tmp_path / "ns")
+    transforms = tmp_path / "ns" / "transforms.json"
+    meta = json.loads(transforms.read_text())
+    if field.startswith("frames."):
+        meta["frames"][1][field.split(".")[1]] = value
+    else:
+        meta[field] = value
+    transforms.write_text(json.dumps(meta))
+    result = export("nerfstudio", depths, sparse, "--transforms", transforms)
+    assert result.returncode == 2
+    one_line(result, "transforms.json", field.split(".")[-1])
 
 
 def test_second_export_into_a_locked_folder_refused(model, tmp_path):

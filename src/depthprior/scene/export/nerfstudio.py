@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ImageError, UsageError, first_line, listing
-from ...files.jsonfile import expect_object, read_json, write_json
+from ...files.jsonfile import expect_fields, expect_object, read_json, write_json
 from ...files.outputs import OutputFolder, atomic_write_bytes
 from ...files.raster import stored_size
 from ...images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, posix_name, safe_join
@@ -234,12 +234,32 @@ def _frames_for(transforms: Path, registered: list, images_prefix: str) -> tuple
 
 
 def _check_transforms(data: Any) -> None:
-    frames = expect_object(data).get("frames")
+    """The fields this export reads or keeps, of the types nerfstudio gives them."""
+    meta = expect_object(data)
+    frames = meta.get("frames")
     if not isinstance(frames, list):
         raise TypeError("'frames' is not a list")
+    expect_fields(meta, {"ply_file_path": str, "camera_model": str})
+    if "applied_transform" in meta:
+        _expect_matrix(meta["applied_transform"], ((3, 4),), "applied_transform")
     for index, frame in enumerate(frames):
         if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
             raise TypeError(f"frame {index} is not an object with a 'file_path' string")
+        expect_fields(frame, {"depth_file_path": str, "mask_path": str, "colmap_im_id": int},
+                      f"frames[{index}]")
+        if "transform_matrix" in frame:
+            _expect_matrix(frame["transform_matrix"], ((4, 4), (3, 4)), f"frames[{index}].transform_matrix")
+
+
+def _expect_matrix(value: Any, shapes: tuple[tuple[int, int], ...], where: str) -> None:
+    rows = value if isinstance(value, list) else None
+    shape = (len(rows), len(rows[0])) if rows and isinstance(rows[0], list) else None
+    numbers = shape is not None and all(
+        isinstance(row, list) and len(row) == shape[1]
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row) for row in rows)
+    if not numbers or shape not in shapes:
+        wanted = " or ".join(f"{r}x{c}" for r, c in shapes)
+        raise TypeError(f"{where!r} is not a {wanted} array of numbers")
 
 
 def _depth_png(priors: PriorSet, image: Any, unit_scale: float, summary: ExportSummary,
