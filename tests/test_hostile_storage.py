@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from conftest import TEST_INPUT_SIZE, run_cli
-from object_store import list_keys, s3_client, s3_environment, s3_server
+from object_store import flaky_proxy, list_keys, s3_client, s3_environment, s3_server
 from synth import make_frames
 
 pytest.importorskip("s3fs")
@@ -197,6 +197,25 @@ def test_an_endpoint_dying_mid_run_stops_with_a_summary_and_resumes(tmp_path, ti
     again = _run("generate", tmp_path / "frames", out, *_model_args(tiny_model), env=s3_environment(endpoint))
     assert again.returncode == 0, again.stdout + again.stderr
     assert len([key for key in list_keys(client, name, "depths/") if key.endswith(".png")]) == 6
+
+
+def test_an_endpoint_answering_server_errors_stops_the_run_instead_of_failing_every_image(
+        tmp_path, tiny_model, endpoint, bucket):
+    """Before: every image failed one by one (each after its retries) with exit 1 at the end."""
+    client, name = bucket
+    make_frames(tmp_path / "frames", 4, size=(40, 52))
+    out = f"s3://{name}/depths"
+    with flaky_proxy(endpoint, broken_after=2) as (proxy, _counts):  # the probe, one image, then 503s
+        # the default deadline: s3fs's retries end in its "retry" error well within it
+        result = _run("generate", tmp_path / "frames", out, *_model_args(tiny_model), "--workers", "1",
+                      "--batch-size", "1", env=s3_environment(proxy), timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "stopped early: the storage" in result.stdout and "rerun the same command" in result.stdout
+    assert "FAILED" not in result.stdout, result.stdout  # not done is not failed: a rerun does them
+    again = _run("generate", tmp_path / "frames", out, *_model_args(tiny_model), env=s3_environment(endpoint))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len([key for key in list_keys(client, name, "depths/") if key.endswith(".png")]) == 4
 
 
 def test_keys_no_file_name_can_hold_are_listed_as_refused(tmp_path, tiny_model, endpoint, bucket):

@@ -11,6 +11,7 @@ run stops, keeps what it finished and says how to resume); before a run, `UsageE
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ DEFAULT_TIMEOUT = 20.0
 #: a write's wall-clock limit grows by a second per this many bytes (a slow link, a big file)
 BYTES_PER_SECOND = 1 << 20
 
+#: what s3fs makes of a store's server errors (503 SlowDown/ServiceUnavailable, 500), once
+#: botocore's and its own retries are spent: the store, not one object, is failing
+SERVER_ERRNOS = frozenset({errno.EBUSY, getattr(errno, "EREMOTEIO", errno.EIO)})
 T = TypeVar("T")
 
 
@@ -166,6 +170,10 @@ def classify(error: BaseException, url: str, action: str = "read",
         return StorageUnavailable(f"the credentials were refused to {action} {url} "
                                   f"({first_line(error)}): check AWS_ACCESS_KEY_ID, "
                                   "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN")
+    if isinstance(error, OSError) and error.errno in SERVER_ERRNOS:
+        return StorageUnavailable(f"{where} keeps failing ({first_line(error)}: a server error, "
+                                  f"after its retries) while trying to {action} {url}; wait, then "
+                                  "rerun the same command to resume")
     if isinstance(error, asyncio.TimeoutError):
         return StorageUnavailable(f"{where} did not answer within {seconds:g} s while trying to "
                                   f"{action} {url}")
