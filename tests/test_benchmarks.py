@@ -9,6 +9,8 @@ generate that it times is guarded by tests/test_distributed.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import importlib.util
 import os
 import re
@@ -33,11 +35,24 @@ def script_environment(**extra: str) -> dict[str, str]:
 
 
 def run_script(name: str, *args: object, timeout: float = 120) -> str:
-    """The script's stdout; it must exit 0."""
-    result = subprocess.run([sys.executable, str(BENCHMARKS / name), *map(str, args)], capture_output=True,
-                            text=True, timeout=timeout, env=script_environment())
-    assert result.returncode == 0, f"{name} exited {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
-    return result.stdout
+    """The script's stdout; it must exit 0. Its main() runs in this process, as `python
+    benchmarks/NAME ARGS` would run it (a process of its own would import torch once more, for
+    seconds); `--help` runs below start two of them as processes, as a user does."""
+    if args == ("--help",):
+        result = subprocess.run([sys.executable, str(BENCHMARKS / name), "--help"], capture_output=True,
+                                text=True, timeout=timeout, env=script_environment())
+        assert result.returncode == 0, f"{name} exited {result.returncode}\n{result.stderr[-4000:]}"
+        return result.stdout
+    script = load_script(name.removesuffix(".py"))
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        patch.setattr(sys, "argv", [name, *map(str, args)])
+        try:
+            code = script.main() or 0
+        except SystemExit as stop:
+            code = stop.code or 0
+    assert code == 0, f"{name} exited {code}\n{out.getvalue()}\n{err.getvalue()[-4000:]}"
+    return out.getvalue()
 
 
 def load_script(name: str):
