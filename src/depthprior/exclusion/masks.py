@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ImageError, UsageError, first_line
 from ..files.jsonfile import expect_fields, expect_object, read_json
-from ..files.raster import read_mask
+from ..files.raster import read_mask, same_aspect
 from ..images import safe_join
 
 REPORT_NAME = "exclude.json"
@@ -101,9 +101,10 @@ class ExclusionFolder:
 
     def kept(self, key: str, stored: tuple[int, int] | None = None,
              size: tuple[int, int] | None = None) -> np.ndarray:
-        """An image's kept pixels as a bool HxW: at `size` (height, width) when given (nearest),
-        else at the mask's own size, which must be `stored` (the image's and its prior's) when
-        given. ExclusionMissing naming the file when it is missing, damaged or the wrong size."""
+        """An image's kept pixels as a bool HxW: at `size` (height, width) when given (nearest;
+        the mask must have its aspect ratio), else at the mask's own size, which must be
+        `stored` (the image's and its prior's) when given. ExclusionMissing naming the file
+        when it is missing, damaged or the wrong size."""
         path = safe_join(self.root, mask_name(key))
         if not os.path.isfile(path):
             raise ExclusionMissing(f"no exclusion mask for {key!r}: {path} is missing; {_HINT}")
@@ -112,10 +113,25 @@ class ExclusionFolder:
         except ImageError as error:
             raise ExclusionMissing(first_line(error)) from None
         kept = mask >= (EXCLUDED + KEPT + 1) // 2
+        if size is not None and not same_aspect(kept.shape, tuple(size)):
+            raise ExclusionMissing(f"exclusion mask {path} is {mask.shape[1]}x{mask.shape[0]}, its "
+                                   f"prior is {size[1]}x{size[0]}: another aspect ratio (another "
+                                   f"image?); {_HINT}")
         if size is not None and tuple(size) != kept.shape:
             kept = cv2.resize(kept.astype(np.uint8), (int(size[1]), int(size[0])),
                               interpolation=cv2.INTER_NEAREST).astype(bool)
         return kept
+
+    def digest(self, key: str) -> bytes:
+        """sha256 of an image's mask file (b"" when it has none): what a consumer's resume keys on."""
+        import hashlib
+
+        from ..files.place import read_regular_file
+
+        try:
+            return hashlib.sha256(read_regular_file(safe_join(self.root, mask_name(key)))).digest()
+        except OSError:
+            return b""
 
     def weight(self, key: str, stored: tuple[int, int] | None = None,
                size: tuple[int, int] | None = None) -> np.ndarray:

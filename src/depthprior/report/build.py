@@ -210,7 +210,7 @@ def scatter_samples(model, image, depth: np.ndarray,
     samples = method_samples(method or "robust", model, image, depth)
     if samples is None:
         return np.zeros(0), np.zeros(0)
-    prior, target, _span = samples
+    prior, target, _span, _dropped = samples
     return np.asarray(prior, np.float64), np.asarray(target, np.float64)
 
 

@@ -33,6 +33,7 @@ from .consistency import TRUSTED, View
 from .depth_params import default_path, params_file
 from .priorset import PriorSet
 from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line
+from ..exclusion.masks import ExclusionFolder
 from ..files.jsonfile import encode_json, expect_object, read_json
 from ..files.outputs import OutputFolder
 from ..files.raster import encode_plane, read_mask
@@ -75,6 +76,7 @@ class ImageReport:
     rejected: float = 0.0
     disagreement: float | None = None  # median relative depth difference of the evidence
     digest: str | None = None
+    excluded: float | None = None  # fraction an exclusion mask leaves out (with --exclude)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("name",)}
@@ -96,7 +98,8 @@ class ConsistencySummary:
         return {
             "version": FORMAT_VERSION,
             "settings": settings.__dict__,
-            "mask": {"rejected": consistency.REJECTED, "unseen": consistency.UNSEEN,
+            "mask": {"rejected": consistency.REJECTED, "excluded": consistency.EXCLUDED,
+                     "unseen": consistency.UNSEEN,
                      "trusted_from": TRUSTED, "all_agree": consistency.AGREED},
             "scene": {"tae_before": self.tae_before, "tae_after": self.tae_after},
             "images": {r.name: r.to_json() for r in self.images},
@@ -136,6 +139,7 @@ def check_consistency(
     settings: Settings | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    exclude: Path | str | None = None,
 ) -> ConsistencySummary:
     """Write a confidence mask per usable image and consistency.json; see the module doc.
 
@@ -144,6 +148,10 @@ def check_consistency(
     written fails its image (named in the report), and masks this run no longer produces (an
     image now excluded) are removed, so consistency.json and the masks always agree.
 
+    exclude: a mask folder of `depthprior exclude`: its excluded pixels (sky, people) have no
+    depth here, so they are no evidence as witnesses, and are 0 (EXCLUDED) in the masks; an
+    image without a usable exclusion mask fails.
+
     Raises UsageError (nothing written) for bad settings, model, depth folder, params or output.
     """
     started = time.monotonic()
@@ -151,6 +159,7 @@ def check_consistency(
     settings.check()
     sparse, depths = Path(sparse), local_folder(depths, "consistency reads DEPTHS on this machine")
     params, output = _inputs(sparse, depths, params, output)
+    exclusion = ExclusionFolder(exclude) if exclude is not None else None
     model = read_model(sparse)
     check_keys(model)
     _check_cameras(model)
@@ -163,8 +172,8 @@ def check_consistency(
         safe_join(output, image.key, ".png")  # every target checked before any is written
     with OutputFolder(output) as folder:
         previous = read_report(output)
-        summary = _run(model, usable, excluded, priors, folder, previous or {}, settings,
-                       progress, worker_count(workers))
+        summary = _run(model, usable, excluded, _Views(priors, settings.resolution, exclusion),
+                       folder, previous or {}, settings, progress, worker_count(workers))
         if previous is not None:  # a mask folder of an earlier run: what it holds is ours
             stale = {entry.get("key") for entry in previous.values()} | {i.key for i in model.images}
             folder.remove_unproduced(f"{key}.png" for key in stale if isinstance(key, str) and key)
@@ -174,13 +183,12 @@ def check_consistency(
 
 
 def _run(model: SparseModel, usable: list[ModelImage], excluded: list[ImageReport],
-         priors: PriorSet, folder: OutputFolder, previous: dict[str, dict], settings: Settings,
+         views: "_Views", folder: OutputFolder, previous: dict[str, dict], settings: Settings,
          progress: Callable[[int, int], None] | None, count: int) -> ConsistencySummary:
-    views = _Views(priors, settings.resolution)
     usable, unreadable = _readable(usable, views, count)
     neighbours = covisible(model, usable, settings.neighbours)
     digests = {image.name: input_digest(image, neighbours[image.name], views.file_digest,
-                                        priors, settings) for image in usable}
+                                        views.priors, settings, views.exclusion) for image in usable}
     previous = _forget_changed(folder, previous, digests, settings)
     reports = excluded + unreadable
     masks: dict[str, np.ndarray] = {}
@@ -332,9 +340,10 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class _Views:
     """Views at the grid size, built once per image; rays once per camera and grid size."""
 
-    def __init__(self, priors: PriorSet, resolution: float):
+    def __init__(self, priors: PriorSet, resolution: float, exclusion: ExclusionFolder | None = None):
         self.priors = priors
         self.resolution = resolution
+        self.exclusion = exclusion
         self._views: dict[str, View] = {}
         self._rays: dict[tuple, tuple[np.ndarray, Callable]] = {}
         self.prior_sizes: dict[str, tuple[int, int]] = {}
@@ -368,10 +377,21 @@ class _Views:
             height, width = self.prior_sizes[image.name] = full.shape
             grid = (max(2, round(height * self.resolution)), max(2, round(width * self.resolution)))
             inverse = cv2.resize(full, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR)
+            if self.exclusion is not None:  # excluded pixels have no depth: never evidence
+                inverse[~self.kept(image, grid)] = np.nan
             rays, to_grid = self._camera(image.camera, grid)
             view = View(inverse, rays, image.cam_from_world, to_grid)
             self._views[image.name] = view
         return view
+
+    def kept(self, image: ModelImage, size: tuple[int, int]) -> np.ndarray:
+        """The exclusion mask's kept pixels at `size`, read at the prior's size (whose aspect
+        ratio it must have: ExclusionMissing otherwise)."""
+        assert self.exclusion is not None
+        full = self.exclusion.kept(image.key, size=self.prior_size(image))
+        if full.shape == tuple(size):
+            return full
+        return cv2.resize(full.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
 
     def prior_size(self, image: ModelImage) -> tuple[int, int]:
         if image.name not in self.prior_sizes:
@@ -431,6 +451,10 @@ def _image(image: ModelImage, witnesses: list[ModelImage], views: _Views, folder
     )
     height, width = views.prior_size(image)
     full = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    if views.exclusion is not None:
+        kept = views.kept(image, (height, width))
+        full[~kept] = consistency.EXCLUDED
+        report.excluded = float(1.0 - kept.mean())
     try:
         folder.write(mask_name(image.key), encode_plane(full))
     except WriteError as error:
@@ -466,6 +490,8 @@ def _resume(image: ModelImage, old: dict | None, digest: str, folder: OutputFold
     status = "unchecked" if old.get("status") == "unchecked" else "skipped"
     report = ImageReport(image.name, image.key, status, old.get("reason") if status == "unchecked"
                          else None, [], *map(float, numbers), disagreement, digest)
+    if _is_number(old.get("excluded")):
+        report.excluded = float(old["excluded"])
     return report, mask
 
 
@@ -530,8 +556,9 @@ def _grid_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def input_digest(image: ModelImage, witnesses: list[ModelImage], file_digest: Callable[[Path], bytes],
-                 priors: PriorSet, settings: Settings) -> str:
-    """sha256 of everything a mask depends on: settings, and per view its prior, fit and pose."""
+                 priors: PriorSet, settings: Settings, exclusion: ExclusionFolder | None = None) -> str:
+    """sha256 of everything a mask depends on: settings, and per view its prior, fit, pose and
+    exclusion mask."""
     digest = hashlib.sha256(json.dumps(settings.__dict__, sort_keys=True).encode())
     for view in [image, *witnesses]:
         stem = priors.stem(view.name)
@@ -541,6 +568,8 @@ def input_digest(image: ModelImage, witnesses: list[ModelImage], file_digest: Ca
         digest.update(np.asarray(view.cam_from_world, dtype=np.float64).tobytes())
         digest.update(view.camera.model.encode() + np.asarray(
             [view.camera.width, view.camera.height, *view.camera.params], np.float64).tobytes())
+        if exclusion is not None:
+            digest.update(b"exclude\0" + exclusion.digest(view.key))
     return digest.hexdigest()
 
 
