@@ -124,3 +124,38 @@ def test_a_missing_or_other_aspect_mask_fails_its_image_alone(sky_scene, tmp_pat
     assert main(["align", "--sparse", str(scene.sparse), "--depths", str(scene.depths), "--exclude",
                  str(folder), "-o", str(tmp_path / "other.json")]) == 2
     assert not (tmp_path / "other.json").exists()
+
+
+def test_training_and_export_multiply_several_mask_folders(sky_scene, tmp_path):
+    import torch
+
+    from depthprior.scene.export import export_nerfstudio
+    from depthprior.training import DepthSupervision
+
+    scene, excluded, folder = sky_scene
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    check_consistency(scene.sparse, scene.depths, params=params, output=tmp_path / "confidence")
+    supervision = DepthSupervision(scene.depths, lambda_depth=1.0, loss="l1", params=params,
+                                   masks=[tmp_path / "confidence", folder])
+    name = scene.names[1]
+    confidence = cv2.imread(str(tmp_path / "confidence" / f"{scene.key(name)}.png"), cv2.IMREAD_UNCHANGED)
+    weights = supervision.priors.confidence(name)[0].numpy()
+    assert np.allclose(weights, confidence / 255.0 * ~excluded[name])  # the weights multiply
+    rendered = torch.rand(1, scene.prior_height, scene.prior_width, requires_grad=True)
+    supervision(name, rendered, 0).backward()
+    gradient = rendered.grad[0].numpy()
+    assert (gradient[excluded[name]] == 0).all()  # no pull towards the sky's wall or the mover
+    assert (gradient[~excluded[name] & (confidence > 0)] != 0).all()
+    summary = export_nerfstudio(scene.depths, scene.sparse, tmp_path / "ns", params=params,
+                                masks=[tmp_path / "confidence", folder])
+    depth = cv2.imread(str(summary.out / f"{scene.key(name)}.png"), cv2.IMREAD_UNCHANGED)
+    assert (depth[excluded[name]] == 0).all() and (depth[~excluded[name] & (confidence >= 128)] > 0).all()
+
+
+def test_export_masks_take_several_folders():
+    from depthprior.cli import build_parser
+
+    args = build_parser().parse_args(["export", "dn-splatter", "--depths", "d", "--sparse", "s",
+                                      "--data", "x", "--masks", "a", "b", "--masks", "c"])
+    assert args.masks == ["a", "b", "c"]
