@@ -195,3 +195,41 @@ def test_cli_exclude(tmp_path, seg_models, cli, capsys):
     with pytest.raises(SystemExit) as parsed:
         build_parser().parse_args(["exclude", str(tmp_path), "--dilate", "-1"])
     assert parsed.value.code == 2
+
+
+def test_generate_exclude_segments_the_frames_it_reads_once(tmp_path, seg_models, tiny_model, monkeypatch):
+    from conftest import TEST_INPUT_SIZE
+
+    from depthprior.exclusion import run as exclusion_run
+    from depthprior.exclusion.run import ExcludeJob
+    from depthprior.priors import frames as frame_reading
+    from depthprior.steps import run_generate
+
+    sky, person = frames(tmp_path / "images", count=3)
+    decoded = []
+    for module in (frame_reading, exclusion_run):
+        original = module.decode_rgb
+        monkeypatch.setattr(module, "decode_rgb", lambda path, *a, _o=original, **k: decoded.append(path) or _o(path, *a, **k))
+    job = ExcludeJob(("sky", "person"), settings(seg_models["upernet"], input_size=32))
+    out = tmp_path / "depths"
+    with forced_logits():
+        result = run_generate(tmp_path / "images", out, model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                              progress=False, device="cpu", exclude=job)
+    assert result.exit_code == 0, result.format()
+    assert len(decoded) == 3  # one read per frame for both models
+    masks = tmp_path / "depths_exclude"
+    assert result.summary.exclusion.output == masks and result.summary.exclusion.done == 3
+    assert np.array_equal(read(masks / "cam0" / "f2.png") == 0, sky | person)
+    assert "exclusion masks: done 3" in result.format()
+    (masks / "cam1" / "f1.png").unlink()  # priors all done: only that frame is read again
+    decoded.clear()
+    with forced_logits():
+        again = run_generate(tmp_path / "images", out, model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                             progress=False, device="cpu", exclude=job)
+    assert (again.summary.skipped, again.summary.exclusion.done, again.summary.exclusion.skipped) == (3, 1, 2)
+    assert [Path(path).name for path in decoded] == ["f1.png"]
+    with pytest.raises(UsageError, match="other settings"):
+        run_generate(tmp_path / "images", out, model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                     progress=False, device="cpu", exclude=ExcludeJob(("car",), job.settings))
+    args = build_parser().parse_args(["generate", "i", "o", "--exclude", "--exclude-model", "m", "--dilate", "2"])
+    assert (args.exclude, args.seg_model, args.dilate) == ("sky,person", "m", 2)

@@ -159,3 +159,27 @@ def test_export_masks_take_several_folders():
     args = build_parser().parse_args(["export", "dn-splatter", "--depths", "d", "--sparse", "s",
                                       "--data", "x", "--masks", "a", "b", "--masks", "c"])
     assert args.masks == ["a", "b", "c"]
+
+
+def test_verify_and_report_show_the_exclusion_and_its_fraction(tmp_path, tiny_model):
+    from conftest import TEST_INPUT_SIZE
+    from synth import make_frames
+
+    from depthprior.priors.pipeline import generate
+    from depthprior.priors.verify import verify
+    from depthprior.report import report
+
+    make_frames(tmp_path / "images", count=2, size=(48, 64))
+    generate(tmp_path / "images", tmp_path / "depths", model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+             progress=False)
+    excluded = np.zeros((48, 64), bool)
+    excluded[:12] = True
+    folder = write_exclusion(tmp_path / "exclude", {f"frame_{i:04d}.jpg": excluded for i in range(2)},
+                             lambda name: name.rsplit(".", 1)[0])
+    checked = verify(tmp_path / "depths", masks=[folder], all=True)
+    assert checked.ok and [check.excluded for check in checked.checks] == [0.25, 0.25]
+    assert "excl." in checked.format() and "25.0%" in checked.format()
+    summary = report(tmp_path / "depths", exclude=folder)
+    page = summary.path.read_text()
+    assert page.count('alt="excluded"') == 2 and page.count("<tr><th>excluded</th><td>25%</td></tr>") == 2
+    assert len(list(summary.assets.glob("*-exclude.jpg"))) == 2

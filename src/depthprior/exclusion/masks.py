@@ -22,6 +22,8 @@ REPORT_NAME = "exclude.json"
 FORMAT_VERSION = 1
 EXCLUDED = 0
 KEPT = 255
+#: mask values from here up are kept (masks hold only 0 and 255; a resized one is cut here)
+KEPT_FROM = 128
 _HINT = "rerun depthprior exclude for this folder (with --overwrite)"
 
 
@@ -112,7 +114,7 @@ class ExclusionFolder:
             mask = read_mask(path, stored)
         except ImageError as error:
             raise ExclusionMissing(first_line(error)) from None
-        kept = mask >= (EXCLUDED + KEPT + 1) // 2
+        kept = mask >= KEPT_FROM
         if size is not None and not same_aspect(kept.shape, tuple(size)):
             raise ExclusionMissing(f"exclusion mask {path} is {mask.shape[1]}x{mask.shape[0]}, its "
                                    f"prior is {size[1]}x{size[0]}: another aspect ratio (another "
@@ -139,5 +141,5 @@ class ExclusionFolder:
         return self.kept(key, stored, size).astype(np.float32)
 
 
-__all__ = ["EXCLUDED", "KEPT", "REPORT_NAME", "ExclusionFolder", "ExclusionMissing", "make_mask",
+__all__ = ["EXCLUDED", "KEPT", "KEPT_FROM", "REPORT_NAME", "ExclusionFolder", "ExclusionMissing", "make_mask",
            "mask_name", "read_report"]

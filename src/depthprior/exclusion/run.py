@@ -52,6 +52,7 @@ class ExcludeSummary:
     fractions: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     load_seconds: float = 0.0
+    segment_seconds: float = 0.0  # in the model: preparing, the forward pass, masks, writing
 
     @property
     def exit_code(self) -> int:
@@ -59,7 +60,13 @@ class ExcludeSummary:
 
     @property
     def seconds_per_frame(self) -> float:
-        return (self.seconds - self.load_seconds) / self.done if self.done else 0.0
+        """Segmentation time per frame (reading the frame not included)."""
+        return self.segment_seconds / self.done if self.done else 0.0
+
+    def headline(self) -> str:
+        return (f"done {self.done}, skipped {self.skipped}, failed {len(self.failed)} of "
+                f"{self.total} images in {self.seconds:.1f} s (model load {self.load_seconds:.1f} s, "
+                f"segmentation {self.seconds_per_frame:.2f} s per frame) -> {self.output}")
 
     def format(self) -> str:
         classes = sorted({name for entry in self.fractions.values() for name in entry})
@@ -69,9 +76,7 @@ class ExcludeSummary:
             for name, entry in sorted(self.fractions.items()):
                 lines.append(f"{name[-32:]:<32} " + " ".join(
                     f"{entry.get(c, 0.0):>9.1%}" for c in classes))
-        lines.append(f"done {self.done}, skipped {self.skipped}, failed {len(self.failed)} of "
-                     f"{self.total} images in {self.seconds:.1f} s (model load {self.load_seconds:.1f} s, "
-                     f"{self.seconds_per_frame:.2f} s per frame) -> {self.output}")
+        lines.append(self.headline())
         lines.extend(f"  FAILED {name}: {reason}" for name, reason in self.failed.items())
         return "\n".join(lines)
 
@@ -195,6 +200,131 @@ def source_stamp(item: ImageItem) -> list[int] | None:
 _FATAL_WRITES = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
+@dataclass(frozen=True)
+class ExcludeJob:
+    """What `generate --exclude` asks for: the classes, the model and its settings, the
+    dilation, and the mask folder (default OUT_exclude beside the depths folder)."""
+
+    classes: Sequence[str] = DEFAULT_CLASSES
+    settings: SegmenterSettings = field(default_factory=SegmenterSettings)
+    dilate: int = 0
+    output: Path | str | None = None
+
+
+class ExclusionPass:
+    """One run's masks for a list of frames: the folder locked, the identity checked and what
+    an earlier run left kept before any model loads; frames a caller has decoded already are
+    segmented through `segment` (generate's reading pass), `finish` reads and segments the
+    others, then writes exclude.json and removes masks of frames that are gone. Use as a
+    context manager (the lock is released on exit)."""
+
+    def __init__(self, output: Path, items: list[ImageItem], job: ExcludeJob, overwrite: bool):
+        job.settings.check()
+        for item in items:
+            safe_join(output, mask_name(item.stem))  # every target checked before any is written
+        self.items = items
+        self.folder = OutputFolder(output)
+        self.summary = ExcludeSummary(output, total=len(items))
+        self._started = time.monotonic()
+        self.folder.__enter__()
+        try:
+            self.excluder = Excluder(self.folder, job.settings, job.classes, job.dilate, overwrite)
+            names = {item.name for item in items}
+            self.excluder.entries = {name: entry for name, entry in self.excluder.entries.items()
+                                     if name in names}
+            self.need = {item.name for item in items if not self.excluder.resumable(item)}
+        except BaseException:
+            self.folder.__exit__(None, None, None)
+            raise
+        self.summary.skipped = len(items) - len(self.need)
+
+    def __enter__(self) -> "ExclusionPass":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.folder.__exit__(*exc)
+
+    def wants(self, item: ImageItem) -> bool:
+        return item.name in self.need
+
+    def segment(self, frames: list[tuple[ImageItem, np.ndarray]]) -> list[tuple[ImageItem, str | None]]:
+        """Segment decoded frames (same network size in batches); per frame why it failed or None."""
+        if not frames:
+            return []
+        if self.excluder.segmenter is None:
+            self.summary.load_seconds += self.excluder.load()
+        started = time.monotonic()
+        results: list[tuple[ImageItem, str | None]] = []
+        for batch in self.excluder.frame_size_groups([frame for _, frame in frames]):
+            items = [frames[i][0] for i in batch]
+            try:
+                reasons = self.excluder.segment(items, [frames[i][1] for i in batch])
+            except (UsageError, WriteError, KeyboardInterrupt):
+                raise
+            except Exception as error:  # noqa: BLE001 - out of memory on the device, ...
+                reasons = [first_line(error)] * len(items)
+                for item in items:
+                    self.excluder.fail(item, reasons[0])
+            results.extend(zip(items, reasons))
+        self.summary.segment_seconds += time.monotonic() - started
+        for item, reason in results:
+            self.need.discard(item.name)
+            if reason is not None:
+                self.summary.failed[item.name] = reason
+        return results
+
+    def fail(self, item: ImageItem, reason: str) -> None:
+        self.excluder.fail(item, reason)
+        self.need.discard(item.name)
+        self.summary.failed[item.name] = reason
+
+    def finish(self, max_pixels: int | None, workers: int | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               complete: bool = True) -> ExcludeSummary:
+        """Segment the frames still without a mask (read here; not when `complete` is False,
+        e.g. after an interrupted generate), write exclude.json, remove masks of frames gone."""
+        try:
+            todo = [item for item in self.items if item.name in self.need] if complete else []
+            for done, _result in enumerate(self._read_and_segment(todo, max_pixels,
+                                                                   worker_count(workers)), start=1):
+                if progress:
+                    progress(done, len(todo))
+        finally:
+            self.excluder.save()
+        if complete:
+            self.folder.remove_unproduced(mask_name(key) for key in self.excluder.previous_keys)
+        for name, entry in self.excluder.entries.items():
+            if entry.get("status") == "ok":
+                self.summary.fractions[name] = entry["fractions"]
+        self.summary.done = sum(1 for item in self.items if item.name not in self.need) \
+            - self.summary.skipped - len(self.summary.failed)
+        self.summary.seconds = time.monotonic() - self._started
+        return self.summary
+
+    def _read_and_segment(self, todo: list[ImageItem], max_pixels: int | None,
+                          workers: int) -> Iterator[tuple[ImageItem, str | None]]:
+        """Decode frames on worker threads, a few batches at a time, and segment them in order."""
+        step = max(self.excluder.settings.batch_size, 1) * 4
+
+        def read(item: ImageItem) -> np.ndarray | str:
+            try:
+                return decode_rgb(item.path, max_pixels)
+            except ImageError as error:
+                return first_line(error)
+            except OSError as error:
+                return f"cannot read {item.name}: {error.strerror or first_line(error)}"
+
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            decoded = list(in_order(read, chunk, workers))
+            for item, frame in zip(chunk, decoded):
+                if isinstance(frame, str):
+                    self.fail(item, frame)
+                    yield item, frame
+            yield from self.segment([(item, frame) for item, frame in zip(chunk, decoded)
+                                     if isinstance(frame, np.ndarray)])
+
+
 def exclude(
     images: Path | str,
     output: Path | str | None = None,
@@ -213,76 +343,15 @@ def exclude(
     Raises UsageError (nothing written) for a missing folder, an unknown class, a checkpoint that
     is not a segmentation model, or a folder of other settings; a bad image fails that image.
     """
-    started = time.monotonic()
-    settings = settings or SegmenterSettings()
-    settings.check()
+    job = ExcludeJob(tuple(classes), settings or SegmenterSettings(), dilate, output)
+    job.settings.check()
     found = scan(images)
-    output = Path(output) if output is not None else default_output(found.root)
-    items = [item for item in found.items if not is_inside(item.path, output)]
+    target = Path(output) if output is not None else default_output(found.root)
+    items = [item for item in found.items if not is_inside(item.path, target)]
     if not items:
-        raise UsageError(f"no images found in {images} outside the mask folder {output}")
-    for item in items:
-        safe_join(output, mask_name(item.stem))  # every target checked before any is written
-    summary = ExcludeSummary(output, total=len(items))
-    with OutputFolder(output) as folder:
-        excluder = Excluder(folder, settings, classes, dilate, overwrite)
-        todo = [item for item in items if not excluder.resumable(item)]
-        summary.skipped = len(items) - len(todo)
-        excluder.entries = {name: entry for name, entry in excluder.entries.items()
-                            if name in {item.name for item in items}}
-        if todo:
-            summary.load_seconds = excluder.load()
-        try:
-            for done, (item, reason) in enumerate(_segment_all(excluder, todo, max_pixels,
-                                                               worker_count(workers)), start=1):
-                if reason is not None:
-                    summary.failed[item.name] = reason
-                if progress:
-                    progress(done, len(todo))
-        finally:
-            excluder.save()
-        folder.remove_unproduced(mask_name(key) for key in excluder.previous_keys)
-    for name, entry in excluder.entries.items():
-        if entry.get("status") == "ok":
-            summary.fractions[name] = entry["fractions"]
-    summary.done = len(todo) - len(summary.failed)
-    summary.seconds = time.monotonic() - started
-    return summary
+        raise UsageError(f"no images found in {images} outside the mask folder {target}")
+    with ExclusionPass(target, items, job, overwrite) as run:
+        return run.finish(max_pixels, workers, progress)
 
 
-def _segment_all(excluder: Excluder, todo: list[ImageItem], max_pixels: int | None,
-                 workers: int) -> Iterator[tuple[ImageItem, str | None]]:
-    """Decode frames on worker threads, a batch's worth at a time, and segment them in order."""
-    step = max(excluder.settings.batch_size, 1) * 4
-
-    def read(item: ImageItem) -> np.ndarray | str:
-        try:
-            return decode_rgb(item.path, max_pixels)
-        except ImageError as error:
-            return first_line(error)
-        except OSError as error:
-            return f"cannot read {item.name}: {error.strerror or first_line(error)}"
-
-    for start in range(0, len(todo), step):
-        chunk = todo[start:start + step]
-        decoded = list(in_order(read, chunk, workers))
-        good = [(item, frame) for item, frame in zip(chunk, decoded) if isinstance(frame, np.ndarray)]
-        for item, frame in zip(chunk, decoded):
-            if isinstance(frame, str):
-                excluder.fail(item, frame)
-                yield item, frame
-        frames = [frame for _, frame in good]
-        for batch in excluder.frame_size_groups(frames):
-            batch_items = [good[i][0] for i in batch]
-            try:
-                reasons = excluder.segment(batch_items, [frames[i] for i in batch])
-            except (DepthpriorError, MemoryError) as error:
-                if isinstance(error, (UsageError, WriteError)):
-                    raise
-                reasons = [first_line(error)] * len(batch)
-                for item in batch_items:
-                    excluder.fail(item, reasons[0])
-            yield from zip(batch_items, reasons)
-
-
-__all__ = ["ExcludeSummary", "Excluder", "default_output", "exclude"]
+__all__ = ["ExcludeJob", "ExcludeSummary", "ExclusionPass", "Excluder", "default_output", "exclude"]
