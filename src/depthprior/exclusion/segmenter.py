@@ -222,4 +222,6 @@ def _load_network(settings: SegmenterSettings, model_type: str, dtype: Any) -> A
         from ..errors import first_line
 
         raise ModelLoadError(f"cannot load weights of {settings.model!r}: {first_line(error)}") from None
+    if getattr(network, "auxiliary_head", None) is not None:  # a training aid (UperNet, BEiT): its
+        network.auxiliary_head = None  # logits are computed on every forward and never used here
     return network.eval()
