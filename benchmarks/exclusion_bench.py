@@ -91,7 +91,7 @@ def fit_numbers(root: Path, frames: int, width: int, height: int) -> None:
             errors.append(np.mean([scene.inverse_depth_error(r.name, r.scale, r.offset)
                                    for r in summary.results if not r.failed]))
             dropped = np.mean([r.excluded or 0 for r in summary.results])
-        print(f"align {method}: fit error {errors[0]:.4f} -> {errors[1]:.4f} with exclusion "
+        print(f"align {method}: fit error {errors[0]:.5f} -> {errors[1]:.5f} with exclusion "
               f"({dropped:.0f} SfM samples per frame left out)")
     params = root / "robust-True.json"
     rejected = []
