@@ -74,6 +74,11 @@ def image_key(name: str) -> str:
     return str(PurePosixPath(posix_name(name)).with_suffix(""))
 
 
+def mask_name(key: str) -> str:
+    """An image's mask file (consistency's, exclusion's), relative to its mask folder."""
+    return f"{key}.png"
+
+
 def posix_name(name: str) -> str:
     """A relative name as written on any system: "/" between parts, no leading "./".
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ImageError, UsageError, first_line
 from ..files.jsonfile import expect_fields, expect_object, read_json
 from ..files.raster import read_mask, same_aspect
-from ..images import safe_join
+from ..images import mask_name, safe_join
 
 REPORT_NAME = "exclude.json"
 FORMAT_VERSION = 1
@@ -42,11 +42,6 @@ def make_mask(groups: np.ndarray, names: list[str], dilate: int) -> tuple[np.nda
         excluded = distance <= dilate
     fractions["total"] = float(excluded.mean())
     return np.where(excluded, EXCLUDED, KEPT).astype(np.uint8), fractions
-
-
-def mask_name(key: str) -> str:
-    """An image's exclusion mask, relative to the mask folder."""
-    return f"{key}.png"
 
 
 def read_report(folder: Path | str) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from .masks import FORMAT_VERSION, REPORT_NAME, make_mask, mask_name, read_repor
 from .segmenter import DEFAULT_CLASSES, Segmenter, SegmenterSettings, identity, labels_of, resolve_classes
 from ..errors import DepthpriorError, ImageError, UsageError, WriteError, first_line
 from ..files.jsonfile import encode_json
-from ..files.outputs import OutputFolder
+from ..files.outputs import OutputFolder, folder_beside
 from ..files.raster import DEFAULT_MAX_PIXELS, decode_rgb, encode_plane, read_mask
 from ..images import ImageItem, is_inside, safe_join, scan
 from ..files import place
@@ -36,10 +36,7 @@ SAVE_EVERY = 16
 
 def default_output(folder: Path | str) -> Path:
     """FOLDER_exclude beside FOLDER (the depths folder for generate, IMAGES for exclude)."""
-    resolved = Path(folder).resolve()
-    if not resolved.name:
-        raise UsageError(f"{folder} is the file system's root: pass -o for the mask folder")
-    return resolved.parent / (resolved.name + "_exclude")
+    return folder_beside(folder, "_exclude")
 
 
 @dataclass

@@ -35,9 +35,9 @@ from .priorset import PriorSet
 from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line
 from ..exclusion.masks import ExclusionFolder
 from ..files.jsonfile import encode_json, expect_object, read_json
-from ..files.outputs import OutputFolder
+from ..files.outputs import OutputFolder, folder_beside
 from ..files.raster import encode_plane, read_mask
-from ..images import image_key, is_inside, posix_name, read_regular_file, safe_join
+from ..images import image_key, is_inside, mask_name, posix_name, read_regular_file, safe_join
 from ..threads import in_order, worker_count
 from ..files.place import local_folder
 
@@ -123,11 +123,7 @@ class ConsistencySummary:
 
 def default_output(depths: Path) -> Path:
     """DEPTHS_confidence beside DEPTHS, also for "." and ".." (named after the real folder)."""
-    folder = Path(depths).resolve()
-    if not folder.name:
-        raise UsageError(f"the depth folder {depths} is the file system's root: pass -o for the "
-                         "mask folder")
-    return folder.parent / (folder.name + "_confidence")
+    return folder_beside(depths, "_confidence", "depth folder")
 
 
 def check_consistency(
@@ -466,11 +462,6 @@ def _image(image: ModelImage, witnesses: list[ModelImage], views: _Views, folder
 
 #: write errors that end the run (the others, e.g. a name too long, fail one image)
 _FATAL_WRITES = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-def mask_name(key: str) -> str:
-    """An image's mask file, relative to the mask folder."""
-    return f"{key}.png"
 
 
 def _resume(image: ModelImage, old: dict | None, digest: str, folder: OutputFolder,
