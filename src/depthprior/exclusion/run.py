@@ -11,7 +11,6 @@ frames it has already decoded.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from dataclasses import dataclass, field
@@ -137,7 +136,7 @@ class Excluder:
         try:
             self.folder.write(mask_name(item.stem), encode_plane(mask))
         except WriteError as error:
-            if error.errno in _FATAL_WRITES:
+            if error.ends_run:
                 raise
             self.fail(item, first_line(error))
             return first_line(error)
@@ -193,8 +192,6 @@ def source_stamp(item: ImageItem) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-#: write errors that end the run (the others, e.g. a name too long, fail one image)
-_FATAL_WRITES = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ any mask, so masks made with other settings are never trusted.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -454,14 +453,12 @@ def _image(image: ModelImage, witnesses: list[ModelImage], views: _Views, folder
     try:
         folder.write(mask_name(image.key), encode_plane(full))
     except WriteError as error:
-        if error.errno in _FATAL_WRITES:
+        if error.ends_run:
             raise  # every later mask would fail the same way: stop, keeping what is written
         return ImageReport(image.name, image.key, "failed", first_line(error), names), mask
     return report, mask
 
 
-#: write errors that end the run (the others, e.g. a name too long, fail one image)
-_FATAL_WRITES = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def _resume(image: ModelImage, old: dict | None, digest: str, folder: OutputFolder,
