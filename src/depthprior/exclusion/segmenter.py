@@ -27,8 +27,11 @@ from ..priors.backends.torch_hf import (_quiet_transformers, import_torch, load_
 #: MIT licence (OpenMMLab), ADE20K's 150 classes (sky, person, car, ...); docs/commands/exclude.md
 DEFAULT_MODEL = "openmmlab/upernet-convnext-tiny"
 DEFAULT_CLASSES = ("sky", "person")
-#: shorter side the network sees (ADE20K models are trained on 512 crops); rounded to SIZE_STEP
-DEFAULT_INPUT_SIZE = 512
+#: shorter side the network sees, rounded to SIZE_STEP. ADE20K models are trained on 512 crops,
+#: but UperNet-ConvNeXt-T at 512 costs 2.2x Depth-Anything-V2-Small's time per frame on a CPU;
+#: at 256 it adds 0.48x to generate (docs/performance.md). Sky and people near the camera keep
+#: their shape; pass 512 for small, distant people.
+DEFAULT_INPUT_SIZE = 256
 SIZE_STEP = 32
 #: checkpoints whose output is per-query classes and masks (the semantic scores are combined)
 QUERY_MODELS = ("mask2former", "maskformer")
