@@ -6,6 +6,7 @@ different place per frame, so inconsistent across views, with SfM outliers on it
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -104,6 +105,15 @@ def test_consistency_rejects_excluded_pixels_which_are_no_evidence(sky_scene, tm
                               exclude=folder)
     assert {r.status for r in again.images} == {"skipped"}
     assert again.images[0].excluded == pytest.approx(entry["excluded"])
+    changed = tmp_path / "changed"  # another exclusion mask for one image: it is checked again
+    shutil.copytree(folder, changed)
+    first = scene.key(scene.names[0])
+    cv2.imwrite(str(changed / f"{first}.png"), np.full(excluded[scene.names[0]].shape, 255, np.uint8))
+    redone = check_consistency(scene.sparse, scene.depths, params=params, output=tmp_path / "masked",
+                               exclude=changed)
+    statuses = {r.name: r.status for r in redone.images}
+    assert statuses[scene.names[0]] == "checked" and redone.images[0].excluded == 0.0
+    assert "skipped" in statuses.values()  # images that neither see it nor are it are kept
 
 
 @pytest.mark.hostile
