@@ -231,5 +231,11 @@ def test_generate_exclude_segments_the_frames_it_reads_once(tmp_path, seg_models
     with pytest.raises(UsageError, match="other settings"):
         run_generate(tmp_path / "images", out, model=str(tiny_model), input_size=TEST_INPUT_SIZE,
                      progress=False, device="cpu", exclude=ExcludeJob(("car",), job.settings))
+    from depthprior.priors.distributed import RaySettings
+
+    with pytest.raises(UsageError, match="without --ray"):
+        run_generate(tmp_path / "images", tmp_path / "ray-depths", model=str(tiny_model), progress=False,
+                     exclude=job, ray=RaySettings())
+    assert not (tmp_path / "ray-depths_exclude").exists()
     args = build_parser().parse_args(["generate", "i", "o", "--exclude", "--exclude-model", "m", "--dilate", "2"])
     assert (args.exclude, args.seg_model, args.dilate) == ("sky,person", "m", 2)
