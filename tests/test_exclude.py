@@ -101,7 +101,7 @@ def test_an_unknown_class_is_refused_listing_the_models_classes(tmp_path, seg_mo
     message = str(caught.value)
     assert "\n" not in message and "'tree'" in message
     assert "wall, sky, person;individual;someone, car" in message
-    assert not (tmp_path / "masks" / "exclude.json").exists()
+    assert not (tmp_path / "masks").exists()  # refused before the folder is made
 
 
 def test_a_checkpoint_that_is_not_a_segmentation_model_is_refused(tmp_path, tiny_model):

@@ -81,13 +81,10 @@ class Excluder:
     """The mask folder of one run: its identity, the entries it keeps, and one frame at a time
     (decoded by the caller) segmented and written; exclude.json rewritten as it goes."""
 
-    def __init__(self, folder: OutputFolder, settings: SegmenterSettings, classes: Sequence[str],
-                 dilate: int, overwrite: bool):
-        if dilate < 0:
-            raise UsageError(f"--dilate is a number of pixels, at least 0, not {dilate}")
+    def __init__(self, folder: OutputFolder, settings: SegmenterSettings,
+                 classes: dict[str, list[int]], dilate: int, overwrite: bool):
         self.folder, self.settings, self.dilate = folder, settings, dilate
-        id2label, _ = labels_of(settings)
-        self.classes = resolve_classes(classes, id2label, settings.model)
+        self.classes = classes  # resolve_classes: each name asked for -> its label ids
         self.identity = {**identity(settings, self.classes), "dilate": dilate}
         previous = read_report(folder.root)
         self.entries: dict[str, dict[str, Any]] = {}
@@ -214,15 +211,19 @@ class ExclusionPass:
 
     def __init__(self, output: Path, items: list[ImageItem], job: ExcludeJob, overwrite: bool):
         job.settings.check()
+        if job.dilate < 0:
+            raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
         for item in items:
             safe_join(output, mask_name(item.stem))  # every target checked before any is written
+        # the checkpoint and the classes are checked before the folder is made or locked
+        classes = resolve_classes(job.classes, labels_of(job.settings)[0], job.settings.model)
         self.items = items
         self.folder = OutputFolder(output)
         self.summary = ExcludeSummary(output, total=len(items))
         self._started = time.monotonic()
         self.folder.__enter__()
         try:
-            self.excluder = Excluder(self.folder, job.settings, job.classes, job.dilate, overwrite)
+            self.excluder = Excluder(self.folder, job.settings, classes, job.dilate, overwrite)
             names = {item.name for item in items}
             self.excluder.entries = {name: entry for name, entry in self.excluder.entries.items()
                                      if name in names}

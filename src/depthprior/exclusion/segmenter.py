@@ -98,7 +98,7 @@ def labels_of(settings: SegmenterSettings) -> tuple[dict[int, str], str]:
     from transformers.models.auto.modeling_auto import (MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
                                                         MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES)
 
-    config = load_config(settings.model, settings.revision)
+    config = load_config(settings.model, settings.revision, task="semantic-segmentation")
     model_type = getattr(config, "model_type", None)
     known = set(MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES) | set(QUERY_MODELS)
     if model_type not in known:
