@@ -134,6 +134,23 @@ def test_consistency_bench():
                      rf"injected pixels rejected {NUMBER}%, correct seen pixels rejected {NUMBER}%", out), out
 
 
+def test_exclusion_bench(photos, capsys):
+    """Its main() in this process (a subprocess would import torch and transformers again)."""
+    bench = load_script("exclusion_bench")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["exclusion_bench.py", "--frames", "4", "--size", "64x48", "--photos",
+                                    str(photos), "--seg-arch", "tiny", "--depth-arch", "tiny",
+                                    "--seg-input-size", "64", "--input-size", str(TEST_INPUT_SIZE),
+                                    "--repeats", "1"])
+        bench.main()
+    out = capsys.readouterr().out
+    assert re.search(rf"align mad: fit error {NUMBER} -> {NUMBER} with exclusion", out), out
+    assert re.search(rf"consistency: kept pixels rejected {NUMBER}% -> {NUMBER}% with exclusion", out), out
+    assert re.search(rf"segmentation \(tiny, input 64\): {NUMBER} s/frame; depth \(tiny, input 56\): "
+                     rf"{NUMBER} s/frame; ratio {NUMBER}", out), out
+    assert re.search(rf"generate --exclude end to end: {NUMBER} s/frame", out), out
+
+
 def test_report_bench(tmp_path):
     out = run_script("report_bench.py", "--frames", 4, "--size", "64x48", "--workdir", tmp_path / "scene")
     assert re.search(rf"report: {NUMBER} s for 4 frames, {NUMBER} MB", out), out

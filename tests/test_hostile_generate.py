@@ -440,9 +440,10 @@ def test_hidden_entries_are_listed_as_ignored(tmp_path, tiny_model):
 def test_the_output_markers_are_the_owners_names():
     from depthprior import images
     from depthprior.report.build import ASSETS_SUFFIX
+    from depthprior.exclusion.masks import REPORT_NAME as EXCLUDE_REPORT
     from depthprior.scene.confidence import REPORT_NAME
 
-    assert set(images.OUTPUT_MARKERS) == {MANIFEST_NAME, REPORT_NAME}
+    assert set(images.OUTPUT_MARKERS) == {MANIFEST_NAME, REPORT_NAME, EXCLUDE_REPORT}
     assert images.REPORT_ASSETS_SUFFIX == ASSETS_SUFFIX
 
 

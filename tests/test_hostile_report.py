@@ -233,7 +233,7 @@ def test_generate_report_shows_the_masks_consistency_just_made(scene, monkeypatc
     from depthprior import steps
 
     def fake_generate(images, out, **options):  # the priors are the scene's
-        return SimpleNamespace(interrupted=False, out=Path(out), images=Path(images))
+        return SimpleNamespace(interrupted=False, out=Path(out), images=Path(images), exclusion=None)
 
     monkeypatch.setattr(steps, "generate", fake_generate)
     run = steps.run_generate(scene.images, scene.depths, align=scene.sparse, consistency=True,

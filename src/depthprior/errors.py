@@ -92,6 +92,14 @@ class WriteError(DepthpriorError, OSError):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def ends_run(self) -> bool:
+        """Every later file would fail the same way (disk full, read-only, quota): a run stops
+        there, keeping what is written; other errors (a name too long) fail one image."""
+        import errno
+
+        return self.errno in {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
 
 def _write_hints() -> dict[int, str]:
     import errno

@@ -20,10 +20,11 @@ from .files.raster import (DEFAULT_MAX_PIXELS, check_pixels, decode_rgb, read_im
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 #: files that mark a folder depthprior wrote (owners: priors.manifest.MANIFEST_NAME,
-#: scene.confidence.REPORT_NAME), whose pictures are never frames of a later run
+#: scene.confidence.REPORT_NAME, exclusion.masks.REPORT_NAME), whose pictures are never frames of a later run
 OUTPUT_MARKERS = {
     "depthprior.json": "a depthprior generate output folder (it holds depthprior.json)",
     "consistency.json": "a depthprior consistency mask folder (it holds consistency.json)",
+    "exclude.json": "a depthprior exclude mask folder (it holds exclude.json)",
 }
 #: a report page's pictures folder is PAGE_files beside PAGE.html (report.build.ASSETS_SUFFIX)
 REPORT_ASSETS_SUFFIX = "_files"
@@ -81,6 +82,11 @@ def image_key(name: str) -> str:
     character of a file name, never a separator.
     """
     return str(PurePosixPath(posix_name(name)).with_suffix(""))
+
+
+def mask_name(key: str) -> str:
+    """An image's mask file (consistency's, exclusion's), relative to its mask folder."""
+    return f"{key}.png"
 
 
 def posix_name(name: str) -> str:

@@ -81,25 +81,29 @@ def run_generate(
     twice. Align fits the images that have a prior and lists the others as failed fits.
     """
     _refuse_remote_steps(out, verify=verify, align=align is not None, consistency=consistency,
-                         report=report)
+                         report=report, exclude=generate_options.get("exclude") is not None)
     _check_later_steps(out, num_samples=num_samples, align=align, consistency=consistency,
                        report=report)
     summary = generate(images, out, **generate_options)
     run = GenerateRun(summary)
     if summary.interrupted:
         return run
+    #: with --exclude, the later steps leave the excluded pixels out
+    excluded = summary.exclusion.output if summary.exclusion is not None else None
     if verify:
         _step(run, "verify", lambda: check_outputs(_recorded(summary), summary.items,
-                                                    images_root=summary.images, num_samples=num_samples))
+                                                    images_root=summary.images, num_samples=num_samples,
+                                                    masks=excluded))
     if align is not None:
         from .scene.align import align as fit
 
-        _step(run, "align", lambda: fit(align, summary.out, images=summary.images, allow_missing=True))
+        _step(run, "align", lambda: fit(align, summary.out, images=summary.images, allow_missing=True,
+                                        exclude=excluded))
     if consistency and run.align is not None:
         from .scene.confidence import check_consistency
 
         _step(run, "consistency", lambda: check_consistency(
-            align, Path(summary.out).resolve(), output=_masks_folder(summary.out)))
+            align, Path(summary.out).resolve(), output=_masks_folder(summary.out), exclude=excluded))
     elif consistency:
         run.errors["consistency"] = "the fits it checks were not made (align did not run)"
     if report:
@@ -109,7 +113,7 @@ def run_generate(
             Path(summary.images).is_dir() else None
         masks = run.consistency.output if run.consistency is not None else None
         _step(run, "report", lambda: write_report(summary.out, images=folder, sparse=align,
-                                                  masks=masks))
+                                                  masks=masks, exclude=excluded))
     return run
 
 

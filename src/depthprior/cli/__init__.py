@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import DepthpriorError, first_line
 
 #: command modules under depthprior.cli, in the order `--help` lists them
-COMMANDS = ("generate", "check", "verify", "align", "consistency", "report", "export", "export_onnx", "bench")
+COMMANDS = ("generate", "check", "verify", "exclude", "align", "consistency", "report", "export", "export_onnx", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

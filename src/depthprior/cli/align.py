@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-missing", action="store_true",
                         help="images without a depth file are skipped by the trainer (scale -1, and a blank "
                              "placeholder PNG so 3DGS can load the camera) instead of stopping")
+    parser.add_argument("--exclude", default=None, metavar="DIR",
+                        help="exclusion masks from 'depthprior exclude': SfM points on excluded "
+                             "pixels (sky, people, cars) are left out of the fit, counted per image")
     parser.add_argument("--brief", action="store_true",
                         help="list only failed and unreliable images, not the full table "
                              "(also with -q)")
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             allow_missing=args.allow_missing,
             workers=args.workers,
             progress=progress,
+            exclude=args.exclude,
         )
     print(summary.format(brief=args.brief or quiet))
     return 1 if summary.failed else 0

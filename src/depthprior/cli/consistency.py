@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Writes DIR/<image name without extension>.png, uint8 at the prior's size:\n"
             "  255 every witness with evidence agrees, 128..254 the agreeing share,\n"
             "  128 no witness sees the pixel (kept, at half weight), 0 rejected (more\n"
-            "  witnesses contradict than agree); >= 128 is trusted.\n"
+            "  witnesses contradict than agree) or excluded (--exclude); >= 128 is trusted.\n"
             "and DIR/consistency.json (per image: witnesses, fractions checked, agreeing,\n"
             "rejected, median relative disagreement; the scene's TAE before and after\n"
             "masking). Reruns skip images whose inputs have not changed and remove the\n"
@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resolution", type=float, default=0.25,
                         help="fraction of the prior's size the check runs at (default 0.25); "
                              "masks are written at the prior's size")
+    parser.add_argument("--exclude", default=None, metavar="DIR",
+                        help="exclusion masks from 'depthprior exclude': excluded pixels (sky, "
+                             "people) are 0 in the masks and no evidence as witnesses")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="threads (default: CPU count, at most 8); outputs do not depend on it")
     parser.set_defaults(run=run)
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     with image_progress("consistency", quiet) as progress:
         summary = check_consistency(args.sparse, args.depths, params=args.params,
                                     output=args.output, settings=settings, progress=progress,
-                                    workers=args.workers)
+                                    workers=args.workers, exclude=args.exclude)
     if not quiet:
         print(summary.format())
     return 1 if summary.failed else 0

@@ -49,9 +49,10 @@ def _common(parser: argparse.ArgumentParser, masks: bool = True) -> None:
                         help="refuse cameras above this many pixels (default 100 MP)")
     if not masks:
         return
-    parser.add_argument("--masks", default=None, metavar="DIR",
-                        help="confidence masks from depthprior consistency: depth 0 (none) "
-                             "where a mask rejects the prior (value below 128)")
+    parser.add_argument("--masks", default=None, metavar="DIR", nargs="+", action="extend",
+                        help="mask folders, one or several: confidence masks from depthprior "
+                             "consistency and exclusion masks from depthprior exclude; depth 0 "
+                             "(none) where their product is below 128/255 (rejected or excluded)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -45,6 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     output.add_argument("--follow-outside", action="store_true",
                         help="let a remote backend upload images reached through links to folders "
                              "outside IMAGES (they are counted, and refused without this)")
+    from ..exclusion.segmenter import DEFAULT_CLASSES
+    from .exclude import add_segmentation_arguments
+
+    parser.add_argument("--exclude", nargs="?", const=",".join(DEFAULT_CLASSES), default=None,
+                        metavar="CLASSES",
+                        help="also write exclusion masks of these classes (default "
+                             f"{','.join(DEFAULT_CLASSES)}) into OUT_exclude, segmenting the "
+                             "frames in the same reading pass; --align, --consistency and "
+                             "--report then leave the excluded pixels out")
+    add_segmentation_arguments(parser, flag="--exclude-model")
     checks = parser.add_argument_group("after generation")
     checks.add_argument("--verify", action="store_true", help="run `depthprior verify` on OUT")
     checks.add_argument("--num-samples", type=positive_int, default=8,
@@ -81,10 +91,21 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress and not args.quiet,
         follow_outside=args.follow_outside,
         ray=_ray_settings(args),
+        exclude=_exclude_job(args),
     )
     print(result.format())
     sys.stdout.flush()
     return result.exit_code
+
+
+def _exclude_job(args: argparse.Namespace):  # -> ExcludeJob | None
+    from ..exclusion.run import ExcludeJob
+    from .exclude import class_names, segmenter_settings
+
+    if args.exclude is None:
+        return None
+    settings = segmenter_settings(args, args.device, args.dtype, args.batch_size)
+    return ExcludeJob(class_names(args.exclude), settings, args.dilate)
 
 
 def _workers(text: str) -> tuple[int, int]:

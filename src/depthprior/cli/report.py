@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "gives the fits")
     parser.add_argument("--masks", default=None, metavar="DIR",
                         help="confidence masks (<image key>.png) and their consistency.json")
+    parser.add_argument("--exclude", default=None, metavar="DIR",
+                        help="exclusion masks from 'depthprior exclude': shown beside each prior, "
+                             "with each frame's excluded fraction")
     parser.add_argument("-o", "--output", default=None, help="HTML file (default OUT/report.html)")
     parser.add_argument("--max-pixels", type=positive_int, default=None,
                         help="refuse photos, priors and masks above this many pixels, from "
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..report import report
 
     summary = report(args.out, images=args.images, sparse=args.sparse, masks=args.masks,
+                     exclude=args.exclude,
                      output=args.output, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     print(summary.format())
     return 0

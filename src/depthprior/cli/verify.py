@@ -25,9 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sheet", default=None, help="contact sheet path (default OUT/depthprior_verify.png)")
     parser.add_argument("--ext", action="append", default=[], metavar="EXT",
                         help="extra image extensions, as given to generate")
-    parser.add_argument("--masks", default=None, metavar="DIR",
-                        help="confidence masks from 'depthprior consistency': checked and shown "
-                             "beside each map on the contact sheet")
+    parser.add_argument("--masks", default=None, metavar="DIR", nargs="+", action="extend",
+                        help="mask folders, one or several: confidence masks from 'depthprior "
+                             "consistency', exclusion masks from 'depthprior exclude' (their "
+                             "excluded fraction listed per frame); each checked and shown beside "
+                             "each map on the contact sheet")
     parser.set_defaults(run=run)
 
 

@@ -21,6 +21,15 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def folder_beside(folder: str | os.PathLike[str], suffix: str, what: str = "folder") -> Path:
+    """FOLDER<suffix> beside FOLDER (a mask folder beside its depths), also for "." and ".."
+    (named after the real folder); UsageError for the file system's root."""
+    resolved = Path(folder).resolve()
+    if not resolved.name:
+        raise UsageError(f"the {what} {folder} is the file system's root: pass -o for the mask folder")
+    return resolved.parent / (resolved.name + suffix)
+
+
 def atomic_write_bytes(path: Location, data: bytes | memoryview) -> None:
     """path holds data completely or not at all: temporary + rename here, one PUT for a URL.
 

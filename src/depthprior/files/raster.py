@@ -14,6 +14,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -27,6 +28,17 @@ DEFAULT_MAX_PIXELS = 100_000_000
 #: longer side / shorter side above this is refused: panoramas are 2:1 to 8:1; a 1x5000 strip
 #: would be resized to a network input of 518 x 2.6 million pixels
 MAX_ASPECT = 16.0
+
+
+#: two pictures of one scene (a frame, its camera, its prior, its mask): relative aspect-ratio
+#: difference allowed (a rounded downscale passes, a rotation or crop fails)
+ASPECT_TOLERANCE = 0.05
+
+
+def same_aspect(first: Sequence[int], second: Sequence[int]) -> bool:
+    """Two sizes in the same order ((width, height) or (height, width)) of one aspect ratio,
+    up to ASPECT_TOLERANCE."""
+    return abs((first[0] / first[1]) / (second[0] / second[1]) - 1.0) <= ASPECT_TOLERANCE
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class PreparedImage:
     width: int = 0
     prepared: Any = None
     error: str | None = None
+    rgb: Any = None  # the decoded frame, kept when another model reads it too (generate --exclude)
 
 
 def batch_size(engine: Backend) -> int:
@@ -54,10 +55,12 @@ def batches(engine: Backend, loaded: Iterator[PreparedImage], batch_size: int) -
         yield batch
 
 
-def load_frame(engine: Backend, item: ImageItem) -> PreparedImage:
+def load_frame(engine: Backend, item: ImageItem, keep: bool = False) -> PreparedImage:
+    """Read and prepare one frame; `keep`: the decoded RGB stays on it (`rgb`)."""
     try:
         image = decode_rgb(item.path, max_pixels=engine.settings.max_pixels)
-        return PreparedImage(item, image.shape[0], image.shape[1], engine.prepare(image, item.name))
+        return PreparedImage(item, image.shape[0], image.shape[1], engine.prepare(image, item.name),
+                             rgb=image if keep else None)
     except FATAL_ERRORS:
         raise
     except ImageError as error:

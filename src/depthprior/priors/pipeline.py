@@ -15,17 +15,21 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .backends import DEFAULT_BACKEND, Backend, BackendSettings, backend_class, settings_for
 from ..errors import BackendUnavailable, UsageError, first_line
 from ..images import Scan
+from ..files import place
 from ..files.place import location
 from ..threads import yield_to_inference
 from .distributed import RaySettings, check_backend, run_on_ray
 from .frames import PreparedImage, batch_size, batches, load_frame, prepared_batches, write_outputs
 from .manifest import ImageRecord, ThrottledSaver
 from .plan import Plan, Summary, find_inputs, make_plan, record_result, save_manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..exclusion.run import ExcludeJob, ExclusionPass
 
 __all__ = ["PreparedImage", "Summary", "generate", "prepared_batches", "record_result",
            "save_manifest", "write_outputs"]
@@ -50,6 +54,7 @@ def generate(
     progress: bool = True,
     follow_outside: bool = False,
     ray: RaySettings | None = None,
+    exclude: "ExcludeJob | None" = None,
     **setting_overrides: Any,
 ) -> Summary:
     """Depth priors for every image under `images`, written to `out` (README: Output format).
@@ -66,6 +71,11 @@ def generate(
 
     `ray` (depthprior.priors.distributed.RaySettings) runs the work on a Ray cluster: the same
     plan, outputs and manifest; the images must be a folder every node sees, or a URL.
+
+    `exclude` (depthprior.exclusion.run.ExcludeJob) also writes exclusion masks (default
+    OUT_exclude beside OUT): the frames this run decodes for the depth model are segmented in
+    the same reading pass, on its device; frames whose prior was already done are read for
+    the masks alone. Its summary is `Summary.exclusion`.
     """
     _refuse_next_step_options(setting_overrides)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -78,8 +88,14 @@ def generate(
     images_root = images.root if isinstance(images, Scan) else location(images)
     out_root = location(out)
     found = find_inputs(images, out_root, backend_type, extensions, follow_outside)
+    if exclude is not None and (ray is not None or not place.is_local(out_root)):
+        raise UsageError("--exclude runs beside the local model into a local folder: without "
+                         "--ray and with a local OUT (or run `depthprior exclude` after)")
     plan = make_plan(found.items, images_root, out_root, backend_type, settings, format, overwrite)
+    exclusion = None
     try:
+        if exclude is not None:
+            exclusion = _exclusion_pass(exclude, out_root, plan, settings, overwrite)
         summary = Summary(out=out_root, total=len(plan.items),
                           skipped=len(plan.items) - len(plan.todo) - len(plan.unwritable),
                           repaired=dict(plan.damaged), ignored={**found.skipped, **found.loops},
@@ -99,7 +115,7 @@ def generate(
                 plan.manifest.backend = engine.describe()
                 summary.backend = plan.manifest.backend
                 _log_settings(plan, engine, format)
-                _run(engine, plan, format, workers, progress, summary)
+                _run(engine, plan, format, workers, progress, summary, exclusion)
             finally:
                 if loaded is None:
                     engine.close()
@@ -107,10 +123,33 @@ def generate(
             log.info("nothing to do: all %d images already have outputs in %s", summary.skipped, out_root)
             if plan.unwritable:
                 summary.manifest_error = save_manifest(plan.manifest)
+        if exclusion is not None:
+            summary.exclusion = exclusion.finish(settings.max_pixels, workers,
+                                                 complete=not (summary.interrupted or summary.stopped))
         summary.elapsed = time.perf_counter() - start
     finally:
+        if exclusion is not None:
+            exclusion.__exit__(None, None, None)
         plan.lock.release()
     return summary
+
+
+def _exclusion_pass(job: "ExcludeJob", out_root: Any, plan: Plan, settings: BackendSettings,
+                    overwrite: bool) -> "ExclusionPass":
+    """generate --exclude's mask folder, planned before any model loads: the segmenter runs on
+    the depth model's device, dtype and batch size unless the job says otherwise."""
+    import dataclasses
+
+    from ..exclusion.run import ExclusionPass, default_output
+
+    segmenter = job.settings
+    defaults = type(segmenter)()
+    segmenter = dataclasses.replace(
+        segmenter, device=settings.device if segmenter.device == defaults.device else segmenter.device,
+        dtype=settings.dtype if segmenter.dtype == defaults.dtype else segmenter.dtype,
+        batch_size=settings.batch_size if segmenter.batch_size == defaults.batch_size else segmenter.batch_size)
+    output = Path(job.output) if job.output is not None else default_output(out_root)
+    return ExclusionPass(output, plan.items, dataclasses.replace(job, settings=segmenter), overwrite)
 
 
 def _refuse_next_step_options(options: dict[str, Any]) -> None:
@@ -134,7 +173,8 @@ def _log_settings(plan: Plan, engine: Backend, fmt: str) -> None:
 
 
 def _run(
-    engine: Backend, plan: Plan, fmt: str, workers: int | None, progress: bool, summary: Summary
+    engine: Backend, plan: Plan, fmt: str, workers: int | None, progress: bool, summary: Summary,
+    exclusion: "ExclusionPass | None" = None,
 ) -> None:
     from tqdm import tqdm
 
@@ -161,10 +201,15 @@ def _run(
     readers = ThreadPoolExecutor(workers, "depthprior-read", initializer=yield_to_inference)
     writers = ThreadPoolExecutor(workers, "depthprior-write", initializer=yield_to_inference)
     try:
-        loaded = _bounded_map(readers, lambda item: load_frame(engine, item), plan.todo, window)
+        loaded = _bounded_map(readers, lambda item: load_frame(
+            engine, item, keep=exclusion is not None and exclusion.wants(item)), plan.todo, window)
         for batch in batches(engine, loaded, size):
             good = [entry for entry in batch if entry.error is None]
             outcomes = engine.infer_each([entry.prepared for entry in good]) if good else []
+            if exclusion is not None:  # the same decoded frames, through the segmentation model
+                exclusion.segment([(entry.item, entry.rgb) for entry in good if entry.rgb is not None])
+                for entry in good:
+                    entry.rgb = None
             for entry, outcome in zip(good, outcomes):
                 entry.prepared = None
                 pending.append(writers.submit(_write, engine, plan.manifest.root, entry, outcome, fmt))

@@ -53,6 +53,8 @@ class Summary:
     images: Path | None = field(default=None, repr=False)
     items: list[ImageItem] = field(default_factory=list, repr=False)
     manifest: Manifest | None = field(default=None, repr=False)
+    #: generate --exclude: what the exclusion masks' pass did (exclusion.run.ExcludeSummary)
+    exclusion: Any = None
 
     @property
     def images_per_s(self) -> float:
@@ -64,7 +66,8 @@ class Summary:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if self.failed or self.stopped or self.manifest_error else 0
+        excluded_failed = self.exclusion is not None and bool(self.exclusion.failed)
+        return 1 if self.failed or self.stopped or self.manifest_error or excluded_failed else 0
 
     def format(self) -> str:
         lines = [
@@ -96,6 +99,9 @@ class Summary:
             lines.append(f"  FAILED {name}: {reason}")
         for name, reason in self.flagged.items():
             lines.append(f"  WARNING {name}: {reason}")
+        if self.exclusion is not None:
+            lines.append(f"exclusion masks: {self.exclusion.headline()}")
+            lines.extend(f"  EXCLUSION FAILED {name}: {reason}" for name, reason in self.exclusion.failed.items())
         return "\n".join(lines)
 
 

@@ -17,6 +17,9 @@ import numpy as np
 from ..errors import ImageError, UsageError, WriteError, first_line, listing
 from ..files.outputs import FolderInUse, OutputLock, atomic_write_bytes
 from ..files.raster import read_mask
+from ..exclusion.masks import KEPT_FROM
+from ..exclusion.masks import REPORT_NAME as EXCLUDE_REPORT
+from ..scene.weights import Folders, folder_list
 from ..images import (OWN_PICTURE_PREFIX, ImageItem, decode_rgb, discover, is_inside,
                       normalise_extensions, safe_join)
 from .manifest import MANIFEST_NAME, ImageRecord, Manifest, image_folder
@@ -39,6 +42,7 @@ class ImageCheck:
     levels: int = 0
     source: str = ""
     precision_bits: float | None = None
+    excluded: float | None = None  # fraction its exclusion mask leaves out (with one)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -68,7 +72,9 @@ class VerifyReport:
                 and all(c.ok for c in self.checks))
 
     def format(self) -> str:
-        header = f"{'image':<40} {'size':>11} {'levels':>7} {'bits':>5} {'source':<14} status"
+        excluded = any(check.excluded is not None for check in self.checks)
+        header = (f"{'image':<40} {'size':>11} {'levels':>7} {'bits':>5} {'source':<14} "
+                  f"{'excl.':>6} " * excluded + "status")
         lines = [f"verify {self.out}: {self.present}/{self.expected} outputs present, "
                  f"{len(self.checks)} checked", header, "-" * len(header)]
         for check in self.checks:
@@ -76,9 +82,11 @@ class VerifyReport:
             if check.warnings:
                 status += " (" + "; ".join(check.warnings) + ")"
             bits = "" if check.precision_bits is None else f"{check.precision_bits:.1f}"
+            share = "-" if check.excluded is None else f"{check.excluded:.1%}"
             lines.append(
                 f"{_clip(check.name, 40):<40} {check.width:>5}x{check.height:<5} "
-                f"{check.levels:>7} {bits:>5} {_clip(check.source, 14):<14} {status}"
+                f"{check.levels:>7} {bits:>5} {_clip(check.source, 14):<14} "
+                + f"{share:>6} " * excluded + status
             )
         lines.extend(f"MISSING {name}" for name in self.missing[:MISSING_SHOWN])
         hidden = self.missing[MISSING_SHOWN:]
@@ -108,16 +116,20 @@ def verify(
     all: bool = False,
     sheet: str | Path | None = None,
     extensions: Iterable[str] = (),
-    masks: str | Path | None = None,
+    masks: "Folders" = None,
 ) -> VerifyReport:
     """Check OUT against the manifest (and the images, when found); write a contact sheet.
 
-    `masks`: a folder of `depthprior consistency` masks, shown beside each map and checked
-    (uint8, the map's size); an image without one gets a warning and a blank panel.
+    `masks`: folders of `depthprior consistency` or `depthprior exclude` masks (one or
+    several), each shown beside each map and checked (uint8, the map's size); an image without
+    one gets a warning and a blank panel. With an exclusion folder, each checked frame's
+    excluded fraction is listed.
     """
     out = local_folder(out, "verify reads OUT on this machine")
-    if masks is not None and not Path(masks).is_dir():
-        raise UsageError(f"mask folder not found: {masks}; run 'depthprior consistency' first")
+    for folder in folder_list(masks):
+        if not folder.is_dir():
+            raise UsageError(f"mask folder not found: {folder}; run 'depthprior consistency' or "
+                             "'depthprior exclude' first")
     manifest = load_manifest(out)
     images_root = location(images) if images else (location(manifest.inputs) if manifest.inputs else None)
     if sheet is not None:
@@ -181,7 +193,7 @@ def check_outputs(
     num_samples: int = 8,
     all: bool = False,
     sheet: str | Path | None = None,
-    masks: str | Path | None = None,
+    masks: "Folders" = None,
 ) -> VerifyReport:
     """Check the outputs `manifest` records for `items` (the images expected in its folder).
 
@@ -207,8 +219,8 @@ def check_outputs(
         check, picture = _check_one(out, item, record, images_root)
         report.checks.append(check)
         if picture is not None:
-            mask = _check_mask(Path(masks), check) if masks is not None else None
-            sheets.add(sheet_row(check, *picture, *([mask] if masks is not None else [])))
+            panels = [_check_mask(folder, check) for folder in folder_list(masks)]
+            sheets.add(sheet_row(check, *picture, *panels))
     sheets.close()
     report.sheets, report.sheet_error = sheets.pages, sheets.error
     return report
@@ -289,19 +301,24 @@ def _absence(path: Path) -> str | None:
 
 
 def _check_mask(masks: Path, check: ImageCheck) -> np.ndarray:
-    """The image's confidence mask (a black one when it is missing or wrong, with the reason):
+    """The image's mask in a folder (a black one when it is missing or wrong, with the reason):
     a mask that is there but is not a single-channel uint8 PNG of its map's size fails the
-    image; a missing one is a warning (consistency writes none for the images it excludes)."""
+    image; a missing one is a warning (consistency writes none for the images it excludes).
+    An exclusion mask also gives the image's excluded fraction."""
     path = safe_join(masks, check.output.removesuffix(".png"), ".png")
     blank = np.zeros((check.height, check.width), np.uint8)
+    exclusion = (masks / EXCLUDE_REPORT).is_file()
     if not os.path.lexists(path):
-        check.warnings.append(f"no confidence mask {path}")
+        check.warnings.append(f"no {'exclusion' if exclusion else 'confidence'} mask {path}")
         return blank
     try:
-        return read_mask(path, (check.height, check.width))
+        mask = read_mask(path, (check.height, check.width))
     except ImageError as error:
         check.problems.append(first_line(error))
         return blank
+    if exclusion:
+        check.excluded = float(np.mean(mask < KEPT_FROM))
+    return mask
 
 
 #: rows on one page of the contact sheet: ~50 x 226 px tall, a few MB; more frames (--all on

@@ -29,7 +29,7 @@ from ..files.place import local_folder
 REPORT_NAME = "report.html"
 ASSETS_SUFFIX = "_files"
 SCATTER_POINTS = 400
-ASSET_NAME = re.compile(r"\d{5}-(photo|prior|mask|fit)\.jpg")
+ASSET_NAME = re.compile(r"\d{5}-(photo|prior|mask|exclude|fit)\.jpg")
 
 
 @dataclass
@@ -62,19 +62,22 @@ class FrameWork:
 
 def report(out: Path | str, *, images: Path | str | None = None, sparse: Path | str | None = None,
            masks: Path | str | None = None, output: Path | str | None = None,
-           max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int | None = None) -> ReportSummary:
+           max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int | None = None,
+           exclude: Path | str | None = None) -> ReportSummary:
     """Write OUT/report.html (or `output`) and its assets folder for a generate output folder.
 
     images: the frames (default: the folder the manifest records). sparse: the COLMAP model
     whose depth_params.json (from `depthprior align`) gives the fits. masks: confidence masks
-    (`<key>.png`, uint8, >= 128 trusted) and optionally their consistency.json.
+    (`<key>.png`, uint8, >= 128 trusted) and optionally their consistency.json. exclude: the
+    exclusion masks of `depthprior exclude`, shown beside the prior with each frame's
+    excluded fraction.
     Raises UsageError (one line) for inputs that cannot be used, or an output folder another
     run is writing; WriteError (one line naming the file) when a file cannot be written. A
     picture that cannot be read or made fails that frame (a note), never the page.
     """
     started = time.monotonic()
     out = local_folder(out, "report reads OUT on this machine")
-    scene = gather(out, images=images, sparse=sparse, masks=masks)
+    scene = gather(out, images=images, sparse=sparse, masks=masks, exclude=exclude)
     page = Path(output) if output is not None else scene.out / REPORT_NAME
     assets = _check_output(page)
     model = _model(scene)
@@ -189,6 +192,12 @@ def _frame_work(frame: Frame, model, image, method: str | None, pictures_out: Pi
         if mask is not None and under is not None:
             overlay, view.mask_trusted = pictures.mask_overlay(under, mask)
             view.overlay = pictures_out.write(frame, "mask", pictures.encode_jpeg(overlay))
+    if frame.exclusion is not None and mask_size is not None:  # at the image's size = its prior's
+        excluded = _picture(view, frame, "exclusion mask", read_mask, frame.exclusion, mask_size, max_pixels)
+        under = pictures.overlay_base(photo, colour, mask_size)
+        if excluded is not None and under is not None:
+            overlay, _kept = pictures.mask_overlay(under, excluded)
+            view.exclusion = pictures_out.write(frame, "exclude", pictures.encode_jpeg(overlay))
     samples = None
     if model is not None and image is not None and depth is not None and frame.fit is not None:
         samples = scatter_samples(model, image, depth, method)
@@ -210,7 +219,7 @@ def scatter_samples(model, image, depth: np.ndarray,
     samples = method_samples(method or "robust", model, image, depth)
     if samples is None:
         return np.zeros(0), np.zeros(0)
-    prior, target, _span = samples
+    prior, target, _span, _dropped = samples
     return np.asarray(prior, np.float64), np.asarray(target, np.float64)
 
 

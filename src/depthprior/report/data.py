@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..exclusion.masks import ExclusionFolder
 from ..errors import UnsafePathError, UsageError
 from ..files.jsonfile import expect_object, read_json
 from ..images import discover, image_key, safe_join
@@ -73,6 +74,8 @@ class Frame:
     prior: Path | None = None  # the depth PNG
     photo: Path | None = None
     mask: Path | None = None
+    exclusion: Path | None = None  # its exclusion mask (depthprior exclude), with --exclude
+    excluded: float | None = None  # the fraction exclude.json says it leaves out
     fit: FitRow | None = None
     reasons: list[str] = field(default_factory=list)
     marks: list[str] = field(default_factory=list)  # "scale outlier", "offset jump", ...
@@ -103,6 +106,7 @@ class Frame:
             "residual": fit.residual if fit else None,
             "points": float(fit.points) if fit and fit.points is not None else None,
             "levels": float(record.levels) if record and record.ok else None,
+            "excluded": self.excluded,
         }
 
 
@@ -118,6 +122,7 @@ class SceneData:
     method: str | None = None
     median_scale: float | None = None
     consistency: dict[str, Any] | None = None
+    exclusion: Path | None = None  # the exclusion mask folder
 
     def counts(self) -> dict[str, int]:
         if self.manifest is None:
@@ -145,7 +150,7 @@ class SceneData:
 # ---------------------------------------------------------------- gathering
 
 def gather(out: Path | str, *, images: Path | str | None = None, sparse: Path | str | None = None,
-           masks: Path | str | None = None) -> SceneData:
+           masks: Path | str | None = None, exclude: Path | str | None = None) -> SceneData:
     """Read everything the page shows; UsageError (one line) for inputs that cannot be used."""
     out = _folder(out, "output folder")
     manifest = Manifest.load(out)
@@ -162,6 +167,8 @@ def gather(out: Path | str, *, images: Path | str | None = None, sparse: Path | 
         _add_fits(scene, depth_params.default_path(sparse_dir))
     if masks_dir is not None:
         _add_masks(scene, masks_dir)
+    if exclude is not None:
+        _add_exclusion(scene, ExclusionFolder(exclude))
     mark_series(scene.frames)
     return scene
 
@@ -312,6 +319,17 @@ def _add_masks(scene: SceneData, masks_dir: Path) -> None:
             continue
         frame.mask = path if _is_file(path) else None
     scene.consistency = read_consistency(masks_dir)
+
+
+def _add_exclusion(scene: SceneData, folder: ExclusionFolder) -> None:
+    scene.exclusion = folder.root
+    for frame in scene.frames:
+        try:
+            path = safe_join(folder.root, frame.key, ".png")
+        except (UnsafePathError, OSError):
+            continue
+        frame.exclusion = path if _is_file(path) else None
+        frame.excluded = folder.fraction(frame.key)
 
 
 def read_consistency(masks_dir: Path) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from .plots import SeriesPlot
 SORT_KEYS = {
     "rank": "problems first", "frame": "frame order", "scale": "scale", "offset": "offset",
     "inliers": "inlier ratio", "residual": "residual", "points": "SfM points", "levels": "levels",
+    "excluded": "excluded fraction",
 }
 
 
@@ -36,6 +37,7 @@ class FrameView:
     photo: str | None = None
     prior: str | None = None
     overlay: str | None = None
+    exclusion: str | None = None  # the photo tinted where the exclusion mask leaves it out
     scatter: str | None = None
     size: tuple[int, int] = (240, 180)  # thumbnail width, height
     mask_trusted: float | None = None
@@ -167,7 +169,8 @@ def _card(frame: Frame, view: FrameView) -> str:
     data = " ".join(f'data-{k}="{"" if v is None or not math.isfinite(v) else repr(v)}"'
                     for k, v in figures.items())
     pictures = "".join(_picture(src, label, view.size) for src, label in (
-        (view.photo, "photo"), (view.prior, "prior"), (view.overlay, "mask")) if src)
+        (view.photo, "photo"), (view.prior, "prior"), (view.exclusion, "excluded"),
+        (view.overlay, "mask")) if src)
     if view.scatter:
         pictures += _picture(view.scatter, "fit", (260, 200), _ranges(view.scatter_ranges))
     reasons = "".join(f"<li>{esc(r)}</li>" for r in frame.reasons + frame.marks + view.notes)
@@ -207,6 +210,8 @@ def _numbers(frame: Frame, view: FrameView) -> str:
                  ("residual", percent(fit.residual))]
     if view.mask_trusted is not None:
         rows.append(("mask trusted", percent(view.mask_trusted)))
+    if frame.excluded is not None:
+        rows.append(("excluded", percent(frame.excluded)))
     return _table(rows)
 
 

@@ -27,8 +27,9 @@ from . import depth_params
 from .colmap import ModelImage, SparseModel, read_model
 from .depth_params import SCALE_BAND, AlignWriteError, Entry
 from ..errors import ImageError, UsageError, first_line, listing
+from ..exclusion.masks import ExclusionFolder, ExclusionMissing
 from ..files.outputs import OutputFolder, atomic_write_bytes
-from ..files.raster import read_prior
+from ..files.raster import read_prior, same_aspect
 from .fitting import MIN_INLIER_FRACTION, MIN_POINTS, Fit, fit_mad, fit_robust
 from ..images import image_key, posix_name, safe_join, stored_size
 from ..priors.manifest import Manifest, ManifestError
@@ -47,21 +48,23 @@ CONVENTIONS = {
 }
 LOW_INLIER_FRACTION = 0.6  # below this: unreliable
 MAX_RESIDUAL = 0.15  # median relative residual of the inliers above this: unreliable
-ASPECT_TOLERANCE = 0.05  # depth map / frame vs camera: relative aspect-ratio difference allowed
 
 
 class DepthFilesError(UsageError):
     """Depth maps missing, or the depth folder does not match the model."""
 
 
-def fit_samples(method: str, model: SparseModel, image: ModelImage, depth: np.ndarray) -> Fit:
-    """Sample the prior at the image's SfM points the method's way, and fit."""
-    samples = method_samples(method, model, image, depth)
+def fit_samples(method: str, model: SparseModel, image: ModelImage, depth: np.ndarray,
+                kept: np.ndarray | None = None) -> tuple[Fit, int]:
+    """Sample the prior at the image's SfM points the method's way (without those on pixels
+    `kept` marks False), and fit; the fit and how many samples the exclusion dropped."""
+    samples = method_samples(method, model, image, depth, kept)
     if samples is None:
         return Fit.failed(0, f"depth map is {depth.shape[1]}x{depth.shape[0]}: cv2.remap "
-                             f"samples maps below {REMAP_MAX_SIDE} pixels a side")
-    prior, target, span = samples
-    return fit_mad(prior, target, span=span) if method == "mad" else fit_robust(prior, target)
+                             f"samples maps below {REMAP_MAX_SIDE} pixels a side"), 0
+    prior, target, span, dropped = samples
+    fit = fit_mad(prior, target, span=span) if method == "mad" else fit_robust(prior, target)
+    return fit, dropped
 
 
 # ---------------------------------------------------------------- results
@@ -82,6 +85,7 @@ class ImageResult:
     camera_size: list[int] | None = None
     image_size: list[int] | None = None  # stored size of the frame, with --images
     depth_bytes: int | None = None  # size of the depth file fitted: which maps the fit is for
+    excluded: int | None = None  # SfM samples on excluded pixels, left out (with an exclusion folder)
     #: whether depth_params.json gives the trainer this fit: not for a failed fit or one align
     #: knows is wrong (written as SKIP_SCALE); a precision warning alone (8-bit source) keeps it
     for_trainer: bool = True
@@ -108,6 +112,7 @@ class AlignSummary:
     points3D: int
     unmatched_depths: list[str] = field(default_factory=list)  # depth files no image maps to
     seconds: float = 0.0
+    exclude: Path | None = None  # the exclusion mask folder, when given
 
     @property
     def failed(self) -> list[ImageResult]:
@@ -129,13 +134,16 @@ class AlignSummary:
 
     def format(self, *, brief: bool = False) -> str:
         """The per-image table (brief: only images not ok) and the summary lines."""
-        lines = _table([r for r in self.results if not brief or r.status != "ok"])
+        lines = _table([r for r in self.results if not brief or r.status != "ok"], self.exclude is not None)
         skipped = sum(not r.for_trainer or r.failed for r in self.results)
         counts = (f"{len(self.results)} images: {len(self.fitted) - len(self.unreliable)} ok, "
                   f"{len(self.unreliable)} unreliable, {len(self.failed)} failed; "
                   f"{skipped} skipped by the trainer (scale -1)")
         lines.append(f"wrote {self.output} ({counts}; method {self.method}, median scale "
                      f"{self.median_scale:.4g}, {self.seconds:.1f} s)")
+        if self.exclude is not None:
+            dropped = sum(r.excluded or 0 for r in self.results)
+            lines.append(f"exclusion: {dropped} SfM samples on excluded pixels left out ({self.exclude})")
         lines.append(f"report: {self.report}")
         if self.unmatched_depths:
             lines.append(f"note: {len(self.unmatched_depths)} depth files match no image of the "
@@ -143,16 +151,17 @@ class AlignSummary:
         return "\n".join(lines)
 
 
-def _table(rows: list[ImageResult]) -> list[str]:
+def _table(rows: list[ImageResult], excluded: bool = False) -> list[str]:
     if not rows:
         return []
     width = min(max(len("image"), *(len(r.key) for r in rows)), 60)
-    lines = [f"{'image':<{width}}  {'points':>6}  {'inliers':>7}  {'resid':>6}  "
-             f"{'scale':>10}  {'offset':>10}  status"]
+    column = lambda r: f"  {r.excluded if r.excluded is not None else '-':>5}" if excluded else ""  # noqa: E731
+    lines = [f"{'image':<{width}}  {'points':>6}  {'inliers':>7}{'  excl.' if excluded else ''}  "
+             f"{'resid':>6}  {'scale':>10}  {'offset':>10}  status"]
     for r in rows:
         status = r.status + (f": {r.reason}" if r.reason else "")
         name = r.key if len(r.key) <= width else "..." + r.key[-(width - 3):]
-        lines.append(f"{name:<{width}}  {r.points:>6}  {r.inliers:>7}  {_percent(r.residual):>6}  "
+        lines.append(f"{name:<{width}}  {r.points:>6}  {r.inliers:>7}{column(r)}  {_percent(r.residual):>6}  "
                      f"{r.scale:>10.4g}  {r.offset:>10.4g}  {status}")
     return lines
 
@@ -175,6 +184,7 @@ def align(
     allow_missing: bool = False,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    exclude: Path | str | None = None,
 ) -> AlignSummary:
     """Fit every image's prior to the model's SfM points and write depth_params.json + report.
 
@@ -185,6 +195,9 @@ def align(
     (default SPARSE/depth_params.json); the report goes beside it as *.report.json.
     allow_missing: images without a depth file are skipped by the trainer (SKIP_SCALE) and get
     a blank placeholder PNG (3DGS stops at a camera without one) instead of stopping the run.
+    exclude: a mask folder of `depthprior exclude`: SfM samples on excluded pixels (sky,
+    people) are left out of the fit and counted per image; an image without a usable mask
+    there fails.
 
     Raises UsageError subclasses (nothing written) for a bad model, missing or mismatched depth
     files, missing frames, a bad method, or an output folder another run is writing;
@@ -209,22 +222,24 @@ def align(
         raise UsageError(f"image folder not found: {images_dir}")
     _check_output(output)
 
+    exclusion = ExclusionFolder(exclude) if exclude is not None else None
     model = read_model(sparse)
     if not model.images:
         raise UsageError(f"the COLMAP model in {sparse} has no images")
     check_keys(model)
     with OutputFolder(output.parent):  # a second align writing these files is refused
         return _align_locked(model, sparse, depths, images_dir, output, method, allow_missing,
-                             workers, progress, started)
+                             workers, progress, started, exclusion)
 
 
 def _align_locked(model: SparseModel, sparse: Path, depths: Path, images_dir: Path | None,
                   output: Path, method: str, allow_missing: bool, workers: int | None,
-                  progress: Callable[[int, int], None] | None, started: float) -> AlignSummary:
+                  progress: Callable[[int, int], None] | None, started: float,
+                  exclusion: ExclusionFolder | None = None) -> AlignSummary:
     depth_files = set(depth_pngs(depths))
     plan = _plan(model, depths, depth_files, images_dir, allow_missing)
     manifest = _depth_manifest(depths)
-    results = _run(model, depths, plan, method, workers, progress, _prior_sizes(manifest))
+    results = _run(model, depths, plan, method, workers, progress, _prior_sizes(manifest), exclusion)
 
     ordered = [results[image.name] for image in model.images]
     median_scale = _mark_outlying_scales(ordered)
@@ -238,6 +253,7 @@ def _align_locked(model: SparseModel, sparse: Path, depths: Path, images_dir: Pa
         model_format=model.format,
         points3D=int(model.point_ids.size),
         unmatched_depths=[stem + ".png" for stem in sorted(depth_files - keys)],
+        exclude=exclusion.root if exclusion is not None else None,
     )
     _write_placeholders(depths, [r for r in ordered if r.reason == NO_DEPTH_FILE])
     summary.seconds = time.monotonic() - started
@@ -265,7 +281,8 @@ def _write_placeholders(depths: Path, missing: list[ImageResult]) -> None:
 
 def _run(model: SparseModel, depths: Path, plan: list[Plan], method: str, workers: int | None,
          progress: Callable[[int, int], None] | None,
-         prior_sizes: dict[str, tuple[int, int]]) -> dict[str, ImageResult]:
+         prior_sizes: dict[str, tuple[int, int]],
+         exclusion: ExclusionFolder | None = None) -> dict[str, ImageResult]:
     """Image name -> result: the planned ones as they are, the others fitted on a thread pool."""
     results = {image.name: result for image, result, _rel, _size in plan if result is not None}
     jobs = [(image, rel, size) for image, result, rel, size in plan if result is None]
@@ -273,7 +290,7 @@ def _run(model: SparseModel, depths: Path, plan: list[Plan], method: str, worker
     def work(job: tuple[ModelImage, str, list[int] | None]) -> ImageResult:
         image, rel, image_size = job
         return _fit_image(model, image, depths / rel, rel, image_size, method,
-                          prior_sizes.get(image.key))
+                          prior_sizes.get(image.key), exclusion)
 
     fitted = in_order(work, jobs, worker_count(workers), "align")
     for done, result in enumerate(fitted, start=1):
@@ -399,14 +416,10 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _same_aspect(a: list[int], b: list[int]) -> bool:
-    """Same aspect ratio up to ASPECT_TOLERANCE: a rounded downscale passes, a rotation fails."""
-    return abs((a[0] / a[1]) / (b[0] / b[1]) - 1.0) <= ASPECT_TOLERANCE
-
-
 def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
                image_size: list[int] | None, method: str,
-               prior_size_hw: tuple[int, int] | None = None) -> ImageResult:
+               prior_size_hw: tuple[int, int] | None = None,
+               exclusion: ExclusionFolder | None = None) -> ImageResult:
     """One image's result. A frame or depth map whose aspect ratio is not its camera's fails
     `robust`; `mad` writes the official script's numbers anyway (it does not look), unreliable.
     prior_size_hw: the (height, width) its manifest record gives the map, which it must have."""
@@ -417,7 +430,7 @@ def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
                            reason, prior_size, camera_size, image_size)
 
     notes = []
-    if image_size is not None and not _same_aspect(image_size, camera_size):
+    if image_size is not None and not same_aspect(image_size, camera_size):
         notes.append(f"image file is {image_size[0]}x{image_size[1]} but its camera is "
                      f"{camera_size[0]}x{camera_size[1]} (rotated or cropped?)")
     try:
@@ -425,23 +438,29 @@ def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
     except ImageError as error:
         return failed(f"cannot read the depth file: {first_line(error)}")
     prior_size = [int(depth.shape[1]), int(depth.shape[0])]
-    if not _same_aspect(prior_size, camera_size):
+    if not same_aspect(prior_size, camera_size):
         notes.append(f"depth map is {prior_size[0]}x{prior_size[1]} but the camera is "
                      f"{camera_size[0]}x{camera_size[1]} (rotated, cropped or another image?)")
     if notes and method != "mad":
         return failed(notes[0], prior_size=prior_size)
-    fit = fit_samples(method, model, image, depth)
+    kept = None
+    if exclusion is not None:
+        try:
+            kept = exclusion.kept(image.key, size=depth.shape)
+        except ExclusionMissing as error:
+            return failed(first_line(error), prior_size=prior_size)
+    fit, dropped = fit_samples(method, model, image, depth, kept)
     if not fit.ok:
         return ImageResult(image.name, image.key, rel, fit.points, fit.inliers,
                            _finite(fit.residual), 0.0, 0.0, "failed", fit.reason, prior_size,
-                           camera_size, image_size)
+                           camera_size, image_size, excluded=dropped if kept is not None else None)
     notes += _fit_problems(fit)
     warnings = _precision_warnings(depth)
     return ImageResult(image.name, image.key, rel, fit.points, fit.inliers, fit.residual,
                        float(fit.scale), float(fit.offset),
                        "unreliable" if notes or warnings else "ok", "; ".join(notes + warnings),
                        prior_size, camera_size, image_size, depth_params.depth_bytes(path),
-                       for_trainer=not notes)
+                       excluded=dropped if kept is not None else None, for_trainer=not notes)
 
 
 def _precision_warnings(depth: np.ndarray) -> list[str]:
@@ -496,6 +515,7 @@ def _write(summary: AlignSummary, sparse: Path, depths: Path, images_dir: Path |
         "depths": str(depths),
         depth_params.REPORT_DEPTHS: depth_params.depth_folder_record(depths),
         "images": str(images_dir) if images_dir is not None else None,
+        "exclude": str(summary.exclude) if summary.exclude is not None else None,
         "output": str(summary.output),
         "method": summary.method,
         "convention": CONVENTIONS[summary.method],

@@ -13,7 +13,6 @@ any mask, so masks made with other settings are never trusted.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -34,10 +33,11 @@ from .depth_params import default_path, params_file
 from .priorset import PriorSet
 from ..priors.manifest import image_folder
 from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line
+from ..exclusion.masks import ExclusionFolder
 from ..files.jsonfile import encode_json, expect_object, read_json
-from ..files.outputs import OutputFolder
+from ..files.outputs import OutputFolder, folder_beside
 from ..files.raster import encode_plane, read_mask
-from ..images import image_key, is_inside, posix_name, read_regular_file, safe_join
+from ..images import image_key, is_inside, mask_name, posix_name, read_regular_file, safe_join
 from ..threads import in_order, worker_count
 from ..files.place import local_folder
 
@@ -76,6 +76,7 @@ class ImageReport:
     rejected: float = 0.0
     disagreement: float | None = None  # median relative depth difference of the evidence
     digest: str | None = None
+    excluded: float | None = None  # fraction an exclusion mask leaves out (with --exclude)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("name",)}
@@ -97,7 +98,8 @@ class ConsistencySummary:
         return {
             "version": FORMAT_VERSION,
             "settings": settings.__dict__,
-            "mask": {"rejected": consistency.REJECTED, "unseen": consistency.UNSEEN,
+            "mask": {"rejected": consistency.REJECTED, "excluded": consistency.EXCLUDED,
+                     "unseen": consistency.UNSEEN,
                      "trusted_from": TRUSTED, "all_agree": consistency.AGREED},
             "scene": {"tae_before": self.tae_before, "tae_after": self.tae_after},
             "images": {r.name: r.to_json() for r in self.images},
@@ -121,11 +123,7 @@ class ConsistencySummary:
 
 def default_output(depths: Path) -> Path:
     """DEPTHS_confidence beside DEPTHS, also for "." and ".." (named after the real folder)."""
-    folder = Path(depths).resolve()
-    if not folder.name:
-        raise UsageError(f"the depth folder {depths} is the file system's root: pass -o for the "
-                         "mask folder")
-    return folder.parent / (folder.name + "_confidence")
+    return folder_beside(depths, "_confidence", "depth folder")
 
 
 def check_consistency(
@@ -137,6 +135,7 @@ def check_consistency(
     settings: Settings | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    exclude: Path | str | None = None,
 ) -> ConsistencySummary:
     """Write a confidence mask per usable image and consistency.json; see the module doc.
 
@@ -145,6 +144,10 @@ def check_consistency(
     written fails its image (named in the report), and masks this run no longer produces (an
     image now excluded) are removed, so consistency.json and the masks always agree.
 
+    exclude: a mask folder of `depthprior exclude`: its excluded pixels (sky, people) have no
+    depth here, so they are no evidence as witnesses, and are 0 (EXCLUDED) in the masks; an
+    image without a usable exclusion mask fails.
+
     Raises UsageError (nothing written) for bad settings, model, depth folder, params or output.
     """
     started = time.monotonic()
@@ -152,6 +155,7 @@ def check_consistency(
     settings.check()
     sparse, depths = Path(sparse), local_folder(depths, "consistency reads DEPTHS on this machine")
     params, output = _inputs(sparse, depths, params, output)
+    exclusion = ExclusionFolder(exclude) if exclude is not None else None
     model = read_model(sparse)
     check_keys(model)
     _check_cameras(model)
@@ -164,8 +168,8 @@ def check_consistency(
         safe_join(output, image.key, ".png")  # every target checked before any is written
     with OutputFolder(output) as folder:
         previous = read_report(output)
-        summary = _run(model, usable, excluded, priors, folder, previous or {}, settings,
-                       progress, worker_count(workers))
+        summary = _run(model, usable, excluded, _Views(priors, settings.resolution, exclusion),
+                       folder, previous or {}, settings, progress, worker_count(workers))
         if previous is not None:  # a mask folder of an earlier run: what it holds is ours
             stale = {entry.get("key") for entry in previous.values()} | {i.key for i in model.images}
             folder.remove_unproduced(f"{key}.png" for key in stale if isinstance(key, str) and key)
@@ -175,13 +179,12 @@ def check_consistency(
 
 
 def _run(model: SparseModel, usable: list[ModelImage], excluded: list[ImageReport],
-         priors: PriorSet, folder: OutputFolder, previous: dict[str, dict], settings: Settings,
+         views: "_Views", folder: OutputFolder, previous: dict[str, dict], settings: Settings,
          progress: Callable[[int, int], None] | None, count: int) -> ConsistencySummary:
-    views = _Views(priors, settings.resolution)
     usable, unreadable = _readable(usable, views, count)
     neighbours = covisible(model, usable, settings.neighbours)
     digests = {image.name: input_digest(image, neighbours[image.name], views.file_digest,
-                                        priors, settings) for image in usable}
+                                        views.priors, settings, views.exclusion) for image in usable}
     previous = _forget_changed(folder, previous, digests, settings)
     reports = excluded + unreadable
     masks: dict[str, np.ndarray] = {}
@@ -338,9 +341,10 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class _Views:
     """Views at the grid size, built once per image; rays once per camera and grid size."""
 
-    def __init__(self, priors: PriorSet, resolution: float):
+    def __init__(self, priors: PriorSet, resolution: float, exclusion: ExclusionFolder | None = None):
         self.priors = priors
         self.resolution = resolution
+        self.exclusion = exclusion
         self._views: dict[str, View] = {}
         self._rays: dict[tuple, tuple[np.ndarray, Callable]] = {}
         self.prior_sizes: dict[str, tuple[int, int]] = {}
@@ -374,10 +378,21 @@ class _Views:
             height, width = self.prior_sizes[image.name] = full.shape
             grid = (max(2, round(height * self.resolution)), max(2, round(width * self.resolution)))
             inverse = cv2.resize(full, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR)
+            if self.exclusion is not None:  # excluded pixels have no depth: never evidence
+                inverse[~self.kept(image, grid)] = np.nan
             rays, to_grid = self._camera(image.camera, grid)
             view = View(inverse, rays, image.cam_from_world, to_grid)
             self._views[image.name] = view
         return view
+
+    def kept(self, image: ModelImage, size: tuple[int, int]) -> np.ndarray:
+        """The exclusion mask's kept pixels at `size`, read at the prior's size (whose aspect
+        ratio it must have: ExclusionMissing otherwise)."""
+        assert self.exclusion is not None
+        full = self.exclusion.kept(image.key, size=self.prior_size(image))
+        if full.shape == tuple(size):
+            return full
+        return cv2.resize(full.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
 
     def prior_size(self, image: ModelImage) -> tuple[int, int]:
         if image.name not in self.prior_sizes:
@@ -437,22 +452,19 @@ def _image(image: ModelImage, witnesses: list[ModelImage], views: _Views, folder
     )
     height, width = views.prior_size(image)
     full = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    if views.exclusion is not None:
+        kept = views.kept(image, (height, width))
+        full[~kept] = consistency.EXCLUDED
+        report.excluded = float(1.0 - kept.mean())
     try:
         folder.write(mask_name(image.key), encode_plane(full))
     except WriteError as error:
-        if error.errno in _FATAL_WRITES:
+        if error.ends_run:
             raise  # every later mask would fail the same way: stop, keeping what is written
         return ImageReport(image.name, image.key, "failed", first_line(error), names), mask
     return report, mask
 
 
-#: write errors that end the run (the others, e.g. a name too long, fail one image)
-_FATAL_WRITES = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-def mask_name(key: str) -> str:
-    """An image's mask file, relative to the mask folder."""
-    return f"{key}.png"
 
 
 def _resume(image: ModelImage, old: dict | None, digest: str, folder: OutputFolder,
@@ -472,6 +484,8 @@ def _resume(image: ModelImage, old: dict | None, digest: str, folder: OutputFold
     status = "unchecked" if old.get("status") == "unchecked" else "skipped"
     report = ImageReport(image.name, image.key, status, old.get("reason") if status == "unchecked"
                          else None, [], *map(float, numbers), disagreement, digest)
+    if _is_number(old.get("excluded")):
+        report.excluded = float(old["excluded"])
     return report, mask
 
 
@@ -536,8 +550,9 @@ def _grid_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def input_digest(image: ModelImage, witnesses: list[ModelImage], file_digest: Callable[[Path], bytes],
-                 priors: PriorSet, settings: Settings) -> str:
-    """sha256 of everything a mask depends on: settings, and per view its prior, fit and pose."""
+                 priors: PriorSet, settings: Settings, exclusion: ExclusionFolder | None = None) -> str:
+    """sha256 of everything a mask depends on: settings, and per view its prior, fit, pose and
+    exclusion mask."""
     digest = hashlib.sha256(json.dumps(settings.__dict__, sort_keys=True).encode())
     for view in [image, *witnesses]:
         stem = priors.stem(view.name)
@@ -547,6 +562,8 @@ def input_digest(image: ModelImage, witnesses: list[ModelImage], file_digest: Ca
         digest.update(np.asarray(view.cam_from_world, dtype=np.float64).tobytes())
         digest.update(view.camera.model.encode() + np.asarray(
             [view.camera.width, view.camera.height, *view.camera.params], np.float64).tobytes())
+        if exclusion is not None:
+            digest.update(b"exclude\0" + exclusion.digest(view.key))
     return digest.hexdigest()
 
 

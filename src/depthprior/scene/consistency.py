@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 REJECTED = 0  # more witnesses contradict the pixel than agree
+EXCLUDED = 0  # an exclusion mask (sky, people: depthprior exclude) leaves the pixel out
 UNSEEN = 128  # no witness has evidence: kept (>= TRUSTED), at half the weight of a confirmed pixel
 TRUSTED = 128  # mask values from here up are trusted
 AGREED = 255  # every witness with evidence agrees

@@ -19,8 +19,8 @@ OFFICIAL_DIVISOR = float(PNG_MAX)
 REMAP_MAX_SIDE = 32767  # cv2.remap refuses images and maps this wide or tall
 
 
-def official_samples(model: SparseModel, image: ModelImage,
-                     depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def official_samples(model: SparseModel, image: ModelImage, depth: np.ndarray,
+                     positions: bool = False) -> tuple:
     """The samples of gaussian-splatting's utils/make_depth_scale.py: prior, 1/z, span of 1/z.
 
     Its points: every observation with a point id in [0, largest id] (a missing point counts as
@@ -28,10 +28,11 @@ def official_samples(model: SparseModel, image: ModelImage,
     those with 1/z > 0 whose position `xy * s`, s = map rows / camera height on both axes, no
     half-pixel shift, float32, lies in [0, camera size * s); the prior is `png / 65535` in
     float32, read there by OpenCV 4's bilinear cv2.remap with replicated border (remap_linear).
+    positions: also return those sample positions on the map (N, 2).
     """
     ids = image.point3D_ids
     if not image.registered or image.cam_from_world is None or model.point_ids.size == 0:
-        return np.zeros(0, np.float32), np.zeros(0), 0.0
+        return (np.zeros(0, np.float32), np.zeros(0), 0.0) + ((np.zeros((0, 2)),) if positions else ())
     in_range = (ids >= 0) & (ids <= model.point_ids[-1])
     xyz, found = model.lookup_points(ids[in_range])
     xyz = np.where(found[:, None], xyz, 0.0)
@@ -48,7 +49,7 @@ def official_samples(model: SparseModel, image: ModelImage,
         & (inverse > 0)
     )
     prior = remap_linear(depth.astype(np.float32) / OFFICIAL_DIVISOR, maps[valid])
-    return prior, inverse[valid], span
+    return (prior, inverse[valid], span) + ((maps[valid],) if positions else ())
 
 
 #: OpenCV 4's remap rounds each sample position to 1/32 pixel (INTER_BITS = 5) before it
@@ -123,14 +124,32 @@ def sample_bilinear(depth: np.ndarray, xy: np.ndarray, width: int, height: int) 
 
 
 def method_samples(method: str, model: SparseModel, image: ModelImage, depth: np.ndarray,
-                   ) -> tuple[np.ndarray, np.ndarray, float | None] | None:
-    """(prior, SfM 1/z, the official span or None) at the image's SfM points, sampled the way
-    `method` samples them ("mad": the official script's way; else pixel centres, png / 2**16);
-    None for a map cv2.remap cannot sample (mad, a side of REMAP_MAX_SIDE or more)."""
+                   kept: np.ndarray | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, float | None, int] | None:
+    """(prior, SfM 1/z, the official span or None, samples dropped) at the image's SfM points,
+    sampled the way `method` samples them ("mad": the official script's way; else pixel
+    centres, png / 2**16); None for a map cv2.remap cannot sample (mad, a side of
+    REMAP_MAX_SIDE or more). `kept`: a bool map of the prior's size; samples on its False
+    pixels (an exclusion mask's sky, people) are dropped and counted."""
     if method == "mad":
         if max(depth.shape) >= REMAP_MAX_SIDE:
             return None
-        return official_samples(model, image, depth)
-    xy, target = observations(model, image)
-    prior = sample_bilinear(depth, xy, image.camera.width, image.camera.height) / TRAINER_SCALE
-    return prior, target, None
+        prior, target, span, xy = official_samples(model, image, depth, positions=True)
+        scale = (1.0, 1.0)  # official positions are on the map's pixels already
+    else:
+        xy, target = observations(model, image)
+        prior = sample_bilinear(depth, xy, image.camera.width, image.camera.height) / TRAINER_SCALE
+        span, scale = None, (depth.shape[1] / image.camera.width, depth.shape[0] / image.camera.height)
+    if kept is None:
+        return prior, target, span, 0
+    keep = on_kept_pixels(kept, xy, scale)
+    return prior[keep], target[keep], span, int((~keep).sum())
+
+
+def on_kept_pixels(kept: np.ndarray, xy: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Which positions (x, y), scaled per axis by `scale` onto `kept`'s pixels, land on a True
+    pixel (the pixel they fall in; clamped to the map)."""
+    rows, cols = kept.shape
+    j = np.clip(np.floor(xy[:, 0] * scale[0]).astype(np.intp), 0, cols - 1)
+    i = np.clip(np.floor(xy[:, 1] * scale[1]).astype(np.intp), 0, rows - 1)
+    return kept[i, j]

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
-
-from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..errors import UsageError
-from ..scene.confidence import WITH_MASK, load_mask, statuses
+from ..scene.confidence import WITH_MASK
 from ..scene.depth_params import SCALE_BAND, DepthParams
 from ..scene.priorset import MissingPriorError, PriorArray, PriorSet
+from ..scene.weights import MaskFolders
 
 
 @dataclass
@@ -44,8 +42,9 @@ class DepthPriors(PriorSet):
     relative path the images were generated from (``cam0/frame_001.jpg``) or, when unambiguous,
     as the bare file name. A name without a prior raises `MissingPriorError`, never zeros.
     Loaded tensors are cached per (name, size, device) when ``cache`` (3DGS keeps every camera's
-    prior in memory too). With ``masks`` (the folder `depthprior consistency` wrote),
-    `confidence` gives each image's per-pixel confidence to multiply the loss weight by.
+    prior in memory too). With ``masks`` (a folder `depthprior consistency` or `depthprior
+    exclude` wrote, or several: their weights multiply), `confidence` gives each image's
+    per-pixel weight to multiply the loss weight by (an excluded pixel's is 0).
     """
 
     def __init__(
@@ -56,17 +55,15 @@ class DepthPriors(PriorSet):
         device: "str | torch.device" = "cpu",
         cache: bool = True,
         scale_band: tuple[float, float] = SCALE_BAND,
-        masks: "str | os.PathLike[str] | None" = None,
+        masks: "str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None" = None,
     ):
         super().__init__(depth_dir, params, scale_band=scale_band)
         self.device = torch.device(device)
         self.cache = cache
         self._cache: dict[tuple[str, tuple[int, int] | None, str], Prior] = {}
-        self.masks = Path(masks) if masks is not None else None
-        if self.masks is not None and not self.masks.is_dir():
-            raise UsageError(f"mask folder not found: {self.masks}; run `depthprior consistency`")
-        #: key -> (status, reason) from the mask folder's consistency.json
-        self._mask_status = statuses(self.masks) if self.masks is not None else {}
+        self.masks = MaskFolders.of(masks)
+        #: key -> (status, reason) from the consistency folders' consistency.json
+        self._mask_status = self.masks.statuses if self.masks is not None else {}
         self._mask_cache: dict[tuple[str, tuple[int, int] | None, str], torch.Tensor] = {}
 
     def get(
@@ -103,11 +100,13 @@ class DepthPriors(PriorSet):
         size: "tuple[int, int] | torch.Size | None" = None,
         device: "str | torch.device | None" = None,
     ) -> torch.Tensor | None:
-        """The image's confidence mask / 255 as (1, H, W), bilinear to size; None without masks=.
+        """The image's weight as (1, H, W) at size; None without masks=: the product of its
+        confidence masks / 255 (bilinear) and its exclusion masks (0 excluded, 1 kept).
 
-        The mask must be a single-channel uint8 PNG of the prior's stored size (never stretched
-        from another size); a missing or wrong one raises MissingPriorError naming the file,
-        like a missing prior, and so does an image consistency excluded (see `unmasked`).
+        A confidence mask must be a single-channel uint8 PNG of the prior's stored size (never
+        stretched from another size), an exclusion mask of its aspect ratio; a missing or wrong
+        one raises MissingPriorError naming the file, like a missing prior, and so does an
+        image consistency excluded (see `unmasked`).
         """
         if self.masks is None:
             return None
@@ -121,7 +120,7 @@ class DepthPriors(PriorSet):
         key = (stem, hw, str(target))
         tensor = self._mask_cache.get(key)
         if tensor is None:
-            values = load_mask(self.masks, stem, self.prior_size(stem), hw)
+            values = self.masks.weight(stem, self.prior_size(stem), hw)
             tensor = torch.from_numpy(values[None]).to(target)
             if self.cache:
                 self._mask_cache[key] = tensor

@@ -58,9 +58,11 @@ class DepthSupervision:
     (``weight_init=1.0, weight_final=0.01, max_steps=30000``) the ``"l1"`` loss equals 3DGS's
     ``depth_l1_weight(iteration) * Ll1depth_pure``.
 
-    ``masks``: the folder `depthprior consistency` wrote; each pixel's weight is multiplied by
-    its confidence (mask / 255, bilinear to the render size), so rejected pixels get none.
-    Images consistency excluded (see its consistency.json) have no mask and no depth loss.
+    ``masks``: the folder `depthprior consistency` wrote, a folder `depthprior exclude` wrote,
+    or several (their weights multiply); each pixel's weight is multiplied by its confidence
+    (mask / 255, bilinear to the render size) and its exclusion (0 on sky, people, ...), so
+    rejected and excluded pixels get none, and no gradient. Images consistency excluded (see
+    its consistency.json) have no mask and no depth loss.
 
     Images whose fit failed or is an outlier (see `DepthPriors.reliability`) give a zero loss
     without gradient; an image without a prior raises `MissingPriorError`.
@@ -80,7 +82,7 @@ class DepthSupervision:
         edge_gamma: float | None = None,
         min_depth: float = 1e-6,
         cache: bool = True,
-        masks: "str | os.PathLike[str] | None" = None,
+        masks: "str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None" = None,
     ):
         if loss not in LOSSES:
             raise UsageError(f"unknown depth loss {loss!r}: choose one of {', '.join(LOSSES)}")

@@ -139,7 +139,9 @@ def unreachable(url: str, timeout: float) -> str | None:
     return outcome[0] if outcome else f"no answer within {timeout:g} s"
 
 
-def load_config(model: str, revision: str | None = None) -> Any:
+def load_config(model: str, revision: str | None = None, task: str = "depth-estimation") -> Any:
+    """A checkpoint's config (hub id or local folder); ModelLoadError in one line naming the
+    `task` a checkpoint must be for."""
     try:
         from transformers import AutoConfig
     except ImportError:
@@ -151,7 +153,7 @@ def load_config(model: str, revision: str | None = None) -> Any:
     except (OSError, ValueError, KeyError, RecursionError) as error:
         raise ModelLoadError(
             f"cannot load model {model!r}: {first_line(error)} "
-            "(give a depth-estimation hub id, or a local folder saved with save_pretrained; "
+            f"(give a {task} hub id, or a local folder saved with save_pretrained; "
             "offline machines need a local folder or a filled Hugging Face cache)"
         ) from None
 

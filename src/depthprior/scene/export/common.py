@@ -14,12 +14,12 @@ from ..depth_params import default_path, params_file
 from ...errors import ImageError, UsageError, first_line, listing
 from ...files.jsonfile import encode_json, expect_object, read_json
 from ...files.outputs import OutputFolder
-from ...files.raster import read_mask
 from ...images import check_pixels, is_inside, safe_join
-from ..confidence import load_mask, mask_name
+from ..confidence import mask_name
 from ..consistency import AGREED, TRUSTED
 from ..priorset import MissingPriorError, PriorSet
 from ...priors.manifest import image_folder
+from ..weights import MaskFolders
 from ...files.place import local_folder
 
 
@@ -88,43 +88,51 @@ def _require_priors(priors: PriorSet, names: list[str]) -> None:
         )
 
 
-def _require_masks(masks: Path | None, priors: PriorSet, names: list[str]) -> None:
-    """Every reliable image has a readable confidence mask of its prior's size in `masks`
-    (UsageError listing the others), checked before any file is written."""
+def _require_masks(masks: MaskFolders | None, priors: PriorSet, names: list[str]) -> None:
+    """Every reliable image has a readable mask in every folder of `masks` (a confidence mask
+    of its prior's size, an exclusion mask of its aspect ratio; UsageError listing the others),
+    checked before any file is written."""
     if masks is None:
         return
-    if not Path(masks).is_dir():
-        raise UsageError(f"mask folder not found: {masks}; run `depthprior consistency`")
     missing, bad = [], []
     for name in names:
         if not priors.reliable(name):
             continue
-        path = safe_join(masks, mask_name(priors.stem(name)))
-        if not os.path.isfile(path):
-            missing.append(name)
-            continue
-        try:
-            read_mask(path, priors.prior_size(name))
-        except (ImageError, MissingPriorError) as error:
-            bad.append(first_line(error))
+        for folder in masks.folders:
+            if not os.path.isfile(safe_join(folder, mask_name(priors.stem(name)))):
+                missing.append(f"{name!r} in {folder}")
+                break
+        else:
+            try:
+                masks.weight(priors.stem(name), priors.prior_size(name))
+            except (ImageError, MissingPriorError) as error:
+                bad.append(first_line(error))
     if missing:
-        raise UsageError(f"no confidence mask in {masks} for {len(missing)} image(s): "
-                         f"{listing(missing, quote=True)}; rerun `depthprior consistency`")
+        raise UsageError(f"no mask for {len(missing)} image(s): {listing(missing)}; rerun "
+                         "`depthprior consistency` or `depthprior exclude`")
     if bad:
-        raise UsageError(f"{len(bad)} confidence mask(s) cannot be used: {bad[0]}")
+        raise UsageError(f"{len(bad)} mask(s) cannot be used: {bad[0]}")
 
 
-def rejected(masks: Path | None, priors: PriorSet, name: str, size: tuple[int, int]) -> np.ndarray | None:
-    """Pixels the consistency mask rejects (confidence below trusted), at size; None without masks."""
+def pixel_weights(masks: MaskFolders | None, priors: PriorSet, name: str,
+                  size: tuple[int, int]) -> np.ndarray | None:
+    """The product of an image's masks at size (confidence / 255, exclusion 0 or 1); None
+    without masks."""
     if masks is None:
         return None
-    confidence = load_mask(masks, priors.stem(name), priors.prior_size(name), size)
-    return confidence < TRUSTED / AGREED
+    return masks.weight(priors.stem(name), priors.prior_size(name), size)
+
+
+def rejected(masks: MaskFolders | None, priors: PriorSet, name: str, size: tuple[int, int]) -> np.ndarray | None:
+    """Pixels the masks reject (weight below consistency's trusted: rejected or excluded), at
+    size; None without masks."""
+    weights = pixel_weights(masks, priors, name, size)
+    return None if weights is None else weights < TRUSTED / AGREED
 
 
 def aligned_depth(priors: PriorSet, name: str, size: tuple[int, int],
-                  masks: Path | None = None) -> tuple[np.ndarray, str | None]:
-    """(H, W) float32 z-depth in the model's units (0 = none: also where `masks` rejects) and
+                  masks: MaskFolders | None = None) -> tuple[np.ndarray, str | None]:
+    """(H, W) float32 z-depth in the model's units (0 = none: also where `masks` reject) and
     why it is all-invalid, if so."""
     prior = priors.load(name, size)
     if not prior.reliable:
@@ -143,10 +151,11 @@ def _size(image: Any) -> tuple[int, int]:
     return int(image.camera.height), int(image.camera.width)
 
 
-def _check_out(out_dir: Path, depths: Path, masks: Path | None) -> None:
+def _check_out(out_dir: Path, depths: Path, masks: MaskFolders | None) -> None:
     """The export's folder is neither in the priors' folder nor the masks' (it would overwrite
     them, or be read as priors later)."""
-    for folder, what in ((depths, "depth folder"), (masks, "mask folder"),
+    folders = masks.folders if masks is not None else []
+    for folder, what in ((depths, "depth folder"), *((mask, "mask folder") for mask in folders),
                          (image_folder(depths), "image folder the priors were made from")):
         if folder is not None and is_inside(out_dir, folder):
             raise UsageError(f"the export folder {out_dir} overlaps the {what} {folder}: the "
@@ -190,7 +199,7 @@ class DepthSpan:
             self.under_floor += int(np.count_nonzero(values <= DN_SPLATTER_FLOOR))
 
 
-def depth_span(priors: PriorSet, images: list, masks: Path | None) -> DepthSpan:
+def depth_span(priors: PriorSet, images: list, masks: MaskFolders | None) -> DepthSpan:
     """The range of depths the export will write (each image at its camera's size)."""
     span = DepthSpan(math.inf, 0.0)
     for image in images:

@@ -17,11 +17,11 @@ import numpy as np
 from ...errors import UsageError, listing
 from ...files.outputs import OutputFolder
 from ...images import DEFAULT_MAX_PIXELS, is_inside, safe_join
-from ..confidence import load_mask
+from ..weights import Folders, MaskFolders
 from ..priorset import PriorSet
 from ...priors.store import TRAINER_SCALE, decode_inverse_depth, encode_npy
 from .common import (COLMAP_NOTES, DepthSpan, EXPORT_RECORD, ExportSummary, _check_out,
-    _check_sizes, _finish, _open, _recorded, _require_masks, _require_priors, _size, aligned_depth,
+    _check_sizes, _finish, _open, _recorded, _require_masks, _require_priors, _size, aligned_depth, pixel_weights,
     floor_warning, rejected)
 from .nerfstudio import export_nerfstudio
 
@@ -59,7 +59,7 @@ def export_dn_splatter(
     parser: str = "coolermap",
     downscales: tuple[int, ...] = (),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    masks: Path | str | None = None,
+    masks: "Folders | MaskFolders" = None,
 ) -> ExportSummary:
     """Depth laid out as DN-Splatter's `parser` reads it, and the command that trains on it.
 
@@ -71,6 +71,7 @@ def export_dn_splatter(
     if parser not in DN_SPLATTER_PARSERS:
         raise UsageError(f"--parser must be one of {', '.join(DN_SPLATTER_PARSERS)}, not {parser!r}")
     data = Path(data)
+    masks = MaskFolders.of(masks)
     if parser == "normal-nerfstudio":
         if masks is not None:
             priors, _model, registered = _open(depths, sparse, params)
@@ -85,14 +86,13 @@ def export_dn_splatter(
                            f"--depth-unit-scale-factor {summary.unit_scale!r}")
         summary.notes.extend(summary.floor_notes)
         if masks is not None:
-            _write_drop_masks(data, priors, registered, Path(masks), summary, parser)
+            _write_drop_masks(data, priors, registered, masks, summary, parser)
         return summary
-    return _export_coolermap(depths, sparse, data, params, out, max_pixels,
-                             Path(masks) if masks is not None else None)
+    return _export_coolermap(depths, sparse, data, params, out, max_pixels, masks)
 
 
 def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
-                      masks: Path | None) -> ExportSummary:
+                      masks: MaskFolders | None) -> ExportSummary:
     priors, model, registered = _open(depths, sparse, params)
     out_dir = Path(out) if out is not None else data / DN_SPLATTER_DIR
     _check_glob_safe(data)
@@ -149,7 +149,7 @@ def _export_coolermap(depths, sparse, data: Path, params, out, max_pixels,
     return summary
 
 
-def _write_drop_masks(data: Path, priors: PriorSet, registered: list, masks: Path,
+def _write_drop_masks(data: Path, priors: PriorSet, registered: list, masks: MaskFolders,
                       summary: ExportSummary, parser: str,
                       depths_of: dict[str, np.ndarray] | None = None) -> None:
     """DATA/depth_normals_mask/<rank>_<stem>.jpg, as AGS-Mesh reads them: natural-sorted and
@@ -168,7 +168,7 @@ def _write_drop_masks(data: Path, priors: PriorSet, registered: list, masks: Pat
             if not priors.reliable(image.name):  # consistency wrote it no mask: nothing to keep
                 drop = np.full(size, 255.0)
             else:
-                confidence = load_mask(masks, priors.stem(image.name), priors.prior_size(image.name), size)
+                confidence = pixel_weights(masks, priors, image.name, size)
                 drop = np.where(has_depth, np.rint(255.0 * (1.0 - np.clip(confidence, 0, 1))), 255)
             folder.write(stems[image.name] + ".jpg", encode_jpeg(drop.astype(np.uint8)))
         _finish(folder)

@@ -19,6 +19,7 @@ from ...files.raster import stored_size
 from ...images import DEFAULT_MAX_PIXELS, check_pixels, image_key, is_inside, posix_name, safe_join
 from ..priorset import PriorSet
 from ...priors.store import encode_png16
+from ..weights import Folders, MaskFolders
 from .common import (COLMAP_NOTES, ExportSummary, NERFSTUDIO_DEPTH_STEPS, _check_out, _check_sizes,
     _finish, _open, _require_masks, _require_priors, _size, aligned_depth,
     choose_unit, depth_span, floor_warning, pool_valid, unit_warnings)
@@ -76,14 +77,14 @@ def export_nerfstudio(
     images_prefix: str = "images",
     downscales: tuple[int, ...] = (),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    masks: Path | str | None = None,
+    masks: "Folders | MaskFolders" = None,
     require_points: bool = False,
 ) -> ExportSummary:
     """uint16 depth PNGs in units of `unit_scale` + depth_file_path in transforms.json.
 
     transforms: updated in place if it exists, else written from the COLMAP model with frames
-    ``<images_prefix>/<image name>``; masks: the folder of `depthprior consistency` (0 where
-    it rejects); a folder (or a path not ending in .json) means
+    ``<images_prefix>/<image name>``; masks: folders of `depthprior consistency` or `depthprior
+    exclude`, one or several (0 where one rejects or excludes); a folder (or a path not ending in .json) means
     FOLDER/transforms.json. out: depth folder (default DIR/depthprior_depth beside
     transforms.json). unit_scale: scene units per PNG step, nerfstudio's depth_unit_scale_factor
     (the printed command passes it); None chooses it from the scene's depth range
@@ -104,7 +105,7 @@ def export_nerfstudio(
     meta, frames, matched = _frames_for(transforms, registered, images_prefix)
     _check_finite(meta, transforms)
     _require_priors(priors, [image.name for image in matched])
-    masks = Path(masks) if masks is not None else None
+    masks = MaskFolders.of(masks)
     _require_masks(masks, priors, [image.name for image in matched])
     _check_sizes(matched, max_pixels)
     _check_out(out_dir, priors.root, masks)
@@ -263,7 +264,7 @@ def _expect_matrix(value: Any, shapes: tuple[tuple[int, int], ...], where: str) 
 
 
 def _depth_png(priors: PriorSet, image: Any, unit_scale: float, summary: ExportSummary,
-               masks: Path | None = None) -> np.ndarray:
+               masks: MaskFolders | None = None) -> np.ndarray:
     """The image's depth as uint16 steps of unit_scale (0 = none), counted into summary."""
     depth, reason = aligned_depth(priors, image.name, _size(image), masks)
     scaled = depth.astype(np.float64) / unit_scale

@@ -1,0 +1,230 @@
+"""A semantic-segmentation model through transformers, by hub id or local folder, and the class
+names it knows.
+
+Any checkpoint AutoModelForSemanticSegmentation loads (SegFormer, UperNet, DPT, BEiT, MobileViT,
+...) gives per-class logits; Mask2Former and MaskFormer give per-query classes and masks, whose
+semantic scores are sum_q softmax(class_q)[c] * sigmoid(mask_q) (transformers' own
+post_process_semantic_segmentation, without its full-size resize). `Segmenter.groups` answers,
+per pixel at the image's stored size, which requested class group wins: the group scores (max
+over the group's labels) and the best other label's score are resized bilinearly to the stored
+size and compared there, so a 12 MP frame never holds 150 full-size score planes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ModelLoadError, UsageError
+from ..priors.backends.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..priors.backends.torch_hf import (_quiet_transformers, import_torch, load_config, processor_class,
+                                        resolve_device, resolve_dtype, torch_dtype)
+
+#: MIT licence (OpenMMLab), ADE20K's 150 classes (sky, person, car, ...); docs/commands/exclude.md
+DEFAULT_MODEL = "openmmlab/upernet-convnext-tiny"
+DEFAULT_CLASSES = ("sky", "person")
+#: shorter side the network sees, rounded to SIZE_STEP. ADE20K models are trained on 512 crops,
+#: but UperNet-ConvNeXt-T at 512 costs 2.2x Depth-Anything-V2-Small's time per frame on a CPU;
+#: at 256 it adds 0.48x to generate (docs/performance.md). Sky and people near the camera keep
+#: their shape; pass 512 for small, distant people.
+DEFAULT_INPUT_SIZE = 256
+SIZE_STEP = 32
+#: checkpoints whose output is per-query classes and masks (the semantic scores are combined)
+QUERY_MODELS = ("mask2former", "maskformer")
+#: versions of the preprocessing and mask rules: a change makes earlier masks another identity
+SEGMENTATION_VERSION = 1
+
+#: a name asked for -> the label names it also means, across ADE20K, Cityscapes and COCO labels
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "sky": ("sky-other-merged", "sky-other", "sky-other-merged-stuff"),
+    "person": ("people", "human", "pedestrian", "individual", "someone", "somebody"),
+    "people": ("person",),
+    "pedestrian": ("person",),
+    "human": ("person",),
+    "car": ("automobile", "machine", "motorcar"),
+    "bicycle": ("bike",),
+    "bike": ("bicycle",),
+    "motorcycle": ("motorbike",),
+    "motorbike": ("motorcycle",),
+    "animal": ("animal", "dog", "cat", "horse", "bird", "cow", "sheep"),
+}
+
+
+def _words(label: str) -> set[str]:
+    """The names a label goes by: ADE20K's "person;individual;someone" is three."""
+    return {part.strip().lower() for part in re.split(r"[;,]", str(label)) if part.strip()}
+
+
+def resolve_classes(requested: Sequence[str], id2label: dict[int, str], model: str) -> dict[str, list[int]]:
+    """Each requested name -> the label ids it means (its own name, or a synonym, matching any of
+    a label's names); UsageError in one line listing the model's labels for an unknown name."""
+    names = [name.strip().lower() for name in requested if name.strip()]
+    if not names:
+        raise UsageError("--classes is empty: name at least one class (e.g. sky,person)")
+    resolved: dict[str, list[int]] = {}
+    for name in dict.fromkeys(names):
+        wanted = {name, *SYNONYMS.get(name, ())}
+        ids = sorted(i for i, label in id2label.items() if _words(label) & wanted)
+        if not ids:
+            known = ", ".join(str(id2label[i]) for i in sorted(id2label))
+            raise UsageError(f"model {model!r} has no class {name!r}; it knows: {known}")
+        resolved[name] = ids
+    return resolved
+
+
+@dataclass(frozen=True)
+class SegmenterSettings:
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    input_size: int = DEFAULT_INPUT_SIZE
+    batch_size: int = 1
+
+    def check(self) -> None:
+        if self.input_size < SIZE_STEP:
+            raise UsageError(f"--seg-input-size must be at least {SIZE_STEP}, not {self.input_size}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
+
+
+def labels_of(settings: SegmenterSettings) -> tuple[dict[int, str], str]:
+    """The checkpoint's id2label and model_type from its config alone (nothing heavy loads);
+    ModelLoadError in one line for a checkpoint that is not a segmentation model."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
+                                                        MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES)
+
+    config = load_config(settings.model, settings.revision, task="semantic-segmentation")
+    model_type = getattr(config, "model_type", None)
+    known = set(MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES) | set(QUERY_MODELS)
+    if model_type not in known:
+        kind = "universal" if model_type in MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES else "not"
+        why = ("its semantic output needs a task prompt depthprior does not build"
+               if kind == "universal" else "not a semantic-segmentation model")
+        raise ModelLoadError(f"model {settings.model!r} is a {model_type or 'unknown'!r} checkpoint, {why}; "
+                             f"choose a checkpoint of one of: {', '.join(sorted(known))}")
+    id2label = {int(i): str(label) for i, label in (getattr(config, "id2label", None) or {}).items()}
+    if not id2label:
+        raise ModelLoadError(f"model {settings.model!r} names no classes (its config has no id2label)")
+    return id2label, model_type
+
+
+def identity(settings: SegmenterSettings, classes: dict[str, list[int]]) -> dict[str, Any]:
+    """What masks depend on: the checkpoint (and a local folder's files), input size, classes."""
+    found: dict[str, Any] = {"model": settings.model, "revision": settings.revision,
+                             "input_size": settings.input_size, "version": SEGMENTATION_VERSION,
+                             "classes": {name: ids for name, ids in classes.items()}}
+    if Path(settings.model).is_dir():  # a local folder: its name does not pin its weights
+        from ..priors.fingerprint import folder_digest
+
+        found["weights"] = folder_digest(settings.model)
+    return found
+
+
+class Segmenter:
+    """A loaded segmentation checkpoint: batches of RGB frames -> group index per pixel."""
+
+    def __init__(self, settings: SegmenterSettings):
+        settings.check()
+        self.settings = settings
+        self.id2label, self.model_type = labels_of(settings)
+        torch = import_torch()
+        self.torch = torch
+        self.device = resolve_device(settings.device)
+        self.dtype = torch_dtype(resolve_dtype(settings.dtype, self.device))
+        self.mean, self.std, self.scale = _normalisation(self.model_type, settings)
+        self.network = _load_network(settings, self.model_type, self.dtype).to(self.device)
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the network sees: shorter side input_size, aspect kept, both
+        multiples of SIZE_STEP."""
+        ratio = self.settings.input_size / min(height, width)
+        return tuple(max(SIZE_STEP, int(round(side * ratio / SIZE_STEP)) * SIZE_STEP)  # type: ignore[return-value]
+                     for side in (height, width))
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """An HxWx3 uint8 RGB frame as the network's normalised CHW float32 input."""
+        import cv2
+
+        height, width = self.network_size(*image.shape[:2])
+        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA
+                             if height < image.shape[0] else cv2.INTER_LINEAR)
+        values = resized.astype(np.float32) * self.scale
+        values = (values - self.mean) / self.std
+        return np.ascontiguousarray(values.transpose(2, 0, 1))
+
+    def groups(self, prepared: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]],
+               classes: dict[str, list[int]]) -> list[np.ndarray]:
+        """Per frame, an HxW uint8 at its stored size `sizes[i]`: 0 where a label outside every
+        group wins, k where the k-th group of `classes` wins. Frames of one batch share a shape."""
+        torch = self.torch
+        batch = torch.from_numpy(np.stack(prepared)).to(self.device, self.dtype)
+        with torch.inference_mode():
+            scores = self._scores(batch).float()  # B x labels x h x w
+            channels = _group_channels(scores, list(classes.values()), torch)
+            results = []
+            for index, (height, width) in enumerate(sizes):
+                full = torch.nn.functional.interpolate(channels[index:index + 1], size=(height, width),
+                                                       mode="bilinear", align_corners=False)
+                results.append(full[0].argmax(0).to(torch.uint8).cpu().numpy())
+        return results
+
+    def _scores(self, batch: Any) -> Any:
+        outputs = self.network(pixel_values=batch)
+        if self.model_type in QUERY_MODELS:
+            classes = outputs.class_queries_logits.softmax(-1)[..., :-1]  # the last is "no object"
+            masks = outputs.masks_queries_logits.sigmoid()
+            return self.torch.einsum("bqc,bqhw->bchw", classes, masks)
+        return outputs.logits
+
+
+def _group_channels(scores: Any, groups: list[list[int]], torch: Any) -> Any:
+    """B x (1 + groups) x h x w: the best score outside every group, then each group's best."""
+    chosen = sorted({i for ids in groups for i in ids})
+    others = [i for i in range(scores.shape[1]) if i not in chosen]
+    rest = scores[:, others].amax(1, keepdim=True) if others else \
+        torch.full_like(scores[:, :1], float("-inf"))
+    return torch.cat([rest, *(scores[:, ids].amax(1, keepdim=True) for ids in groups)], dim=1)
+
+
+def _normalisation(model_type: str, settings: SegmenterSettings) -> tuple[np.ndarray, np.ndarray, float]:
+    """The checkpoint's processor's mean, std and rescale factor (ImageNet's when it has none)."""
+    mean, std, scale = IMAGENET_MEAN, IMAGENET_STD, 1 / 255
+    try:
+        processor = processor_class(model_type).from_pretrained(settings.model, revision=settings.revision)
+    except (ModelLoadError, OSError, ValueError):
+        processor = None
+    if processor is not None:
+        if getattr(processor, "do_normalize", True) is False:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        else:
+            mean = getattr(processor, "image_mean", None) or mean
+            std = getattr(processor, "image_std", None) or std
+        if getattr(processor, "do_rescale", True) is False:
+            scale = 1.0
+        else:
+            scale = float(getattr(processor, "rescale_factor", None) or scale)
+    return (np.asarray(mean, np.float32).reshape(1, 1, 3), np.asarray(std, np.float32).reshape(1, 1, 3),
+            scale)
+
+
+def _load_network(settings: SegmenterSettings, model_type: str, dtype: Any) -> Any:
+    from transformers import AutoModelForSemanticSegmentation, AutoModelForUniversalSegmentation
+
+    loader = AutoModelForUniversalSegmentation if model_type in QUERY_MODELS else AutoModelForSemanticSegmentation
+    _quiet_transformers()
+    try:
+        network = loader.from_pretrained(settings.model, revision=settings.revision, dtype=dtype)
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - OSError, a truncated safetensors file, ...
+        from ..errors import first_line
+
+        raise ModelLoadError(f"cannot load weights of {settings.model!r}: {first_line(error)}") from None
+    if getattr(network, "auxiliary_head", None) is not None:  # a training aid (UperNet, BEiT): its
+        network.auxiliary_head = None  # logits are computed on every forward and never used here
+    return network.eval()

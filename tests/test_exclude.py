@@ -1,0 +1,241 @@
+"""depthprior exclude: tiny random segmentation checkpoints (SegFormer, UperNet) whose logits the
+fixture forces (a sky band, a person block), loaded by path; masks, dilation, class names,
+resume and identity, bad inputs, and the CLI once as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from segmentation import FRAME, build_segformer, build_upernet, forced_logits, frame
+from synth import write_image
+
+from depthprior.cli import build_parser, main
+from depthprior.errors import FileFormatError, ModelLoadError, UsageError
+from depthprior.exclusion.masks import ExclusionFolder, ExclusionMissing
+from depthprior.exclusion.run import exclude
+from depthprior.exclusion.segmenter import SegmenterSettings
+
+BUILDERS = {"segformer": build_segformer, "upernet": build_upernet}
+
+
+@pytest.fixture(scope="session")
+def seg_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("segmentation")
+    return {name: build(root / name) for name, build in BUILDERS.items()}
+
+
+def settings(model: Path, input_size: int = 64) -> SegmenterSettings:
+    return SegmenterSettings(model=str(model), device="cpu", input_size=input_size)
+
+
+def frames(folder: Path, count: int = 2, size: tuple[int, int] = FRAME) -> tuple[np.ndarray, np.ndarray]:
+    rgb, sky, person = frame(size)
+    for index in range(count):
+        write_image(folder / f"cam{index % 2}" / f"f{index}.png", rgb)
+    return sky, person
+
+
+def read(path: Path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def corner_pixels(region: np.ndarray, reach: int) -> np.ndarray:
+    """Pixels within `reach` (Chebyshev) of a block's corner: bilinear upsampling of one-hot
+    logits from 1/4 size rounds a block's corners off there."""
+    ys, xs = np.nonzero(region)
+    near = np.zeros_like(region)
+    for y in (ys.min(), ys.max()):
+        for x in (xs.min(), xs.max()):
+            near[max(0, y - reach): y + reach + 1, max(0, x - reach): x + reach + 1] = True
+    return near
+
+
+@pytest.mark.parametrize("architecture", sorted(BUILDERS))
+def test_masks_equal_the_forced_regions_at_the_stored_size(tmp_path, seg_models, architecture):
+    sky, person = frames(tmp_path / "images")
+    with forced_logits():
+        summary = exclude(tmp_path / "images", tmp_path / "masks", classes=["sky", "people"],
+                          settings=settings(seg_models[architecture], input_size=32), workers=1)
+    assert summary.exit_code == 0 and summary.done == 2
+    mask = read(tmp_path / "masks" / "cam0" / "f0.png")  # subfolders mirrored
+    assert mask.dtype == np.uint8 and mask.shape == FRAME and set(np.unique(mask)) == {0, 255}
+    wrong = (mask == 0) != (sky | person)
+    if architecture == "upernet":  # full-size logits, upsampled 2x: exact
+        assert not wrong.any()
+    else:  # 1/4-size logits upsampled 8x: only the person block's corners round off
+        assert wrong.any() and not (wrong & ~corner_pixels(person, 3)).any()
+    report = json.loads((tmp_path / "masks" / "exclude.json").read_text())
+    entry = report["images"]["cam1/f1.png"]
+    assert entry["fractions"]["sky"] == pytest.approx(sky.mean())
+    assert entry["fractions"]["people"] == pytest.approx(person.mean(), abs=0.01)
+    assert report["identity"]["classes"] == {"sky": [1], "people": [2]}
+    folder = ExclusionFolder(tmp_path / "masks")
+    assert folder.fraction("cam1/f1") == pytest.approx((mask == 0).mean())
+    assert np.array_equal(folder.kept("cam0/f0", FRAME), mask == 255)
+
+
+def test_dilate_grows_the_exclusion_by_the_requested_pixels(tmp_path, seg_models):
+    sky, person = frames(tmp_path / "images", count=1)
+    with forced_logits():
+        exclude(tmp_path / "images", tmp_path / "masks", classes=["person"], dilate=3,
+                settings=settings(seg_models["upernet"]), workers=1)
+    excluded = read(tmp_path / "masks" / "cam0" / "f0.png") == 0
+    ys, xs = np.nonzero(person)
+    grid_y, grid_x = np.mgrid[: FRAME[0], : FRAME[1]]
+    distance = np.sqrt((grid_y[..., None] - ys) ** 2 + (grid_x[..., None] - xs) ** 2).min(-1)
+    assert np.array_equal(excluded, distance <= 3)
+    assert not (excluded & sky).any()  # only the class asked for
+
+
+def test_an_unknown_class_is_refused_listing_the_models_classes(tmp_path, seg_models):
+    frames(tmp_path / "images", count=1)
+    with pytest.raises(UsageError) as caught:
+        exclude(tmp_path / "images", tmp_path / "masks", classes=["sky", "tree"],
+                settings=settings(seg_models["segformer"]))
+    message = str(caught.value)
+    assert "\n" not in message and "'tree'" in message
+    assert "wall, sky, person;individual;someone, car" in message
+    assert not (tmp_path / "masks").exists()  # refused before the folder is made
+
+
+def test_a_checkpoint_that_is_not_a_segmentation_model_is_refused(tmp_path, tiny_model):
+    frames(tmp_path / "images", count=1)
+    with pytest.raises(ModelLoadError) as caught:
+        exclude(tmp_path / "images", tmp_path / "masks", settings=settings(tiny_model))
+    assert "\n" not in str(caught.value) and "depth_anything" in str(caught.value)
+    assert "segformer" in str(caught.value)
+
+
+def test_resume_keeps_intact_masks_and_redoes_changed_ones(tmp_path, seg_models):
+    frames(tmp_path / "images", count=3)
+    model = settings(seg_models["segformer"])
+    first = exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
+    assert first.done == 3
+    again = exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
+    assert (again.done, again.skipped, again.load_seconds) == (0, 3, 0.0)
+    (tmp_path / "masks" / "cam0" / "f0.png").write_bytes(b"damaged")
+    write_image(tmp_path / "images" / "cam1" / "f1.png", frame()[0][:, ::-1])  # a changed frame
+    stamp = os.stat(tmp_path / "images" / "cam1" / "f1.png")
+    os.utime(tmp_path / "images" / "cam1" / "f1.png", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    (tmp_path / "images" / "cam0" / "f2.png").unlink()  # a frame gone: its mask goes too
+    third = exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
+    assert (third.done, third.skipped) == (2, 0)
+    assert not (tmp_path / "masks" / "cam0" / "f2.png").exists()
+    names = json.loads((tmp_path / "masks" / "exclude.json").read_text())["images"]
+    assert sorted(names) == ["cam0/f0.png", "cam1/f1.png"]
+
+
+def test_other_model_or_classes_are_refused_without_overwrite(tmp_path, seg_models):
+    frames(tmp_path / "images", count=1)
+    exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"]))
+    for change in ({"classes": ["sky", "car"]}, {"settings": settings(seg_models["upernet"])},
+                   {"dilate": 2}):
+        options = {"settings": settings(seg_models["segformer"]), **change}
+        with pytest.raises(UsageError, match="other settings.*--overwrite"):
+            exclude(tmp_path / "images", tmp_path / "masks", **options)
+    done = exclude(tmp_path / "images", tmp_path / "masks", classes=["car"], overwrite=True,
+                   settings=settings(seg_models["upernet"]))
+    assert done.done == 1
+    assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["classes"] == {"car": [3]}
+
+
+@pytest.mark.hostile
+def test_bad_frames_fail_alone_and_a_bad_report_is_one_line(tmp_path, seg_models):
+    frames(tmp_path / "images", count=1)
+    (tmp_path / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    write_image(tmp_path / "images" / "strip.png", np.zeros((2, 80, 3), np.uint8))  # 40:1
+    huge = tmp_path / "images" / "huge.png"
+    write_image(huge, np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(huge.read_bytes())
+    data[16:24] = (30000).to_bytes(4, "big") * 2  # declares 30000x30000 (CRC aside)
+    huge.write_bytes(bytes(data))
+    summary = exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"]),
+                      max_pixels=10_000_000)
+    assert summary.exit_code == 1 and summary.done == 1
+    assert sorted(summary.failed) == ["corrupt.png", "huge.png", "strip.png"]
+    assert "max-pixels" in summary.failed["huge.png"] and "16:1" in summary.failed["strip.png"]
+    assert all("\n" not in reason for reason in summary.failed.values())
+    (tmp_path / "masks" / "exclude.json").write_text('{"images": {"a.png": []}}')
+    with pytest.raises(FileFormatError, match="exclude.json is malformed"):
+        exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"]))
+    with pytest.raises(FileFormatError):
+        ExclusionFolder(tmp_path / "masks")
+
+
+@pytest.mark.hostile
+def test_a_wrong_size_mask_is_redone_and_refused_by_consumers(tmp_path, seg_models):
+    frames(tmp_path / "images", count=1)
+    model = settings(seg_models["segformer"])
+    exclude(tmp_path / "images", tmp_path / "masks", settings=model)
+    cv2.imwrite(str(tmp_path / "masks" / "cam0" / "f0.png"), np.zeros((10, 10), np.uint8))
+    with pytest.raises(ExclusionMissing, match="10x10"):
+        ExclusionFolder(tmp_path / "masks").kept("cam0/f0", FRAME)
+    assert exclude(tmp_path / "images", tmp_path / "masks", settings=model).done == 1
+    assert read(tmp_path / "masks" / "cam0" / "f0.png").shape == FRAME
+
+
+def test_cli_exclude(tmp_path, seg_models, cli, capsys):
+    frames(tmp_path / "images", count=1)
+    result = cli("exclude", tmp_path / "images", "--model", seg_models["upernet"], "--classes",
+                 "sky,person", "--seg-input-size", "32", "--dilate", "1", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "images_exclude" / "cam0" / "f0.png").is_file()
+    assert "done 1, skipped 0, failed 0 of 1" in result.stdout
+    # the refusals in this process (main as the subprocess runs it): exit 2, one line
+    assert main(["exclude", str(tmp_path / "images"), "--model", str(seg_models["upernet"]),
+                 "--classes", "tree"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("depthprior exclude: error:") and "\n" not in error and "it knows: wall, sky" in error
+    with pytest.raises(SystemExit) as parsed:
+        build_parser().parse_args(["exclude", str(tmp_path), "--dilate", "-1"])
+    assert parsed.value.code == 2
+
+
+def test_generate_exclude_segments_the_frames_it_reads_once(tmp_path, seg_models, tiny_model, monkeypatch):
+    from conftest import TEST_INPUT_SIZE
+
+    from depthprior.exclusion import run as exclusion_run
+    from depthprior.exclusion.run import ExcludeJob
+    from depthprior.priors import frames as frame_reading
+    from depthprior.steps import run_generate
+
+    sky, person = frames(tmp_path / "images", count=3)
+    decoded = []
+    for module in (frame_reading, exclusion_run):
+        original = module.decode_rgb
+        monkeypatch.setattr(module, "decode_rgb", lambda path, *a, _o=original, **k: decoded.append(path) or _o(path, *a, **k))
+    job = ExcludeJob(("sky", "person"), settings(seg_models["upernet"], input_size=32))
+    out = tmp_path / "depths"
+    with forced_logits():
+        result = run_generate(tmp_path / "images", out, model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                              progress=False, device="cpu", exclude=job)
+    assert result.exit_code == 0, result.format()
+    assert len(decoded) == 3  # one read per frame for both models
+    masks = tmp_path / "depths_exclude"
+    assert result.summary.exclusion.output == masks and result.summary.exclusion.done == 3
+    assert np.array_equal(read(masks / "cam0" / "f2.png") == 0, sky | person)
+    assert "exclusion masks: done 3" in result.format()
+    (masks / "cam1" / "f1.png").unlink()  # priors all done: only that frame is read again
+    decoded.clear()
+    with forced_logits():
+        again = run_generate(tmp_path / "images", out, model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                             progress=False, device="cpu", exclude=job)
+    assert (again.summary.skipped, again.summary.exclusion.done, again.summary.exclusion.skipped) == (3, 1, 2)
+    assert [Path(path).name for path in decoded] == ["f1.png"]
+    with pytest.raises(UsageError, match="other settings"):
+        run_generate(tmp_path / "images", out, model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+                     progress=False, device="cpu", exclude=ExcludeJob(("car",), job.settings))
+    from depthprior.priors.distributed import RaySettings
+
+    with pytest.raises(UsageError, match="without --ray"):
+        run_generate(tmp_path / "images", tmp_path / "ray-depths", model=str(tiny_model), progress=False,
+                     exclude=job, ray=RaySettings())
+    assert not (tmp_path / "ray-depths_exclude").exists()
+    args = build_parser().parse_args(["generate", "i", "o", "--exclude", "--exclude-model", "m", "--dilate", "2"])
+    assert (args.exclude, args.seg_model, args.dilate) == ("sky,person", "m", 2)
