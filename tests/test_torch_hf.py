@@ -1,7 +1,8 @@
 """The torch backend's --compile: same maps as eager, same output identity, a clear fallback.
 
 Compiling runs in CLI subprocesses (as users run it), each with its own TorchInductor cache
-folder, so no compiled kernels from another run are reused and the pytest process stays clean.
+folder, so no compiled kernels from another run are reused and the pytest process stays clean;
+the eager runs beside them run in the test process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from synth import make_frames
 
 
 def generate(cli, frames, out, model, tmp_path, *extra, env=None):
-    cache = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{out.name}")}
+    """A compiling run gets a process and an inductor cache of its own; an eager one runs here."""
+    cache = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{out.name}")} if "--compile" in extra else {}
     return cli("generate", frames, out, "--model", model, "--input-size", TEST_INPUT_SIZE, *extra,
                env={**cache, **(env or {})}, timeout=300)
 
