@@ -221,7 +221,7 @@ def tiny_video_config(frames: int = 32):
     from depthprior.priors.backends.video_network import VideoConfig
 
     return VideoConfig(embed_dim=64, depth=4, mlp_dim=128, patch=14, grid=37, out_channels=(16, 32, 32, 32),
-                       features=32, head_features=32, frames=frames, temporal_blocks=1)
+                       features=32, head_features=8, frames=frames, temporal_blocks=1)
 
 
 def build_tiny_video_network(*, temporal: bool = True, seed: int = 0):

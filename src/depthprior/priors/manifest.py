@@ -72,6 +72,10 @@ class ImageRecord:
     notes: list[str] = field(default_factory=list)
     extras: dict[str, float] = field(default_factory=dict)  # per-image model outputs (Depth Pro's focal)
     error: str | None = None  # why a failed image failed
+    #: temporal models: the frame's sequence (its folder) and position in it (natural name order);
+    #: raw_min/raw_max are then the sequence's, one value mapping for all its frames
+    sequence: str | None = None
+    position: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -109,6 +113,9 @@ class ImageRecord:
             return {"status": self.status, "error": self.error}
         data = dataclasses.asdict(self)
         del data["error"]
+        for key in ("sequence", "position"):  # recorded for frames of temporal models only
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -127,6 +134,9 @@ def _check_types(record: ImageRecord) -> None:
         raise ValueError("flags or notes are not lists")
     if not isinstance(record.extras, dict):
         raise ValueError("extras is not an object")
+    if not isinstance(record.sequence, (str, type(None))) or not (
+            record.position is None or (isinstance(record.position, int) and record.position >= 0)):
+        raise ValueError("sequence or position is not a folder name and a position")
 
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))

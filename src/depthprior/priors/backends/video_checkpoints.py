@@ -19,6 +19,8 @@ HUB_FILES = {
 }
 #: metric checkpoints are told by their official file name
 METRIC_PREFIX = "metric_"
+#: changes whenever the window rule or the sequence mapping give other values (output identity)
+TEMPORAL_VERSION = 1
 
 
 def is_video_model(model: str) -> bool:

@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 #: the reference's widest aspect ratio at the full input size, and the factor it scales by
 MAX_RATIO = 1.78
 RATIO_FACTOR = 1.777
-#: changes whenever the window rule or the sequence mapping give other values (output identity)
-TEMPORAL_VERSION = 1
 _licences_told: set[str] = set()
 
 
