@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from depthprior.errors import UsageError
-from depthprior.priors.backends import BackendSettings, settings_for
+from depthprior.priors.backends import BackendSettings, create_backend, settings_for
 from depthprior.priors.backends.video_depth import VideoDepthModel
 from depthprior.priors.backends.video_windows import stitch
 from depthprior.priors.distributed import RaySettings
@@ -80,6 +80,13 @@ def test_folders_are_sequences_in_natural_order_with_one_mapping(video_model, tm
     again = run(tmp_path / "in", tmp_path / "out", video_model)
     assert again.skipped == 34 and again.done == 0
     assert natural_key("frame_2.jpg") < natural_key("frame_10.jpg")
+    # a damaged output: its sequence is redone whole, to the same bytes; the other one is kept
+    before = pngs(tmp_path / "out")
+    damaged = tmp_path / "out" / "a" / "frame_7.png"
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    repaired = run(tmp_path / "in", tmp_path / "out", video_model)
+    assert list(repaired.repaired) == ["a/frame_7.jpg"] and repaired.done == 33 and repaired.skipped == 1
+    assert pngs(tmp_path / "out") == before
 
 
 def test_a_corrupt_frame_fails_alone_and_its_neighbours_stay_consistent(video_model, tmp_path):
@@ -110,10 +117,17 @@ def test_ray_and_frame_by_frame_backends_refuse_temporal_models(video_model, tmp
     for backend in ("onnx", "space"):
         with pytest.raises(UsageError, match=f"--backend {backend} cannot run it"):
             settings_for(backend, model=str(video_model))
-    with pytest.raises(UsageError, match="runs sequences"):
-        settings_for(backend="torch", model="depth-anything/Video-Depth-Anything-Small") and \
-            __import__("depthprior.priors.backends", fromlist=["create_backend"]).create_backend(
-                "torch", BackendSettings(model="depth-anything/Video-Depth-Anything-Small"))
+    with pytest.raises(UsageError, match="runs sequences"):  # check and bench run frames one by one
+        create_backend("torch", BackendSettings(model="depth-anything/Video-Depth-Anything-Small"))
+
+
+def test_metric_checkpoints_write_inverse_metres_without_stitching(tmp_path):
+    model = build_tiny_video_model(tmp_path / "m", metric=True)
+    frames(tmp_path / "in", 3)
+    summary = run(tmp_path / "in", tmp_path / "out", model)
+    assert summary.exit_code == 0 and summary.backend["model_output"] == "depth"
+    records = json.loads((tmp_path / "out" / "depthprior.json").read_text())["images"].values()
+    assert {r["raw_kind"] for r in records} == {"inverse_depth"}
 
 
 def test_a_run_killed_mid_sequence_resumes_to_the_uninterrupted_outputs(video_model, tmp_path):

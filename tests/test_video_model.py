@@ -100,6 +100,17 @@ def test_trained_temporal_modules_make_frames_depend_on_their_neighbours(officia
     assert not torch.allclose(before[0], alone[0])
 
 
+def test_the_licence_of_non_small_checkpoints_is_said_once(caplog):
+    from depthprior.priors.backends.video_depth import _tell_licence
+
+    for _ in range(2):
+        _tell_licence("depth-anything/Video-Depth-Anything-Large", "Large", "CC-BY-NC-4.0")
+        _tell_licence("depth-anything/Video-Depth-Anything-Small", "Small", "Apache-2.0")
+    said = [r.getMessage() for r in caplog.records if "released under" in r.getMessage()]
+    assert said == ["depth-anything/Video-Depth-Anything-Large is Video Depth Anything-Large, released under "
+                    "CC-BY-NC-4.0 (non-commercial use only)"]
+
+
 def test_wide_frames_get_the_reference_smaller_input_size():
     assert video_input_size(480, 640, 518) == 518
     assert video_input_size(1080, 1920, 518) == 518  # 1.778 < 1.78
