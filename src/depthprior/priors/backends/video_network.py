@@ -33,6 +33,8 @@ INTERMEDIATE_LAYERS = {12: (2, 5, 8, 11), 24: (4, 11, 17, 23)}
 #: the temporal modules' attention heads and GroupNorm groups (fixed in the reference)
 TEMPORAL_HEADS = 8
 TEMPORAL_GROUPS = 32
+#: frames per pass through the full-resolution end of the head (the reference's micro-batch)
+MICRO_BATCH = 4
 #: official sizes by embedding width: (name, licence)
 SIZES = {384: ("Small", "Apache-2.0"), 768: ("Base", "CC-BY-NC-4.0"), 1024: ("Large", "CC-BY-NC-4.0")}
 
@@ -359,9 +361,16 @@ def _network_class(torch: Any) -> type:
             fusion = depth.neck.fusion_stage.layers
             path = motion[2](fusion[0](rn[3], size=rn[2].shape[2:]), frames)
             path = motion[3](fusion[1](path, rn[2], size=rn[1].shape[2:]), frames)
-            path = fusion[2](path, rn[1], size=rn[0].shape[2:])
-            path = fusion[3](path, rn[0], size=None)
-            head = depth.head
+            # the high-resolution rest a few frames at a time (the reference's micro-batches):
+            # its activations at full resolution would take gigabytes for a whole window
+            return torch.cat([self._finish(path[i:i + MICRO_BATCH], rn[1][i:i + MICRO_BATCH],
+                                           rn[0][i:i + MICRO_BATCH], rows, cols)
+                              for i in range(0, path.shape[0], MICRO_BATCH)])
+
+        def _finish(self, path: Any, rn2: Any, rn1: Any, rows: int, cols: int) -> Any:
+            fusion, head = self.depth.neck.fusion_stage.layers, self.depth.head
+            path = fusion[2](path, rn2, size=rn1.shape[2:])
+            path = fusion[3](path, rn1, size=None)
             out = head.conv1(path)
             out = F.interpolate(out, (rows * self.config.patch, cols * self.config.patch), mode="bilinear",
                                 align_corners=True)
