@@ -128,9 +128,12 @@ def peak_memory(count: int, workdir: Path, model: Path) -> float:
         rng = np.random.default_rng(0)
         for index in range(count):
             cv2.imwrite(str(frames / f"frame_{index:05d}.png"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    code = ("import resource, sys\nfrom depthprior.priors.pipeline import generate\n"
+    # VmHWM: the child's own peak (ru_maxrss would include the forked parent's, kept across exec)
+    code = ("import re, resource, sys\nfrom depthprior.priors.pipeline import generate\n"
             "s = generate(sys.argv[1], sys.argv[2], model=sys.argv[3], device='cpu', input_size=56, progress=False)\n"
-            "print(s.exit_code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "try:\n    peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+            "except OSError:\n    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "print(s.exit_code, peak)")
     out = workdir / f"memory_out_{count}"
     shutil.rmtree(out, ignore_errors=True)
     result = subprocess.run([sys.executable, "-c", code, str(frames), str(out), str(model)],
@@ -156,40 +159,44 @@ def main() -> None:
 
     import torch
 
-    width, height = map(int, args.size.split("x"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU cores", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or Path(scratch)
-        frames = workdir / f"frames_{args.frames}_{width}x{height}"
-        if not frames.is_dir():
-            frames.mkdir(parents=True)
-            write_frames(frames, args.frames, width, height)
-        checkpoint = workdir / args.arch / f"video_depth_anything_{args.arch}.pth"
-        if not checkpoint.is_file():
-            build(args.arch, checkpoint.parent)
-        rows = []
-        seconds, load = run_generate(frames, workdir / "out_video", checkpoint, args.input_size)
-        rows.append(("depthprior VDA", seconds, load))
-        seconds, load = run_generate(frames, workdir / "out_per_frame", checkpoint.parent / "per_frame",
-                                     args.input_size)
-        rows.append(("depthprior per-frame V2 (same weights)", seconds, load))
-        if args.reference is not None:
-            start = time.perf_counter()
-            model = official_model(args.reference, args.deps, checkpoint)
-            load = time.perf_counter() - start
-            rows.append(("official infer_video_depth + PNGs", run_official(model, frames, workdir / "out_official",
-                                                                          args.input_size), load))
-            print(f"parity, raw network output of one window: max |depthprior - official| = "
-                  f"{parity(model, checkpoint, frames, args.input_size):.2e} of the range", flush=True)
-        print(f"\n{args.frames} frames {width}x{height}, input {args.input_size}, random {args.arch} weights:")
-        for label, seconds, load in rows:
-            print(f"  {label}: {seconds:.1f} s, {1000 * seconds / args.frames:.0f} ms/frame (load {load:.1f} s)")
+        if args.frames:  # --frames 0: only --memory-frames
+            for label, seconds, load in time_rows(args, workdir):
+                print(f"  {label}: {seconds:.1f} s, {1000 * seconds / args.frames:.0f} ms/frame (load {load:.1f} s)")
         for count in [int(c) for c in args.memory_frames.split(",") if c]:
             tiny = workdir / "video-tiny" / "video_depth_anything_video-tiny.pth"
             if not tiny.is_file():
                 build("video-tiny", tiny.parent)
             print(f"  peak memory, generate on {count} frames 64x48 (tiny model): "
                   f"{peak_memory(count, workdir, tiny):.0f} MiB", flush=True)
+
+
+def time_rows(args: argparse.Namespace, workdir: Path) -> list[tuple[str, float, float]]:
+    """(label, seconds, load seconds) of depthprior VDA, per-frame V2 and, with --reference, the
+    official implementation, on the same frames and weights; prints the parity line."""
+    width, height = map(int, args.size.split("x"))
+    frames = workdir / f"frames_{args.frames}_{width}x{height}"
+    if not frames.is_dir():
+        frames.mkdir(parents=True)
+        write_frames(frames, args.frames, width, height)
+    checkpoint = workdir / args.arch / f"video_depth_anything_{args.arch}.pth"
+    if not checkpoint.is_file():
+        build(args.arch, checkpoint.parent)
+    rows = [("depthprior VDA", *run_generate(frames, workdir / "out_video", checkpoint, args.input_size)),
+            ("depthprior per-frame V2 (same weights)",
+             *run_generate(frames, workdir / "out_per_frame", checkpoint.parent / "per_frame", args.input_size))]
+    if args.reference is not None:
+        start = time.perf_counter()
+        model = official_model(args.reference, args.deps, checkpoint)
+        load = time.perf_counter() - start
+        rows.append(("official infer_video_depth + PNGs",
+                     run_official(model, frames, workdir / "out_official", args.input_size), load))
+        print(f"parity, raw network output of one window: max |depthprior - official| = "
+              f"{parity(model, checkpoint, frames, args.input_size):.2e} of the range", flush=True)
+    print(f"\n{args.frames} frames {width}x{height}, input {args.input_size}, random {args.arch} weights:")
+    return rows
 
 
 if __name__ == "__main__":
