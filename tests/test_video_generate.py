@@ -155,3 +155,31 @@ def test_a_run_killed_mid_sequence_resumes_to_the_uninterrupted_outputs(video_mo
     summary = run(tmp_path / "in", out, video_model)
     assert summary.exit_code == 0 and summary.done == 50
     assert pngs(out) == pngs(whole)
+
+
+@pytest.mark.parametrize("damage", [False, True])
+def test_an_interrupted_sequence_resumes_and_a_damaged_spill_starts_it_again(video_model, tmp_path, monkeypatch,
+                                                                             damage):
+    frames(tmp_path / "in", 50)
+    run(tmp_path / "in", tmp_path / "whole", video_model)
+    calls = []
+    original = VideoDepthModel.run_window
+
+    def interrupted(self, inputs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second window runs
+        return original(self, inputs)
+
+    monkeypatch.setattr(VideoDepthModel, "run_window", interrupted)
+    assert run(tmp_path / "in", tmp_path / "out", video_model).interrupted
+    spilled = sorted((tmp_path / "out" / SPILL_FOLDER).glob("*/pending-0-*.npy"))
+    assert len(spilled) == 8
+    if damage:
+        spilled[3].write_bytes(b"not a map")
+    windows = []
+    monkeypatch.setattr(VideoDepthModel, "run_window", lambda self, inputs: windows.append(1) or original(self, inputs))
+    summary = run(tmp_path / "in", tmp_path / "out", video_model)
+    assert summary.exit_code == 0 and summary.done == 50
+    assert len(windows) == (3 if damage else 2)  # resumed at window 1, or all 3 again
+    assert pngs(tmp_path / "out") == pngs(tmp_path / "whole")

@@ -35,7 +35,7 @@ from ..files.jsonfile import expect_object, read_json, write_json
 from ..files.raster import stored_size
 from ..images import ImageItem, decode_rgb
 from .backends.base import FATAL_ERRORS, BackendSettings
-from .backends.video_windows import Resume, Window, anchor_frame, stitch, window_count
+from .backends.video_windows import CROSSFADE, STEP, WINDOW, Resume, Window, anchor_frame, stitch, window_count
 from .frames import write_outputs
 from .manifest import ImageRecord, ThrottledSaver
 from .plan import Plan, Summary, record_result
@@ -185,18 +185,16 @@ class SequenceRun:
             for item in self.sequence.items:
                 self._record(item.name, ImageRecord.failed("not a readable image header"))
             return
-        state = self._load_state()
-        resume = None
+        state, resume, total = self._load_state(), None, window_count(self.count)
+        if state is not None and state["window"] < total - 1:
+            resume = self._resume(state["window"])
+            if resume is None:  # a spilled map is unusable: the sequence starts again
+                state = None
         if state is None:
             self._clear_spill()
         else:
             self.failed = {int(k): v for k, v in state.get("failed", {}).items()}
-            done = state["window"]
-            if done < window_count(self.count) - 1:
-                resume = self._resume(done)
-            if resume is not None or done == window_count(self.count) - 1:
-                log.info("sequence %s: resuming after window %d of %d", self.sequence.name, done + 1,
-                         window_count(self.count))
+            log.info("sequence %s: resuming after window %d of %d", self.sequence.name, state["window"] + 1, total)
         if state is None or resume is not None:
             previous = None if resume is None else resume.window - 1
             for window in stitch(self.count, self._load, self.model.run_window, self.model.metric, resume):
@@ -213,14 +211,11 @@ class SequenceRun:
         except (OSError, ValueError) as error:
             log.warning("sequence %s: a spilled map is unusable (%s); starting it again",
                         self.sequence.name, first_line(error))
-            self._clear_spill()
             return None
         return Resume(done + 1, first, anchor, pending)
 
     @staticmethod
     def _pending_positions(window: int) -> list[int]:
-        from .backends.video_windows import CROSSFADE, STEP, WINDOW
-
         return [window * STEP + WINDOW - CROSSFADE + i for i in range(CROSSFADE)]
 
     def _spill(self, window: Window, previous: int | None) -> None:
