@@ -7,8 +7,8 @@
 #      prepare, infer, resize back, 16-bit PNG, atomic write, manifest).
 #   2. onnx: the same rates for the model's export (fp32: export-onnx writes fp32 graphs) on each
 #      of DC_ONNX_DEVICES (cuda, tensorrt) that this onnxruntime has; one line says why where not.
-#   3. video: Video Depth Anything, once the code has a `video` architecture; until then one line
-#      says it is not built yet.
+#   3. video: Video Depth Anything-Small (random weights, the real size; fp16 autocast on CUDA):
+#      one 32-frame window's forward rate and generate's end-to-end rate (gpu_bench.py --arch video).
 # Each step runs under a timeout (its share of what is left of the budget); a failed or timed
 # out step says so and the next one runs. Numbers go to stdout and to RESULT_FILE.
 #
@@ -22,7 +22,7 @@
 #   benchmarks/device_check.sh [RESULT_FILE]    default: $OUT/device_check.txt, else ./device_check.txt
 #   DC_TINY=1 benchmarks/device_check.sh r.txt  tiny settings on the CPU (tests/test_benchmarks.py)
 # Settings (environment; DC_TINY=1 changes the defaults to the tiny ones in brackets):
-#   DC_DEVICE auto [cpu]  DC_ARCH small [tiny]  DC_FRAMES 128 [2]  DC_SIZE 1920x1080 [64x48]
+#   DC_DEVICE auto [cpu]  DC_ARCH small [tiny]  DC_VIDEO_ARCH video [video-tiny]  DC_FRAMES 128 [2]  DC_SIZE 1920x1080 [64x48]
 #   DC_BATCH_SIZES 1,4,8,16 [1,2]  DC_INPUT_SIZE 518 [56]  DC_DTYPE fp16 [fp32]
 #   DC_ONNX_DEVICES "cuda tensorrt" ["cpu cuda tensorrt"]  DC_TRT_BATCH_SIZES 1,8 [1]
 #   DC_EXPORTER dynamo [torchscript]  DC_BUDGET_S 290  DC_WORKDIR (default: a temporary folder)
@@ -39,6 +39,7 @@ tiny="${DC_TINY:-0}"
 pick() { if [ "$tiny" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 device="${DC_DEVICE:-$(pick auto cpu)}"
 arch="${DC_ARCH:-$(pick small tiny)}"
+video_arch="${DC_VIDEO_ARCH:-$(pick video video-tiny)}"
 frames="${DC_FRAMES:-$(pick 128 2)}"
 size="${DC_SIZE:-$(pick 1920x1080 64x48)}"
 batch_sizes="${DC_BATCH_SIZES:-$(pick 1,4,8,16 1,2)}"
@@ -123,34 +124,11 @@ for onnx_device in $onnx_devices; do
     fi
 done
 
-# the hook for Video Depth Anything: runs once the code has a video architecture and
-# benchmarks/random_model.py can build a random one of it
-video="$("$python" - "$here" <<'EOF'
-import sys
-
-from depthprior.priors.backends.architectures import ARCHITECTURES
-
-sys.path.insert(0, sys.argv[1])
-from random_model import ARCHITECTURES as BUILDABLE  # noqa: E402
-
-found = [name for name in ARCHITECTURES if "video" in name]
-if not found:
-    print("not built yet: no video architecture in depthprior.priors.backends.architectures.ARCHITECTURES")
-elif "video" not in BUILDABLE:
-    print(f"not measurable yet: the code has {', '.join(found)}, but benchmarks/random_model.py "
-          "cannot build a random one (add a 'video' size there)")
-else:
-    print("run")
-EOF
-)" || video="not checked: the architecture list did not load (see stderr above)"
-if [ "$video" = run ]; then
-    step "video (Video Depth Anything) $dtype" 120 "$python" "$here/gpu_bench.py" --arch video \
-        --frames "$frames" --size "$size" --input-size "$input_size" --workdir "$workdir" \
-        --backend torch --device "$device" --dtype "$dtype" --batch-sizes "$batch_sizes"
-else
-    say ""
-    say "== video (Video Depth Anything): $video"
-fi
+# Video Depth Anything-Small (random weights, the real size), fp16 autocast on CUDA: one window's
+# forward rate and generate's end-to-end rate over the frames as one sequence
+step "video (Video Depth Anything-Small) $dtype" 120 "$python" "$here/gpu_bench.py" --arch "$video_arch" \
+    --frames "$frames" --size "$size" --input-size "$input_size" --workdir "$workdir" \
+    --backend torch --device "$device" --dtype "$dtype"
 
 say ""
 say "device check finished in $SECONDS s with $failures failed step(s) (timed out, failed or left out); numbers in $result"

@@ -2,10 +2,13 @@
 
     PYTHONPATH=src python3 benchmarks/gpu_bench.py --frames 256 --batch-sizes 1,8,16
     PYTHONPATH=src python3 benchmarks/gpu_bench.py --backend onnx --device cuda --workdir /tmp/gb
+    PYTHONPATH=src python3 benchmarks/gpu_bench.py --arch video --frames 128   # Video Depth Anything-Small fp16
 
 Prints, per batch size, the bare forward rate (model only, same inputs) and the end-to-end rate
 of `generate` (decode, prepare, infer, resize back, 16-bit PNG encode, atomic write, manifest)
-once the model is loaded. Runs in well under 5 minutes on one GPU. Needs only torch,
+once the model is loaded (--arch video: Video Depth Anything, random VDA-Small weights: the
+forward rate of one 32-frame window, and generate's rate over the frames as one sequence;
+--batch-sizes does not apply, a window is the batch). Runs in well under 5 minutes on one GPU. Needs only torch,
 transformers, opencv, numpy, tqdm (no download: the weights are random, the shapes are real);
 --backend onnx also onnxruntime(-gpu), and runs an fp32 export of the same model (export-onnx
 writes fp32 graphs). --workdir keeps the frames, the model and its export there and reuses them
@@ -56,9 +59,48 @@ def prepare(workdir: Path, frames: int, width: int, height: int, arch: str) -> t
         write_frames(partial, frames, width, height)
         partial.rename(folder)
     model = workdir / f"model_{arch}"
+    if arch.startswith("video"):  # an official-layout .pth
+        found = sorted(model.glob("*.pth")) if model.is_dir() else []
+        return folder, found[0] if found else build(arch, model)
     if not (model / "config.json").is_file():
         build(arch, model)
     return folder, model
+
+
+def video_rows(args: argparse.Namespace, frames: Path, checkpoint: Path, workdir: Path) -> None:
+    """Video Depth Anything: one window's bare forward rate and generate's end-to-end rate."""
+    from depthprior.images import decode_rgb
+    from depthprior.priors.backends import BackendSettings
+    from depthprior.priors.backends.video_depth import VideoDepthModel, video_input_size
+    from depthprior.priors.backends.video_windows import STEP, WINDOW
+    from depthprior.priors.pipeline import generate
+
+    settings = BackendSettings(model=str(checkpoint), device=args.device, dtype=args.dtype, input_size=args.input_size)
+    paths = sorted(frames.iterdir())
+    load = time.perf_counter()
+    model = VideoDepthModel(settings)
+    load_s = time.perf_counter() - load
+    image = decode_rgb(paths[0])
+    prepared = model.prepare(image, video_input_size(*image.shape[:2], args.input_size))
+    window = [prepared] * WINDOW
+    model.run_window(window)  # warm-up
+    repeats = 3
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model.run_window(window)
+    forward = (time.perf_counter() - start) / repeats
+    model.close()
+    out = workdir / "out_video"
+    shutil.rmtree(out, ignore_errors=True)
+    summary = generate(frames, out, model=str(checkpoint), device=args.device, dtype=args.dtype,
+                       input_size=args.input_size, progress=False)
+    if summary.exit_code:
+        raise SystemExit(f"generate failed: {summary.format()}")
+    described = summary.backend
+    print(f"video {described.get('device')} {described.get('dtype')}: forward {WINDOW / forward:.1f} network "
+          f"frames/s ({STEP / forward:.1f} new frames/s in a long sequence: {STEP} per {WINDOW}-frame window), "
+          f"end to end {summary.images_per_s:.1f} img/s ({summary.done} frames {image.shape[1]}x{image.shape[0]}, "
+          f"input {args.input_size}, load {load_s:.1f} s)", flush=True)
 
 
 def onnx_file(model: Path, input_size: int, exporter: str) -> Path:
@@ -121,6 +163,11 @@ def main() -> None:
         frames, model = prepare(workdir, args.frames, width, height, args.arch)
         print(f"{args.frames} frames {width}x{height} + random {args.arch} model in "
               f"{time.perf_counter() - start:.1f} s", flush=True)
+        if args.arch.startswith("video"):
+            if args.backend != "torch":
+                parser.error("--arch video runs on --backend torch")
+            video_rows(args, frames, model, workdir)
+            return
         if args.backend == "onnx":
             model = onnx_file(model, args.input_size, args.exporter)
         rows = []

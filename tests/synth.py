@@ -211,3 +211,51 @@ def build_tiny_checkpoint(folder: Path, architecture: str, *, metric: bool = Fal
     elif processor is not None:
         processor.save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------- Video Depth Anything
+
+def tiny_video_config(frames: int = 32):
+    """The sizes of a tiny Video Depth Anything: 4 encoder layers 64 wide (one head), temporal
+    widths multiples of 32 (the GroupNorm's groups)."""
+    from depthprior.priors.backends.video_network import VideoConfig
+
+    return VideoConfig(embed_dim=64, depth=4, mlp_dim=128, patch=14, grid=37, out_channels=(16, 32, 32, 32),
+                       features=32, head_features=8, frames=frames, temporal_blocks=1)
+
+
+def build_tiny_video_network(*, temporal: bool = True, seed: int = 0):
+    """A random-weight tiny network; temporal=False keeps the temporal output projections at
+    zero (untrained: the network is Depth Anything frame by frame). The head's last conv is
+    rescaled so the final ReLU leaves real range (as build_tiny_model)."""
+    import torch
+
+    from depthprior.priors.backends.video_network import build_network
+
+    torch.manual_seed(seed)
+    network = build_network(tiny_video_config())
+    with torch.no_grad():
+        network.depth.head.conv3.weight.mul_(1e5)
+        network.depth.head.conv3.bias.fill_(1.0)
+        if temporal:
+            for module in network.motion_modules:
+                out = module.temporal_transformer.proj_out
+                torch.nn.init.normal_(out.weight, std=0.5)
+                torch.nn.init.normal_(out.bias, std=0.1)
+    return network.eval()
+
+
+def save_official(network, path: Path) -> Path:
+    """The network's weights as an official .pth state dict (the official key layout)."""
+    import torch
+
+    from depthprior.priors.backends.video_network import to_official
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(to_official(network.state_dict(), network.config), path)
+    return path
+
+
+def build_tiny_video_model(folder: Path, *, temporal: bool = True, metric: bool = False, seed: int = 0) -> Path:
+    name = "metric_video_depth_anything_tiny.pth" if metric else "video_depth_anything_tiny.pth"
+    return save_official(build_tiny_video_network(temporal=temporal, seed=seed), folder / name)

@@ -84,7 +84,7 @@ def photos(tmp_path_factory) -> Path:
 def test_random_model_builds_a_checkpoint_of_the_named_size(checkpoint):
     import json
 
-    assert "{base,large,small,tiny}" in run_script("random_model.py", "--help")
+    assert "{base,large,small,tiny,video,video-base,video-large,video-tiny}" in run_script("random_model.py", "--help")
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["model_type"] == "depth_anything"
     assert config["backbone_config"]["hidden_size"] == 32
@@ -222,7 +222,8 @@ def test_device_check_tiny_on_cpu(device_check):
     for device, provider in (("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")):
         if providers and provider not in providers:
             assert f"== onnx {device}: skipped, this onnxruntime has no {provider}" in numbers
-    assert "== video (Video Depth Anything): not built yet: no video architecture" in numbers
+    assert re.search(rf"^video cpu fp32: forward {NUMBER} network frames/s \({NUMBER} new frames/s .*\), end to end "
+                     rf"{NUMBER} img/s \(2 frames 64x48, input 56", numbers, re.M), numbers
     assert re.search(r"device check finished in \d+ s with 0 failed step\(s\)", numbers)
     assert numbers.strip() in result.stdout.replace("\r", "")  # the same numbers on stdout
 
@@ -233,9 +234,10 @@ def test_device_check_says_which_steps_its_budget_left_out(tmp_path):
     assert "== torch fp32: skipped, the 5 s budget is spent" in numbers
     if importlib.util.find_spec("onnxruntime"):
         assert "== onnx cpu fp32: skipped, the 5 s budget is spent" in numbers
-        assert "with 2 failed step(s)" in numbers
+        assert "with 3 failed step(s)" in numbers
     else:
-        assert "with 1 failed step(s)" in numbers
+        assert "with 2 failed step(s)" in numbers
+    assert "== video (Video Depth Anything-Small) fp32: skipped, the 5 s budget is spent" in numbers
 
 
 
@@ -248,6 +250,16 @@ def test_reference_parity(checkpoint, photos):
     assert re.search(r"worst max \|backend - reference\| / range: torch \d\.\de-\d\d$", out, re.M), out
     assert "torch fp32 cpu, 2 frames of 64x48" in out
     assert re.search(r"^  frame01\.png: \d+ pixels differ \(\S+%\), at most \d+ PNG levels$", out, re.M), out
+
+
+def test_video_bench_tiny(tmp_path):
+    """Without --reference (tests never need the official code): depthprior's rows and peak memory."""
+    out = run_script("video_bench.py", "--arch", "video-tiny", "--frames", 3, "--size", "64x48", "--input-size",
+                     TEST_INPUT_SIZE, "--memory-frames", 4, "--workdir", tmp_path, timeout=240)
+    assert re.search(rf"^  depthprior VDA: {NUMBER} s, \d+ ms/frame", out, re.M), out
+    assert re.search(rf"^  depthprior per-frame V2 \(same weights\): {NUMBER} s", out, re.M), out
+    assert re.search(r"^  peak memory, generate on 4 frames 64x48 \(tiny model\): \d+ MiB", out, re.M), out
+    assert (tmp_path / "video-tiny" / "per_frame" / "config.json").is_file()
 
 
 def test_resize_back():

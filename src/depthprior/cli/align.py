@@ -57,6 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(also with -q)")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="threads (default: CPU count, at most 8)")
+    grouping = parser.add_mutually_exclusive_group()
+    grouping.add_argument("--per-sequence", dest="per_sequence", action="store_const", const=True,
+                          default=None,
+                          help="one scale/offset per sequence from all its frames' SfM points, written to "
+                               "every frame's entry (the default for priors of a temporal model such as "
+                               "Video Depth Anything, whose sequences share one value mapping); each frame's "
+                               "own fit stays in the report")
+    grouping.add_argument("--per-frame", dest="per_sequence", action="store_const", const=False,
+                          help="one fit per frame, also for a temporal model's priors")
     parser.set_defaults(run=run)
 
 
@@ -75,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=progress,
             exclude=args.exclude,
+            per_sequence=args.per_sequence,
         )
     print(summary.format(brief=args.brief or quiet))
     return 1 if summary.failed else 0

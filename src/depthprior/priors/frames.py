@@ -69,11 +69,14 @@ def load_frame(engine: Backend, item: ImageItem, keep: bool = False) -> Prepared
         return PreparedImage(item, error=f"{type(error).__name__}: {error}")
 
 
-def write_outputs(root: Location, item: ImageItem, depth: DepthMap, fmt: str) -> ImageRecord:
+def write_outputs(root: Location, item: ImageItem, depth: DepthMap, fmt: str,
+                  sequence: tuple[str, int, tuple[float, float]] | None = None) -> ImageRecord:
     """Encode one image's map, write its files under root and return its manifest record
-    (the local pipeline's writer threads and the Ray path's write tasks both end here)."""
+    (the local pipeline's writer threads, the Ray path's write tasks and the sequence writer
+    all end here). sequence: (its name, the frame's position, the sequence's inverse-depth
+    range), for frames of temporal models: one value mapping for the whole sequence."""
     height, width = depth.values.shape
-    encoded = encode_inverse_depth(depth.values, depth.kind)
+    encoded = encode_inverse_depth(depth.values, depth.kind, sequence[2] if sequence else None)
     outputs = output_files(item.stem, fmt)
     for rel in outputs:
         path = safe_join(root, rel)
@@ -99,4 +102,6 @@ def write_outputs(root: Location, item: ImageItem, depth: DepthMap, fmt: str) ->
         flags=["constant"] if encoded.constant else [],
         notes=list(depth.notes),
         extras=dict(depth.extras),
+        sequence=sequence[0] if sequence else None,
+        position=sequence[1] if sequence else None,
     )

@@ -73,6 +73,10 @@ class ImageRecord:
     extras: dict[str, float] = field(default_factory=dict)  # per-image model outputs (Depth Pro's focal)
     frame_version: str | None = None  # the frame's version the prior was made from (ImageItem.version)
     error: str | None = None  # why a failed image failed
+    #: temporal models: the frame's sequence (its folder) and position in it (natural name order);
+    #: raw_min/raw_max are then the sequence's, one value mapping for all its frames
+    sequence: str | None = None
+    position: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -110,6 +114,9 @@ class ImageRecord:
             return {"status": self.status, "error": self.error}
         data = dataclasses.asdict(self)
         del data["error"]
+        for key in ("sequence", "position"):  # recorded for frames of temporal models only
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -130,6 +137,9 @@ def _check_types(record: ImageRecord) -> None:
         raise ValueError("extras is not an object")
     if not isinstance(record.frame_version, (str, type(None))):
         raise ValueError("frame_version is not a string")
+    if not isinstance(record.sequence, (str, type(None))) or not (
+            record.position is None or (isinstance(record.position, int) and record.position >= 0)):
+        raise ValueError("sequence or position is not a folder name and a position")
 
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))

@@ -27,6 +27,8 @@ from .distributed import RaySettings, check_backend, run_on_ray
 from .frames import PreparedImage, batch_size, batches, load_frame, prepared_batches, write_outputs
 from .manifest import ImageRecord, ThrottledSaver
 from .plan import Plan, Summary, find_inputs, make_plan, record_result, save_manifest
+from .sequences import run_sequences
+from .backends.video_checkpoints import is_video_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..exclusion.run import ExcludeJob, ExclusionPass
@@ -85,6 +87,10 @@ def generate(
     if ray is not None:
         check_backend(backend_type, loaded)
     settings = loaded.settings if loaded else settings_for(backend_type, settings, **setting_overrides)
+    temporal = is_video_model(str(settings.model))
+    if temporal and ray is not None:
+        raise UsageError(f"model {settings.model!r} is a temporal model (Video Depth Anything): its frames "
+                         "are one sequence, which --ray would split across replicas; leave --ray out")
     images_root = images.root if isinstance(images, Scan) else location(images)
     out_root = location(out)
     found = find_inputs(images, out_root, backend_type, extensions, follow_outside)
@@ -108,6 +114,8 @@ def generate(
             log.info("%d images found, %d to do, %d already done; format=%s", len(plan.items),
                      len(plan.todo), len(plan.items) - len(plan.todo), format)
             run_on_ray(backend_type, settings, plan, format, ray, progress, summary)
+        elif plan.todo and temporal:
+            run_sequences(settings, plan, format, progress, summary)
         elif plan.todo:
             engine = loaded or backend_type(settings)
             try:

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import ImageError
 from ..files.outputs import (LOCK_NAME, TMP_MARK, OutputLock, atomic_write_bytes, check_writable,
                              now_utc, remove_stale_temporaries)
+from ..files.place import Location, read_bytes
 from ..files.raster import PNG_PARAMS, PRIOR_BITS, encode_plane, read_prior
 
 PNG_MAX = 65535  # the PNG's full scale: raw_min..raw_max map to 0..PNG_MAX
@@ -72,6 +73,16 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, encode_npy(array))
 
 
+def read_npy(path: Location) -> np.ndarray:
+    """A float32 .npy written by write_npy (no pickles); OSError/ValueError when it is not one."""
+    import io
+
+    array = np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+    if array.dtype != np.float32:
+        raise ValueError(f"{path} holds {array.dtype}, not float32")
+    return array
+
+
 def read_png16(path: Path | str, size: tuple[int, int] | None = None,
                bits: tuple[int, ...] = PRIOR_BITS) -> np.ndarray:
     """A depth PNG as its stored array (files.raster.read_prior: header checked first);
@@ -106,14 +117,15 @@ def inverse_depth(values: np.ndarray, kind: str) -> tuple[np.ndarray, str]:
     raise ValueError(f"unknown map kind {kind!r}")
 
 
-def encode_inverse_depth(values: np.ndarray, kind: str) -> Encoded:
-    """Per-image min-max to 0..65535. A constant map is flagged and written as zeros."""
+def encode_inverse_depth(values: np.ndarray, kind: str, bounds: tuple[float, float] | None = None) -> Encoded:
+    """Per-image min-max to 0..65535, or `bounds` (a sequence's inverse-depth range, one
+    mapping for all its frames). A constant map (range) is flagged and written as zeros."""
     if values.ndim != 2:
         raise ValueError(f"expected a 2-D map, got shape {values.shape}")
     if not np.isfinite(values).all():
         raise ValueError("prediction contains NaN or infinite values")
     inv, raw_kind = inverse_depth(values.astype(np.float32, copy=False), kind)
-    low, high = float(inv.min()), float(inv.max())
+    low, high = (float(inv.min()), float(inv.max())) if bounds is None else bounds
     constant = is_constant(low, high)
     if constant:
         png = np.zeros(inv.shape, dtype=np.uint16)
@@ -144,4 +156,4 @@ def count_levels(png: np.ndarray) -> int:
 __all__ = ["LOCK_NAME", "PNG_MAX", "PNG_PARAMS", "TMP_MARK", "TRAINER_SCALE", "Encoded", "OutputLock",
            "atomic_write_bytes", "check_writable", "count_levels", "decode_inverse_depth",
            "depth_pngs", "encode_inverse_depth", "encode_npy", "encode_png16", "inverse_depth", "is_constant",
-           "now_utc", "read_png16", "remove_stale_temporaries", "write_npy", "write_png16"]
+           "now_utc", "read_npy", "read_png16", "remove_stale_temporaries", "write_npy", "write_png16"]

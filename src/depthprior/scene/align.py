@@ -89,6 +89,9 @@ class ImageResult:
     #: whether depth_params.json gives the trainer this fit: not for a failed fit or one align
     #: knows is wrong (written as SKIP_SCALE); a precision warning alone (8-bit source) keeps it
     for_trainer: bool = True
+    #: per-sequence fits: the frame's sequence, and its own per-frame fit kept for diagnosis
+    sequence: str | None = None
+    own_fit: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -113,6 +116,7 @@ class AlignSummary:
     unmatched_depths: list[str] = field(default_factory=list)  # depth files no image maps to
     seconds: float = 0.0
     exclude: Path | None = None  # the exclusion mask folder, when given
+    grouping: str = "frame"  # "sequence": one fit per sequence of a temporal model's priors
 
     @property
     def failed(self) -> list[ImageResult]:
@@ -185,6 +189,7 @@ def align(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     exclude: Path | str | None = None,
+    per_sequence: bool | None = None,
 ) -> AlignSummary:
     """Fit every image's prior to the model's SfM points and write depth_params.json + report.
 
@@ -206,6 +211,10 @@ def align(
     Images whose fit failed, or that align knows are wrong (few inliers, a large residual, a
     scale far from the others), are written with SKIP_SCALE (-1) so 3DGS skips them under its
     own rule, and listed in the summary: check `summary.failed` and `summary.unreliable`.
+    per_sequence: one fit per sequence from all its frames' samples, written to every frame's
+    entry (None: when the depth manifest says the priors are a temporal model's, which map each
+    sequence with one value mapping; True is refused for other priors); each frame's own fit
+    stays in the report, and a frame the sequence's fit does not explain is skipped and flagged.
     """
     started = time.monotonic()
     if method not in METHODS:
@@ -229,19 +238,28 @@ def align(
     check_keys(model)
     with OutputFolder(output.parent):  # a second align writing these files is refused
         return _align_locked(model, sparse, depths, images_dir, output, method, allow_missing,
-                             workers, progress, started, exclusion)
+                             workers, progress, started, exclusion, per_sequence)
 
 
 def _align_locked(model: SparseModel, sparse: Path, depths: Path, images_dir: Path | None,
                   output: Path, method: str, allow_missing: bool, workers: int | None,
                   progress: Callable[[int, int], None] | None, started: float,
-                  exclusion: ExclusionFolder | None = None) -> AlignSummary:
+                  exclusion: ExclusionFolder | None = None,
+                  per_sequence: bool | None = None) -> AlignSummary:
     depth_files = set(depth_pngs(depths))
-    plan = _plan(model, depths, depth_files, images_dir, allow_missing)
     manifest = _depth_manifest(depths)
+    sequences = sequence_of(manifest)
+    if per_sequence and not sequences:
+        raise UsageError(f"--per-sequence needs priors of a temporal model (one value mapping per "
+                         f"sequence, recorded in {depths}/depthprior.json); these are mapped frame by "
+                         "frame: leave --per-sequence out")
+    per_sequence = bool(sequences) if per_sequence is None else per_sequence
+    plan = _plan(model, depths, depth_files, images_dir, allow_missing)
     results = _run(model, depths, plan, method, workers, progress, _prior_sizes(manifest), exclusion)
 
     ordered = [results[image.name] for image in model.images]
+    if per_sequence:
+        fit_sequences(model, depths, ordered, sequences, method, exclusion)
     median_scale = _mark_outlying_scales(ordered)
     keys = {image.key for image in model.images}
     summary = AlignSummary(
@@ -254,6 +272,7 @@ def _align_locked(model: SparseModel, sparse: Path, depths: Path, images_dir: Pa
         points3D=int(model.point_ids.size),
         unmatched_depths=[stem + ".png" for stem in sorted(depth_files - keys)],
         exclude=exclusion.root if exclusion is not None else None,
+        grouping="sequence" if per_sequence else "frame",
     )
     _write_placeholders(depths, [r for r in ordered if r.reason == NO_DEPTH_FILE])
     summary.seconds = time.monotonic() - started
@@ -518,6 +537,7 @@ def _write(summary: AlignSummary, sparse: Path, depths: Path, images_dir: Path |
         "exclude": str(summary.exclude) if summary.exclude is not None else None,
         "output": str(summary.output),
         "method": summary.method,
+        "grouping": summary.grouping,
         "convention": CONVENTIONS[summary.method],
         "model": {"format": summary.model_format, "images": len(summary.results),
                   "points3D": summary.points3D},
@@ -550,6 +570,66 @@ def _depth_manifest(depths: Path) -> Manifest | None:
     except ManifestError as error:  # the fit does not need it: say so and go on
         log.warning("%s", error)
         return None
+
+
+def sequence_of(manifest: Manifest | None) -> dict[str, str]:
+    """key -> sequence, for priors a temporal model mapped one sequence at a time ({} otherwise)."""
+    if manifest is None:
+        return {}
+    return {posix_name(record.stem): record.sequence for _name, record in manifest.iter_ok()
+            if record.sequence is not None}
+
+
+def fit_sequences(model: SparseModel, depths: Path, results: list[ImageResult], sequences: dict[str, str],
+                  method: str, exclusion: ExclusionFolder | None = None) -> None:
+    """One fit per sequence from the samples of all its readable frames, written to each frame's
+    result; the frame's own fit moves to own_fit. A frame whose samples the sequence's fit does
+    not explain (median relative residual above MAX_RESIDUAL) is flagged and skipped."""
+    images = {image.name: image for image in model.images}
+    groups: dict[str, list[ImageResult]] = {}
+    for result in results:
+        if result.key in sequences and result.prior_size is not None:
+            groups.setdefault(sequences[result.key], []).append(result)
+    for sequence, members in groups.items():
+        samples = {}
+        for result in members:
+            depth = read_prior(depths / result.depth)
+            try:  # the samples the frame's own fit used: none on excluded pixels
+                kept = exclusion.kept(result.key, size=depth.shape) if exclusion is not None else None
+            except ExclusionMissing:
+                continue
+            drawn = method_samples(method, model, images[result.name], depth, kept)
+            if drawn is not None:
+                samples[result.name] = drawn[:2]
+        prior = np.concatenate([p for p, _ in samples.values()]) if samples else np.zeros(0)
+        target = np.concatenate([t for _, t in samples.values()]) if samples else np.zeros(0)
+        fit = fit_mad(prior, target) if method == "mad" else fit_robust(prior, target)
+        for result in members:
+            _take_sequence_fit(result, sequence, fit, samples.get(result.name))
+
+
+def _take_sequence_fit(result: ImageResult, sequence: str, fit: Fit,
+                       samples: tuple[np.ndarray, np.ndarray] | None) -> None:
+    result.own_fit = {"scale": result.scale, "offset": result.offset, "points": result.points,
+                      "inliers": result.inliers, "residual": result.residual, "status": result.status,
+                      "reason": result.reason}
+    result.sequence = sequence
+    if not fit.ok:
+        result.scale, result.offset, result.status, result.for_trainer = 0.0, 0.0, "failed", False
+        result.reason = f"the fit of sequence {sequence!r} failed: {fit.reason}"
+        return
+    result.scale, result.offset = float(fit.scale), float(fit.offset)
+    result.status, result.reason, result.for_trainer = "ok", "", True
+    if samples is None or samples[0].size == 0:
+        result.reason = "no SfM points of its own: its sequence's fit"
+        return
+    prior, target = samples
+    residual = float(np.median(np.abs(fit.scale * prior + fit.offset - target) / np.abs(target)))
+    result.points, result.residual = int(prior.size), residual
+    if residual > MAX_RESIDUAL:
+        result.status, result.for_trainer = "unreliable", False
+        result.reason = (f"disagrees with its sequence's fit (median residual {residual:.0%} at its "
+                         f"{prior.size} points)")
 
 
 def _prior_sizes(manifest: Manifest | None) -> dict[str, tuple[int, int]]:

@@ -24,6 +24,7 @@ import numpy as np
 from ...errors import BackendUnavailable, MissingDependencyError, UsageError
 from ...images import DEFAULT_MAX_PIXELS
 from .preprocess import PATCH
+from .video_checkpoints import refuse_temporal
 
 MapKind = Literal["disparity", "depth"]
 
@@ -113,6 +114,8 @@ class Backend(ABC):
     Options: ClassVar[type] = NoOptions
     #: whether images leave this machine (a remote service): links out of IMAGES need consent
     uploads: ClassVar[bool] = False
+    #: whether --model may name a temporal model (Video Depth Anything), run by sequences
+    temporal_models: ClassVar[bool] = False
 
     @classmethod
     def check_settings(cls, settings: BackendSettings) -> BackendSettings:
@@ -120,6 +123,8 @@ class Backend(ABC):
 
         Cheap: no model, file or network is touched. Subclasses add their own checks.
         """
+        if not cls.temporal_models:
+            refuse_temporal(cls.name, str(settings.model))
         for name in ("batch_size", "input_size", "max_pixels"):
             require_number(name, getattr(settings, name), int)
         if settings.batch_size < 1:

@@ -17,6 +17,7 @@ from .base import BackendSettings
 from .local import LocalBackend, crop_frame  # noqa: F401 - crop_frame: where it used to live
 from .architectures import DEFAULT_INPUT_SIZE, Architecture, Prediction, Prepared, architecture_class, cached_model_type
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSING, PREPROCESSING_VERSION
+from .video_checkpoints import TEMPORAL_VERSION, is_video_model
 from .prompt import PROMPT_LONG_SIDE, SparsePrompts, check_sparse_option, network_prompt, prompt_identity
 
 log = logging.getLogger(__name__)
@@ -352,6 +353,7 @@ class TorchOptions:
 class TorchBackend(LocalBackend):
     name = "torch"
     Options = TorchOptions
+    temporal_models = True  # generate runs them by sequences (priors.sequences), not through this class
 
     @classmethod
     def check_settings(cls, settings: BackendSettings) -> BackendSettings:
@@ -382,10 +384,20 @@ class TorchBackend(LocalBackend):
             from ..fingerprint import folder_digest
 
             identity["weights"] = folder_digest(settings.model)
+        elif is_video_model(settings.model):
+            identity["temporal"] = TEMPORAL_VERSION
+            if Path(settings.model).is_file():  # a local .pth: its content, not its name
+                from ..fingerprint import files_digest
+
+                identity["weights"] = files_digest([Path(settings.model).resolve()])
         return {**identity, **prompt_identity(settings.options)}
 
     def __init__(self, settings: BackendSettings):
         super().__init__(settings)
+        if is_video_model(settings.model):
+            raise UsageError(f"model {settings.model!r} is a Video Depth Anything checkpoint: it runs "
+                             "sequences of frames, which `depthprior generate` does; this command runs "
+                             "frames one by one")
         torch = import_torch()
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
