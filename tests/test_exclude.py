@@ -1,5 +1,5 @@
-"""depthprior exclude: tiny random segmentation checkpoints (SegFormer, UperNet) whose logits the
-fixture forces (a sky band, a person block), loaded by path; masks, dilation, class names,
+"""depthprior exclude: tiny random segmentation checkpoints (SegFormer, UperNet, Mask2Former) whose
+output the fixture forces (a sky band, a person block), loaded by path; masks, dilation, class names,
 resume and identity, bad inputs, and the CLI once as a subprocess."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from segmentation import FRAME, build_segformer, build_upernet, forced_logits, frame
+from segmentation import (FRAME, LABELS, build_mask2former, build_segformer, build_upernet, forced_logits,
+                          forced_queries, frame)
 from synth import write_image
 
 from depthprior.cli import build_parser, main
@@ -28,6 +29,11 @@ BUILDERS = {"segformer": build_segformer, "upernet": build_upernet}
 def seg_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("segmentation")
     return {name: build(root / name) for name, build in BUILDERS.items()}
+
+
+@pytest.fixture(scope="session")
+def mask2former(tmp_path_factory) -> Path:
+    return build_mask2former(tmp_path_factory.mktemp("segmentation") / "mask2former")
 
 
 def settings(model: Path, input_size: int = 64) -> SegmenterSettings:
@@ -78,6 +84,29 @@ def test_masks_equal_the_forced_regions_at_the_stored_size(tmp_path, seg_models,
     folder = ExclusionFolder(tmp_path / "masks")
     assert folder.fraction("cam1/f1") == pytest.approx((mask == 0).mean())
     assert np.array_equal(folder.kept("cam0/f0", FRAME), mask == 255)
+
+
+def test_mask2former_queries_give_transformers_semantic_map(tmp_path, mask2former):
+    """Per-query classes and masks combine as transformers' post_process_semantic_segmentation
+    does (no-object dropped, a doubtful query outweighed); masks at 1/4 of the 128-pixel input
+    are the frame's size halved, and upsampled 2x the regions come back exactly."""
+    from transformers import Mask2FormerImageProcessorPil
+
+    sky, person = frames(tmp_path / "images", count=1)
+    seen: list = []
+    with forced_queries(seen):
+        summary = exclude(tmp_path / "images", tmp_path / "masks", classes=["sky", "person"],
+                          settings=settings(mask2former, input_size=128), workers=1)
+    assert summary.exit_code == 0 and summary.done == 1, summary.failed
+    mask = read(tmp_path / "masks" / "cam0" / "f0.png")
+    assert mask.shape == FRAME and np.array_equal(mask == 0, sky | person)
+    assert len(seen) == 1 and seen[0].masks_queries_logits.shape[-2:] == (FRAME[0] // 2, FRAME[1] // 2)
+    labels = Mask2FormerImageProcessorPil.from_pretrained(mask2former).post_process_semantic_segmentation(
+        seen[0], target_sizes=[FRAME])[0].numpy()
+    assert set(np.unique(labels)) == {0, 1, 2} and len(LABELS) == 4  # car (3), no object (4) never win
+    assert np.array_equal(mask == 0, np.isin(labels, [1, 2]))
+    report = json.loads((tmp_path / "masks" / "exclude.json").read_text())
+    assert report["identity"]["classes"] == {"sky": [1], "person": [2]}
 
 
 def test_dilate_grows_the_exclusion_by_the_requested_pixels(tmp_path, seg_models):
@@ -239,3 +268,22 @@ def test_generate_exclude_segments_the_frames_it_reads_once(tmp_path, seg_models
     assert not (tmp_path / "ray-depths_exclude").exists()
     args = build_parser().parse_args(["generate", "i", "o", "--exclude", "--exclude-model", "m", "--dilate", "2"])
     assert (args.exclude, args.seg_model, args.dilate) == ("sky,person", "m", 2)
+
+
+@pytest.mark.parametrize("size", [(50, 77), (7, 5), (16, 24)])
+def test_group_map_is_the_argmax_of_the_resized_label_scores(size, monkeypatch):
+    """The blend of only the pixels whose four cells disagree equals transformers' resize of
+    every label's score plane and argmax (up-, down- and same-size; a label in two groups
+    answers for the first)."""
+    import torch
+
+    from depthprior.exclusion import segmenter
+
+    monkeypatch.setattr(segmenter, "BLEND_BUDGET", 4096)  # several bands and chunks
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(150, 16, 24, generator=generator)
+    scores[:, :8, :12] += torch.arange(150.0)[:, None, None] * 0.01  # a smooth corner too
+    lookup = segmenter._group_lookup(150, [[3, 7, 149], [7, 20]], torch)
+    found = segmenter._group_map(scores, *size, lookup, torch)
+    resized = torch.nn.functional.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
+    assert torch.equal(found, lookup[resized.argmax(0)]) and lookup[7] == 1 and lookup[20] == 2
