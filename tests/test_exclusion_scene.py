@@ -214,3 +214,19 @@ def test_an_rgb_16_bit_or_truncated_exclusion_mask_fails_its_image_naming_exclud
         assert "\n" not in reason and str(path[name]) in reason
         assert "depthprior exclude" in reason and "consistency" not in reason, reason
     assert "3 channel(s)" in failed[rgb] and "16 bits" in failed[sixteen] and "damaged" in failed[truncated]
+
+
+@pytest.mark.hostile
+def test_an_all_excluded_frame_fails_its_fit_saying_the_mask_left_too_few_points(sky_scene, tmp_path):
+    scene, excluded, _folder = sky_scene
+    masks = dict(excluded)
+    blank = scene.names[0]
+    masks[blank] = np.ones_like(excluded[blank])  # an all-zero mask: every pixel excluded
+    folder = write_exclusion(tmp_path / "exclude", masks, scene.key)
+    for method in ("mad", "robust"):
+        summary = align(scene.sparse, scene.depths, method=method, exclude=folder,
+                        output=tmp_path / f"{method}.json")
+        failed = {r.name: r for r in summary.failed}
+        assert sorted(failed) == [blank]  # the others are fitted
+        reason = failed[blank].reason
+        assert "\n" not in reason and f"{failed[blank].excluded} on pixels the exclusion mask excludes" in reason
