@@ -287,3 +287,20 @@ def test_group_map_is_the_argmax_of_the_resized_label_scores(size, monkeypatch):
     found = segmenter._group_map(scores, *size, lookup, torch)
     resized = torch.nn.functional.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
     assert torch.equal(found, lookup[resized.argmax(0)]) and lookup[7] == 1 and lookup[20] == 2
+
+
+@pytest.mark.hostile
+def test_a_huge_seg_input_size_is_refused_before_anything_is_read(tmp_path, seg_models, capsys):
+    """--seg-input-size 100000 would resize a frame to 100000x200000 (60 GB as uint8, 4x as
+    the network's float input): refused like generate's --input-size above 4096."""
+    from depthprior.priors.backends.base import MAX_INPUT_SIZE
+
+    with pytest.raises(UsageError, match=f"--seg-input-size 100000 is above {MAX_INPUT_SIZE}"):
+        settings(seg_models["segformer"], input_size=100_000).check()
+    frames(tmp_path / "images", count=1)
+    assert main(["exclude", str(tmp_path / "images"), "--model", str(seg_models["segformer"]),
+                 "--seg-input-size", "100000"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "--seg-input-size" in error
+    assert not (tmp_path / "images_exclude").exists()
+    settings(seg_models["segformer"], input_size=MAX_INPUT_SIZE).check()  # the largest allowed

@@ -94,8 +94,14 @@ class SegmenterSettings:
     batch_size: int = 1
 
     def check(self) -> None:
+        from ..priors.backends.base import MAX_INPUT_SIZE
+
         if self.input_size < SIZE_STEP:
             raise UsageError(f"--seg-input-size must be at least {SIZE_STEP}, not {self.input_size}")
+        if self.input_size > MAX_INPUT_SIZE:  # a 100000 would resize a frame to tens of GB
+            raise UsageError(f"--seg-input-size {self.input_size} is above {MAX_INPUT_SIZE}: the shorter "
+                             f"side the segmentation network sees (default {DEFAULT_INPUT_SIZE}; 512 for "
+                             "small, distant people)")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
 
