@@ -304,3 +304,18 @@ def test_a_huge_seg_input_size_is_refused_before_anything_is_read(tmp_path, seg_
     assert "\n" not in error and "--seg-input-size" in error
     assert not (tmp_path / "images_exclude").exists()
     settings(seg_models["segformer"], input_size=MAX_INPUT_SIZE).check()  # the largest allowed
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("where", ["images", "images/cam0/..", "parent"])
+def test_an_output_folder_holding_the_images_is_refused_saying_so(tmp_path, seg_models, capsys, where):
+    """-o IMAGES (or a folder above it) would write f0.png masks over the frames: refused in one
+    line that says so and what to pass instead; no frame is touched."""
+    frames(tmp_path / "images", count=2)
+    before = (tmp_path / "images" / "cam0" / "f0.png").read_bytes()
+    output = tmp_path if where == "parent" else tmp_path / where
+    assert main(["exclude", str(tmp_path / "images"), "-o", str(output), "--model",
+                 str(seg_models["segformer"])]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "holds the images" in error and "images_exclude" in error, error
+    assert (tmp_path / "images" / "cam0" / "f0.png").read_bytes() == before

@@ -342,6 +342,10 @@ def exclude(
     job.settings.check()
     found = scan(images)
     target = Path(output) if output is not None else default_output(found.root)
+    if output is not None and is_inside(found.root, target):  # masks f0.png over the frames f0.png
+        raise UsageError(f"the mask folder {target} holds the images of {images}: masks named like "
+                         "the frames would overwrite them; pass another -o, e.g. the default "
+                         f"{default_output(found.root)}")
     items = [item for item in found.items if not is_inside(item.path, target)]
     if not items:
         raise UsageError(f"no images found in {images} outside the mask folder {target}")
