@@ -319,3 +319,17 @@ def test_an_output_folder_holding_the_images_is_refused_saying_so(tmp_path, seg_
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "holds the images" in error and "images_exclude" in error, error
     assert (tmp_path / "images" / "cam0" / "f0.png").read_bytes() == before
+
+
+@pytest.mark.hostile
+def test_a_folder_named_exclude_json_is_refused_before_any_frame_is_segmented(tmp_path, seg_models):
+    """It read as 'no report yet': every frame was segmented and written, then the report could
+    not be, and the run ended in 'cannot write' with masks no consumer accepts."""
+    frames(tmp_path / "images", count=1)
+    (tmp_path / "masks" / "exclude.json").mkdir(parents=True)
+    with pytest.raises(FileFormatError, match="exclude.json is a folder, not a file") as caught:
+        exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"]))
+    assert "\n" not in str(caught.value) and "depthprior exclude" in str(caught.value)
+    assert not (tmp_path / "masks" / "cam0").exists()  # nothing segmented
+    with pytest.raises(FileFormatError, match="is a folder"):
+        ExclusionFolder(tmp_path / "masks")
