@@ -230,3 +230,21 @@ def test_an_all_excluded_frame_fails_its_fit_saying_the_mask_left_too_few_points
         assert sorted(failed) == [blank]  # the others are fitted
         reason = failed[blank].reason
         assert "\n" not in reason and f"{failed[blank].excluded} on pixels the exclusion mask excludes" in reason
+
+
+@pytest.mark.hostile
+def test_consistency_into_its_own_exclusion_folder_is_refused_before_writing(sky_scene, tmp_path):
+    """consistency -o X --exclude X would write confidence masks over the exclusion masks it
+    reads (same names): refused in one line, the exclusion folder untouched."""
+    from depthprior.errors import UsageError
+
+    scene, excluded, _folder = sky_scene
+    folder = write_exclusion(tmp_path / "exclude", excluded, scene.key)
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    for output in (folder, folder / "cam0" / ".."):
+        with pytest.raises(UsageError, match="exclusion mask folder") as caught:
+            check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=folder)
+        assert "\n" not in str(caught.value)
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
