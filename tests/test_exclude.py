@@ -333,3 +333,19 @@ def test_a_folder_named_exclude_json_is_refused_before_any_frame_is_segmented(tm
     assert not (tmp_path / "masks" / "cam0").exists()  # nothing segmented
     with pytest.raises(FileFormatError, match="is a folder"):
         ExclusionFolder(tmp_path / "masks")
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("report", ["consistency.json", "depthprior.json"])
+def test_an_output_folder_of_another_command_is_refused_untouched(tmp_path, seg_models, report):
+    """-o a consistency mask folder or a generate depth folder: its key.png files (confidence
+    masks, depth priors) have the masks' names and were overwritten. Refused in one line."""
+    frames(tmp_path / "images", count=1)
+    other = tmp_path / "other"
+    (other / "cam0").mkdir(parents=True)
+    (other / "cam0" / "f0.png").write_bytes(b"not ours")
+    (other / report).write_text("{}")
+    with pytest.raises(UsageError, match=f"holds {report}") as caught:
+        exclude(tmp_path / "images", other, settings=settings(seg_models["segformer"]))
+    assert "\n" not in str(caught.value) and "another -o" in str(caught.value)
+    assert (other / "cam0" / "f0.png").read_bytes() == b"not ours" and not (other / "exclude.json").exists()

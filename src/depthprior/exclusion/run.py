@@ -29,6 +29,9 @@ from ..images import ImageItem, is_inside, safe_join, scan
 from ..files import place
 from ..threads import in_order, worker_count
 
+#: reports of the folders whose key.png files are not exclusion masks: consistency's masks,
+#: generate's manifest (its priors), align's depth_params.json beside them
+OTHER_REPORTS = ("consistency.json", "depthprior.json", "depth_params.json")
 #: exclude.json is rewritten after this many new masks (and at the end), so a killed run keeps them
 SAVE_EVERY = 16
 
@@ -213,6 +216,11 @@ class ExclusionPass:
         job.settings.check()
         if job.dilate < 0:
             raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
+        for report in OTHER_REPORTS:  # their key.png files have the masks' names
+            if os.path.lexists(os.path.join(output, report)):
+                raise UsageError(f"{output} holds {report}: it is another command's output folder, whose "
+                                 "PNG files the masks would overwrite; pass another -o (default "
+                                 "IMAGES_exclude, or OUT_exclude with generate)")
         for item in items:
             safe_join(output, mask_name(item.stem))  # every target checked before any is written
         # the checkpoint and the classes are checked before the folder is made or locked
