@@ -349,3 +349,14 @@ def test_an_output_folder_of_another_command_is_refused_untouched(tmp_path, seg_
         exclude(tmp_path / "images", other, settings=settings(seg_models["segformer"]))
     assert "\n" not in str(caught.value) and "another -o" in str(caught.value)
     assert (other / "cam0" / "f0.png").read_bytes() == b"not ours" and not (other / "exclude.json").exists()
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("value", ["3", 2.5, True, float("nan")])
+def test_a_dilate_or_input_size_that_is_not_an_integer_is_one_line_from_the_api(tmp_path, seg_models, value):
+    frames(tmp_path / "images", count=1)
+    with pytest.raises(UsageError, match="--dilate must be an integer"):
+        exclude(tmp_path / "images", tmp_path / "masks", dilate=value, settings=settings(seg_models["segformer"]))
+    with pytest.raises(UsageError, match="--seg-input-size must be an integer"):
+        SegmenterSettings(model=str(seg_models["segformer"]), input_size=value).check()
+    assert not (tmp_path / "masks").exists()

@@ -213,7 +213,10 @@ class ExclusionPass:
     context manager (the lock is released on exit)."""
 
     def __init__(self, output: Path, items: list[ImageItem], job: ExcludeJob, overwrite: bool):
+        from ..priors.backends.base import require_number
+
         job.settings.check()
+        require_number("dilate", job.dilate, int)  # "3", 2.5, True, nan from the Python API
         if job.dilate < 0:
             raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
         for report in OTHER_REPORTS:  # their key.png files have the masks' names

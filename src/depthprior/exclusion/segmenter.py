@@ -94,8 +94,10 @@ class SegmenterSettings:
     batch_size: int = 1
 
     def check(self) -> None:
-        from ..priors.backends.base import MAX_INPUT_SIZE
+        from ..priors.backends.base import MAX_INPUT_SIZE, require_number
 
+        require_number("seg_input_size", self.input_size, int)
+        require_number("batch_size", self.batch_size, int)
         if self.input_size < SIZE_STEP:
             raise UsageError(f"--seg-input-size must be at least {SIZE_STEP}, not {self.input_size}")
         if self.input_size > MAX_INPUT_SIZE:  # a 100000 would resize a frame to tens of GB
