@@ -29,9 +29,6 @@ from ..images import ImageItem, is_inside, safe_join, scan
 from ..files import place
 from ..threads import in_order, worker_count
 
-#: reports of the folders whose key.png files are not exclusion masks: consistency's masks,
-#: generate's manifest (its priors), align's depth_params.json beside them
-OTHER_REPORTS = ("consistency.json", "depthprior.json", "depth_params.json")
 #: exclude.json is rewritten after this many new masks (and at the end), so a killed run keeps them
 SAVE_EVERY = 16
 
@@ -175,6 +172,16 @@ class Excluder:
         return batches
 
 
+def _other_reports() -> tuple[str, ...]:
+    """Reports of the folders whose key.png files are not exclusion masks: consistency's masks,
+    generate's priors (its manifest), align's depth_params.json beside them."""
+    from ..priors.manifest import MANIFEST_NAME
+    from ..scene.confidence import REPORT_NAME as CONSISTENCY_REPORT
+    from ..scene.depth_params import PARAMS_NAME
+
+    return CONSISTENCY_REPORT, MANIFEST_NAME, PARAMS_NAME
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     keys = sorted(set(old) | set(new))
     return "; ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys
@@ -219,7 +226,7 @@ class ExclusionPass:
         require_number("dilate", job.dilate, int)  # "3", 2.5, True, nan from the Python API
         if job.dilate < 0:
             raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
-        for report in OTHER_REPORTS:  # their key.png files have the masks' names
+        for report in _other_reports():  # their key.png files have the masks' names
             if os.path.lexists(os.path.join(output, report)):
                 raise UsageError(f"{output} holds {report}: it is another command's output folder, whose "
                                  "PNG files the masks would overwrite; pass another -o (default "
