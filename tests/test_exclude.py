@@ -1,5 +1,5 @@
-"""depthprior exclude: tiny random segmentation checkpoints (SegFormer, UperNet) whose logits the
-fixture forces (a sky band, a person block), loaded by path; masks, dilation, class names,
+"""depthprior exclude: tiny random segmentation checkpoints (SegFormer, UperNet, Mask2Former) whose
+output the fixture forces (a sky band, a person block), loaded by path; masks, dilation, class names,
 resume and identity, bad inputs, and the CLI once as a subprocess."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from segmentation import FRAME, build_segformer, build_upernet, forced_logits, frame
+from segmentation import (FRAME, LABELS, build_mask2former, build_segformer, build_upernet, forced_logits,
+                          forced_queries, frame)
 from synth import write_image
 
 from depthprior.cli import build_parser, main
@@ -28,6 +29,11 @@ BUILDERS = {"segformer": build_segformer, "upernet": build_upernet}
 def seg_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("segmentation")
     return {name: build(root / name) for name, build in BUILDERS.items()}
+
+
+@pytest.fixture(scope="session")
+def mask2former(tmp_path_factory) -> Path:
+    return build_mask2former(tmp_path_factory.mktemp("segmentation") / "mask2former")
 
 
 def settings(model: Path, input_size: int = 64) -> SegmenterSettings:
@@ -78,6 +84,29 @@ def test_masks_equal_the_forced_regions_at_the_stored_size(tmp_path, seg_models,
     folder = ExclusionFolder(tmp_path / "masks")
     assert folder.fraction("cam1/f1") == pytest.approx((mask == 0).mean())
     assert np.array_equal(folder.kept("cam0/f0", FRAME), mask == 255)
+
+
+def test_mask2former_queries_give_transformers_semantic_map(tmp_path, mask2former):
+    """Per-query classes and masks combine as transformers' post_process_semantic_segmentation
+    does (no-object dropped, a doubtful query outweighed); masks at 1/4 of the 128-pixel input
+    are the frame's size halved, and upsampled 2x the regions come back exactly."""
+    from transformers import Mask2FormerImageProcessorPil
+
+    sky, person = frames(tmp_path / "images", count=1)
+    seen: list = []
+    with forced_queries(seen):
+        summary = exclude(tmp_path / "images", tmp_path / "masks", classes=["sky", "person"],
+                          settings=settings(mask2former, input_size=128), workers=1)
+    assert summary.exit_code == 0 and summary.done == 1, summary.failed
+    mask = read(tmp_path / "masks" / "cam0" / "f0.png")
+    assert mask.shape == FRAME and np.array_equal(mask == 0, sky | person)
+    assert len(seen) == 1 and seen[0].masks_queries_logits.shape[-2:] == (FRAME[0] // 2, FRAME[1] // 2)
+    labels = Mask2FormerImageProcessorPil.from_pretrained(mask2former).post_process_semantic_segmentation(
+        seen[0], target_sizes=[FRAME])[0].numpy()
+    assert set(np.unique(labels)) == {0, 1, 2} and len(LABELS) == 4  # car (3), no object (4) never win
+    assert np.array_equal(mask == 0, np.isin(labels, [1, 2]))
+    report = json.loads((tmp_path / "masks" / "exclude.json").read_text())
+    assert report["identity"]["classes"] == {"sky": [1], "person": [2]}
 
 
 def test_dilate_grows_the_exclusion_by_the_requested_pixels(tmp_path, seg_models):
@@ -239,3 +268,95 @@ def test_generate_exclude_segments_the_frames_it_reads_once(tmp_path, seg_models
     assert not (tmp_path / "ray-depths_exclude").exists()
     args = build_parser().parse_args(["generate", "i", "o", "--exclude", "--exclude-model", "m", "--dilate", "2"])
     assert (args.exclude, args.seg_model, args.dilate) == ("sky,person", "m", 2)
+
+
+@pytest.mark.parametrize("size", [(50, 77), (7, 5), (16, 24)])
+def test_group_map_is_the_argmax_of_the_resized_label_scores(size, monkeypatch):
+    """The blend of only the pixels whose four cells disagree equals transformers' resize of
+    every label's score plane and argmax (up-, down- and same-size; a label in two groups
+    answers for the first)."""
+    import torch
+
+    from depthprior.exclusion import segmenter
+
+    monkeypatch.setattr(segmenter, "BLEND_BUDGET", 4096)  # several bands and chunks
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(150, 16, 24, generator=generator)
+    scores[:, :8, :12] += torch.arange(150.0)[:, None, None] * 0.01  # a smooth corner too
+    lookup = segmenter._group_lookup(150, [[3, 7, 149], [7, 20]], torch)
+    found = segmenter._group_map(scores, *size, lookup, torch)
+    resized = torch.nn.functional.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
+    assert torch.equal(found, lookup[resized.argmax(0)]) and lookup[7] == 1 and lookup[20] == 2
+
+
+@pytest.mark.hostile
+def test_a_huge_seg_input_size_is_refused_before_anything_is_read(tmp_path, seg_models, capsys):
+    """--seg-input-size 100000 would resize a frame to 100000x200000 (60 GB as uint8, 4x as
+    the network's float input): refused like generate's --input-size above 4096."""
+    from depthprior.priors.backends.base import MAX_INPUT_SIZE
+
+    with pytest.raises(UsageError, match=f"--seg-input-size 100000 is above {MAX_INPUT_SIZE}"):
+        settings(seg_models["segformer"], input_size=100_000).check()
+    frames(tmp_path / "images", count=1)
+    assert main(["exclude", str(tmp_path / "images"), "--model", str(seg_models["segformer"]),
+                 "--seg-input-size", "100000"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "--seg-input-size" in error
+    assert not (tmp_path / "images_exclude").exists()
+    settings(seg_models["segformer"], input_size=MAX_INPUT_SIZE).check()  # the largest allowed
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("where", ["images", "images/cam0/..", "parent"])
+def test_an_output_folder_holding_the_images_is_refused_saying_so(tmp_path, seg_models, capsys, where):
+    """-o IMAGES (or a folder above it) would write f0.png masks over the frames: refused in one
+    line that says so and what to pass instead; no frame is touched."""
+    frames(tmp_path / "images", count=2)
+    before = (tmp_path / "images" / "cam0" / "f0.png").read_bytes()
+    output = tmp_path if where == "parent" else tmp_path / where
+    assert main(["exclude", str(tmp_path / "images"), "-o", str(output), "--model",
+                 str(seg_models["segformer"])]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "holds the images" in error and "images_exclude" in error, error
+    assert (tmp_path / "images" / "cam0" / "f0.png").read_bytes() == before
+
+
+@pytest.mark.hostile
+def test_a_folder_named_exclude_json_is_refused_before_any_frame_is_segmented(tmp_path, seg_models):
+    """It read as 'no report yet': every frame was segmented and written, then the report could
+    not be, and the run ended in 'cannot write' with masks no consumer accepts."""
+    frames(tmp_path / "images", count=1)
+    (tmp_path / "masks" / "exclude.json").mkdir(parents=True)
+    with pytest.raises(FileFormatError, match="exclude.json is a folder, not a file") as caught:
+        exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"]))
+    assert "\n" not in str(caught.value) and "depthprior exclude" in str(caught.value)
+    assert not (tmp_path / "masks" / "cam0").exists()  # nothing segmented
+    with pytest.raises(FileFormatError, match="is a folder"):
+        ExclusionFolder(tmp_path / "masks")
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("report", ["consistency.json", "depthprior.json"])
+def test_an_output_folder_of_another_command_is_refused_untouched(tmp_path, seg_models, report):
+    """-o a consistency mask folder or a generate depth folder: its key.png files (confidence
+    masks, depth priors) have the masks' names and were overwritten. Refused in one line."""
+    frames(tmp_path / "images", count=1)
+    other = tmp_path / "other"
+    (other / "cam0").mkdir(parents=True)
+    (other / "cam0" / "f0.png").write_bytes(b"not ours")
+    (other / report).write_text("{}")
+    with pytest.raises(UsageError, match=f"holds {report}") as caught:
+        exclude(tmp_path / "images", other, settings=settings(seg_models["segformer"]))
+    assert "\n" not in str(caught.value) and "another -o" in str(caught.value)
+    assert (other / "cam0" / "f0.png").read_bytes() == b"not ours" and not (other / "exclude.json").exists()
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("value", ["3", 2.5, True, float("nan")])
+def test_a_dilate_or_input_size_that_is_not_an_integer_is_one_line_from_the_api(tmp_path, seg_models, value):
+    frames(tmp_path / "images", count=1)
+    with pytest.raises(UsageError, match="--dilate must be an integer"):
+        exclude(tmp_path / "images", tmp_path / "masks", dilate=value, settings=settings(seg_models["segformer"]))
+    with pytest.raises(UsageError, match="--seg-input-size must be an integer"):
+        SegmenterSettings(model=str(seg_models["segformer"]), input_size=value).check()
+    assert not (tmp_path / "masks").exists()

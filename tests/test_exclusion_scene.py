@@ -193,3 +193,58 @@ def test_verify_and_report_show_the_exclusion_and_its_fraction(tmp_path, tiny_mo
     page = summary.path.read_text()
     assert page.count('alt="excluded"') == 2 and page.count("<tr><th>excluded</th><td>25%</td></tr>") == 2
     assert len(list(summary.assets.glob("*-exclude.jpg"))) == 2
+
+
+@pytest.mark.hostile
+def test_an_rgb_16_bit_or_truncated_exclusion_mask_fails_its_image_naming_exclude(sky_scene, tmp_path):
+    """Each bad mask fails its image alone, in one line naming the file and the command that
+    writes exclusion masks (not consistency's); the other images are aligned."""
+    scene, excluded, _folder = sky_scene
+    folder = write_exclusion(tmp_path / "exclude", excluded, scene.key)
+    path = {name: folder / f"{scene.key(name)}.png" for name in scene.names}
+    shape = (scene.prior_height, scene.prior_width)
+    rgb, sixteen, truncated = scene.names[:3]
+    cv2.imwrite(str(path[rgb]), np.zeros((*shape, 3), np.uint8))
+    cv2.imwrite(str(path[sixteen]), np.zeros(shape, np.uint16))
+    path[truncated].write_bytes(path[truncated].read_bytes()[:40])
+    summary = align(scene.sparse, scene.depths, exclude=folder, output=tmp_path / "params.json")
+    failed = {r.name: r.reason for r in summary.failed}
+    assert sorted(failed) == sorted([rgb, sixteen, truncated])
+    for name, reason in failed.items():
+        assert "\n" not in reason and str(path[name]) in reason
+        assert "depthprior exclude" in reason and "consistency" not in reason, reason
+    assert "3 channel(s)" in failed[rgb] and "16 bits" in failed[sixteen] and "damaged" in failed[truncated]
+
+
+@pytest.mark.hostile
+def test_an_all_excluded_frame_fails_its_fit_saying_the_mask_left_too_few_points(sky_scene, tmp_path):
+    scene, excluded, _folder = sky_scene
+    masks = dict(excluded)
+    blank = scene.names[0]
+    masks[blank] = np.ones_like(excluded[blank])  # an all-zero mask: every pixel excluded
+    folder = write_exclusion(tmp_path / "exclude", masks, scene.key)
+    for method in ("mad", "robust"):
+        summary = align(scene.sparse, scene.depths, method=method, exclude=folder,
+                        output=tmp_path / f"{method}.json")
+        failed = {r.name: r for r in summary.failed}
+        assert sorted(failed) == [blank]  # the others are fitted
+        reason = failed[blank].reason
+        assert "\n" not in reason and f"{failed[blank].excluded} on pixels the exclusion mask excludes" in reason
+
+
+@pytest.mark.hostile
+def test_consistency_into_its_own_exclusion_folder_is_refused_before_writing(sky_scene, tmp_path):
+    """consistency -o X --exclude X would write confidence masks over the exclusion masks it
+    reads (same names): refused in one line, the exclusion folder untouched."""
+    from depthprior.errors import UsageError
+
+    scene, excluded, _folder = sky_scene
+    folder = write_exclusion(tmp_path / "exclude", excluded, scene.key)
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    for output in (folder, folder / "cam0" / ".."):
+        with pytest.raises(UsageError, match="exclusion mask folder") as caught:
+            check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=folder)
+        assert "\n" not in str(caught.value)
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before

@@ -172,6 +172,16 @@ class Excluder:
         return batches
 
 
+def _other_reports() -> tuple[str, ...]:
+    """Reports of the folders whose key.png files are not exclusion masks: consistency's masks,
+    generate's priors (its manifest), align's depth_params.json beside them."""
+    from ..priors.manifest import MANIFEST_NAME
+    from ..scene.confidence import REPORT_NAME as CONSISTENCY_REPORT
+    from ..scene.depth_params import PARAMS_NAME
+
+    return CONSISTENCY_REPORT, MANIFEST_NAME, PARAMS_NAME
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     keys = sorted(set(old) | set(new))
     return "; ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys
@@ -210,9 +220,17 @@ class ExclusionPass:
     context manager (the lock is released on exit)."""
 
     def __init__(self, output: Path, items: list[ImageItem], job: ExcludeJob, overwrite: bool):
+        from ..priors.backends.base import require_number
+
         job.settings.check()
+        require_number("dilate", job.dilate, int)  # "3", 2.5, True, nan from the Python API
         if job.dilate < 0:
             raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
+        for report in _other_reports():  # their key.png files have the masks' names
+            if os.path.lexists(os.path.join(output, report)):
+                raise UsageError(f"{output} holds {report}: it is another command's output folder, whose "
+                                 "PNG files the masks would overwrite; pass another -o (default "
+                                 "IMAGES_exclude, or OUT_exclude with generate)")
         for item in items:
             safe_join(output, mask_name(item.stem))  # every target checked before any is written
         # the checkpoint and the classes are checked before the folder is made or locked
@@ -342,6 +360,10 @@ def exclude(
     job.settings.check()
     found = scan(images)
     target = Path(output) if output is not None else default_output(found.root)
+    if output is not None and is_inside(found.root, target):  # masks f0.png over the frames f0.png
+        raise UsageError(f"the mask folder {target} holds the images of {images}: masks named like "
+                         "the frames would overwrite them; pass another -o, e.g. the default "
+                         f"{default_output(found.root)}")
     items = [item for item in found.items if not is_inside(item.path, target)]
     if not items:
         raise UsageError(f"no images found in {images} outside the mask folder {target}")

@@ -3,11 +3,13 @@ names it knows.
 
 Any checkpoint AutoModelForSemanticSegmentation loads (SegFormer, UperNet, DPT, BEiT, MobileViT,
 ...) gives per-class logits; Mask2Former and MaskFormer give per-query classes and masks, whose
-semantic scores are sum_q softmax(class_q)[c] * sigmoid(mask_q) (transformers' own
-post_process_semantic_segmentation, without its full-size resize). `Segmenter.groups` answers,
-per pixel at the image's stored size, which requested class group wins: the group scores (max
-over the group's labels) and the best other label's score are resized bilinearly to the stored
-size and compared there, so a 12 MP frame never holds 150 full-size score planes.
+semantic scores are sum_q softmax(class_q)[c] * sigmoid(mask_q) (Mask2Former's mask logits
+first resized to 384x384, as transformers' post_process_semantic_segmentation does).
+`Segmenter.groups` answers, per pixel at the image's stored size, which requested class group
+wins: the label whose bilinearly resized score is highest there (what
+post_process_semantic_segmentation's argmax gives), computed without 150 full-size score planes:
+where the four score cells a pixel blends share their best label, that label wins the blend too
+(a convex combination keeps a common maximum); only the other pixels blend every label.
 """
 
 from __future__ import annotations
@@ -35,8 +37,14 @@ DEFAULT_INPUT_SIZE = 256
 SIZE_STEP = 32
 #: checkpoints whose output is per-query classes and masks (the semantic scores are combined)
 QUERY_MODELS = ("mask2former", "maskformer")
+#: Mask2Former's post-processing resizes the mask logits to this size before the sigmoid
+MASK2FORMER_MASK_SIZE = (384, 384)
+#: label-score values held at once while blending the pixels whose four cells disagree
+BLEND_BUDGET = 1 << 24
+#: labels per cell blended first where a pixel's cells disagree (_group_map)
+TOP_K = 3
 #: versions of the preprocessing and mask rules: a change makes earlier masks another identity
-SEGMENTATION_VERSION = 1
+SEGMENTATION_VERSION = 2  # 2: the argmax of resized label scores, not of group maxima
 
 #: a name asked for -> the label names it also means, across ADE20K, Cityscapes and COCO labels
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -86,8 +94,16 @@ class SegmenterSettings:
     batch_size: int = 1
 
     def check(self) -> None:
+        from ..priors.backends.base import MAX_INPUT_SIZE, require_number
+
+        require_number("seg_input_size", self.input_size, int)
+        require_number("batch_size", self.batch_size, int)
         if self.input_size < SIZE_STEP:
             raise UsageError(f"--seg-input-size must be at least {SIZE_STEP}, not {self.input_size}")
+        if self.input_size > MAX_INPUT_SIZE:  # a 100000 would resize a frame to tens of GB
+            raise UsageError(f"--seg-input-size {self.input_size} is above {MAX_INPUT_SIZE}: the shorter "
+                             f"side the segmentation network sees (default {DEFAULT_INPUT_SIZE}; 512 for "
+                             "small, distant people)")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
 
@@ -165,30 +181,82 @@ class Segmenter:
         batch = torch.from_numpy(np.stack(prepared)).to(self.device, self.dtype)
         with torch.inference_mode():
             scores = self._scores(batch).float()  # B x labels x h x w
-            channels = _group_channels(scores, list(classes.values()), torch)
-            results = []
-            for index, (height, width) in enumerate(sizes):
-                full = torch.nn.functional.interpolate(channels[index:index + 1], size=(height, width),
-                                                       mode="bilinear", align_corners=False)
-                results.append(full[0].argmax(0).to(torch.uint8).cpu().numpy())
-        return results
+            lookup = _group_lookup(scores.shape[1], list(classes.values()), torch).to(scores.device)
+            return [_group_map(scores[index], height, width, lookup, torch).cpu().numpy()
+                    for index, (height, width) in enumerate(sizes)]
 
     def _scores(self, batch: Any) -> Any:
         outputs = self.network(pixel_values=batch)
         if self.model_type in QUERY_MODELS:
-            classes = outputs.class_queries_logits.softmax(-1)[..., :-1]  # the last is "no object"
-            masks = outputs.masks_queries_logits.sigmoid()
-            return self.torch.einsum("bqc,bqhw->bchw", classes, masks)
+            classes = outputs.class_queries_logits.float().softmax(-1)[..., :-1]  # the last is "no object"
+            logits = outputs.masks_queries_logits.float()
+            if self.model_type == "mask2former":
+                logits = self.torch.nn.functional.interpolate(logits, size=MASK2FORMER_MASK_SIZE,
+                                                              mode="bilinear", align_corners=False)
+            return self.torch.einsum("bqc,bqhw->bchw", classes, logits.sigmoid())
         return outputs.logits
 
 
-def _group_channels(scores: Any, groups: list[list[int]], torch: Any) -> Any:
-    """B x (1 + groups) x h x w: the best score outside every group, then each group's best."""
-    chosen = sorted({i for ids in groups for i in ids})
-    others = [i for i in range(scores.shape[1]) if i not in chosen]
-    rest = scores[:, others].amax(1, keepdim=True) if others else \
-        torch.full_like(scores[:, :1], float("-inf"))
-    return torch.cat([rest, *(scores[:, ids].amax(1, keepdim=True) for ids in groups)], dim=1)
+def _group_lookup(labels: int, groups: list[list[int]], torch: Any) -> Any:
+    """label id -> 1 + the first group holding it, 0 for a label in none."""
+    lookup = torch.zeros(labels, dtype=torch.uint8)
+    for number, ids in reversed(list(enumerate(groups, 1))):
+        lookup[[i for i in ids if i < labels]] = number
+    return lookup
+
+
+def _source_cells(size: int, out: int, torch: Any, device: Any) -> tuple[Any, Any, Any]:
+    """Per output index, the two source cells and the second's weight of a bilinear resize with
+    half-pixel centres (torch.nn.functional.interpolate, align_corners=False)."""
+    place = ((torch.arange(out, device=device, dtype=torch.float64) + 0.5) * (size / out) - 0.5).clamp(min=0)
+    first = place.floor().long().clamp(max=size - 1)
+    second = (first + 1).clamp(max=size - 1)
+    return first, second, (place - first).float()
+
+
+def _group_map(scores: Any, height: int, width: int, lookup: Any, torch: Any) -> Any:
+    """HxW uint8: the group of the label with the highest bilinearly resized score per pixel.
+    Where a pixel's four cells disagree, first only their TOP_K labels each are blended: the best
+    of those wins when it beats what any other label could reach (the weights times each cell's
+    K-th best score); the few pixels where it does not blend every label."""
+    labels, rows, cols = scores.shape
+    best = scores.argmax(0)
+    if (rows, cols) == (height, width):
+        return lookup[best]
+    y0, y1, wy = _source_cells(rows, height, torch, scores.device)
+    x0, x1, wx = _source_cells(cols, width, torch, scores.device)
+    cells = scores.permute(1, 2, 0).reshape(rows * cols, labels).contiguous()  # a cell's labels together
+    top_values, top_labels = cells.topk(min(TOP_K, labels), dim=1)
+    flat = cells.reshape(-1)
+    result = torch.empty((height, width), dtype=torch.uint8, device=scores.device)
+    step = max(1, BLEND_BUDGET // max(1, 4 * width))
+    chunk = max(1, BLEND_BUDGET // max(1, 4 * labels))
+    for start in range(0, height, step):
+        band = slice(start, start + step)
+        top, bottom = best[y0[band]], best[y1[band]]
+        corners = (top[:, x0], top[:, x1], bottom[:, x0], bottom[:, x1])
+        result[band] = lookup[corners[0]]
+        ys, xs = torch.nonzero((corners[0] != corners[1]) | (corners[0] != corners[2]) |
+                               (corners[0] != corners[3]), as_tuple=True)
+        for part in range(0, len(ys), chunk):
+            y, x = ys[part:part + chunk] + start, xs[part:part + chunk]
+            a, b = wy[y][:, None], wx[x][:, None]
+            upper, lower = y0[y] * cols, y1[y] * cols
+            index = (upper + x0[x], upper + x1[x], lower + x0[x], lower + x1[x])
+            weights = ((1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b)
+            candidates = torch.cat([top_labels[i] for i in index], dim=1)  # N x 4K label ids
+            blend = sum(flat[i[:, None] * labels + candidates] * w for i, w in zip(index, weights))
+            ceiling = sum(top_values[i][:, -1:] * w for i, w in zip(index, weights))[:, 0]
+            peak = blend.amax(1)
+            winner = torch.where(blend == peak[:, None], candidates, labels).amin(1)  # argmax: first of ties
+            result[y, x] = lookup[winner]
+            unsure = peak <= ceiling  # another label might reach the peak: blend them all
+            if unsure.any():
+                index = tuple(i[unsure] for i in index)
+                weights = tuple(w[unsure] for w in weights)
+                full = sum(cells[i] * w for i, w in zip(index, weights))
+                result[y[unsure], x[unsure]] = lookup[full.argmax(1)]
+    return result
 
 
 def _normalisation(model_type: str, settings: SegmenterSettings) -> tuple[np.ndarray, np.ndarray, float]:

@@ -4,11 +4,12 @@ shape check (anything else is one FileFormatError naming the file), one atomic w
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable, Mapping
 
 from ..errors import FileFormatError, ImageError, first_line
 from .place import Location
-from .place import is_present, read_bytes
+from .place import is_local, is_present, read_bytes
 
 #: no depthprior JSON file comes near this: a manifest of a million images is ~500 MB
 MAX_JSON_BYTES = 1 << 30
@@ -27,6 +28,8 @@ def read_json(path: Location, *, missing_ok: bool = False, check: Check | None =
     file); every problem becomes FileFormatError(path, problem, hint).
     """
     if missing_ok and not is_present(path):
+        if is_local(path) and os.path.isdir(path):  # not "absent": it could never be written either
+            raise FileFormatError(path, "is a folder, not a file", hint)
         return None
     try:
         data = read_bytes(path, max_bytes)

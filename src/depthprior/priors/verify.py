@@ -312,7 +312,8 @@ def _check_mask(masks: Path, check: ImageCheck) -> np.ndarray:
         check.warnings.append(f"no {'exclusion' if exclusion else 'confidence'} mask {path}")
         return blank
     try:
-        mask = read_mask(path, (check.height, check.width))
+        mask = read_mask(path, (check.height, check.width),
+                         hint="rerun depthprior exclude for this folder (with --overwrite)" if exclusion else None)
     except ImageError as error:
         check.problems.append(first_line(error))
         return blank

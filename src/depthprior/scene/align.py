@@ -470,8 +470,12 @@ def _fit_image(model: SparseModel, image: ModelImage, path: Path, rel: str,
             return failed(first_line(error), prior_size=prior_size)
     fit, dropped = fit_samples(method, model, image, depth, kept)
     if not fit.ok:
+        reason = fit.reason
+        if kept is not None and dropped:  # e.g. an all-zero mask: say where the points went
+            reason += (f"; {dropped} on pixels the exclusion mask excludes "
+                       f"({100 * (1 - kept.mean()):.0f}% of the frame): check its mask")
         return ImageResult(image.name, image.key, rel, fit.points, fit.inliers,
-                           _finite(fit.residual), 0.0, 0.0, "failed", fit.reason, prior_size,
+                           _finite(fit.residual), 0.0, 0.0, "failed", reason, prior_size,
                            camera_size, image_size, excluded=dropped if kept is not None else None)
     notes += _fit_problems(fit)
     warnings = _precision_warnings(depth)

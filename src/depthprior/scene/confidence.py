@@ -155,6 +155,10 @@ def check_consistency(
     settings.check()
     sparse, depths = Path(sparse), local_folder(depths, "consistency reads DEPTHS on this machine")
     params, output = _inputs(sparse, depths, params, output)
+    if exclude is not None and os.path.realpath(output) == os.path.realpath(exclude):
+        raise UsageError(f"the output folder {output} is the exclusion mask folder --exclude reads: "
+                         "its confidence masks would overwrite the exclusion masks (same names); "
+                         "pass another -o")
     exclusion = ExclusionFolder(exclude) if exclude is not None else None
     model = read_model(sparse)
     check_keys(model)
