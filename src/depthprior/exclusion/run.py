@@ -21,7 +21,7 @@ import numpy as np
 
 from .masks import FORMAT_VERSION, REPORT_NAME, make_mask, mask_name, read_report
 from .segmenter import DEFAULT_CLASSES, Segmenter, SegmenterSettings, identity, labels_of, resolve_classes
-from ..errors import DepthpriorError, ImageError, UsageError, WriteError, first_line
+from ..errors import ImageError, UsageError, WriteError, first_line
 from ..files.jsonfile import encode_json
 from ..files.outputs import OutputFolder, folder_beside
 from ..files.raster import DEFAULT_MAX_PIXELS, decode_rgb, encode_plane, read_mask
