@@ -193,3 +193,39 @@ def test_verify_and_report_show_the_exclusion_and_its_fraction(tmp_path, tiny_mo
     page = summary.path.read_text()
     assert page.count('alt="excluded"') == 2 and page.count("<tr><th>excluded</th><td>25%</td></tr>") == 2
     assert len(list(summary.assets.glob("*-exclude.jpg"))) == 2
+
+
+@pytest.mark.hostile
+def test_a_mask_folder_of_other_images_is_refused_before_anything_is_written(sky_scene, tmp_path, capsys):
+    scene, excluded, folder = sky_scene
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    output = tmp_path / "confidence"
+    check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=folder)
+    before = {path: path.read_bytes() for path in output.rglob('*') if path.is_file()}
+    wrong = write_exclusion(tmp_path / "wrong", {f"other_{i}.jpg": mask for i, mask in
+                                                 enumerate(excluded.values())}, lambda n: n[:-4])
+    capsys.readouterr()
+    assert main(["consistency", "--sparse", str(scene.sparse), "--depths", str(scene.depths), "--params",
+                 str(params), "-o", str(output), "--exclude", str(wrong)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"{wrong} has no exclusion mask for any image of" in error
+    assert "depthprior exclude" in error
+    assert {path: path.read_bytes() for path in output.rglob('*') if path.is_file()} == before
+
+
+@pytest.mark.hostile
+def test_a_missing_exclusion_mask_keeps_the_images_earlier_confidence_mask(sky_scene, tmp_path):
+    scene, excluded, folder = sky_scene
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    output = tmp_path / "confidence"
+    check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=folder)
+    first = scene.names[0]
+    earlier = (output / f"{scene.key(first)}.png").read_bytes()
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    (partial / f"{scene.key(first)}.png").unlink()
+    summary = check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=partial)
+    assert [r.name for r in summary.failed] == [first]
+    assert (output / f"{scene.key(first)}.png").read_bytes() == earlier

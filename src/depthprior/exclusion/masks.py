@@ -86,6 +86,20 @@ class ExclusionFolder:
         self.identity = report.get("identity") or {}
         self.entries = {entry.get("key") or name: entry for name, entry in report["images"].items()}
 
+    def check_covers(self, keys: "list[str]", model: Path | str) -> None:
+        """UsageError (exit 2, nothing written) when the folder holds a mask for none of `keys`
+        (the images of the COLMAP model `model`): masks of another image set, not a folder
+        whose masks a few images lack (those fail alone)."""
+        for key in keys:
+            try:
+                if os.path.isfile(safe_join(self.root, mask_name(key))):
+                    return
+            except UsageError:
+                continue
+        if keys:
+            raise UsageError(f"{self.root} has no exclusion mask for any image of {model}; wrong "
+                             "folder? run depthprior exclude")
+
     def fraction(self, key: str) -> float | None:
         """The excluded fraction of an image (after dilation), None when it has no mask here."""
         entry = self.entries.get(key)
