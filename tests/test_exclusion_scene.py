@@ -229,3 +229,19 @@ def test_a_missing_exclusion_mask_keeps_the_images_earlier_confidence_mask(sky_s
     summary = check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=partial)
     assert [r.name for r in summary.failed] == [first]
     assert (output / f"{scene.key(first)}.png").read_bytes() == earlier
+
+
+@pytest.mark.hostile
+def test_align_refuses_a_mask_folder_of_other_images_and_keeps_its_params(sky_scene, tmp_path, capsys):
+    scene, excluded, folder = sky_scene
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    params_before = params.read_bytes()
+    wrong = write_exclusion(tmp_path / "wrong", {f"other_{i}.jpg": mask for i, mask in
+                                                 enumerate(excluded.values())}, lambda n: n[:-4])
+    capsys.readouterr()
+    assert main(["align", "--sparse", str(scene.sparse), "--depths", str(scene.depths), "--exclude",
+                 str(wrong), "-o", str(params)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"{wrong} has no exclusion mask for any image of" in error
+    assert params.read_bytes() == params_before
