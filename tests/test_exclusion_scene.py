@@ -245,3 +245,30 @@ def test_align_refuses_a_mask_folder_of_other_images_and_keeps_its_params(sky_sc
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and f"{wrong} has no exclusion mask for any image of" in error
     assert params.read_bytes() == params_before
+
+
+@pytest.mark.hostile
+def test_a_render_of_another_size_and_aspect_gets_the_exclusion_as_the_prior_does(sky_scene, tmp_path):
+    import torch
+
+    from depthprior.training import DepthSupervision
+
+    scene, excluded, folder = sky_scene
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    check_consistency(scene.sparse, scene.depths, params=params, output=tmp_path / "confidence")
+    name = scene.names[1]
+    size = (60, 72)  # another aspect than the 72x96 prior: the prior is stretched (bilinear), so are the masks
+    kept = cv2.resize((~excluded[name]).astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    confidence = cv2.imread(str(tmp_path / "confidence" / f"{scene.key(name)}.png"), cv2.IMREAD_UNCHANGED)
+    confidence = cv2.resize(confidence.astype(np.float32) / 255, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    for masks, expected in (([folder], kept), ([tmp_path / "confidence"], confidence),
+                            ([tmp_path / "confidence", folder], confidence * kept)):
+        supervision = DepthSupervision(scene.depths, lambda_depth=1.0, loss="l1", params=params, masks=masks)
+        prior = supervision.priors.inverse_depth(name, size)
+        weights = supervision.priors.confidence(name, size)[0].numpy()
+        assert weights.shape == tuple(prior.shape[1:]) == size
+        assert np.allclose(weights, expected, atol=1e-6)
+        rendered = torch.rand(1, *size, requires_grad=True)
+        supervision(name, rendered, 0).backward()
+        assert torch.isfinite(rendered.grad).all()
