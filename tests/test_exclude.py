@@ -239,3 +239,32 @@ def test_generate_exclude_segments_the_frames_it_reads_once(tmp_path, seg_models
     assert not (tmp_path / "ray-depths_exclude").exists()
     args = build_parser().parse_args(["generate", "i", "o", "--exclude", "--exclude-model", "m", "--dilate", "2"])
     assert (args.exclude, args.seg_model, args.dilate) == ("sky,person", "m", 2)
+
+
+@pytest.mark.hostile
+def test_a_forged_key_in_exclude_json_is_malformed_and_never_deletes_a_user_file(tmp_path, seg_models, capsys):
+    frames(tmp_path / "images", count=2)
+    model = settings(seg_models["segformer"])
+    exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
+    report = tmp_path / "masks" / "exclude.json"
+    document = json.loads(report.read_text())
+    document["images"]["gone.png"] = {**document["images"]["cam0/f0.png"], "key": "userfile"}
+    report.write_text(json.dumps(document))
+    user = tmp_path / "masks" / "userfile.png"
+    user.write_bytes(b"the user's own file")
+    with pytest.raises(FileFormatError, match="exclude.json is malformed") as raised:
+        exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
+    assert raised.value.exit_code == 2 and "\n" not in str(raised.value) and "--overwrite" in str(raised.value)
+    assert user.read_bytes() == b"the user's own file"
+    with pytest.raises(FileFormatError):
+        ExclusionFolder(tmp_path / "masks")
+    # --overwrite starts afresh, and removes nothing it did not record writing
+    summary = exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1, overwrite=True)
+    assert summary.exit_code == 0 and summary.done == 2
+    assert user.read_bytes() == b"the user's own file"
+    # a failed entry (no mask written) of an image gone: its key's file is not this command's
+    document = json.loads(report.read_text())
+    document["images"]["userfile.png"] = {"key": "userfile", "status": "failed", "reason": "x"}
+    report.write_text(json.dumps(document))
+    exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
+    assert user.read_bytes() == b"the user's own file"

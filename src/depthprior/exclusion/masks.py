@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ImageError, UsageError, first_line
 from ..files.jsonfile import expect_fields, expect_object, read_json
 from ..files.raster import read_mask, same_aspect
-from ..images import mask_name, safe_join
+from ..images import image_key, mask_name, safe_join
 
 REPORT_NAME = "exclude.json"
 FORMAT_VERSION = 1
@@ -60,6 +60,9 @@ def _check_report(data: Any) -> None:
             raise TypeError(f"the entry of image {name!r} is not an object")
         expect_fields(entry, {"key": str, "status": str, "size": list, "fractions": dict,
                               "source": list, "reason": str}, name)
+        key = entry.get("key")
+        if key is not None and key != image_key(name):
+            raise TypeError(f"the key {key!r} of image {name!r} is not its image key {image_key(name)!r}")
         size = entry.get("size")
         if size is not None and (len(size) != 2 or not all(_count(v) for v in size)):
             raise TypeError(f"'size' of image {name!r} is not [height, width]")

@@ -21,7 +21,7 @@ import numpy as np
 
 from .masks import FORMAT_VERSION, REPORT_NAME, make_mask, mask_name, read_report
 from .segmenter import DEFAULT_CLASSES, Segmenter, SegmenterSettings, identity, labels_of, resolve_classes
-from ..errors import DepthpriorError, ImageError, UsageError, WriteError, first_line
+from ..errors import DepthpriorError, FileFormatError, ImageError, UsageError, WriteError, first_line
 from ..files.jsonfile import encode_json
 from ..files.outputs import OutputFolder, folder_beside
 from ..files.raster import DEFAULT_MAX_PIXELS, decode_rgb, encode_plane, read_mask
@@ -86,11 +86,18 @@ class Excluder:
         self.folder, self.settings, self.dilate = folder, settings, dilate
         self.classes = classes  # resolve_classes: each name asked for -> its label ids
         self.identity = {**identity(settings, self.classes), "dilate": dilate}
-        previous = read_report(folder.root)
+        try:
+            previous = read_report(folder.root)
+        except FileFormatError:
+            if not overwrite:
+                raise
+            previous = None  # --overwrite starts afresh: a malformed record names no mask to remove
         self.entries: dict[str, dict[str, Any]] = {}
-        #: the keys an earlier run wrote masks for: those this run does not produce are removed
-        self.previous_keys = {entry.get("key") for entry in (previous or {"images": {}})["images"].values()
-                              if isinstance(entry.get("key"), str) and entry.get("key")}
+        #: the keys an earlier run wrote masks for (its "ok" entries, each key its image's, as
+        #: read_report checks): those this run does not produce are removed
+        self.previous_keys = {entry["key"] for entry in (previous or {"images": {}})["images"].values()
+                              if entry.get("status") == "ok" and isinstance(entry.get("key"), str)
+                              and entry.get("key")}
         if previous is not None and previous["images"]:
             if previous.get("identity") != self.identity and not overwrite:
                 raise UsageError(f"{folder.root} holds masks made with other settings "
