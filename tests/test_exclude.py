@@ -74,7 +74,7 @@ def test_masks_equal_the_forced_regions_at_the_stored_size(tmp_path, seg_models,
     entry = report["images"]["cam1/f1.png"]
     assert entry["fractions"]["sky"] == pytest.approx(sky.mean())
     assert entry["fractions"]["people"] == pytest.approx(person.mean(), abs=0.01)
-    assert report["identity"]["classes"] == {"sky": [1], "people": [2]}
+    assert report["identity"]["classes"] == [[1], [2]] and report["classes"] == {"sky": [1], "people": [2]}
     folder = ExclusionFolder(tmp_path / "masks")
     assert folder.fraction("cam1/f1") == pytest.approx((mask == 0).mean())
     assert np.array_equal(folder.kept("cam0/f0", FRAME), mask == 255)
@@ -142,7 +142,7 @@ def test_other_model_or_classes_are_refused_without_overwrite(tmp_path, seg_mode
     done = exclude(tmp_path / "images", tmp_path / "masks", classes=["car"], overwrite=True,
                    settings=settings(seg_models["upernet"]))
     assert done.done == 1
-    assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["classes"] == {"car": [3]}
+    assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["classes"] == [[3]]
 
 
 @pytest.mark.hostile
@@ -268,3 +268,23 @@ def test_a_forged_key_in_exclude_json_is_malformed_and_never_deletes_a_user_file
     report.write_text(json.dumps(document))
     exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
     assert user.read_bytes() == b"the user's own file"
+
+
+@pytest.mark.hostile
+def test_synonyms_are_one_class_and_the_identity_is_their_label_ids(tmp_path, seg_models):
+    sky, person = frames(tmp_path / "images")
+    model = settings(seg_models["upernet"], input_size=32)
+    with forced_logits():
+        summary = exclude(tmp_path / "images", tmp_path / "masks", classes=["pedestrian", "human", "sky"],
+                          settings=model, workers=1)
+    fractions = summary.fractions["cam1/f1.png"]
+    assert sorted(fractions) == ["pedestrian", "sky", "total"]  # human is pedestrian: one column
+    assert fractions["pedestrian"] == pytest.approx(person.mean())
+    assert "human" not in summary.format() and "pedestrian" in summary.format()  # not cut to 9
+    with forced_logits():  # people then person: the same label ids, so the same masks: resumed
+        again = exclude(tmp_path / "images", tmp_path / "masks", classes=["sky", "person"], settings=model,
+                        workers=1)
+    assert (again.done, again.skipped) == (0, 2)
+    assert sorted(again.fractions["cam1/f1.png"]) == ["person", "sky", "total"]
+    assert again.fractions["cam1/f1.png"]["person"] == pytest.approx(person.mean())
+    assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["classes"] == [[1], [2]]

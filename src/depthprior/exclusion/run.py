@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .masks import FORMAT_VERSION, REPORT_NAME, make_mask, mask_name, read_report
-from .segmenter import DEFAULT_CLASSES, Segmenter, SegmenterSettings, identity, labels_of, resolve_classes
+from .segmenter import (DEFAULT_CLASSES, Segmenter, SegmenterSettings, class_ids, identity, labels_of,
+                        resolve_classes)
 from ..errors import DepthpriorError, FileFormatError, ImageError, UsageError, WriteError, first_line
 from ..files.jsonfile import encode_json
 from ..files.outputs import OutputFolder, folder_beside
@@ -68,10 +69,11 @@ class ExcludeSummary:
         classes = sorted({name for entry in self.fractions.values() for name in entry})
         lines = []
         if self.fractions:
-            lines.append(f"{'image':<32} " + " ".join(f"{name[:9]:>9}" for name in classes))
+            widths = [max(9, len(name)) for name in classes]
+            lines.append(f"{'image':<32} " + " ".join(f"{name:>{w}}" for name, w in zip(classes, widths)))
             for name, entry in sorted(self.fractions.items()):
                 lines.append(f"{name[-32:]:<32} " + " ".join(
-                    f"{entry.get(c, 0.0):>9.1%}" for c in classes))
+                    f"{entry.get(c, 0.0):>{w}.1%}" for c, w in zip(classes, widths)))
         lines.append(self.headline())
         lines.extend(f"  FAILED {name}: {reason}" for name, reason in self.failed.items())
         return "\n".join(lines)
@@ -99,12 +101,15 @@ class Excluder:
                               if entry.get("status") == "ok" and isinstance(entry.get("key"), str)
                               and entry.get("key")}
         if previous is not None and previous["images"]:
-            if previous.get("identity") != self.identity and not overwrite:
+            earlier = dict(previous.get("identity") or {})
+            if "classes" in earlier:
+                earlier["classes"] = class_ids(earlier["classes"])
+            if earlier != self.identity and not overwrite:
                 raise UsageError(f"{folder.root} holds masks made with other settings "
-                                 f"({_differences(previous.get('identity') or {}, self.identity)}); "
+                                 f"({_differences(earlier, self.identity)}); "
                                  "pass --overwrite to replace them, or choose another folder")
             if not overwrite:
-                self.entries = dict(previous["images"])
+                self.entries = _renamed(dict(previous["images"]), previous, self.classes)
         self.segmenter: Segmenter | None = None
         self._unsaved = 0
 
@@ -159,7 +164,7 @@ class Excluder:
             self.save()
 
     def save(self) -> None:
-        document = {"version": FORMAT_VERSION, "identity": self.identity,
+        document = {"version": FORMAT_VERSION, "identity": self.identity, "classes": self.classes,
                     "mask": {"excluded": 0, "kept": 255}, "images": dict(sorted(self.entries.items()))}
         self.folder.write(REPORT_NAME, encode_json(document))
         self._unsaved = 0
@@ -177,6 +182,31 @@ class Excluder:
                 batches.append([index])
                 key = size
         return batches
+
+
+def _renamed(entries: dict[str, dict[str, Any]], previous: dict[str, Any],
+             classes: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+    """Earlier entries with their fractions under this run's class names: a class asked for by
+    a synonym (people, person) has the same label ids, so the same masks and fractions."""
+    named = previous.get("classes")
+    if not isinstance(named, dict):
+        named = (previous.get("identity") or {}).get("classes")
+    if not isinstance(named, dict):
+        return entries
+    now = {tuple(sorted(ids)): name for name, ids in classes.items()}
+    rename = {}
+    for old, ids in named.items():
+        try:
+            rename[old] = now.get(tuple(sorted(int(i) for i in ids)), old)
+        except (TypeError, ValueError):
+            continue
+    renamed = {}
+    for name, entry in entries.items():
+        fractions = entry.get("fractions")
+        if isinstance(fractions, dict):
+            entry = {**entry, "fractions": {rename.get(k, k): v for k, v in fractions.items()}}
+        renamed[name] = entry
+    return renamed
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -61,7 +61,8 @@ def _words(label: str) -> set[str]:
 
 def resolve_classes(requested: Sequence[str], id2label: dict[int, str], model: str) -> dict[str, list[int]]:
     """Each requested name -> the label ids it means (its own name, or a synonym, matching any of
-    a label's names); UsageError in one line listing the model's labels for an unknown name."""
+    a label's names); UsageError in one line listing the model's labels for an unknown name.
+    Names meaning the same label ids (people, person) are one class, under the first one given."""
     names = [name.strip().lower() for name in requested if name.strip()]
     if not names:
         raise UsageError("--classes is empty: name at least one class (e.g. sky,person)")
@@ -72,7 +73,8 @@ def resolve_classes(requested: Sequence[str], id2label: dict[int, str], model: s
         if not ids:
             known = ", ".join(str(id2label[i]) for i in sorted(id2label))
             raise UsageError(f"model {model!r} has no class {name!r}; it knows: {known}")
-        resolved[name] = ids
+        if ids not in resolved.values():
+            resolved[name] = ids
     return resolved
 
 
@@ -114,15 +116,26 @@ def labels_of(settings: SegmenterSettings) -> tuple[dict[int, str], str]:
 
 
 def identity(settings: SegmenterSettings, classes: dict[str, list[int]]) -> dict[str, Any]:
-    """What masks depend on: the checkpoint (and a local folder's files), input size, classes."""
+    """What masks depend on: the checkpoint (and a local folder's files), input size, classes
+    (their label ids, sorted: the names that resolved to them do not change a mask)."""
     found: dict[str, Any] = {"model": settings.model, "revision": settings.revision,
                              "input_size": settings.input_size, "version": SEGMENTATION_VERSION,
-                             "classes": {name: ids for name, ids in classes.items()}}
+                             "classes": class_ids(classes)}
     if Path(settings.model).is_dir():  # a local folder: its name does not pin its weights
         from ..priors.fingerprint import folder_digest
 
         found["weights"] = folder_digest(settings.model)
     return found
+
+
+def class_ids(classes: Any) -> Any:
+    """The identity's classes: the sorted list of each class's sorted label ids. An identity
+    written as {name: ids} (before names stopped counting) reads as the same ids."""
+    groups = classes.values() if isinstance(classes, dict) else classes
+    try:
+        return sorted(sorted(int(i) for i in ids) for ids in groups)
+    except (TypeError, ValueError):
+        return classes  # not ids: compared as it is (another identity)
 
 
 class Segmenter:
