@@ -288,3 +288,18 @@ def test_synonyms_are_one_class_and_the_identity_is_their_label_ids(tmp_path, se
     assert sorted(again.fractions["cam1/f1.png"]) == ["person", "sky", "total"]
     assert again.fractions["cam1/f1.png"]["person"] == pytest.approx(person.mean())
     assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["classes"] == [[1], [2]]
+
+
+@pytest.mark.hostile
+def test_a_huge_seg_input_size_is_refused_in_one_line_before_anything_is_made(tmp_path, seg_models, capsys):
+    from depthprior.exclusion.segmenter import MAX_INPUT_SIZE
+
+    frames(tmp_path / "images", count=1)
+    with pytest.raises(UsageError, match=f"--seg-input-size 99999 is above {MAX_INPUT_SIZE}"):
+        SegmenterSettings(model=str(seg_models["segformer"]), input_size=99999).check()
+    capsys.readouterr()
+    assert main(["exclude", str(tmp_path / "images"), "-o", str(tmp_path / "masks"), "--model",
+                 str(seg_models["segformer"]), "--seg-input-size", "99999"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--seg-input-size" in error
+    assert not (tmp_path / "masks").exists()

@@ -33,6 +33,9 @@ DEFAULT_CLASSES = ("sky", "person")
 #: their shape; pass 512 for small, distant people.
 DEFAULT_INPUT_SIZE = 256
 SIZE_STEP = 32
+#: the largest --seg-input-size: the network's score planes (150 ADE20K labels, float32) of one
+#: 2048-pixel square frame already take 2.5 GB, and a 16:1 frame 16 times that
+MAX_INPUT_SIZE = 2048
 #: checkpoints whose output is per-query classes and masks (the semantic scores are combined)
 QUERY_MODELS = ("mask2former", "maskformer")
 #: versions of the preprocessing and mask rules: a change makes earlier masks another identity
@@ -90,6 +93,10 @@ class SegmenterSettings:
     def check(self) -> None:
         if self.input_size < SIZE_STEP:
             raise UsageError(f"--seg-input-size must be at least {SIZE_STEP}, not {self.input_size}")
+        if self.input_size > MAX_INPUT_SIZE:
+            raise UsageError(f"--seg-input-size {self.input_size} is above {MAX_INPUT_SIZE}: the "
+                             "segmentation scores of one frame would take tens of gigabytes (ADE20K "
+                             "models are trained at 512); choose a smaller size, e.g. 512")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
 
