@@ -303,3 +303,32 @@ def test_a_huge_seg_input_size_is_refused_in_one_line_before_anything_is_made(tm
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "--seg-input-size" in error
     assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.hostile
+def test_generate_refuses_bad_exclusion_options_before_making_out(tmp_path, seg_models, tiny_model, capsys):
+    frames(tmp_path / "images", count=1)
+    base = ["generate", str(tmp_path / "images"), "--model", str(tiny_model), "--device", "cpu",
+            "--exclude-model", str(seg_models["segformer"])]
+    cases = [(["--exclude", "bogus"], "has no class 'bogus'"), (["--exclude", ""], "--exclude is empty"),
+             (["--exclude", "--exclude-model", str(tiny_model)], "semantic-segmentation"),
+             (["--exclude", "--seg-input-size", "99999"], "--seg-input-size")]
+    for index, (extra, message) in enumerate(cases):
+        out = tmp_path / f"out{index}"
+        capsys.readouterr()
+        assert main([*base, str(out), *extra]) == 2, extra
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and message in error and "--classes" not in error, error
+        assert not out.exists() and not (tmp_path / f"out{index}_exclude").exists()
+
+
+def test_a_16_bit_exclusion_mask_says_to_rerun_depthprior_exclude(tmp_path):
+    from depthprior.exclusion.masks import ExclusionFolder, ExclusionMissing
+
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "masks" / "a.png"), np.zeros((8, 8), np.uint16))
+    (tmp_path / "masks" / "exclude.json").write_text(json.dumps(
+        {"version": 1, "identity": {}, "images": {"a.jpg": {"key": "a", "status": "ok", "size": [8, 8]}}}))
+    with pytest.raises(ExclusionMissing) as raised:
+        ExclusionFolder(tmp_path / "masks").kept("a", (8, 8))
+    assert "depthprior exclude" in str(raised.value) and "consistency" not in str(raised.value)

@@ -123,7 +123,7 @@ class ExclusionFolder:
         if not os.path.isfile(path):
             raise ExclusionMissing(f"no exclusion mask for {key!r}: {path} is missing; {_HINT}")
         try:
-            mask = read_mask(path, stored)
+            mask = read_mask(path, stored, hint="rerun depthprior exclude for this folder")
         except ImageError as error:
             raise ExclusionMissing(first_line(error)) from None
         kept = mask >= KEPT_FROM

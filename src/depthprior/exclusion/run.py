@@ -239,6 +239,16 @@ class ExcludeJob:
     output: Path | str | None = None
 
 
+def check_job(job: ExcludeJob, option: str = "--classes") -> dict[str, list[int]]:
+    """The job's settings, dilation, checkpoint (its config only) and classes checked, nothing
+    made: UsageError in one line (`option` is what the user named the classes with); the
+    classes resolved (resolve_classes)."""
+    job.settings.check()
+    if job.dilate < 0:
+        raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
+    return resolve_classes(job.classes, labels_of(job.settings)[0], job.settings.model, option)
+
+
 class ExclusionPass:
     """One run's masks for a list of frames: the folder locked, the identity checked and what
     an earlier run left kept before any model loads; frames a caller has decoded already are
@@ -247,13 +257,10 @@ class ExclusionPass:
     context manager (the lock is released on exit)."""
 
     def __init__(self, output: Path, items: list[ImageItem], job: ExcludeJob, overwrite: bool):
-        job.settings.check()
-        if job.dilate < 0:
-            raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
         for item in items:
             safe_join(output, mask_name(item.stem))  # every target checked before any is written
         # the checkpoint and the classes are checked before the folder is made or locked
-        classes = resolve_classes(job.classes, labels_of(job.settings)[0], job.settings.model)
+        classes = check_job(job)
         self.items = items
         self.folder = OutputFolder(output)
         self.summary = ExcludeSummary(output, total=len(items))
@@ -386,4 +393,4 @@ def exclude(
         return run.finish(max_pixels, workers, progress)
 
 
-__all__ = ["ExcludeJob", "ExcludeSummary", "ExclusionPass", "Excluder", "default_output", "exclude"]
+__all__ = ["ExcludeJob", "ExcludeSummary", "ExclusionPass", "Excluder", "check_job", "default_output", "exclude"]

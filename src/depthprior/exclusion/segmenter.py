@@ -62,13 +62,14 @@ def _words(label: str) -> set[str]:
     return {part.strip().lower() for part in re.split(r"[;,]", str(label)) if part.strip()}
 
 
-def resolve_classes(requested: Sequence[str], id2label: dict[int, str], model: str) -> dict[str, list[int]]:
+def resolve_classes(requested: Sequence[str], id2label: dict[int, str], model: str,
+                    option: str = "--classes") -> dict[str, list[int]]:
     """Each requested name -> the label ids it means (its own name, or a synonym, matching any of
     a label's names); UsageError in one line listing the model's labels for an unknown name.
     Names meaning the same label ids (people, person) are one class, under the first one given."""
     names = [name.strip().lower() for name in requested if name.strip()]
     if not names:
-        raise UsageError("--classes is empty: name at least one class (e.g. sky,person)")
+        raise UsageError(f"{option} is empty: name at least one class (e.g. sky,person)")
     resolved: dict[str, list[int]] = {}
     for name in dict.fromkeys(names):
         wanted = {name, *SYNONYMS.get(name, ())}

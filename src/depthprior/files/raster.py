@@ -209,11 +209,12 @@ def read_prior(path: Location, size: tuple[int, int] | None = None,
 
 
 def read_mask(path: Location, size: tuple[int, int] | None = None,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+              max_pixels: int | None = DEFAULT_MAX_PIXELS,
+              hint: str = "rerun the command that wrote it (e.g. depthprior consistency)") -> np.ndarray:
     """A mask PNG (consistency, exclusion) as its HxW uint8 array: single channel, 8 bits, and
-    exactly `size` = (height, width) when given (never stretched to fit)."""
-    return _read_plane(path, "mask", (8,), size, max_pixels,
-                       "rerun the command that wrote it (e.g. depthprior consistency)")
+    exactly `size` = (height, width) when given (never stretched to fit); `hint` says how to
+    make a good one."""
+    return _read_plane(path, "mask", (8,), size, max_pixels, hint)
 
 
 
