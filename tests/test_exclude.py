@@ -80,7 +80,7 @@ def test_masks_equal_the_forced_regions_at_the_stored_size(tmp_path, seg_models,
     entry = report["images"]["cam1/f1.png"]
     assert entry["fractions"]["sky"] == pytest.approx(sky.mean())
     assert entry["fractions"]["people"] == pytest.approx(person.mean(), abs=0.01)
-    assert report["identity"]["classes"] == {"sky": [1], "people": [2]}
+    assert report["identity"]["classes"] == [[1], [2]] and report["classes"] == {"sky": [1], "people": [2]}
     folder = ExclusionFolder(tmp_path / "masks")
     assert folder.fraction("cam1/f1") == pytest.approx((mask == 0).mean())
     assert np.array_equal(folder.kept("cam0/f0", FRAME), mask == 255)
@@ -171,7 +171,7 @@ def test_other_model_or_classes_are_refused_without_overwrite(tmp_path, seg_mode
     done = exclude(tmp_path / "images", tmp_path / "masks", classes=["car"], overwrite=True,
                    settings=settings(seg_models["upernet"]))
     assert done.done == 1
-    assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["classes"] == {"car": [3]}
+    assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["classes"] == [[3]]
 
 
 @pytest.mark.hostile
@@ -290,23 +290,6 @@ def test_group_map_is_the_argmax_of_the_resized_label_scores(size, monkeypatch):
 
 
 @pytest.mark.hostile
-def test_a_huge_seg_input_size_is_refused_before_anything_is_read(tmp_path, seg_models, capsys):
-    """--seg-input-size 100000 would resize a frame to 100000x200000 (60 GB as uint8, 4x as
-    the network's float input): refused like generate's --input-size above 4096."""
-    from depthprior.priors.backends.base import MAX_INPUT_SIZE
-
-    with pytest.raises(UsageError, match=f"--seg-input-size 100000 is above {MAX_INPUT_SIZE}"):
-        settings(seg_models["segformer"], input_size=100_000).check()
-    frames(tmp_path / "images", count=1)
-    assert main(["exclude", str(tmp_path / "images"), "--model", str(seg_models["segformer"]),
-                 "--seg-input-size", "100000"]) == 2
-    error = capsys.readouterr().err.strip()
-    assert "\n" not in error and "--seg-input-size" in error
-    assert not (tmp_path / "images_exclude").exists()
-    settings(seg_models["segformer"], input_size=MAX_INPUT_SIZE).check()  # the largest allowed
-
-
-@pytest.mark.hostile
 @pytest.mark.parametrize("where", ["images", "images/cam0/..", "parent"])
 def test_an_output_folder_holding_the_images_is_refused_saying_so(tmp_path, seg_models, capsys, where):
     """-o IMAGES (or a folder above it) would write f0.png masks over the frames: refused in one
@@ -360,3 +343,96 @@ def test_a_dilate_or_input_size_that_is_not_an_integer_is_one_line_from_the_api(
     with pytest.raises(UsageError, match="--seg-input-size must be an integer"):
         SegmenterSettings(model=str(seg_models["segformer"]), input_size=value).check()
     assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.hostile
+def test_a_forged_key_in_exclude_json_is_malformed_and_never_deletes_a_user_file(tmp_path, seg_models, capsys):
+    frames(tmp_path / "images", count=2)
+    model = settings(seg_models["segformer"])
+    exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
+    report = tmp_path / "masks" / "exclude.json"
+    document = json.loads(report.read_text())
+    document["images"]["gone.png"] = {**document["images"]["cam0/f0.png"], "key": "userfile"}
+    report.write_text(json.dumps(document))
+    user = tmp_path / "masks" / "userfile.png"
+    user.write_bytes(b"the user's own file")
+    with pytest.raises(FileFormatError, match="exclude.json is malformed") as raised:
+        exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
+    assert raised.value.exit_code == 2 and "\n" not in str(raised.value) and "--overwrite" in str(raised.value)
+    assert user.read_bytes() == b"the user's own file"
+    with pytest.raises(FileFormatError):
+        ExclusionFolder(tmp_path / "masks")
+    # --overwrite starts afresh, and removes nothing it did not record writing
+    summary = exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1, overwrite=True)
+    assert summary.exit_code == 0 and summary.done == 2
+    assert user.read_bytes() == b"the user's own file"
+    # a failed entry (no mask written) of an image gone: its key's file is not this command's
+    document = json.loads(report.read_text())
+    document["images"]["userfile.png"] = {"key": "userfile", "status": "failed", "reason": "x"}
+    report.write_text(json.dumps(document))
+    exclude(tmp_path / "images", tmp_path / "masks", settings=model, workers=1)
+    assert user.read_bytes() == b"the user's own file"
+
+
+@pytest.mark.hostile
+def test_synonyms_are_one_class_and_the_identity_is_their_label_ids(tmp_path, seg_models):
+    sky, person = frames(tmp_path / "images")
+    model = settings(seg_models["upernet"], input_size=32)
+    with forced_logits():
+        summary = exclude(tmp_path / "images", tmp_path / "masks", classes=["pedestrian", "human", "sky"],
+                          settings=model, workers=1)
+    fractions = summary.fractions["cam1/f1.png"]
+    assert sorted(fractions) == ["pedestrian", "sky", "total"]  # human is pedestrian: one column
+    assert fractions["pedestrian"] == pytest.approx(person.mean())
+    assert "human" not in summary.format() and "pedestrian" in summary.format()  # not cut to 9
+    with forced_logits():  # people then person: the same label ids, so the same masks: resumed
+        again = exclude(tmp_path / "images", tmp_path / "masks", classes=["sky", "person"], settings=model,
+                        workers=1)
+    assert (again.done, again.skipped) == (0, 2)
+    assert sorted(again.fractions["cam1/f1.png"]) == ["person", "sky", "total"]
+    assert again.fractions["cam1/f1.png"]["person"] == pytest.approx(person.mean())
+    assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["classes"] == [[1], [2]]
+
+
+@pytest.mark.hostile
+def test_a_huge_seg_input_size_is_refused_in_one_line_before_anything_is_made(tmp_path, seg_models, capsys):
+    from depthprior.exclusion.segmenter import MAX_INPUT_SIZE
+
+    frames(tmp_path / "images", count=1)
+    with pytest.raises(UsageError, match=f"--seg-input-size 99999 is above {MAX_INPUT_SIZE}"):
+        SegmenterSettings(model=str(seg_models["segformer"]), input_size=99999).check()
+    capsys.readouterr()
+    assert main(["exclude", str(tmp_path / "images"), "-o", str(tmp_path / "masks"), "--model",
+                 str(seg_models["segformer"]), "--seg-input-size", "99999"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--seg-input-size" in error
+    assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.hostile
+def test_generate_refuses_bad_exclusion_options_before_making_out(tmp_path, seg_models, tiny_model, capsys):
+    frames(tmp_path / "images", count=1)
+    base = ["generate", str(tmp_path / "images"), "--model", str(tiny_model), "--device", "cpu",
+            "--exclude-model", str(seg_models["segformer"])]
+    cases = [(["--exclude", "bogus"], "has no class 'bogus'"), (["--exclude", ""], "--exclude is empty"),
+             (["--exclude", "--exclude-model", str(tiny_model)], "semantic-segmentation"),
+             (["--exclude", "--seg-input-size", "99999"], "--seg-input-size")]
+    for index, (extra, message) in enumerate(cases):
+        out = tmp_path / f"out{index}"
+        capsys.readouterr()
+        assert main([*base, str(out), *extra]) == 2, extra
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and message in error and "--classes" not in error, error
+        assert not out.exists() and not (tmp_path / f"out{index}_exclude").exists()
+
+
+def test_a_16_bit_exclusion_mask_says_to_rerun_depthprior_exclude(tmp_path):
+    from depthprior.exclusion.masks import ExclusionFolder, ExclusionMissing
+
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "masks" / "a.png"), np.zeros((8, 8), np.uint16))
+    (tmp_path / "masks" / "exclude.json").write_text(json.dumps(
+        {"version": 1, "identity": {}, "images": {"a.jpg": {"key": "a", "status": "ok", "size": [8, 8]}}}))
+    with pytest.raises(ExclusionMissing) as raised:
+        ExclusionFolder(tmp_path / "masks").kept("a", (8, 8))
+    assert "depthprior exclude" in str(raised.value) and "consistency" not in str(raised.value)

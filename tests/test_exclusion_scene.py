@@ -248,3 +248,81 @@ def test_consistency_into_its_own_exclusion_folder_is_refused_before_writing(sky
             check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=folder)
         assert "\n" not in str(caught.value)
     assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+
+
+def test_a_mask_folder_of_other_images_is_refused_before_anything_is_written(sky_scene, tmp_path, capsys):
+    scene, excluded, folder = sky_scene
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    output = tmp_path / "confidence"
+    check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=folder)
+    before = {path: path.read_bytes() for path in output.rglob('*') if path.is_file()}
+    wrong = write_exclusion(tmp_path / "wrong", {f"other_{i}.jpg": mask for i, mask in
+                                                 enumerate(excluded.values())}, lambda n: n[:-4])
+    capsys.readouterr()
+    assert main(["consistency", "--sparse", str(scene.sparse), "--depths", str(scene.depths), "--params",
+                 str(params), "-o", str(output), "--exclude", str(wrong)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"{wrong} has no exclusion mask for any image of" in error
+    assert "depthprior exclude" in error
+    assert {path: path.read_bytes() for path in output.rglob('*') if path.is_file()} == before
+
+
+@pytest.mark.hostile
+def test_a_missing_exclusion_mask_keeps_the_images_earlier_confidence_mask(sky_scene, tmp_path):
+    scene, excluded, folder = sky_scene
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    output = tmp_path / "confidence"
+    check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=folder)
+    first = scene.names[0]
+    earlier = (output / f"{scene.key(first)}.png").read_bytes()
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    (partial / f"{scene.key(first)}.png").unlink()
+    summary = check_consistency(scene.sparse, scene.depths, params=params, output=output, exclude=partial)
+    assert [r.name for r in summary.failed] == [first]
+    assert (output / f"{scene.key(first)}.png").read_bytes() == earlier
+
+
+@pytest.mark.hostile
+def test_align_refuses_a_mask_folder_of_other_images_and_keeps_its_params(sky_scene, tmp_path, capsys):
+    scene, excluded, folder = sky_scene
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    params_before = params.read_bytes()
+    wrong = write_exclusion(tmp_path / "wrong", {f"other_{i}.jpg": mask for i, mask in
+                                                 enumerate(excluded.values())}, lambda n: n[:-4])
+    capsys.readouterr()
+    assert main(["align", "--sparse", str(scene.sparse), "--depths", str(scene.depths), "--exclude",
+                 str(wrong), "-o", str(params)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"{wrong} has no exclusion mask for any image of" in error
+    assert params.read_bytes() == params_before
+
+
+@pytest.mark.hostile
+def test_a_render_of_another_size_and_aspect_gets_the_exclusion_as_the_prior_does(sky_scene, tmp_path):
+    import torch
+
+    from depthprior.training import DepthSupervision
+
+    scene, excluded, folder = sky_scene
+    params = tmp_path / "params.json"
+    align(scene.sparse, scene.depths, exclude=folder, output=params)
+    check_consistency(scene.sparse, scene.depths, params=params, output=tmp_path / "confidence")
+    name = scene.names[1]
+    size = (60, 72)  # another aspect than the 72x96 prior: the prior is stretched (bilinear), so are the masks
+    kept = cv2.resize((~excluded[name]).astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    confidence = cv2.imread(str(tmp_path / "confidence" / f"{scene.key(name)}.png"), cv2.IMREAD_UNCHANGED)
+    confidence = cv2.resize(confidence.astype(np.float32) / 255, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    for masks, expected in (([folder], kept), ([tmp_path / "confidence"], confidence),
+                            ([tmp_path / "confidence", folder], confidence * kept)):
+        supervision = DepthSupervision(scene.depths, lambda_depth=1.0, loss="l1", params=params, masks=masks)
+        prior = supervision.priors.inverse_depth(name, size)
+        weights = supervision.priors.confidence(name, size)[0].numpy()
+        assert weights.shape == tuple(prior.shape[1:]) == size
+        assert np.allclose(weights, expected, atol=1e-6)
+        rendered = torch.rand(1, *size, requires_grad=True)
+        supervision(name, rendered, 0).backward()
+        assert torch.isfinite(rendered.grad).all()

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ImageError, UsageError, first_line
 from ..files.jsonfile import expect_fields, expect_object, read_json
 from ..files.raster import read_mask, same_aspect
-from ..images import mask_name, safe_join
+from ..images import image_key, mask_name, safe_join
 
 REPORT_NAME = "exclude.json"
 FORMAT_VERSION = 1
@@ -60,6 +60,9 @@ def _check_report(data: Any) -> None:
             raise TypeError(f"the entry of image {name!r} is not an object")
         expect_fields(entry, {"key": str, "status": str, "size": list, "fractions": dict,
                               "source": list, "reason": str}, name)
+        key = entry.get("key")
+        if key is not None and key != image_key(name):
+            raise TypeError(f"the key {key!r} of image {name!r} is not its image key {image_key(name)!r}")
         size = entry.get("size")
         if size is not None and (len(size) != 2 or not all(_count(v) for v in size)):
             raise TypeError(f"'size' of image {name!r} is not [height, width]")
@@ -85,6 +88,20 @@ class ExclusionFolder:
                              "exclude' wrote")
         self.identity = report.get("identity") or {}
         self.entries = {entry.get("key") or name: entry for name, entry in report["images"].items()}
+
+    def check_covers(self, keys: "list[str]", model: Path | str) -> None:
+        """UsageError (exit 2, nothing written) when the folder holds a mask for none of `keys`
+        (the images of the COLMAP model `model`): masks of another image set, not a folder
+        whose masks a few images lack (those fail alone)."""
+        for key in keys:
+            try:
+                if os.path.isfile(safe_join(self.root, mask_name(key))):
+                    return
+            except UsageError:
+                continue
+        if keys:
+            raise UsageError(f"{self.root} has no exclusion mask for any image of {model}; wrong "
+                             "folder? run depthprior exclude")
 
     def fraction(self, key: str) -> float | None:
         """The excluded fraction of an image (after dilation), None when it has no mask here."""

@@ -20,8 +20,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .masks import FORMAT_VERSION, REPORT_NAME, make_mask, mask_name, read_report
-from .segmenter import DEFAULT_CLASSES, Segmenter, SegmenterSettings, identity, labels_of, resolve_classes
-from ..errors import ImageError, UsageError, WriteError, first_line
+from .segmenter import (DEFAULT_CLASSES, Segmenter, SegmenterSettings, class_ids, identity, labels_of,
+                        resolve_classes)
+from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line
 from ..files.jsonfile import encode_json
 from ..files.outputs import OutputFolder, folder_beside
 from ..files.raster import DEFAULT_MAX_PIXELS, decode_rgb, encode_plane, read_mask
@@ -68,10 +69,11 @@ class ExcludeSummary:
         classes = sorted({name for entry in self.fractions.values() for name in entry})
         lines = []
         if self.fractions:
-            lines.append(f"{'image':<32} " + " ".join(f"{name[:9]:>9}" for name in classes))
+            widths = [max(9, len(name)) for name in classes]
+            lines.append(f"{'image':<32} " + " ".join(f"{name:>{w}}" for name, w in zip(classes, widths)))
             for name, entry in sorted(self.fractions.items()):
                 lines.append(f"{name[-32:]:<32} " + " ".join(
-                    f"{entry.get(c, 0.0):>9.1%}" for c in classes))
+                    f"{entry.get(c, 0.0):>{w}.1%}" for c, w in zip(classes, widths)))
         lines.append(self.headline())
         lines.extend(f"  FAILED {name}: {reason}" for name, reason in self.failed.items())
         return "\n".join(lines)
@@ -86,18 +88,28 @@ class Excluder:
         self.folder, self.settings, self.dilate = folder, settings, dilate
         self.classes = classes  # resolve_classes: each name asked for -> its label ids
         self.identity = {**identity(settings, self.classes), "dilate": dilate}
-        previous = read_report(folder.root)
+        try:
+            previous = read_report(folder.root)
+        except FileFormatError:
+            if not overwrite:
+                raise
+            previous = None  # --overwrite starts afresh: a malformed record names no mask to remove
         self.entries: dict[str, dict[str, Any]] = {}
-        #: the keys an earlier run wrote masks for: those this run does not produce are removed
-        self.previous_keys = {entry.get("key") for entry in (previous or {"images": {}})["images"].values()
-                              if isinstance(entry.get("key"), str) and entry.get("key")}
+        #: the keys an earlier run wrote masks for (its "ok" entries, each key its image's, as
+        #: read_report checks): those this run does not produce are removed
+        self.previous_keys = {entry["key"] for entry in (previous or {"images": {}})["images"].values()
+                              if entry.get("status") == "ok" and isinstance(entry.get("key"), str)
+                              and entry.get("key")}
         if previous is not None and previous["images"]:
-            if previous.get("identity") != self.identity and not overwrite:
+            earlier = dict(previous.get("identity") or {})
+            if "classes" in earlier:
+                earlier["classes"] = class_ids(earlier["classes"])
+            if earlier != self.identity and not overwrite:
                 raise UsageError(f"{folder.root} holds masks made with other settings "
-                                 f"({_differences(previous.get('identity') or {}, self.identity)}); "
+                                 f"({_differences(earlier, self.identity)}); "
                                  "pass --overwrite to replace them, or choose another folder")
             if not overwrite:
-                self.entries = dict(previous["images"])
+                self.entries = _renamed(dict(previous["images"]), previous, self.classes)
         self.segmenter: Segmenter | None = None
         self._unsaved = 0
 
@@ -152,7 +164,7 @@ class Excluder:
             self.save()
 
     def save(self) -> None:
-        document = {"version": FORMAT_VERSION, "identity": self.identity,
+        document = {"version": FORMAT_VERSION, "identity": self.identity, "classes": self.classes,
                     "mask": {"excluded": 0, "kept": 255}, "images": dict(sorted(self.entries.items()))}
         self.folder.write(REPORT_NAME, encode_json(document))
         self._unsaved = 0
@@ -180,6 +192,31 @@ def _other_reports() -> tuple[str, ...]:
     from ..scene.depth_params import PARAMS_NAME
 
     return CONSISTENCY_REPORT, MANIFEST_NAME, PARAMS_NAME
+
+
+def _renamed(entries: dict[str, dict[str, Any]], previous: dict[str, Any],
+             classes: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+    """Earlier entries with their fractions under this run's class names: a class asked for by
+    a synonym (people, person) has the same label ids, so the same masks and fractions."""
+    named = previous.get("classes")
+    if not isinstance(named, dict):
+        named = (previous.get("identity") or {}).get("classes")
+    if not isinstance(named, dict):
+        return entries
+    now = {tuple(sorted(ids)): name for name, ids in classes.items()}
+    rename = {}
+    for old, ids in named.items():
+        try:
+            rename[old] = now.get(tuple(sorted(int(i) for i in ids)), old)
+        except (TypeError, ValueError):
+            continue
+    renamed = {}
+    for name, entry in entries.items():
+        fractions = entry.get("fractions")
+        if isinstance(fractions, dict):
+            entry = {**entry, "fractions": {rename.get(k, k): v for k, v in fractions.items()}}
+        renamed[name] = entry
+    return renamed
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -212,6 +249,19 @@ class ExcludeJob:
     output: Path | str | None = None
 
 
+def check_job(job: ExcludeJob, option: str = "--classes") -> dict[str, list[int]]:
+    """The job's settings, dilation, checkpoint (its config only) and classes checked, nothing
+    made: UsageError in one line (`option` is what the user named the classes with); the
+    classes resolved (resolve_classes)."""
+    from ..priors.backends.base import require_number
+
+    job.settings.check()
+    require_number("dilate", job.dilate, int)  # "3", 2.5, True, nan from the Python API
+    if job.dilate < 0:
+        raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
+    return resolve_classes(job.classes, labels_of(job.settings)[0], job.settings.model, option)
+
+
 class ExclusionPass:
     """One run's masks for a list of frames: the folder locked, the identity checked and what
     an earlier run left kept before any model loads; frames a caller has decoded already are
@@ -220,12 +270,6 @@ class ExclusionPass:
     context manager (the lock is released on exit)."""
 
     def __init__(self, output: Path, items: list[ImageItem], job: ExcludeJob, overwrite: bool):
-        from ..priors.backends.base import require_number
-
-        job.settings.check()
-        require_number("dilate", job.dilate, int)  # "3", 2.5, True, nan from the Python API
-        if job.dilate < 0:
-            raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
         for report in _other_reports():  # their key.png files have the masks' names
             if os.path.lexists(os.path.join(output, report)):
                 raise UsageError(f"{output} holds {report}: it is another command's output folder, whose "
@@ -234,7 +278,7 @@ class ExclusionPass:
         for item in items:
             safe_join(output, mask_name(item.stem))  # every target checked before any is written
         # the checkpoint and the classes are checked before the folder is made or locked
-        classes = resolve_classes(job.classes, labels_of(job.settings)[0], job.settings.model)
+        classes = check_job(job)
         self.items = items
         self.folder = OutputFolder(output)
         self.summary = ExcludeSummary(output, total=len(items))
@@ -371,4 +415,4 @@ def exclude(
         return run.finish(max_pixels, workers, progress)
 
 
-__all__ = ["ExcludeJob", "ExcludeSummary", "ExclusionPass", "Excluder", "default_output", "exclude"]
+__all__ = ["ExcludeJob", "ExcludeSummary", "ExclusionPass", "Excluder", "check_job", "default_output", "exclude"]

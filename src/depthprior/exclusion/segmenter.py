@@ -35,6 +35,9 @@ DEFAULT_CLASSES = ("sky", "person")
 #: their shape; pass 512 for small, distant people.
 DEFAULT_INPUT_SIZE = 256
 SIZE_STEP = 32
+#: the largest --seg-input-size: the network's score planes (150 ADE20K labels, float32) of one
+#: 2048-pixel square frame already take 2.5 GB, and a 16:1 frame 16 times that
+MAX_INPUT_SIZE = 2048
 #: checkpoints whose output is per-query classes and masks (the semantic scores are combined)
 QUERY_MODELS = ("mask2former", "maskformer")
 #: Mask2Former's post-processing resizes the mask logits to this size before the sigmoid
@@ -67,12 +70,14 @@ def _words(label: str) -> set[str]:
     return {part.strip().lower() for part in re.split(r"[;,]", str(label)) if part.strip()}
 
 
-def resolve_classes(requested: Sequence[str], id2label: dict[int, str], model: str) -> dict[str, list[int]]:
+def resolve_classes(requested: Sequence[str], id2label: dict[int, str], model: str,
+                    option: str = "--classes") -> dict[str, list[int]]:
     """Each requested name -> the label ids it means (its own name, or a synonym, matching any of
-    a label's names); UsageError in one line listing the model's labels for an unknown name."""
+    a label's names); UsageError in one line listing the model's labels for an unknown name.
+    Names meaning the same label ids (people, person) are one class, under the first one given."""
     names = [name.strip().lower() for name in requested if name.strip()]
     if not names:
-        raise UsageError("--classes is empty: name at least one class (e.g. sky,person)")
+        raise UsageError(f"{option} is empty: name at least one class (e.g. sky,person)")
     resolved: dict[str, list[int]] = {}
     for name in dict.fromkeys(names):
         wanted = {name, *SYNONYMS.get(name, ())}
@@ -80,7 +85,8 @@ def resolve_classes(requested: Sequence[str], id2label: dict[int, str], model: s
         if not ids:
             known = ", ".join(str(id2label[i]) for i in sorted(id2label))
             raise UsageError(f"model {model!r} has no class {name!r}; it knows: {known}")
-        resolved[name] = ids
+        if ids not in resolved.values():
+            resolved[name] = ids
     return resolved
 
 
@@ -94,16 +100,16 @@ class SegmenterSettings:
     batch_size: int = 1
 
     def check(self) -> None:
-        from ..priors.backends.base import MAX_INPUT_SIZE, require_number
+        from ..priors.backends.base import require_number
 
         require_number("seg_input_size", self.input_size, int)
         require_number("batch_size", self.batch_size, int)
         if self.input_size < SIZE_STEP:
             raise UsageError(f"--seg-input-size must be at least {SIZE_STEP}, not {self.input_size}")
-        if self.input_size > MAX_INPUT_SIZE:  # a 100000 would resize a frame to tens of GB
-            raise UsageError(f"--seg-input-size {self.input_size} is above {MAX_INPUT_SIZE}: the shorter "
-                             f"side the segmentation network sees (default {DEFAULT_INPUT_SIZE}; 512 for "
-                             "small, distant people)")
+        if self.input_size > MAX_INPUT_SIZE:
+            raise UsageError(f"--seg-input-size {self.input_size} is above {MAX_INPUT_SIZE}: the "
+                             "segmentation scores of one frame would take tens of gigabytes (ADE20K "
+                             "models are trained at 512); choose a smaller size, e.g. 512")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
 
@@ -130,15 +136,26 @@ def labels_of(settings: SegmenterSettings) -> tuple[dict[int, str], str]:
 
 
 def identity(settings: SegmenterSettings, classes: dict[str, list[int]]) -> dict[str, Any]:
-    """What masks depend on: the checkpoint (and a local folder's files), input size, classes."""
+    """What masks depend on: the checkpoint (and a local folder's files), input size, classes
+    (their label ids, sorted: the names that resolved to them do not change a mask)."""
     found: dict[str, Any] = {"model": settings.model, "revision": settings.revision,
                              "input_size": settings.input_size, "version": SEGMENTATION_VERSION,
-                             "classes": {name: ids for name, ids in classes.items()}}
+                             "classes": class_ids(classes)}
     if Path(settings.model).is_dir():  # a local folder: its name does not pin its weights
         from ..priors.fingerprint import folder_digest
 
         found["weights"] = folder_digest(settings.model)
     return found
+
+
+def class_ids(classes: Any) -> Any:
+    """The identity's classes: the sorted list of each class's sorted label ids. An identity
+    written as {name: ids} (before names stopped counting) reads as the same ids."""
+    groups = classes.values() if isinstance(classes, dict) else classes
+    try:
+        return sorted(sorted(int(i) for i in ids) for ids in groups)
+    except (TypeError, ValueError):
+        return classes  # not ids: compared as it is (another identity)
 
 
 class Segmenter:

@@ -97,6 +97,10 @@ def generate(
     if exclude is not None and (ray is not None or not place.is_local(out_root)):
         raise UsageError("--exclude runs beside the local model into a local folder: without "
                          "--ray and with a local OUT (or run `depthprior exclude` after)")
+    if exclude is not None:  # its options, checkpoint and classes are checked before OUT is made
+        from ..exclusion.run import check_job
+
+        check_job(exclude, option="--exclude")
     plan = make_plan(found.items, images_root, out_root, backend_type, settings, format, overwrite)
     exclusion = None
     try:

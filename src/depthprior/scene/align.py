@@ -236,6 +236,8 @@ def align(
     if not model.images:
         raise UsageError(f"the COLMAP model in {sparse} has no images")
     check_keys(model)
+    if exclusion is not None:
+        exclusion.check_covers([image.key for image in model.images], sparse)
     with OutputFolder(output.parent):  # a second align writing these files is refused
         return _align_locked(model, sparse, depths, images_dir, output, method, allow_missing,
                              workers, progress, started, exclusion, per_sequence)

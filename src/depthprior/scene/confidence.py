@@ -162,6 +162,8 @@ def check_consistency(
     exclusion = ExclusionFolder(exclude) if exclude is not None else None
     model = read_model(sparse)
     check_keys(model)
+    if exclusion is not None:
+        exclusion.check_covers([image.key for image in model.images], sparse)
     _check_cameras(model)
     priors = PriorSet(depths, params)
     usable, excluded = _usable(model, priors)
@@ -174,6 +176,9 @@ def check_consistency(
         previous = read_report(output)
         summary = _run(model, usable, excluded, _Views(priors, settings.resolution, exclusion),
                        folder, previous or {}, settings, progress, worker_count(workers))
+        for report in summary.images:  # a failure is no reason to delete an earlier mask
+            if report.status == "failed":
+                folder.keep(mask_name(report.key))
         if previous is not None:  # a mask folder of an earlier run: what it holds is ours
             stale = {entry.get("key") for entry in previous.values()} | {i.key for i in model.images}
             folder.remove_unproduced(f"{key}.png" for key in stale if isinstance(key, str) and key)

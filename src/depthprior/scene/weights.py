@@ -3,7 +3,8 @@ consumers (training, export) give each pixel.
 
 A folder holding exclude.json is `depthprior exclude`'s (0 excluded, 1 kept; the mask is at the
 image's stored size, read at the prior's: same aspect ratio, nearest); any other is
-`depthprior consistency`'s (confidence = mask / 255, exactly the prior's size, bilinear). A
+`depthprior consistency`'s (confidence = mask / 255, exactly the prior's size). Both are then
+brought to the size asked as the prior is (bilinear, any size or aspect: a render's). A
 missing or unusable mask raises MissingPriorError naming the file.
 """
 
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Union
 
+import cv2
 import numpy as np
 
 from .confidence import load_mask, statuses
@@ -70,10 +72,13 @@ class MaskFolders:
             if exclusion is None:
                 weight *= load_mask(folder, key, prior_size, target)
                 continue
-            try:
-                weight *= exclusion.kept(key, size=target)
+            try:  # at the prior's size (whose aspect it must have), then as the prior is resized
+                kept = exclusion.weight(key, size=tuple(prior_size))
             except ExclusionMissing as error:
                 raise MissingPriorError(str(error)) from None
+            if kept.shape != target:
+                kept = cv2.resize(kept, (int(target[1]), int(target[0])), interpolation=cv2.INTER_LINEAR)
+            weight *= kept
         return weight
 
 

@@ -104,7 +104,8 @@ class DepthPriors(PriorSet):
         confidence masks / 255 (bilinear) and its exclusion masks (0 excluded, 1 kept).
 
         A confidence mask must be a single-channel uint8 PNG of the prior's stored size (never
-        stretched from another size), an exclusion mask of its aspect ratio; a missing or wrong
+        stretched from another size), an exclusion mask of its aspect ratio; both then follow the
+        prior to `size` (bilinear, whatever its aspect ratio); a missing or wrong
         one raises MissingPriorError naming the file, like a missing prior, and so does an
         image consistency excluded (see `unmasked`).
         """
