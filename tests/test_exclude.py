@@ -106,7 +106,7 @@ def test_mask2former_queries_give_transformers_semantic_map(tmp_path, mask2forme
     assert set(np.unique(labels)) == {0, 1, 2} and len(LABELS) == 4  # car (3), no object (4) never win
     assert np.array_equal(mask == 0, np.isin(labels, [1, 2]))
     report = json.loads((tmp_path / "masks" / "exclude.json").read_text())
-    assert report["identity"]["classes"] == {"sky": [1], "person": [2]}
+    assert report["classes"] == {"sky": [1], "person": [2]} and report["identity"]["classes"] == [[1], [2]]
 
 
 def test_dilate_grows_the_exclusion_by_the_requested_pixels(tmp_path, seg_models):
