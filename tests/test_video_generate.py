@@ -183,3 +183,58 @@ def test_an_interrupted_sequence_resumes_and_a_damaged_spill_starts_it_again(vid
     assert summary.exit_code == 0 and summary.done == 50
     assert len(windows) == (3 if damage else 2)  # resumed at window 1, or all 3 again
     assert pngs(tmp_path / "out") == pngs(tmp_path / "whole")
+
+
+@pytest.mark.hostile
+def test_a_sequence_of_frames_that_cannot_be_used_fails_alone_and_the_others_are_made(video_model, tmp_path):
+    """Before: three 1x5000 frames in one folder ended the whole run ("no frame of sequence 'a'
+    can be read"), with nothing recorded and the good sequence b never made."""
+    for i in range(3):
+        write_image(tmp_path / "in" / "a" / f"frame_{i}.png", scene_rgb(1, 5000, seed=i))
+    frames(tmp_path / "in" / "b", 3)
+    summary = run(tmp_path / "in", tmp_path / "out", video_model)
+    assert summary.exit_code == 1 and summary.done == 3
+    assert sorted(summary.failed) == [f"a/frame_{i}.png" for i in range(3)]
+    assert all("16:1" in reason for reason in summary.failed.values()), summary.failed
+    assert sorted(pngs(tmp_path / "out")) == [f"b/frame_{i}.png" for i in range(3)]
+
+
+@pytest.mark.hostile
+def test_a_frame_removed_from_a_finished_sequence_redoes_it_as_a_fresh_run(video_model, tmp_path):
+    """Before: 'nothing to do': the old mapping and positions (with a gap) stayed."""
+    paths = frames(tmp_path / "in" / "seq", 6)
+    run(tmp_path / "in", tmp_path / "out", video_model)
+    paths[3].unlink()
+    summary = run(tmp_path / "in", tmp_path / "out", video_model)
+    assert summary.done == 5 and "a frame removed" in summary.repaired["seq/frame_4.jpg"]
+    fresh = run(tmp_path / "in", tmp_path / "fresh", video_model)
+    assert fresh.done == 5
+    assert {k: v for k, v in pngs(tmp_path / "out").items() if k != "seq/frame_3.png"} == pngs(tmp_path / "fresh")
+    manifest = json.loads((tmp_path / "out" / "depthprior.json").read_text())
+    assert "seq/frame_3.jpg" not in manifest["images"] and manifest["images"]["seq/frame_4.jpg"]["position"] == 3
+    assert run(tmp_path / "in", tmp_path / "out", video_model).skipped == 5  # and then it is done
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("window", [-1, 10**30, True])
+def test_a_spilled_state_with_a_window_out_of_range_starts_the_sequence_again(video_model, tmp_path, monkeypatch,
+                                                                               window):
+    """Before: 'resuming after window 1e30 of 2', then 'cannot read file' on every rerun."""
+    frames(tmp_path / "in", 40)
+    run(tmp_path / "in", tmp_path / "whole", video_model)
+    original, calls = VideoDepthModel.run_window, []
+
+    def interrupted(self, inputs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, inputs)
+
+    monkeypatch.setattr(VideoDepthModel, "run_window", interrupted)
+    assert run(tmp_path / "in", tmp_path / "out", video_model).interrupted
+    monkeypatch.setattr(VideoDepthModel, "run_window", original)
+    (state,) = (tmp_path / "out" / SPILL_FOLDER).glob("*/state.json")
+    state.write_text(json.dumps({**json.loads(state.read_text()), "window": window}))
+    summary = run(tmp_path / "in", tmp_path / "out", video_model)
+    assert summary.exit_code == 0 and summary.done == 40
+    assert pngs(tmp_path / "out") == pngs(tmp_path / "whole")

@@ -27,7 +27,7 @@ from .distributed import RaySettings, check_backend, run_on_ray
 from .frames import PreparedImage, batch_size, batches, load_frame, prepared_batches, write_outputs
 from .manifest import ImageRecord, ThrottledSaver
 from .plan import Plan, Summary, find_inputs, make_plan, record_result, save_manifest
-from .sequences import run_sequences
+from .sequences import redo_changed_sequences, run_sequences
 from .backends.video_checkpoints import is_video_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,6 +102,8 @@ def generate(
 
         check_job(exclude, option="--exclude")
     plan = make_plan(found.items, images_root, out_root, backend_type, settings, format, overwrite)
+    if temporal:
+        redo_changed_sequences(plan)
     exclusion = None
     try:
         if exclude is not None:

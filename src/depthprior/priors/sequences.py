@@ -122,6 +122,33 @@ def run_sequences(settings: BackendSettings, plan: Plan, fmt: str, progress: boo
         bar.close()
 
 
+class NoReadableFrame(ImageError):
+    """Every frame of a sequence failed to load (each has its own reason)."""
+
+
+def redo_changed_sequences(plan: Plan) -> None:
+    """A sequence whose frames changed since its priors were made (a frame removed or renamed,
+    so the positions the manifest records no longer match) is redone whole, since one value
+    mapping covers all its frames; the records of frames that are gone are dropped."""
+    todo = {item.name for item in plan.todo}
+    for sequence in group_sequences(plan.items):
+        names = {item.name for item in sequence.items}
+        gone = [name for name, record in plan.manifest.images.items()
+                if record.ok and record.sequence == sequence.name and name not in names]
+        moved = any(record is not None and record.ok and record.position not in (None, position)
+                    for position, record in enumerate(plan.manifest.images.get(item.name)
+                                                      for item in sequence.items))
+        if not gone and not moved:
+            continue
+        for name in gone:
+            del plan.manifest.images[name]
+        for item in sequence.items:
+            if item.name not in todo and item.name not in plan.unwritable:
+                plan.todo.append(item)
+                plan.damaged[item.name] = ("its sequence changed since its priors were made (a frame "
+                                           "removed or renamed): the sequence is redone")
+
+
 class SequenceRun:
     """One sequence: its windows (resumed from the spill), then its PNGs with one mapping."""
 
@@ -153,7 +180,9 @@ class SequenceRun:
             log.warning("sequence %s: its spilled state is unusable (%s); starting it again",
                         self.sequence.name, first_line(error))
             return None
-        if not state or state.get("identity") != self._identity() or not isinstance(state.get("window"), int):
+        window = state.get("window") if state else None
+        if not state or state.get("identity") != self._identity() or isinstance(window, bool) or \
+                not isinstance(window, int) or not 0 <= window < window_count(self.count):
             return None
         return state
 
@@ -197,9 +226,15 @@ class SequenceRun:
             log.info("sequence %s: resuming after window %d of %d", self.sequence.name, state["window"] + 1, total)
         if state is None or resume is not None:
             previous = None if resume is None else resume.window - 1
-            for window in stitch(self.count, self._load, self.model.run_window, self.model.metric, resume):
-                self._spill(window, previous)
-                previous = window.index
+            try:
+                for window in stitch(self.count, self._load, self.model.run_window, self.model.metric, resume):
+                    self._spill(window, previous)
+                    previous = window.index
+            except NoReadableFrame as error:  # every frame failed: each says why, the run goes on
+                for position, item in enumerate(self.sequence.items):
+                    self._record(item.name, ImageRecord.failed(self.failed.get(position, str(error))))
+                self._clear_spill()
+                return
         self._write_outputs()
         self._clear_spill()
 
@@ -249,7 +284,7 @@ class SequenceRun:
             except Exception as error:  # noqa: BLE001 - one bad frame never stops its sequence
                 self.failed[candidate] = str(error) if isinstance(error, ImageError) else \
                     f"{type(error).__name__}: {error}"
-        raise ImageError(f"no frame of sequence {self.sequence.name!r} can be read")
+        raise NoReadableFrame(f"no frame of sequence {self.sequence.name!r} can be used")
 
     def _write_outputs(self) -> None:
         good = [p for p in range(self.count) if p not in self.failed]
