@@ -58,6 +58,23 @@ def test_foreign_state_dicts_are_one_line_naming_the_keys(official, tmp_path):
         read_state(str(tmp_path / "broken.pth"))
 
 
+@pytest.mark.hostile
+def test_files_that_are_no_checkpoint_say_so_and_never_advise_unsafe_loading(tmp_path):
+    """Before: 'EOFError', '101', or torch's paragraph advising weights_only=False (unsafe)."""
+    import collections
+    import pickle
+
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.pth").write_text("101 reasons\n")
+    (tmp_path / "code.pth").write_bytes(pickle.dumps(collections.OrderedDict))  # a class, not tensors
+    for name in ("empty.pth", "text.pth", "code.pth"):
+        with pytest.raises(ModelLoadError) as caught:
+            read_state(str(tmp_path / name))
+        message = str(caught.value)
+        assert "\n" not in message and f"{name} is not a Video Depth Anything checkpoint" in message
+        assert "weights_only" not in message and "official .pth" in message
+
+
 def test_hub_id_offline_is_the_usual_cannot_load_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="cannot load model 'depth-anything/Video-Depth-Anything-Small'"):

@@ -12,6 +12,7 @@ to the frame's size with preprocess.resize_map (bilinear, half-pixel centres).
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -60,11 +61,16 @@ def read_state(model: str, revision: str | None = None) -> tuple[dict[str, Any],
                 f"cannot load model {model!r}: {first_line(error)} (offline machines need the file "
                 f"{HUB_FILES[model]} in the Hugging Face cache, or pass --model with its local path)") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol warning is not ours to show
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file
-        raise ModelLoadError(f"cannot load model {model!r}: {first_line(error)}") from None
+        # torch's own text for a file that holds code advises weights_only=False: never ours to give
+        raise ModelLoadError(f"cannot load model {model!r}: {path.name} is not a Video Depth Anything "
+                             f"checkpoint torch can read safely (a state dict of tensors; "
+                             f"{type(error).__name__}); give the official .pth file") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict) and len(state) <= 3:
         state = state["state_dict"]
     if not isinstance(state, dict):
