@@ -424,3 +424,16 @@ def test_export_checks_input_size_before_loading_the_model(tiny_model, tmp_path)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+@pytest.mark.hostile
+def test_a_video_depth_anything_checkpoint_is_refused_as_a_temporal_model(tmp_path):
+    """Before: "... config file at '...pth' is not a valid JSON file"."""
+    from synth import build_tiny_video_model
+
+    model = build_tiny_video_model(tmp_path / "vda")
+    result = run_cli("export-onnx", "--model", model, "-o", tmp_path / "model.onnx")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Video Depth Anything checkpoint" in lines[0] and "frame-by-frame" in lines[0]
+    assert not (tmp_path / "model.onnx").exists()

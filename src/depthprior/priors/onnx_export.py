@@ -161,6 +161,7 @@ def export_onnx(
         except ImportError:
             raise MissingDependencyError("onnxscript", "onnx", "export-onnx (dynamo exporter)") from None
     from .backends.torch_hf import import_torch, load_config
+    from .backends.video_checkpoints import is_video_model
 
     torch = import_torch()
     output = Path(output)
@@ -169,6 +170,10 @@ def export_onnx(
     opset = opset or DEFAULT_OPSET[exporter]
     if exporter == "dynamo" and opset < 18:
         raise UsageError("the dynamo exporter writes opset 18 or newer; use --exporter torchscript for older opsets")
+    if is_video_model(model):
+        raise UsageError(f"model {model!r} is a Video Depth Anything checkpoint: a temporal model that "
+                         "runs windows of frames with the torch backend (`depthprior generate`); "
+                         "export-onnx exports frame-by-frame models")
     config = load_config(model, revision)
     model_type = getattr(config, "model_type", None)
     architecture_class(model_type, model)
