@@ -8,7 +8,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..errors import ImageError, WriteError
 
@@ -26,9 +26,9 @@ def file_kind(mode: int) -> str:
     return "a special file"
 
 
-def read_regular_file(path: Path, limit: int | None = None, head: int | None = None) -> bytes:
-    """The bytes of path (the first `head` of them when given), refused unless it is a regular
-    file; never blocks on a FIFO or device."""
+def _open_regular(path: Path) -> tuple[Any, os.stat_result]:
+    """(binary handle, stat) of a regular file, opened without blocking on a FIFO or device;
+    ImageError saying what it is otherwise."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
@@ -40,7 +40,14 @@ def read_regular_file(path: Path, limit: int | None = None, head: int | None = N
     if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with a traceback
         os.close(fd)
         raise ImageError(f"{file_kind(info.st_mode)}, not a regular file; refused")
-    with os.fdopen(fd, "rb") as handle:
+    return os.fdopen(fd, "rb"), info
+
+
+def read_regular_file(path: Path, limit: int | None = None, head: int | None = None) -> bytes:
+    """The bytes of path (the first `head` of them when given), refused unless it is a regular
+    file; never blocks on a FIFO or device."""
+    handle, info = _open_regular(path)
+    with handle:
         if limit is not None and info.st_size > limit and head is None:
             raise ImageError(f"is {info.st_size / 2**20:.0f} MiB, above the "
                              f"{limit / 2**20:.0f} MiB cap for this kind of file")
@@ -58,14 +65,10 @@ def version(path: Path, span: int = 1 << 16) -> str:
     `span` bytes (a different photo differs there; a copy or a touch does not). "" when it is
     not a regular file that can be read (never blocks on a FIFO)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
+        handle, info = _open_regular(path)
+    except ImageError:
         return ""
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with a traceback
-        os.close(fd)
-        return ""
-    with os.fdopen(fd, "rb") as handle:
+    with handle:
         try:
             digest = hashlib.blake2b(handle.read(span), digest_size=8)
             if info.st_size > span:
