@@ -22,7 +22,7 @@ from ..exclusion.masks import REPORT_NAME as EXCLUDE_REPORT
 from ..scene.weights import Folders, folder_list
 from ..images import (OWN_PICTURE_PREFIX, ImageItem, decode_rgb, discover, is_inside,
                       normalise_extensions, safe_join)
-from .manifest import MANIFEST_NAME, ImageRecord, Manifest, image_folder
+from .manifest import MANIFEST_NAME, ImageRecord, Manifest
 from .store import PNG_MAX, count_levels, read_png16
 from ..files.place import Location, is_folder, is_present, join, local_folder, location
 
@@ -131,9 +131,10 @@ def verify(
             raise UsageError(f"mask folder not found: {folder}; run 'depthprior consistency' or "
                              "'depthprior exclude' first")
     manifest = load_manifest(out)
-    images_root = location(images) if images else (location(manifest.inputs) if manifest.inputs else None)
+    recorded = location(manifest.inputs) if manifest.inputs else None  # the frames the priors came from
+    images_root = location(images) if images else recorded
     if sheet is not None:
-        for frames in {images_root, image_folder(out)}:
+        for frames in {images_root, recorded}:
             _check_sheet_place(Path(sheet), out, frames)
     with _sheet_lock(Path(sheet) if sheet is not None else out / SHEET_NAME, out):
         items, problems = _expected_items(manifest, images_root, extensions)
