@@ -174,6 +174,31 @@ def test_other_model_or_classes_are_refused_without_overwrite(tmp_path, seg_mode
     assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["classes"] == [[3]]
 
 
+def test_the_dtype_the_network_runs_in_is_part_of_the_identity(tmp_path, seg_models, monkeypatch):
+    """auto runs the network in bf16 on a CPU that multiplies bf16 natively, fp32 on one that
+    does not; masks made in one dtype are another identity for the other, and a folder made
+    before the dtype was recorded resumes."""
+    from depthprior.exclusion import segmenter
+
+    frames(tmp_path / "images", count=1)
+    model = settings(seg_models["segformer"])
+    monkeypatch.setattr(segmenter, "native_bf16", lambda: True)
+    assert [segmenter.segmentation_dtype(dtype, "cpu") for dtype in ("auto", "fp32", "bf16")] == [
+        "bf16", "fp32", "bf16"]
+    assert segmenter.segmentation_dtype("auto", "cuda") == "fp16"
+    assert exclude(tmp_path / "images", tmp_path / "masks", settings=model).done == 1
+    report = tmp_path / "masks" / "exclude.json"
+    assert json.loads(report.read_text())["identity"]["dtype"] == "bf16"
+    monkeypatch.setattr(segmenter, "native_bf16", lambda: False)
+    assert segmenter.segmentation_dtype("auto", "cpu") == "fp32"
+    with pytest.raises(UsageError, match="dtype: 'bf16' -> 'fp32'.*--overwrite"):
+        exclude(tmp_path / "images", tmp_path / "masks", settings=model)
+    document = json.loads(report.read_text())
+    del document["identity"]["dtype"]
+    report.write_text(json.dumps(document))
+    assert exclude(tmp_path / "images", tmp_path / "masks", settings=model).skipped == 1
+
+
 @pytest.mark.hostile
 def test_bad_frames_fail_alone_and_a_bad_report_is_one_line(tmp_path, seg_models):
     frames(tmp_path / "images", count=1)
@@ -270,7 +295,7 @@ def test_generate_exclude_segments_the_frames_it_reads_once(tmp_path, seg_models
     assert (args.exclude, args.seg_model, args.dilate) == ("sky,person", "m", 2)
 
 
-@pytest.mark.parametrize("size", [(50, 77), (7, 5), (16, 24)])
+@pytest.mark.parametrize("size", [(50, 77), (7, 5), (16, 24), (1, 90), (113, 2)])
 def test_group_map_is_the_argmax_of_the_resized_label_scores(size, monkeypatch):
     """The blend of only the pixels whose four cells disagree equals transformers' resize of
     every label's score plane and argmax (up-, down- and same-size; a label in two groups
@@ -287,6 +312,29 @@ def test_group_map_is_the_argmax_of_the_resized_label_scores(size, monkeypatch):
     found = segmenter._group_map(scores, *size, lookup, torch)
     resized = torch.nn.functional.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
     assert torch.equal(found, lookup[resized.argmax(0)]) and lookup[7] == 1 and lookup[20] == 2
+
+
+@pytest.mark.parametrize("labels,groups", [(150, [[2], [12]]), (3, [[0], [1, 2]]), (2, [[1]]), (1, [[0]])])
+def test_group_map_of_smooth_regions_is_the_argmax_of_the_resized_label_scores(labels, groups):
+    """Scores shaped like a trained model's (regions where one label leads, edges between
+    them, noise) and groups that cover every label or none of some: the quads whose group is
+    decided without blending and the edge pixels blended give the resize's argmax."""
+    import torch
+
+    from depthprior.exclusion import segmenter
+
+    generator = torch.Generator().manual_seed(labels)
+    rows, cols = 24, 37
+    coarse = torch.randn(1, labels, 4, 5, generator=generator) * 6
+    scores = torch.nn.functional.interpolate(coarse, size=(rows, cols), mode="bilinear")[0]
+    scores += 0.3 * torch.randn(labels, rows, cols, generator=generator)
+    lookup = segmenter._group_lookup(labels, groups, torch)
+    for size in [(131, 203), (24, 37), (17, 29)]:
+        found = segmenter._group_map(scores, *size, lookup, torch)
+        resized = torch.nn.functional.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
+        assert torch.equal(found, lookup[resized.argmax(0)]), size
+    quads = segmenter._quad_groups(scores, lookup, torch)
+    assert 0 < (quads == segmenter.MIXED).float().mean() < 0.5 or labels == 1  # most quads decided at once
 
 
 @pytest.mark.hostile

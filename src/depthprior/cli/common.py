@@ -45,7 +45,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"{'|'.join(DEVICES)} (default auto: cuda, then mps, then cpu); "
                             "--backend onnx also takes tensorrt[:N]")
     group.add_argument("--dtype", default=_DEFAULTS.dtype, choices=DTYPES,
-                       help="auto: fp16 on CUDA, fp32 elsewhere")
+                       help="auto: fp16 on CUDA, fp32 elsewhere (--exclude's segmentation: bf16 on a "
+                            "CPU with native bf16)")
     group.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size,
                        help="images per forward pass; only same-size frames share a batch")
     group.add_argument("--input-size", type=positive_int, default=_DEFAULTS.input_size,

@@ -64,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="mask folder (default IMAGES_exclude beside IMAGES)")
     add_segmentation_arguments(parser)
     parser.add_argument("--device", default="auto", help=f"{'|'.join(DEVICES)} (default auto)")
-    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: fp16 on CUDA, fp32 elsewhere")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="auto: fp16 on CUDA, bf16 on a CPU with native bf16 (AMX, AVX512-BF16), "
+                             "fp32 elsewhere")
     parser.add_argument("--batch-size", type=positive_int, default=1,
                         help="frames per forward pass; only same-size frames share a batch")
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,

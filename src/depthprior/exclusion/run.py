@@ -104,6 +104,7 @@ class Excluder:
             earlier = dict(previous.get("identity") or {})
             if "classes" in earlier:
                 earlier["classes"] = class_ids(earlier["classes"])
+            earlier.setdefault("dtype", self.identity["dtype"])  # folders from before it was recorded
             if earlier != self.identity and not overwrite:
                 raise UsageError(f"{folder.root} holds masks made with other settings "
                                  f"({_differences(earlier, self.identity)}); "

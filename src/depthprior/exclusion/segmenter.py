@@ -42,10 +42,8 @@ MAX_INPUT_SIZE = 2048
 QUERY_MODELS = ("mask2former", "maskformer")
 #: Mask2Former's post-processing resizes the mask logits to this size before the sigmoid
 MASK2FORMER_MASK_SIZE = (384, 384)
-#: label-score values held at once while blending the pixels whose four cells disagree
+#: label-score values held at once while blending the pixels near a requested group's edge
 BLEND_BUDGET = 1 << 24
-#: labels per cell blended first where a pixel's cells disagree (_group_map)
-TOP_K = 3
 #: versions of the preprocessing and mask rules: a change makes earlier masks another identity
 SEGMENTATION_VERSION = 2  # 2: the argmax of resized label scores, not of group maxima
 
@@ -135,12 +133,34 @@ def labels_of(settings: SegmenterSettings) -> tuple[dict[int, str], str]:
     return id2label, model_type
 
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX, AVX512-BF16): there a bf16 network runs
+    about 3x faster than fp32; elsewhere bf16 is emulated and slower."""
+    torch = import_torch()
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    try:
+        return any(probe() for probe in probes if probe is not None)
+    except (RuntimeError, AttributeError):  # a torch without these probes: assume not
+        return False
+
+
+def segmentation_dtype(requested: str, device: str) -> str:
+    """The dtype a checked --dtype means for the segmentation network: auto is fp16 on CUDA and
+    bf16 on a CPU with native bf16, fp32 elsewhere. A mask is each pixel's best label, which
+    half precision moves only where two labels nearly tie (at class edges), as on a GPU."""
+    if requested == "auto" and device == "cpu" and native_bf16():
+        return "bf16"
+    return resolve_dtype(requested, device)
+
+
 def identity(settings: SegmenterSettings, classes: dict[str, list[int]]) -> dict[str, Any]:
-    """What masks depend on: the checkpoint (and a local folder's files), input size, classes
-    (their label ids, sorted: the names that resolved to them do not change a mask)."""
+    """What masks depend on: the checkpoint (and a local folder's files), input size, the dtype
+    the network runs in, classes (their label ids, sorted: the names that resolved to them do
+    not change a mask)."""
+    dtype = segmentation_dtype(settings.dtype, resolve_device(settings.device))
     found: dict[str, Any] = {"model": settings.model, "revision": settings.revision,
-                             "input_size": settings.input_size, "version": SEGMENTATION_VERSION,
-                             "classes": class_ids(classes)}
+                             "input_size": settings.input_size, "dtype": dtype,
+                             "version": SEGMENTATION_VERSION, "classes": class_ids(classes)}
     if Path(settings.model).is_dir():  # a local folder: its name does not pin its weights
         from ..priors.fingerprint import folder_digest
 
@@ -168,7 +188,7 @@ class Segmenter:
         torch = import_torch()
         self.torch = torch
         self.device = resolve_device(settings.device)
-        self.dtype = torch_dtype(resolve_dtype(settings.dtype, self.device))
+        self.dtype = torch_dtype(segmentation_dtype(settings.dtype, self.device))
         self.mean, self.std, self.scale = _normalisation(self.model_type, settings)
         self.network = _load_network(settings, self.model_type, self.dtype).to(self.device)
 
@@ -224,55 +244,91 @@ def _group_lookup(labels: int, groups: list[list[int]], torch: Any) -> Any:
 
 def _source_cells(size: int, out: int, torch: Any, device: Any) -> tuple[Any, Any, Any]:
     """Per output index, the two source cells and the second's weight of a bilinear resize with
-    half-pixel centres (torch.nn.functional.interpolate, align_corners=False)."""
-    place = ((torch.arange(out, device=device, dtype=torch.float64) + 0.5) * (size / out) - 0.5).clamp(min=0)
-    first = place.floor().long().clamp(max=size - 1)
+    half-pixel centres, in float32 as torch.nn.functional.interpolate (align_corners=False)
+    computes them, so near-ties fall the same way."""
+    scale = torch.tensor(size, dtype=torch.float32) / out
+    place = (scale * (torch.arange(out, device=device).float() + 0.5) - 0.5).clamp(min=0)
+    first = place.long().clamp(max=size - 1)
     second = (first + 1).clamp(max=size - 1)
-    return first, second, (place - first).float()
+    return first, second, (place - first).clamp(0, 1)
+
+
+#: a quad whose pixels may fall to more than one group (_quad_groups)
+MIXED = 255
+
+
+def _group_maxima(scores: Any, lookup: Any, torch: Any) -> Any:
+    """groups x rows x cols: per cell, the highest score of each group's labels (-inf for a
+    group without labels); group 0 (the labels in none) taken from the cell's best where that
+    is one of them, so only the cells a requested label wins look at all labels again."""
+    labels, rows, cols = scores.shape
+    flat = scores.reshape(labels, rows * cols)
+    best_value, best = flat.max(0)
+    maxima = torch.full((int(lookup.max()) + 1, rows * cols), float("-inf"), device=scores.device)
+    for group in range(1, maxima.shape[0]):
+        members = torch.nonzero(lookup == group)[:, 0]
+        if len(members):
+            maxima[group] = flat[members].amax(0)
+    others = lookup == 0
+    if others.any():
+        maxima[0] = best_value
+        taken = torch.nonzero(lookup[best] != 0)[:, 0]
+        chunk = max(1, BLEND_BUDGET // labels)
+        for part in range(0, len(taken), chunk):
+            cells = taken[part:part + chunk]
+            maxima[0, cells] = flat.index_select(1, cells).masked_fill(~others[:, None], float("-inf")).amax(0)
+    return maxima.reshape(-1, rows, cols), best.reshape(rows, cols)
+
+
+def _quad_groups(scores: Any, lookup: Any, torch: Any) -> Any:
+    """rows x cols uint8: per quad of four neighbouring cells (r, c), (r, c+1), (r+1, c), (r+1, c+1)
+    (clamped at the last row and column), the group every pixel blended from it takes, or MIXED.
+    A pixel's blend of a label lies between its lowest and highest score over the four cells:
+    the winner's blend reaches the lowest score of each corner's best label (the floor), and
+    no label of a group reaches above the group's highest score over the corners; when one
+    group alone reaches the floor, every pixel of the quad falls to it, whatever its weights."""
+    labels, rows, cols = scores.shape
+    maxima, best = _group_maxima(scores, lookup, torch)
+    down = torch.arange(rows, device=scores.device).add(1).clamp(max=rows - 1)
+    right = torch.arange(cols, device=scores.device).add(1).clamp(max=cols - 1)
+    cell = torch.arange(rows * cols, device=scores.device).reshape(rows, cols)
+    corners = (cell, cell[:, right], cell[down], cell[down][:, right])
+    flat = scores.reshape(-1)
+    floor = None
+    for corner in corners:
+        offset = best.reshape(-1)[corner] * (rows * cols)
+        lowest = torch.stack([flat[offset + other] for other in corners]).amin(0)
+        floor = lowest if floor is None else torch.maximum(floor, lowest)
+    margin = 1e-5 * float(scores.abs().amax())  # rounding in a blend: a near-tie stays a candidate
+    reached = torch.stack([maxima[group].reshape(-1)[torch.stack(corners)].amax(0) >= floor - margin
+                           for group in range(maxima.shape[0])])
+    single = reached.sum(0) == 1
+    return torch.where(single, reached.to(torch.uint8).argmax(0).to(torch.uint8), MIXED)
 
 
 def _group_map(scores: Any, height: int, width: int, lookup: Any, torch: Any) -> Any:
     """HxW uint8: the group of the label with the highest bilinearly resized score per pixel.
-    Where a pixel's four cells disagree, first only their TOP_K labels each are blended: the best
-    of those wins when it beats what any other label could reach (the weights times each cell's
-    K-th best score); the few pixels where it does not blend every label."""
+    A pixel whose quad of cells decides its group (_quad_groups) takes it; the others, near the
+    requested groups' edges, blend every label's four cells as the resize does."""
     labels, rows, cols = scores.shape
-    best = scores.argmax(0)
     if (rows, cols) == (height, width):
-        return lookup[best]
+        return lookup[scores.argmax(0)]
     y0, y1, wy = _source_cells(rows, height, torch, scores.device)
     x0, x1, wx = _source_cells(cols, width, torch, scores.device)
-    cells = scores.permute(1, 2, 0).reshape(rows * cols, labels).contiguous()  # a cell's labels together
-    top_values, top_labels = cells.topk(min(TOP_K, labels), dim=1)
-    flat = cells.reshape(-1)
-    result = torch.empty((height, width), dtype=torch.uint8, device=scores.device)
-    step = max(1, BLEND_BUDGET // max(1, 4 * width))
-    chunk = max(1, BLEND_BUDGET // max(1, 4 * labels))
+    quads = _quad_groups(scores, lookup, torch)
+    flat = scores.reshape(labels, rows * cols)
+    result = quads[y0][:, x0]
+    chunk = max(1, BLEND_BUDGET // (4 * labels))
+    step = max(1, BLEND_BUDGET // (4 * width))  # rows whose mixed pixels are listed at once
     for start in range(0, height, step):
-        band = slice(start, start + step)
-        top, bottom = best[y0[band]], best[y1[band]]
-        corners = (top[:, x0], top[:, x1], bottom[:, x0], bottom[:, x1])
-        result[band] = lookup[corners[0]]
-        ys, xs = torch.nonzero((corners[0] != corners[1]) | (corners[0] != corners[2]) |
-                               (corners[0] != corners[3]), as_tuple=True)
+        ys, xs = torch.nonzero(result[start:start + step] == MIXED, as_tuple=True)
         for part in range(0, len(ys), chunk):
             y, x = ys[part:part + chunk] + start, xs[part:part + chunk]
-            a, b = wy[y][:, None], wx[x][:, None]
+            a, b = wy[y], wx[x]
             upper, lower = y0[y] * cols, y1[y] * cols
-            index = (upper + x0[x], upper + x1[x], lower + x0[x], lower + x1[x])
-            weights = ((1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b)
-            candidates = torch.cat([top_labels[i] for i in index], dim=1)  # N x 4K label ids
-            blend = sum(flat[i[:, None] * labels + candidates] * w for i, w in zip(index, weights))
-            ceiling = sum(top_values[i][:, -1:] * w for i, w in zip(index, weights))[:, 0]
-            peak = blend.amax(1)
-            winner = torch.where(blend == peak[:, None], candidates, labels).amin(1)  # argmax: first of ties
-            result[y, x] = lookup[winner]
-            unsure = peak <= ceiling  # another label might reach the peak: blend them all
-            if unsure.any():
-                index = tuple(i[unsure] for i in index)
-                weights = tuple(w[unsure] for w in weights)
-                full = sum(cells[i] * w for i, w in zip(index, weights))
-                result[y[unsure], x[unsure]] = lookup[full.argmax(1)]
+            blend = ((1 - a) * ((1 - b) * flat[:, upper + x0[x]] + b * flat[:, upper + x1[x]])
+                     + a * ((1 - b) * flat[:, lower + x0[x]] + b * flat[:, lower + x1[x]]))
+            result[y, x] = lookup[blend.argmax(0)]
     return result
 
 
