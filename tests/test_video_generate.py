@@ -238,3 +238,22 @@ def test_a_spilled_state_with_a_window_out_of_range_starts_the_sequence_again(vi
     summary = run(tmp_path / "in", tmp_path / "out", video_model)
     assert summary.exit_code == 0 and summary.done == 40
     assert pngs(tmp_path / "out") == pngs(tmp_path / "whole")
+
+
+@pytest.mark.hostile
+def test_a_record_whose_sequence_is_not_its_folder_is_refused(video_model, tmp_path):
+    """A forged `sequence` (another folder's, or ../../etc) would join frames of other folders
+    in one per-sequence fit: the manifest is refused in one line naming the record."""
+    from depthprior.errors import FileFormatError
+    from depthprior.priors.manifest import Manifest
+
+    frames(tmp_path / "in" / "a", 2)
+    frames(tmp_path / "in" / "b", 1)
+    assert run(tmp_path / "in", tmp_path / "out", video_model).done == 3
+    path = tmp_path / "out" / "depthprior.json"
+    for forged in ("../../etc", "a", "."):
+        document = json.loads(path.read_text())
+        document["images"]["b/frame_0.jpg"]["sequence"] = forged
+        path.write_text(json.dumps(document))
+        with pytest.raises(FileFormatError, match=f"'b/frame_0.jpg' names sequence '{forged}', not its folder 'b'"):
+            Manifest.load(tmp_path / "out")

@@ -309,6 +309,11 @@ def _parse(data: Any, root: Location) -> dict[str, Any]:
     return fields
 
 
+def sequence_of(name: str) -> str:
+    """The sequence of a temporal model's frame: its folder relative to IMAGES ("." for IMAGES)."""
+    return name.rsplit("/", 1)[0] if "/" in name else "."
+
+
 def _read_record(root: Location, name: str, data: Any) -> ImageRecord:
     """One image's record, refused when malformed or when it names a file outside root (or an
     image outside the image folder)."""
@@ -320,6 +325,9 @@ def _read_record(root: Location, name: str, data: Any) -> ImageRecord:
         record = ImageRecord.from_json(data)
     except (TypeError, ValueError) as error:
         raise ValueError(f"the record for {name!r} is malformed ({error})") from None
+    if record.ok and record.sequence is not None and record.sequence != sequence_of(name):
+        raise ValueError(f"the record for {name!r} names sequence {record.sequence!r}, not its "
+                         f"folder {sequence_of(name)!r}")
     for relative in [record.stem, *record.outputs] if record.ok else []:
         try:
             safe_join(root, relative)

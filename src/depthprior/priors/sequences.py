@@ -37,7 +37,7 @@ from ..images import ImageItem, decode_rgb
 from .backends.base import FATAL_ERRORS, BackendSettings
 from .backends.video_windows import CROSSFADE, STEP, WINDOW, Resume, Window, anchor_frame, stitch, window_count
 from .frames import write_outputs
-from .manifest import ImageRecord, ThrottledSaver
+from .manifest import ImageRecord, ThrottledSaver, sequence_of
 from .plan import Plan, Summary, record_result
 from .store import inverse_depth, read_npy, write_npy
 
@@ -63,7 +63,7 @@ def group_sequences(items: list[ImageItem]) -> list[Sequence]:
     """One sequence per folder, its frames in natural name order; sequences in natural order."""
     folders: dict[str, list[ImageItem]] = {}
     for item in items:
-        folder = item.name.rsplit("/", 1)[0] if "/" in item.name else "."
+        folder = sequence_of(item.name)
         folders.setdefault(folder, []).append(item)
     return [Sequence(folder, sorted(folders[folder], key=lambda item: natural_key(item.name)))
             for folder in sorted(folders, key=natural_key)]
