@@ -15,6 +15,10 @@ possible here; the timings are the real models', the masks mean nothing): UperNe
 as openmmlab/upernet-convnext-tiny (ADE20K, 150 classes) at --seg-input-size, and
 Depth-Anything-V2-Small (benchmarks/random_model.py) at 518, per frame on --device, each
 after one warm-up frame; and generate --exclude (both models, one reading pass) end to end.
+The segmentation network runs in --seg-dtype (auto: bf16 on a CPU with native bf16, as
+`depthprior exclude` does; fp32 gives the figure for CPUs without it); the share of cells
+whose best label differs between fp32 and that dtype is printed too (random weights, whose
+labels nearly tie everywhere: a bound far above what a trained model's confident scores give).
 """
 
 from __future__ import annotations
@@ -112,12 +116,14 @@ def cost_numbers(photos: Path, root: Path, args: argparse.Namespace) -> None:
     from random_model import build as build_depth
 
     from depthprior.exclusion.run import ExcludeJob, exclude
-    from depthprior.exclusion.segmenter import SegmenterSettings
+    from depthprior.exclusion.segmenter import SegmenterSettings, segmentation_dtype
+    from depthprior.priors.backends.torch_hf import resolve_device
     from depthprior.priors.pipeline import generate
 
     seg = build_upernet(args.seg_arch, root / "upernet")
     depth = build_depth(args.depth_arch, root / "depth")
-    settings = SegmenterSettings(model=str(seg), device=args.device, input_size=args.seg_input_size)
+    settings = SegmenterSettings(model=str(seg), device=args.device, dtype=args.seg_dtype,
+                                 input_size=args.seg_input_size)
     frames = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     warm = root / "warm"
     warm.mkdir()
@@ -141,10 +147,33 @@ def cost_numbers(photos: Path, root: Path, args: argparse.Namespace) -> None:
     sizes = sorted({cv2.imread(str(p)).shape[1::-1] for p in frames})
     print(f"cost on {args.device}: {len(frames)} photos {', '.join(f'{w}x{h}' for w, h in sizes)}, "
           f"best of {args.repeats}")
-    print(f"segmentation ({args.seg_arch}, input {args.seg_input_size}): {min(seg_times):.3f} s/frame; "
+    dtype = segmentation_dtype(args.seg_dtype, resolve_device(args.device))
+    print(f"segmentation ({args.seg_arch}, input {args.seg_input_size}, {dtype}): {min(seg_times):.3f} s/frame; "
           f"depth ({args.depth_arch}, input {args.input_size}): {min(depth_times):.3f} s/frame; "
           f"ratio {min(seg_times) / min(depth_times):.2f}")
     print(f"generate --exclude end to end: {min(both_times):.3f} s/frame (both models, one read)")
+    if dtype != "fp32":
+        print(f"best label differs from fp32 in {label_disagreement(settings, frames):.2%} of the cells ({dtype})")
+
+
+def label_disagreement(settings, frames: list[Path]) -> float:
+    """The share of network cells whose best label differs between fp32 and `settings`' dtype."""
+    from dataclasses import replace
+
+    import torch
+
+    from depthprior.exclusion.segmenter import Segmenter
+
+    networks = [Segmenter(replace(settings, dtype=dtype)) for dtype in ("fp32", settings.dtype)]
+    differ = total = 0
+    for path in frames:
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        batch = torch.from_numpy(networks[0].prepare(rgb)[None])
+        with torch.inference_mode():
+            labels = [net._scores(batch.to(net.dtype)).float().argmax(1) for net in networks]
+        differ += int((labels[0] != labels[1]).sum())
+        total += labels[0].numel()
+    return differ / total
 
 
 def main() -> None:
@@ -154,7 +183,9 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, default=None, help="time the models on these frames")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seg-arch", choices=sorted(UPERNET), default="convnext-tiny")
-    parser.add_argument("--seg-input-size", type=int, default=512)
+    parser.add_argument("--seg-input-size", type=int, default=256)
+    parser.add_argument("--seg-dtype", default="auto", help="the segmentation network's --dtype (auto: bf16 "
+                        "on a CPU with native bf16)")
     parser.add_argument("--depth-arch", default="small")
     parser.add_argument("--input-size", type=int, default=518)
     parser.add_argument("--repeats", type=int, default=2)
