@@ -191,12 +191,36 @@ def test_the_dtype_the_network_runs_in_is_part_of_the_identity(tmp_path, seg_mod
     assert json.loads(report.read_text())["identity"]["dtype"] == "bf16"
     monkeypatch.setattr(segmenter, "native_bf16", lambda: False)
     assert segmenter.segmentation_dtype("auto", "cpu") == "fp32"
-    with pytest.raises(UsageError, match="dtype: 'bf16' -> 'fp32'.*--overwrite"):
+    with pytest.raises(UsageError, match="dtype: 'bf16' there, 'fp32' now.*--overwrite"):
         exclude(tmp_path / "images", tmp_path / "masks", settings=model)
     document = json.loads(report.read_text())
     del document["identity"]["dtype"]
     report.write_text(json.dumps(document))
+    (tmp_path / "images" / "cam1").mkdir()  # one frame more, made in fp32 beside one of unknown dtype
+    (tmp_path / "images" / "cam1" / "f1.png").write_bytes((tmp_path / "images" / "cam0" / "f0.png").read_bytes())
     assert exclude(tmp_path / "images", tmp_path / "masks", settings=model).skipped == 1
+    assert "dtype" not in json.loads(report.read_text())["identity"]  # not claimed for the earlier mask
+    monkeypatch.setattr(segmenter, "native_bf16", lambda: True)
+    assert exclude(tmp_path / "images", tmp_path / "masks", settings=model).skipped == 2
+    exclude(tmp_path / "images", tmp_path / "masks", settings=model, overwrite=True)
+    assert json.loads(report.read_text())["identity"]["dtype"] == "bf16"
+
+
+def test_the_same_checkpoint_under_another_path_resumes(tmp_path, seg_models):
+    """A local checkpoint is known by its weights: a trailing slash, a relative spelling or an
+    identical copy resumes; other weights at the same path are another model."""
+    import shutil
+
+    frames(tmp_path / "images", count=1)
+    model = seg_models["segformer"]
+    exclude(tmp_path / "images", tmp_path / "masks", settings=settings(model))
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    for spelling in (f"{model}/", f"{model}/../{model.name}", str(copy)):
+        assert exclude(tmp_path / "images", tmp_path / "masks", settings=settings(Path(spelling))).skipped == 1
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"sky"', '"sky "'))
+    with pytest.raises(UsageError, match="weights: .* there, .* now"):
+        exclude(tmp_path / "images", tmp_path / "masks", settings=settings(copy))
 
 
 @pytest.mark.hostile
@@ -484,3 +508,18 @@ def test_a_16_bit_exclusion_mask_says_to_rerun_depthprior_exclude(tmp_path):
     with pytest.raises(ExclusionMissing) as raised:
         ExclusionFolder(tmp_path / "masks").kept("a", (8, 8))
     assert "depthprior exclude" in str(raised.value) and "consistency" not in str(raised.value)
+
+
+@pytest.mark.hostile
+def test_frames_of_other_extensions_are_read_with_ext(tmp_path, seg_models):
+    """The 'no images' line says to add extensions with --ext: exclude takes it, as generate and
+    verify do (before: 'unrecognized arguments: --ext', and .tif frames could not be masked)."""
+    rgb = frame()[0]
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "f0.tif"), rgb[:, :, ::-1])
+    with pytest.raises(UsageError, match="no images found.*--ext"):
+        exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"]))
+    done = exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"]),
+                   extensions=["tif"])
+    assert done.done == 1 and read(tmp_path / "masks" / "f0.png").shape == rgb.shape[:2]
+    assert build_parser().parse_args(["exclude", "i", "--ext", ".tif", "--ext", "webp"]).ext == [".tif", "webp"]

@@ -385,6 +385,26 @@ def test_an_uncached_hub_model_without_network_is_one_line_within_seconds(tmp_pa
     assert elapsed < 15, elapsed  # measured ~4.5 s, most of it importing torch; 30 s before
 
 
+@pytest.mark.parametrize("command,spelling", [("generate", "{tmp}/nope/"), ("exclude", "a/b/c")])
+def test_a_model_path_where_nothing_lies_is_one_line(tmp_path, command, spelling):
+    """A path that names no folder (and is no hub id): one line saying so, exit 2; before, the
+    hub client's HFValidationError traceback when the hub could not be reached."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: the hub is unreachable
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    make_frames(tmp_path / "frames", 1, size=(24, 32))
+    env = {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"),
+           "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+    model = spelling.format(tmp=tmp_path)
+    outputs = [tmp_path / "out"] if command == "generate" else ["-o", tmp_path / "out"]
+    result = run_cli(command, tmp_path / "frames", *outputs, "--model", model, env=env, timeout=60)
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert f"model {model!r}: no such folder or file, and not a hub id" in line, line
+
+
 # ---------------------------------------------------------------- inputs are inputs
 
 def test_depthprior_outputs_in_images_are_never_frames_of_another_run(tmp_path, tiny_model):

@@ -31,6 +31,12 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_extension_argument(parser: Any) -> None:
+    """--ext, for every command that finds frames in a folder (generate, exclude, verify)."""
+    parser.add_argument("--ext", action="append", default=[], metavar="EXT",
+                        help="also read files with this extension (repeatable), e.g. --ext .tif")
+
+
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend")
     group.add_argument("--backend", default=DEFAULT_BACKEND, choices=backend_names(),

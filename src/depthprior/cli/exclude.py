@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import image_progress, non_negative_int, positive_int
+from .common import add_extension_argument, image_progress, non_negative_int, positive_int
 
 
 def add_segmentation_arguments(parser: argparse.ArgumentParser, *, flag: str = "--model") -> None:
@@ -73,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="refuse frames above this many pixels before decoding them")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace masks made with other settings")
+    add_extension_argument(parser)
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="threads reading frames (default: CPU count, at most 8)")
     parser.set_defaults(run=run)
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     with image_progress("exclude", quiet) as progress:
         summary = exclude(args.images, args.output, classes=class_names(args.classes),
                           settings=settings, dilate=args.dilate, max_pixels=args.max_pixels,
-                          overwrite=args.overwrite, progress=progress, workers=args.workers)
+                          overwrite=args.overwrite, progress=progress, workers=args.workers,
+                          extensions=args.ext)
     if not quiet:
         print(summary.format())
     return summary.exit_code

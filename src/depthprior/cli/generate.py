@@ -7,7 +7,7 @@ import sys
 
 from ..errors import UsageError
 from ..priors.manifest import FORMATS
-from .common import add_backend_arguments, backend_settings, positive_int
+from .common import add_backend_arguments, add_extension_argument, backend_settings, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="png: 3DGS uint16 inverse depth; npy: raw float32 prediction; both")
     output.add_argument("--overwrite", action="store_true",
                         help="redo images that already have outputs (also when settings differ)")
-    output.add_argument("--ext", action="append", default=[], metavar="EXT",
-                        help="also read files with this extension (repeatable), e.g. --ext .tif")
+    add_extension_argument(output)
     output.add_argument("--workers", type=positive_int, default=None,
                         help="threads for decoding and writing (default: CPU count, at most 8)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import positive_int
+from .common import add_extension_argument, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="frames to check in depth and show (default 8)")
     sampling.add_argument("--all", action="store_true", help="check every frame")
     parser.add_argument("--sheet", default=None, help="contact sheet path (default OUT/depthprior_verify.png)")
-    parser.add_argument("--ext", action="append", default=[], metavar="EXT",
-                        help="extra image extensions, as given to generate")
+    add_extension_argument(parser)
     parser.add_argument("--masks", default=None, metavar="DIR", nargs="+", action="extend",
                         help="mask folders, one or several: confidence masks from 'depthprior "
                              "consistency', exclusion masks from 'depthprior exclude' (their "

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,12 +26,16 @@ from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_
 from ..files.jsonfile import encode_json
 from ..files.outputs import OutputFolder, folder_beside
 from ..files.raster import DEFAULT_MAX_PIXELS, decode_rgb, encode_plane, read_mask
-from ..images import ImageItem, is_inside, safe_join, scan
+from ..images import ImageItem, is_inside, normalise_extensions, safe_join, scan
 from ..files import place
+from ..priors.fingerprint import identity_differences
 from ..threads import in_order, worker_count
 
 #: exclude.json is rewritten after this many new masks (and at the end), so a killed run keeps them
 SAVE_EVERY = 16
+#: identity keys a mask folder written before they were recorded lacks: it resumes, and its
+#: identity keeps lacking them (its earlier masks' dtype is unknown) until --overwrite
+IDENTITY_ADDED_LATER = frozenset({"weights", "dtype"})
 
 
 def default_output(folder: Path | str) -> Path:
@@ -104,13 +108,15 @@ class Excluder:
             earlier = dict(previous.get("identity") or {})
             if "classes" in earlier:
                 earlier["classes"] = class_ids(earlier["classes"])
-            earlier.setdefault("dtype", self.identity["dtype"])  # folders from before it was recorded
-            if earlier != self.identity and not overwrite:
+            differences = identity_differences(earlier, self.identity, IDENTITY_ADDED_LATER)
+            if differences and not overwrite:
                 raise UsageError(f"{folder.root} holds masks made with other settings "
-                                 f"({_differences(earlier, self.identity)}); "
+                                 f"({'; '.join(differences)}); "
                                  "pass --overwrite to replace them, or choose another folder")
             if not overwrite:
                 self.entries = _renamed(dict(previous["images"]), previous, self.classes)
+                for key in IDENTITY_ADDED_LATER - set(earlier):  # still unknown for its earlier masks
+                    self.identity.pop(key, None)
         self.segmenter: Segmenter | None = None
         self._unsaved = 0
 
@@ -218,12 +224,6 @@ def _renamed(entries: dict[str, dict[str, Any]], previous: dict[str, Any],
             entry = {**entry, "fractions": {rename.get(k, k): v for k, v in fractions.items()}}
         renamed[name] = entry
     return renamed
-
-
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = sorted(set(old) | set(new))
-    return "; ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys
-                     if old.get(key) != new.get(key))
 
 
 def source_stamp(item: ImageItem) -> list[int] | None:
@@ -394,6 +394,7 @@ def exclude(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    extensions: Iterable[str] = (),
 ) -> ExcludeSummary:
     """Write an exclusion mask per image under `images` and exclude.json into `output`
     (default IMAGES_exclude beside IMAGES); see the module doc.
@@ -403,7 +404,7 @@ def exclude(
     """
     job = ExcludeJob(tuple(classes), settings or SegmenterSettings(), dilate, output)
     job.settings.check()
-    found = scan(images)
+    found = scan(images, normalise_extensions(extensions))
     target = Path(output) if output is not None else default_output(found.root)
     if output is not None and is_inside(found.root, target):  # masks f0.png over the frames f0.png
         raise UsageError(f"the mask folder {target} holds the images of {images}: masks named like "

@@ -21,6 +21,21 @@ _CHUNK = 1 << 22
 _lock = threading.Lock()
 
 
+def identity_differences(recorded: dict, current: dict, added_later: frozenset[str] = frozenset({"weights"}),
+                         locations: frozenset[str] = frozenset({"model"})) -> list[str]:
+    """What differs between an output folder's recorded identity and this run's (the reasons not
+    to resume), as "key: recorded there, current now". A key in `added_later` that the record
+    lacks (written before it was recorded) is no difference; a local checkpoint is known by its
+    content: the same weights digest under another path (./tiny/, its absolute path, an
+    identical copy) is the same model, whatever the `locations` keys say."""
+    same_weights = "weights" in recorded and recorded["weights"] == current.get("weights")
+    return [f"{key}: {recorded.get(key)!r} there, {current.get(key)!r} now"
+            for key in sorted(set(recorded) | set(current))
+            if recorded.get(key) != current.get(key)
+            and not (key in added_later and key not in recorded)
+            and not (key in locations and same_weights)]
+
+
 def cache_path() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "depthprior" / "file-hashes.json"

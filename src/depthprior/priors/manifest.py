@@ -214,17 +214,10 @@ class Manifest:
 
     def differences(self, identity: dict[str, Any]) -> list[str]:
         """What differs between the recorded identity and this run's (the reasons not to
-        resume). A local checkpoint is known by its content: the same weights digest under
-        another path (./tiny, its absolute path, an identical copy) is the same model."""
-        same_weights = "weights" in self.identity and self.identity["weights"] == identity.get("weights")
-        keys = sorted(set(self.identity) | set(identity))
-        return [
-            f"{key}: {self.identity.get(key)!r} there, {identity.get(key)!r} now"
-            for key in keys
-            if self.identity.get(key) != identity.get(key)
-            and not (key in IDENTITY_ADDED_LATER and key not in self.identity)
-            and not (key in IDENTITY_LOCATIONS and same_weights)
-        ]
+        resume; fingerprint.identity_differences)."""
+        from .fingerprint import identity_differences
+
+        return identity_differences(self.identity, identity, IDENTITY_ADDED_LATER, IDENTITY_LOCATIONS)
 
     def is_complete(self, name: str, fmt: str) -> bool:
         """A finished image: a record, and every file the format needs, present."""

@@ -93,8 +93,15 @@ def check_hub_access(model: str, revision: str | None = None) -> None:
         return
     try:
         from huggingface_hub import constants, try_to_load_from_cache
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
     except ImportError:
         return
+    try:
+        validate_repo_id(model)
+    except HFValidationError:  # /models/mine/, ./mine, a/b/c: a path, and nothing lies there
+        raise ModelLoadError(f"model {model!r}: no such folder or file, and not a hub id (name or "
+                             "namespace/name); give a local checkpoint folder saved with save_pretrained, "
+                             "or a hub id") from None
     if constants.HF_HUB_OFFLINE:
         return
     problem = unreachable(constants.ENDPOINT, HUB_CHECK_SECONDS)
