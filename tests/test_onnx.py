@@ -26,12 +26,12 @@ from depthprior.priors.store import read_png16  # noqa: E402
 from reference import reference_position_resize  # noqa: E402
 from synth import make_frames, scene_rgb, write_image  # noqa: E402
 
+#: one xdist worker runs the module: `tiny_onnx` is exported once, and torch.export's and
+#: onnxscript's first use in a process (seconds) is paid once
+pytestmark = pytest.mark.xdist_group("onnx")
+
 #: (height, width) of test images: landscape, portrait, wide, tall
 ASPECTS = [(48, 64), (64, 48), (40, 100), (100, 40)]
-
-
-#: the tests that use `tiny_onnx` run on one xdist worker, so that the export runs once
-SHARES_TINY_ONNX = pytest.mark.xdist_group("tiny_onnx")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,6 @@ def _rel_error(got, expected):
     return float(np.abs(got - expected).max() / (expected.max() - expected.min()))
 
 
-@SHARES_TINY_ONNX
 def test_cli_export_writes_a_verified_dynamic_graph_with_metadata(tiny_onnx, tiny_model):
     import onnx
 
@@ -77,7 +76,6 @@ def test_cli_export_writes_a_verified_dynamic_graph_with_metadata(tiny_onnx, tin
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporaries left
 
 
-@SHARES_TINY_ONNX
 @pytest.mark.parametrize("input_size", [TEST_INPUT_SIZE, 70])
 def test_onnx_matches_torch_on_every_aspect_ratio(tiny_onnx, tiny_model, input_size):
     images = [scene_rgb(h, w, seed=i) for i, (h, w) in enumerate(ASPECTS)]
@@ -94,7 +92,6 @@ def test_onnx_matches_torch_on_every_aspect_ratio(tiny_onnx, tiny_model, input_s
     assert len(batched) == 3 and all(np.array_equal(batched[0], b) for b in batched[1:])
 
 
-@SHARES_TINY_ONNX
 def test_generate_cli_with_onnx_matches_torch_pngs(tiny_onnx, tiny_model, tmp_path):
     frames = tmp_path / "frames"
     make_frames(frames, 2, size=(48, 64))
@@ -117,7 +114,6 @@ def test_generate_cli_with_onnx_matches_torch_pngs(tiny_onnx, tiny_model, tmp_pa
     assert all(r.raw_kind == "disparity" for _, r in manifest.iter_ok())
 
 
-@SHARES_TINY_ONNX
 def test_resume_follows_the_file_contents(tiny_onnx, tmp_path):
     frames = tmp_path / "frames"
     make_frames(frames, 2, size=(48, 64))
@@ -182,7 +178,6 @@ def test_fixed_shape_graph_runs_its_size_and_names_the_fix_for_others(tiny_model
         engine.infer([engine.prepare(scene_rgb(64, 48), "0.png")])
 
 
-@SHARES_TINY_ONNX
 def test_model_path_errors_say_to_export_first(tmp_path, tiny_model, tiny_onnx):
     for model in (str(tiny_model), "depth-anything/Depth-Anything-V2-Small-hf"):
         with pytest.raises(UsageError, match="needs --model to be a .onnx file.*depthprior export-onnx"):
@@ -238,7 +233,6 @@ def test_export_refuses_bad_outputs_and_keeps_the_old_file_on_failure(tiny_model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-@SHARES_TINY_ONNX
 def test_check_command_runs_the_onnx_backend(tiny_onnx):
     from depthprior.priors.check import check
 
@@ -247,7 +241,6 @@ def test_check_command_runs_the_onnx_backend(tiny_onnx):
     assert json.loads(json.dumps(report.backend))["graph_input"] == "dynamic"
 
 
-@SHARES_TINY_ONNX
 def test_no_torch_import_for_onnx_inference(tiny_onnx, tmp_path):
     """Inference with an exported file needs onnxruntime only: torch is not even imported."""
     frames = tmp_path / "frames"
