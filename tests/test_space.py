@@ -394,16 +394,17 @@ def test_unreachable_server_stops_before_any_work(tmp_path):
     assert not list((tmp_path / "out").glob("*.png"))
 
 
-def test_tokens_never_appear(fake, tmp_path):
+def test_tokens_never_appear(fake, tmp_path, monkeypatch):
     fake.configure(fail_every=2)
     make_frames(tmp_path / "frames", count=2)
     out = tmp_path / "out"
     secret, env_secret = "hf_SECRETflag123456789", "hf_ENVsecret987654321"
+    # HF_TOKEN is read when a backend starts, not at import: the runs stay in this process
+    monkeypatch.setenv("HF_TOKEN", env_secret)
     result = cli("generate", tmp_path / "frames", out, "--backend", "space", "--space", fake.url,
-                 "--hf-token", secret, *FAST, env={"HF_TOKEN": env_secret})
+                 "--hf-token", secret, *FAST)
     assert result.returncode == 0, result.stdout + result.stderr
-    checked = cli("check", "--backend", "space", "--space", fake.url, "--min-interval", "0",
-                  env={"HF_TOKEN": env_secret})
+    checked = cli("check", "--backend", "space", "--space", fake.url, "--min-interval", "0")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     for text in (result.stdout, result.stderr, checked.stdout, checked.stderr,
                  (out / "depthprior.json").read_text()):
