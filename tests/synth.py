@@ -106,12 +106,12 @@ def _tiny_glpn(metric: bool):
 def _tiny_glpn_two_stages(metric: bool):
     """GLPN with two encoder stages, one with sequence reduction and one without: the same
     modules as _tiny_glpn's four stages, for half the ONNX export time (~15 CPU-s less)."""
-    from transformers import GLPNConfig, GLPNForDepthEstimation, GLPNImageProcessorPil as GLPNImageProcessor
+    from transformers import GLPNConfig, GLPNForDepthEstimation, GLPNImageProcessorPil
 
     config = GLPNConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[4, 1], patch_sizes=[7, 3], strides=[4, 2],
                         hidden_sizes=[8, 16], num_attention_heads=[1, 1], decoder_hidden_size=16, max_depth=10,
                         head_in_index=-1)
-    return GLPNForDepthEstimation(config), GLPNImageProcessor(size_divisor=32), ("head.head.2", 30)
+    return GLPNForDepthEstimation(config), GLPNImageProcessorPil(size_divisor=32), ("head.head.2", 30)
 
 
 def _tiny_zoedepth(metric: bool):
