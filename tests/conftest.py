@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,9 +60,18 @@ def run_cli(*args: object, cwd: Path | None = None, timeout: float = 120, env: d
     return _run_in_process(argv, cwd, env, unset)
 
 
+def run_main_in_process(main: Callable[[list[str]], int | None], *args: object,
+                        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Another entry point (a seed script's main(argv)) run as run_cli runs the CLI in this
+    process: text output captured, logging as in a fresh process, SystemExit as an exit code."""
+    return _run_in_process([str(arg) for arg in args], cwd, {}, (), main=main)
+
+
 def _run_in_process(argv: list[str], cwd: Path | None, env: dict[str, str],
-                    unset: tuple[str, ...]) -> subprocess.CompletedProcess:
-    from depthprior.cli import main
+                    unset: tuple[str, ...], main: Callable[[list[str]], int | None] | None = None,
+                    ) -> subprocess.CompletedProcess:
+    if main is None:
+        from depthprior.cli import main
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     out, err = io.StringIO(), io.StringIO()

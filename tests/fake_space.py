@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     sock.bind(("127.0.0.1", args.port))
     port = sock.getsockname()[1]
     app = build_app()
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    # SIGTERM stops it within 2 s even with requests held open (stalled, dripping or slow answers)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
 
     def announce() -> None:

@@ -113,6 +113,12 @@ def test_models_bench_tiny_configs():
     assert re.search(r"glpn 64x64: \d+ ms/image", out) and re.search(r"prompt_depth_anything 56x56: \d+ ms/image", out), out
 
 
+#: the tests that share the module's one device check run on one xdist worker: elsewhere each
+#: worker would run the check (~20 s) for itself
+SHARES_THE_DEVICE_CHECK = pytest.mark.xdist_group("device_check")
+
+
+@SHARES_THE_DEVICE_CHECK
 def test_onnx_forward(device_check, photos, tmp_path):
     """On the export device_check made (its model and export of that model): exporting again
     would double this file's time; export_onnx itself is tested in tests/test_onnx.py."""
@@ -204,6 +210,7 @@ def device_check(tmp_path_factory) -> tuple[subprocess.CompletedProcess, str, Pa
     return result, numbers, root / "work"
 
 
+@SHARES_THE_DEVICE_CHECK
 def test_device_check_tiny_on_cpu(device_check):
     assert os.access(BENCHMARKS / "device_check.sh", os.X_OK)  # README: benchmarks/device_check.sh
     result, numbers, _ = device_check

@@ -178,24 +178,32 @@ def test_sigkill_leaves_complete_files_and_resume_matches(tmp_path, tiny_model, 
     assert len(images) == 40 and all(r["status"] == "ok" for r in images.values())
 
 
+@pytest.fixture(scope="module")
+def many_small_frames(tmp_path_factory) -> Path:
+    """3000 small frames, enough that a run cannot finish between the poll and the signal on a
+    busy machine (300 were done within a scheduler's pause under load); runs only read them.
+    Eight pictures, each written to many names: encoding 3000 distinct ones costs seconds."""
+    folder = tmp_path_factory.mktemp("many-small")
+    pictures = [path.read_bytes() for path in make_frames(tmp_path_factory.mktemp("pictures"), 8)]
+    for index in range(3000):
+        (folder / f"frame_{index:04d}.jpg").write_bytes(pictures[index % len(pictures)])
+    return folder
+
+
 @pytest.mark.parametrize("blocked", [False, True])
-def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model, blocked):
+def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, tiny_model, many_small_frames, blocked):
     """Also when the parent had SIGINT blocked (inherited by the child: a library in this very
     pytest process did that, and the run then finished with exit 0, deaf to Ctrl-C)."""
     if blocked:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        _interrupt_a_run(tmp_path, tiny_model)
+        _interrupt_a_run(tmp_path, tiny_model, many_small_frames)
     finally:
         if blocked:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _interrupt_a_run(tmp_path, tiny_model):
-    frames = tmp_path / "frames"
-    # enough frames that the run cannot finish between the poll and the signal on a busy
-    # machine (300 were done within a scheduler's pause under load): small ones, so it is cheap
-    make_frames(frames, 3000, size=(48, 64))
+def _interrupt_a_run(tmp_path, tiny_model, frames):
     out = tmp_path / "out"
     process = _start(tmp_path, tiny_model, frames, out)
     _wait_for_outputs(out, 2, process)
@@ -229,21 +237,27 @@ def test_generate_with_align_writes_depth_params(tmp_path, tiny_model, cli):
     assert "done 3" in result.stdout
 
 
-def test_seed_scripts_with_the_local_backend(tmp_path, tiny_model):
-    """The original scripts' arguments, run from a checkout, over the package's local backend."""
-    root = Path(__file__).resolve().parent.parent
+def test_seed_scripts_with_the_local_backend(tmp_path, tiny_model, monkeypatch):
+    """The original scripts' arguments over the package's local backend: their main() in this
+    process (tests/test_space.py starts both as processes from a checkout, as users do)."""
+    import importlib.util
+
+    from conftest import run_main_in_process
+
+    scripts = Path(__file__).resolve().parent.parent / "preprocessing"
+    monkeypatch.syspath_prepend(str(scripts))  # as `python preprocessing/NAME.py` has it
+
+    def script(name: str):
+        spec = importlib.util.spec_from_file_location(f"seed_{name}", scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.main
+
     make_frames(tmp_path / "frames", 2)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    generated = subprocess.run(
-        [sys.executable, "preprocessing/generate_depth.py", tmp_path / "frames", tmp_path / "out",
-         "--verify", "--num_samples", "1", "--model", tiny_model, *SIZE],
-        cwd=root, capture_output=True, text=True, env=env, timeout=120,
-    )
+    generated = run_main_in_process(script("generate_depth"), tmp_path / "frames", tmp_path / "out",
+                                    "--verify", "--num_samples", "1", "--model", tiny_model, *SIZE)
     assert generated.returncode == 0, generated.stderr
     assert "verify: OK" in generated.stdout and "1 checked" in generated.stdout
     assert read_png16(tmp_path / "out" / "frame_0001.png").dtype == np.uint16
-    checked = subprocess.run(
-        [sys.executable, "preprocessing/test_depth_api.py", "--backend", "torch", "--model", tiny_model, *SIZE],
-        cwd=root, capture_output=True, text=True, env=env, timeout=120,
-    )
+    checked = run_main_in_process(script("test_depth_api"), "--backend", "torch", "--model", tiny_model, *SIZE)
     assert checked.returncode == 0 and "check: OK" in checked.stdout, checked.stderr

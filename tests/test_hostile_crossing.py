@@ -46,7 +46,8 @@ def test_names_that_are_not_utf8_are_drawn_and_reported(tmp_path, tiny_model):
     frames, out = tmp_path / "frames", tmp_path / "out"
     make_frames(frames, 2)
     os.rename(frames / "frame_0001.jpg", os.fsencode(frames) + b"/bad\xff.jpg")
-    assert _run_bytes("generate", frames, out, "--model", tiny_model, *SIZE).returncode == 0
+    generated = run_cli("generate", frames, out, "--model", tiny_model, *SIZE)  # in this process
+    assert generated.returncode == 0, generated.stderr
     verified = _run_bytes("verify", out, "--all")
     assert verified.returncode == 0, verified.stderr  # it was a segmentation fault in OpenCV
     reported = _run_bytes("report", out)

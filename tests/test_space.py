@@ -35,6 +35,9 @@ from depthprior.errors import BackendUnavailable, ImageError, UsageError  # noqa
 from depthprior.images import decode_rgb  # noqa: E402
 from depthprior.priors.store import TMP_MARK, count_levels, read_png16  # noqa: E402
 
+#: one xdist worker runs the module, so that its server starts once (~4 s)
+pytestmark = pytest.mark.xdist_group("space")
+
 REPO = Path(__file__).resolve().parent.parent
 FAKE = Path(__file__).resolve().parent / "fake_space.py"
 #: clients (in process and CLI subprocesses): no Hub lookups, no telemetry
@@ -130,7 +133,10 @@ def backend(url: str, **settings) -> SpaceBackend:
 
 
 def cli(*args, env: dict | None = None, timeout: float = 120):
-    return run_cli(*args, env={**LOOPBACK_ENV, **(env or {})}, timeout=timeout)
+    """The CLI with LOOPBACK_ENV (set in os.environ by `loopback_only` for in-process runs and
+    the processes started from here): in this process unless `env` needs a process of its own."""
+    assert all(os.environ.get(key) == value for key, value in LOOPBACK_ENV.items())
+    return run_cli(*args, env=env, timeout=timeout)
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -195,12 +201,12 @@ def test_precision_choice_values_and_diagnostics(fake, scale, source):
 
 
 def test_quota_wait_is_honoured(fake):
-    fake.configure(quota_times=1, quota_wait="0:00:02")
+    fake.configure(quota_times=1, quota_wait="0:00:01")
     with backend(fake.url) as engine:
         depth = engine.predict([scene_rgb(48, 64)])[0]
     first, second = sorted(fake.log(), key=lambda r: r["start"])
     assert (first["outcome"], second["outcome"]) == ("quota", "ok")
-    assert second["start"] - first["start"] >= 2.0
+    assert second["start"] - first["start"] >= 1.0
     assert "2 attempts" in depth.notes
 
 
@@ -246,12 +252,12 @@ def test_timeout_bounds_connecting_to_a_silent_or_trickling_server(fake, mode):
 @pytest.mark.parametrize("mode", ["stall", "drip"])
 @pytest.mark.hostile
 def test_timeout_bounds_a_silent_or_trickling_download(fake, mode):
-    with backend(fake.url, timeout=2, retries=2) as engine:
+    with backend(fake.url, timeout=1, retries=2) as engine:
         fake.configure(**{mode: "/gradio_api/file="})
         started = time.monotonic()
-        with pytest.raises(ImageError, match=r"no answer within 2 s \(--timeout\)"):
+        with pytest.raises(ImageError, match=r"no answer within 1 s \(--timeout\)"):
             engine.predict([scene_rgb(48, 64)])
-        expected = 2 * 2 + 0.4  # two attempts of --timeout, one backoff of at most 0.4 s
+        expected = 2 * 1 + 0.4  # two attempts of --timeout, one backoff of at most 0.4 s
         assert time.monotonic() - started < 3 * expected
     assert len(fake.log()) == 2
 
@@ -330,7 +336,8 @@ def test_generate_writes_the_contract_near_bright(fake, tmp_path, scale):
     assert list(system_tmp.iterdir()) == []  # nothing left in the system temp folder
 
 
-def test_intermittent_faults_with_concurrency_finish(fake, tmp_path):
+def test_intermittent_faults_with_concurrency_finish(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(SpaceBackend, "backoff_base", 0.2)  # as backend() has it: retries, sooner
     fake.configure(fail_every=3, fail_kind="gpu", http429_every=5, http503_every=7)
     make_frames(tmp_path / "frames", count=6)
     out = tmp_path / "out"
@@ -387,16 +394,17 @@ def test_unreachable_server_stops_before_any_work(tmp_path):
     assert not list((tmp_path / "out").glob("*.png"))
 
 
-def test_tokens_never_appear(fake, tmp_path):
+def test_tokens_never_appear(fake, tmp_path, monkeypatch):
     fake.configure(fail_every=2)
     make_frames(tmp_path / "frames", count=2)
     out = tmp_path / "out"
     secret, env_secret = "hf_SECRETflag123456789", "hf_ENVsecret987654321"
+    # HF_TOKEN is read when a backend starts, not at import: the runs stay in this process
+    monkeypatch.setenv("HF_TOKEN", env_secret)
     result = cli("generate", tmp_path / "frames", out, "--backend", "space", "--space", fake.url,
-                 "--hf-token", secret, *FAST, env={"HF_TOKEN": env_secret})
+                 "--hf-token", secret, *FAST)
     assert result.returncode == 0, result.stdout + result.stderr
-    checked = cli("check", "--backend", "space", "--space", fake.url, "--min-interval", "0",
-                  env={"HF_TOKEN": env_secret})
+    checked = cli("check", "--backend", "space", "--space", fake.url, "--min-interval", "0")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     for text in (result.stdout, result.stderr, checked.stdout, checked.stderr,
                  (out / "depthprior.json").read_text()):
@@ -413,7 +421,9 @@ def test_server_killed_mid_run_then_resume_elsewhere(space, tmp_path):
         doomed.configure(slow=0.5)
         make_frames(tmp_path / "frames", count=12)
         out = tmp_path / "out"
-        args = ["generate", tmp_path / "frames", out, "--backend", "space", "--retries", "2",
+        # one attempt per image: the run stops after the breaker's consecutive failed images
+        # without a backoff before each second attempt
+        args = ["generate", tmp_path / "frames", out, "--backend", "space", "--retries", "1",
                 "--timeout", "10", *FAST]
         env = {**os.environ, **LOOPBACK_ENV}
         run = subprocess.Popen([sys.executable, "-m", "depthprior", *map(str, args),
