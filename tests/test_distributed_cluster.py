@@ -11,13 +11,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from depthprior import generate
 from synth import make_frames
 
@@ -48,8 +46,7 @@ def _node(*args: str) -> subprocess.Popen:
 
 @pytest.fixture
 def cluster(monkeypatch):
-    """The address of a head node and a second node, both alive; this process is connected to
-    it (a driver of its own, as a user's)."""
+    """The address of a head node and a second node, both alive."""
     for key, value in CLUSTER_ENV.items():
         monkeypatch.setenv(key, value)
     port = _free_port()
@@ -61,9 +58,9 @@ def cluster(monkeypatch):
         ray.init(address=address, log_to_driver=False, configure_logging=False)
         try:
             _wait(lambda: sum(node["Alive"] for node in ray.nodes()) == 2, "the second node")
-            yield address
         finally:
             ray.shutdown()
+        yield address
     finally:
         for node in reversed(nodes):  # a throwaway cluster: its processes share the node's group
             os.killpg(node.pid, signal.SIGKILL)
@@ -116,33 +113,24 @@ def _recorded(out: Path) -> int:
         return 0
 
 
-def _kill_a_replica_once_recorded(out: Path, finished: threading.Event, killed: list[int]) -> None:
-    _wait(lambda: _recorded(out) > 0 or finished.is_set(), "the first records", timeout=120)
-    killed += _replica_pids()[:1]
-    for pid in killed:
-        os.kill(pid, signal.SIGKILL)
-
-
 def test_a_replica_killed_mid_run_loses_nothing(tmp_path, tiny_model, cluster):
     frames = tmp_path / "frames"
     make_frames(frames, FRAMES, size=(120, 160))
     args = ["--model", str(tiny_model), "--input-size", "266", "--no-progress"]
     out = tmp_path / "out"
-    finished, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_a_replica_once_recorded, args=(out, finished, killed))
-    killer.start()
-    # one replica: the one killed is the one at work, and Ray must restart it to finish; the
-    # driver is this process, joined to the cluster (the fixture connected it)
-    try:
-        result = run_cli("generate", frames, out, *args, "--ray", cluster, "--ray-workers", "1",
-                         joined_ray=True, timeout=240)
-    finally:
-        finished.set()
-        killer.join()
+    command = [sys.executable, "-m", "depthprior", "generate", str(frames), str(out), *args,
+               "--ray", cluster, "--ray-workers", "2"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    _wait(lambda: _recorded(out) > 0 or driver.poll() is not None, "the first records", timeout=120)
+    killed = _replica_pids()[:1]
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    stdout, stderr = driver.communicate(timeout=240)
     assert killed, "no replica process was found to kill"
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"done {FRAMES}, skipped 0, failed 0 of {FRAMES}" in result.stdout
-    assert "on 2 node(s)" in result.stdout
+    assert driver.returncode == 0, stdout + stderr
+    assert f"done {FRAMES}, skipped 0, failed 0 of {FRAMES}" in stdout
+    assert "on 2 node(s)" in stdout
     local = generate(frames, tmp_path / "local", model=str(tiny_model), input_size=266, progress=False)
     assert local.exit_code == 0
     pngs = sorted(path.relative_to(out).as_posix() for path in out.rglob("*.png"))
