@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -41,22 +42,28 @@ OWN_PROCESS_OPTIONS = ("--ray",)
 
 
 def run_cli(*args: object, cwd: Path | None = None, timeout: float = 120, env: dict | None = None,
-            unset: tuple[str, ...] = (), subprocess_only: bool = False,
+            unset: tuple[str, ...] = (), subprocess_only: bool = False, joined_ray: bool = False,
             ) -> subprocess.CompletedProcess:
     """The CLI as a user runs it, text output captured: `depthprior.cli.main` in this process
     (an import of torch and transformers costs ~5 CPU-s per process), or a subprocess when the
     run needs one: `subprocess_only`, --ray, or an environment variable read at import time.
 
-    env: variables set for the run; unset: prefixes of variables removed for it (e.g. "AWS_")."""
+    env: variables set for the run; unset: prefixes of variables removed for it (e.g. "AWS_").
+    joined_ray: this process is connected to the Ray cluster a --ray run names, so the run may
+    join it here (it leaves the connection open; a new process would pay a new Ray job's start)."""
     argv = [str(arg) for arg in args]
     env = dict(env or {})
-    own_process = subprocess_only or any(option in argv for option in OWN_PROCESS_OPTIONS) or any(
+    ray_here = joined_ray and _ray_connected()
+    joins_ray = any(option in argv for option in OWN_PROCESS_OPTIONS) and not ray_here
+    own_process = subprocess_only or joins_ray or any(
         name.startswith(IMPORT_TIME_VARIABLES) for name in env)
     if own_process:
         base = {k: v for k, v in os.environ.items() if not k.startswith(unset or ("\0",))}
         full_env = {**base, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
         return subprocess.run([sys.executable, "-m", "depthprior", *argv], cwd=cwd,
                               capture_output=True, text=True, timeout=timeout, env=full_env)
+    if ray_here:  # a run that hangs fails the test, as a subprocess past its timeout does
+        return _within(timeout, _run_in_process, argv, cwd, env, unset)
     return _run_in_process(argv, cwd, env, unset)
 
 
@@ -65,6 +72,21 @@ def run_main_in_process(main: Callable[[list[str]], int | None], *args: object,
     """Another entry point (a seed script's main(argv)) run as run_cli runs the CLI in this
     process: text output captured, logging as in a fresh process, SystemExit as an exit code."""
     return _run_in_process([str(arg) for arg in args], cwd, {}, (), main=main)
+
+
+def _within(seconds: float, work, *args):
+    """work(*args) on a thread; an AssertionError when it has not returned within `seconds`."""
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(work(*args)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"the run did not finish in {seconds:g} s"
+    return outcome[0]
+
+
+def _ray_connected() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def _run_in_process(argv: list[str], cwd: Path | None, env: dict[str, str],

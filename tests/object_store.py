@@ -55,11 +55,12 @@ def list_keys(client, bucket: str, prefix: str = "") -> list[str]:
 
 
 @contextmanager
-def flaky_proxy(endpoint: str, broken_after: int | None = None) -> Iterator[tuple[str, dict[str, int]]]:
+def flaky_proxy(endpoint: str, broken_after: int | None = None,
+                broken_suffix: str = "") -> Iterator[tuple[str, dict[str, int]]]:
     """(proxy URL, counts): the proxy answers the first PUT of each object 503 SlowDown without
     storing it, and forwards everything else to `endpoint`. counts["failed"] says how many.
-    broken_after: once that many objects were put, every PUT is answered 503 (a store that
-    keeps failing)."""
+    broken_after: once that many objects were put, every PUT (of a key ending in
+    `broken_suffix`) is answered 503 (a store that keeps failing)."""
     target = endpoint.split("://", 1)[1]
     counts = {"failed": 0}
     seen: set[str] = set()
@@ -75,7 +76,8 @@ def flaky_proxy(endpoint: str, broken_after: int | None = None) -> Iterator[tupl
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.command == "PUT" and "?" not in self.path:
                 with lock:
-                    broken = broken_after is not None and len(seen) >= broken_after
+                    broken = broken_after is not None and len(seen) >= broken_after and \
+                        self.path.endswith(broken_suffix)
                     first = self.path not in seen or broken
                     seen.add(self.path)
                     counts["failed"] += first

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import TEST_INPUT_SIZE
+from conftest import TEST_INPUT_SIZE, run_cli
 from depthprior import generate
 from depthprior.errors import ModelLoadError, UsageError
 from depthprior.priors.distributed import RaySettings, parse_workers
@@ -197,8 +197,8 @@ def test_the_same_command_resumes_after_the_driver_is_killed(tmp_path, tiny_mode
     driver.wait()
     done_before = _recorded(out)
     assert 0 < done_before < 24, "the driver was not killed mid-run"
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=180,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    # the same command again, here: this process is a driver of the same instance already
+    rerun = run_cli(*command[3:], joined_ray=True, timeout=180)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"skipped {done_before}" in rerun.stdout
     manifest = Manifest.load(out)

@@ -149,8 +149,8 @@ def dying_proxy(endpoint: str, png_puts: int) -> Iterator[str]:
 
 def test_a_silent_endpoint_is_one_line_within_its_deadline(tmp_path, tiny_model):
     make_frames(tmp_path / "frames", 2, size=(40, 52))
-    with silent_endpoint() as url:
-        env = {**s3_environment(url), "DEPTHPRIOR_STORAGE_TIMEOUT": "2"}
+    with silent_endpoint() as url:  # nothing answers: a short deadline is enough
+        env = {**s3_environment(url), "DEPTHPRIOR_STORAGE_TIMEOUT": "0.5"}
         started = time.monotonic()
         as_out = _run("generate", tmp_path / "frames", "s3://bucket/depths", *_model_args(tiny_model),
                       env=env, timeout=60)
@@ -205,7 +205,10 @@ def test_an_endpoint_answering_server_errors_stops_the_run_instead_of_failing_ev
     client, name = bucket
     make_frames(tmp_path / "frames", 4, size=(40, 52))
     out = f"s3://{name}/depths"
-    with flaky_proxy(endpoint, broken_after=2) as (proxy, _counts):  # the probe, one image, then 503s
+    # once the objects a run writes before its images are stored, every image's PUT is 503;
+    # the manifest's are not (its failing save would add a second round of every retry layer,
+    # ~8 s, and guard nothing more: test_an_endpoint_dying_mid_run covers a save that fails)
+    with flaky_proxy(endpoint, broken_after=2, broken_suffix=".png") as (proxy, _counts):
         # the default deadline: s3fs's retries end in its "retry" error well within it
         result = _run("generate", tmp_path / "frames", out, *_model_args(tiny_model), "--workers", "1",
                       "--batch-size", "1", env=s3_environment(proxy), timeout=300)
