@@ -152,7 +152,7 @@ def test_exclusion_bench(photos, capsys):
     out = capsys.readouterr().out
     assert re.search(rf"align mad: fit error {NUMBER} -> {NUMBER} with exclusion", out), out
     assert re.search(rf"consistency: kept pixels rejected {NUMBER}% -> {NUMBER}% with exclusion", out), out
-    assert re.search(rf"segmentation \(tiny, input 64\): {NUMBER} s/frame; depth \(tiny, input 56\): "
+    assert re.search(rf"segmentation \(tiny, input 64, (fp32|bf16)\): {NUMBER} s/frame; depth \(tiny, input 56\): "
                      rf"{NUMBER} s/frame; ratio {NUMBER}", out), out
     assert re.search(rf"generate --exclude end to end: {NUMBER} s/frame", out), out
 

@@ -402,7 +402,7 @@ def test_a_model_path_where_nothing_lies_is_one_line(tmp_path, command, spelling
     result = run_cli(command, tmp_path / "frames", *outputs, "--model", model, env=env, timeout=60)
     assert result.returncode == 2
     line = _one_line(result)
-    assert f"model {model!r}: no such folder or file, and not a hub id" in line, line
+    assert f"cannot load model {model!r}: no such folder or file, and not a hub id" in line, line
 
 
 # ---------------------------------------------------------------- inputs are inputs

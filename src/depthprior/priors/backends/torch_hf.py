@@ -99,7 +99,7 @@ def check_hub_access(model: str, revision: str | None = None) -> None:
     try:
         validate_repo_id(model)
     except HFValidationError:  # /models/mine/, ./mine, a/b/c: a path, and nothing lies there
-        raise ModelLoadError(f"model {model!r}: no such folder or file, and not a hub id (name or "
+        raise ModelLoadError(f"cannot load model {model!r}: no such folder or file, and not a hub id (name or "
                              "namespace/name); give a local checkpoint folder saved with save_pretrained, "
                              "or a hub id") from None
     if constants.HF_HUB_OFFLINE:
