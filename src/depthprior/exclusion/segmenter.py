@@ -191,6 +191,10 @@ class Segmenter:
         self.dtype = torch_dtype(segmentation_dtype(settings.dtype, self.device))
         self.mean, self.std, self.scale = _normalisation(self.model_type, settings)
         self.network = _load_network(settings, self.model_type, self.dtype).to(self.device)
+        #: oneDNN's bf16 convolutions on a CPU run ~25% faster on channels-last tensors (fp32 not)
+        self.memory_format = (torch.channels_last if self.device == "cpu" and self.dtype == torch.bfloat16
+                              else torch.contiguous_format)
+        self.network = self.network.to(memory_format=self.memory_format)
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the network sees: shorter side input_size, aspect kept, both
@@ -215,9 +219,10 @@ class Segmenter:
         """Per frame, an HxW uint8 at its stored size `sizes[i]`: 0 where a label outside every
         group wins, k where the k-th group of `classes` wins. Frames of one batch share a shape."""
         torch = self.torch
-        batch = torch.from_numpy(np.stack(prepared)).to(self.device, self.dtype)
+        batch = torch.from_numpy(np.stack(prepared)).to(self.device, self.dtype,
+                                                          memory_format=self.memory_format)
         with torch.inference_mode():
-            scores = self._scores(batch).float()  # B x labels x h x w
+            scores = self._scores(batch).float().contiguous()  # B x labels x h x w, row-major
             lookup = _group_lookup(scores.shape[1], list(classes.values()), torch).to(scores.device)
             return [_group_map(scores[index], height, width, lookup, torch).cpu().numpy()
                     for index, (height, width) in enumerate(sizes)]
