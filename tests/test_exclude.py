@@ -523,3 +523,14 @@ def test_frames_of_other_extensions_are_read_with_ext(tmp_path, seg_models):
                    extensions=["tif"])
     assert done.done == 1 and read(tmp_path / "masks" / "f0.png").shape == rgb.shape[:2]
     assert build_parser().parse_args(["exclude", "i", "--ext", ".tif", "--ext", "webp"]).ext == [".tif", "webp"]
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("ext", ["", ".", "*.tif", ".t/f"])
+def test_an_ext_that_is_no_extension_is_one_line(tmp_path, seg_models, ext):
+    """Before: accepted in silence, so a typo like --ext '*.tif' skipped every .tif frame."""
+    frames(tmp_path / "images", count=1)
+    with pytest.raises(UsageError, match=r"--ext .* is not a file extension: give one like \.tif"):
+        exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"]),
+                extensions=[ext])
+    assert not (tmp_path / "masks").exists()

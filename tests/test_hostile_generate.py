@@ -405,6 +405,20 @@ def test_a_model_path_where_nothing_lies_is_one_line(tmp_path, command, spelling
     assert f"cannot load model {model!r}: no such folder or file, and not a hub id" in line, line
 
 
+def test_a_missing_model_into_a_finished_folder_blames_the_model_not_the_folder(tmp_path, tiny_model):
+    """Before: 'OUT holds outputs made with other settings ...; pass --overwrite', which then
+    failed on the model anyway."""
+    from depthprior import generate
+    from depthprior.errors import ModelLoadError
+
+    make_frames(tmp_path / "frames", 1, size=(24, 32))
+    generate(tmp_path / "frames", tmp_path / "out", model=str(tiny_model), input_size=TEST_INPUT_SIZE,
+             progress=False)
+    with pytest.raises(ModelLoadError, match="cannot load model '/nonexistent/x': no such folder"):
+        generate(tmp_path / "frames", tmp_path / "out", model="/nonexistent/x", input_size=TEST_INPUT_SIZE,
+                 progress=False)
+
+
 # ---------------------------------------------------------------- inputs are inputs
 
 def test_depthprior_outputs_in_images_are_never_frames_of_another_run(tmp_path, tiny_model):

@@ -294,7 +294,9 @@ def test_concurrency_and_pacing(fake):
     with backend(fake.url, concurrency=3, min_interval=0.5) as engine:
         engine.infer_each([engine.prepare(scene_rgb(48, 64, seed=i), f"{i}.png") for i in range(3)])
     starts = sorted(r["start"] for r in fake.log())
-    assert min(np.diff(starts)) >= 0.35  # 0.5 s apart at the client, less upload jitter
+    # 0.5 s apart at the client (1.0 s from first to last); unpaced, the three start together. The
+    # server sees them later by each upload's delay, which on loaded cores compressed one gap to 0.26 s
+    assert starts[-1] - starts[0] >= 0.6 and len(starts) == 3
 
 
 def test_connection_faults_are_one_clear_error(fake):

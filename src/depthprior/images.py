@@ -139,11 +139,12 @@ def normalise_extensions(extra: Iterable[str] | str = ()) -> tuple[str, ...]:
     if isinstance(extra, str):
         extra = [extra]
     exts = list(DEFAULT_EXTENSIONS)
-    for ext in extra:
-        ext = ext.strip().lower()
-        if not ext:
-            continue
+    for given in extra:
+        ext = given.strip().lower()
         ext = ext if ext.startswith(".") else "." + ext
+        if len(ext) < 2 or any(c in ext[1:] for c in "./\\*?[] "):
+            raise UsageError(f"--ext {given!r} is not a file extension: give one like .tif (no "
+                             "wildcards or paths)")
         if ext not in exts:
             exts.append(ext)
     return tuple(exts)

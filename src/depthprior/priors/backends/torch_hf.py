@@ -85,23 +85,34 @@ def load_depth_model(model: str, revision: str | None = None, dtype: Any = None)
 HUB_CHECK_SECONDS = 2.5
 
 
+def check_model_reference(model: str) -> None:
+    """ModelLoadError in one line for a model that is neither something on disk nor a hub id
+    (/models/mine/, ./mine, a/b/c: a path where nothing lies); nothing is read or fetched."""
+    if Path(model).expanduser().exists():
+        return
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:
+        return
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise ModelLoadError(f"cannot load model {model!r}: no such folder or file, and not a hub id (name or "
+                             "namespace/name); give a local checkpoint folder saved with save_pretrained, "
+                             "or a hub id") from None
+
+
 def check_hub_access(model: str, revision: str | None = None) -> None:
     """For a hub id on a machine that cannot reach the hub: use the cached copy at once (offline
     mode for this process), or say in one line that it is not cached, instead of the hub
     client's five retries (~30 s, each printed twice)."""
     if Path(model).expanduser().exists():
         return
+    check_model_reference(model)
     try:
         from huggingface_hub import constants, try_to_load_from_cache
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
     except ImportError:
         return
-    try:
-        validate_repo_id(model)
-    except HFValidationError:  # /models/mine/, ./mine, a/b/c: a path, and nothing lies there
-        raise ModelLoadError(f"cannot load model {model!r}: no such folder or file, and not a hub id (name or "
-                             "namespace/name); give a local checkpoint folder saved with save_pretrained, "
-                             "or a hub id") from None
     if constants.HF_HUB_OFFLINE:
         return
     problem = unreachable(constants.ENDPOINT, HUB_CHECK_SECONDS)
@@ -384,6 +395,7 @@ class TorchBackend(LocalBackend):
 
     @classmethod
     def identity(cls, settings: BackendSettings) -> dict[str, Any]:
+        check_model_reference(settings.model)  # before a resume blames the output folder for it
         device = resolve_device(settings.device)
         identity = {**super().identity(settings), "dtype": resolve_dtype(settings.dtype, device),
                     "preprocessing": PREPROCESSING_VERSION}
