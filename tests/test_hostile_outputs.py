@@ -263,7 +263,7 @@ def test_a_malformed_manifest_is_one_line_exit_2_on_the_command_line(tmp_path):
     out.mkdir()
     (out / MANIFEST_NAME).write_text('{"format": "depthprior-manifest", "images": []}')
     make_frames(tmp_path / "frames", 1)
-    for command in (["generate", tmp_path / "frames", out, "--model", "/nonexistent"], ["verify", out]):
+    for command in (["generate", tmp_path / "frames", out, "--model", "someone/not-downloaded"], ["verify", out]):
         result = run_cli(*command)
         assert result.returncode == 2, result.stderr
         line = one_error_line(result)
