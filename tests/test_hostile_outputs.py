@@ -270,6 +270,21 @@ def test_a_malformed_manifest_is_one_line_exit_2_on_the_command_line(tmp_path):
         assert str(out / MANIFEST_NAME) in line and "--overwrite" in line, line
 
 
+def test_a_malformed_manifest_says_what_each_command_can_do(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST_NAME).write_text('{"format": "depthprior-manifest", "images": []}')
+    make_frames(tmp_path / "frames", 1)
+    generate_line = one_error_line(run_cli("generate", tmp_path / "frames", out, "--model", "someone/not-downloaded"))
+    assert "pass --overwrite" in generate_line, generate_line
+    for command in ("verify", "report"):  # they have no --overwrite: generate's, or the file itself
+        result = run_cli(command, out)
+        assert result.returncode == 2, result.stderr
+        line = one_error_line(result)
+        assert "pass --overwrite" not in line, line
+        assert "rerun depthprior generate" in line and "--overwrite" in line and "remove" in line, line
+
+
 # ---------------------------------------------------------------- manifest cannot be written
 
 def _limit_file_size(limit: int):

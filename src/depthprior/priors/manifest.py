@@ -161,18 +161,19 @@ class Manifest:
         return _child(self.root, MANIFEST_NAME)
 
     @classmethod
-    def load(cls, root: Location) -> "Manifest | None":
+    def load(cls, root: Location, *, resuming: bool = False) -> "Manifest | None":
         """The manifest in root, None if there is none; ManifestError if it cannot be trusted
-        (files.jsonfile reads it: size cap, nesting limit, then its shape and every record)."""
+        (files.jsonfile reads it: size cap, nesting limit, then its shape and every record).
+        resuming: generate reads it, whose --overwrite sets a bad one aside (the error says so)."""
         root = location(root)
         path = _child(root, MANIFEST_NAME)
         if place.is_local(path) and place.is_folder(path):
-            raise ManifestError(path, "is a folder, not a file")
+            raise ManifestError(path, "is a folder, not a file", resuming)
         fields: dict[str, Any] = {}
         try:
             data = read_json(path, missing_ok=True, check=lambda data: fields.update(_parse(data, root)))
         except FileFormatError as error:
-            raise ManifestError(path, error.problem) from None
+            raise ManifestError(path, error.problem, resuming) from None
         if data is None:
             return None
         return cls(root=root, **fields)
@@ -273,14 +274,18 @@ def image_folder(out: Location) -> Path | None:
 
 
 class ManifestError(FileFormatError):
-    """OUT/depthprior.json exists but cannot be used; `--overwrite` sets it aside."""
+    """OUT/depthprior.json exists but cannot be used; generate's `--overwrite` sets it aside.
+    The hint says what the command that read it can do: only generate has --overwrite."""
 
-    HINT = ("pass --overwrite to set it aside and start afresh (it is kept, renamed), or choose "
-            "another output folder")
+    HINT_RESUMING = ("pass --overwrite to set it aside and start afresh (it is kept, renamed), or "
+                     "choose another output folder")
+    HINT_READING = ("rerun depthprior generate into this folder with --overwrite (it sets the file "
+                    "aside, kept, and starts afresh), or fix or remove the file")
 
-    def __init__(self, path: Location, problem: str):
-        UsageError.__init__(self, f"the manifest {path} {problem}; {self.HINT}")
-        self.path, self.problem, self.hint = path, problem, self.HINT
+    def __init__(self, path: Location, problem: str, resuming: bool = False):
+        hint = self.HINT_RESUMING if resuming else self.HINT_READING
+        UsageError.__init__(self, f"the manifest {path} {problem}; {hint}")
+        self.path, self.problem, self.hint = path, problem, hint
 
 
 def _parse(data: Any, root: Location) -> dict[str, Any]:

@@ -202,7 +202,7 @@ def make_plan(
 def _resume_manifest(out_root: Path, identity: dict[str, Any], overwrite: bool) -> Manifest:
     """The manifest this run continues (or a new one), refusing outputs of other settings."""
     try:
-        manifest = Manifest.load(out_root)
+        manifest = Manifest.load(out_root, resuming=True)
     except ManifestError:
         if not overwrite:
             raise
