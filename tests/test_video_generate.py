@@ -257,3 +257,61 @@ def test_a_record_whose_sequence_is_not_its_folder_is_refused(video_model, tmp_p
         path.write_text(json.dumps(document))
         with pytest.raises(FileFormatError, match=f"'b/frame_0.jpg' names sequence '{forged}', not its folder 'b'"):
             Manifest.load(tmp_path / "out")
+
+
+@pytest.mark.hostile
+def test_a_record_with_a_bool_position_a_lone_position_or_a_taken_position_is_refused(tmp_path):
+    """`position: true` passed as frame 1 (a bool is an int), a position without its sequence,
+    and two frames of one sequence at one position: each is one line naming the file and record."""
+    from depthprior.errors import FileFormatError
+    from depthprior.priors.manifest import ImageRecord, Manifest
+
+    def record(name: str, position: int) -> ImageRecord:
+        return ImageRecord(status="ok", stem=name[:-4], outputs=[name[:-4] + ".png"], width=4, height=3,
+                           raw_min=0.0, raw_max=1.0, sequence="a", position=position)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    Manifest(root=out, images={"a/f0.jpg": record("a/f0.jpg", 0), "a/f1.jpg": record("a/f1.jpg", 1)}).save()
+    path = out / "depthprior.json"
+    good = json.loads(path.read_text())
+    assert Manifest.load(out).images["a/f1.jpg"].position == 1
+    forged = {
+        "position true": ({"position": True}, r"'a/f1.jpg' is malformed .*position"),
+        "no sequence": ({"sequence": None}, r"'a/f1.jpg' is malformed .*sequence"),
+        "taken position": ({"position": 0}, r"'a/f1.jpg' .*position 0 of sequence 'a'.*'a/f0.jpg'"),
+    }
+    for case, (change, message) in forged.items():
+        document = json.loads(json.dumps(good))
+        document["images"]["a/f1.jpg"].update(change)
+        path.write_text(json.dumps(document))
+        with pytest.raises(FileFormatError, match=message) as refused:
+            Manifest.load(out)
+        assert str(path) in str(refused.value) and "\n" not in str(refused.value), case
+
+
+def test_a_redo_killed_after_a_frame_was_inserted_leaves_a_manifest_that_resumes(video_model, tmp_path, monkeypatch):
+    """A frame inserted mid-sequence moves the later frames; a redo stopped after the new frame's
+    record kept the old record of the frame it displaced at the same position, and the manifest
+    was then refused as malformed instead of resumed."""
+    from depthprior.priors import sequences
+
+    (tmp_path / "in" / "seq").mkdir(parents=True)
+    for name in ("f0", "f2", "f4"):
+        write_image(tmp_path / "in" / "seq" / f"{name}.jpg", scene_rgb(*SIZE, seed=len(name) + int(name[1])))
+    assert run(tmp_path / "in", tmp_path / "out", video_model).done == 3
+    write_image(tmp_path / "in" / "seq" / "f1.jpg", scene_rgb(*SIZE, seed=9))
+    original = sequences.write_outputs
+
+    def stopped_at_f2(root, item, *args):
+        if item.name == "seq/f2.jpg":
+            raise KeyboardInterrupt
+        return original(root, item, *args)
+
+    monkeypatch.setattr(sequences, "write_outputs", stopped_at_f2)
+    assert run(tmp_path / "in", tmp_path / "out", video_model).interrupted
+    monkeypatch.setattr(sequences, "write_outputs", original)
+    summary = run(tmp_path / "in", tmp_path / "out", video_model)
+    assert summary.exit_code == 0 and summary.done == 4
+    assert run(tmp_path / "in", tmp_path / "fresh", video_model).done == 4
+    assert pngs(tmp_path / "out") == pngs(tmp_path / "fresh")

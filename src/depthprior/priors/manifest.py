@@ -126,7 +126,7 @@ def _check_types(record: ImageRecord) -> None:
     if not isinstance(record.outputs, list) or not all(isinstance(o, str) for o in record.outputs):
         raise ValueError("outputs are not a list of names")
     for key in ("width", "height"):
-        if not isinstance(getattr(record, key), int) or getattr(record, key) < 0:
+        if not _is_count(getattr(record, key)):
             raise ValueError(f"{key} is not a size")
     for key in ("raw_min", "raw_max", "precision_bits"):
         if not isinstance(getattr(record, key), (int, float, type(None))):
@@ -138,8 +138,15 @@ def _check_types(record: ImageRecord) -> None:
     if not isinstance(record.frame_version, (str, type(None))):
         raise ValueError("frame_version is not a string")
     if not isinstance(record.sequence, (str, type(None))) or not (
-            record.position is None or (isinstance(record.position, int) and record.position >= 0)):
+            record.position is None or _is_count(record.position)):
         raise ValueError("sequence or position is not a folder name and a position")
+    if (record.sequence is None) != (record.position is None):
+        raise ValueError("a temporal model's frame has both a sequence and a position, this one only one")
+
+
+def _is_count(value: Any) -> bool:
+    """A whole number from 0 (a JSON true or false is not one, though a bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
@@ -304,7 +311,20 @@ def _parse(data: Any, root: Location) -> dict[str, Any]:
             raise TypeError(f"{key!r} is a {type(fields[key]).__name__}")
     fields["images"] = {name: _read_record(root, name, record)
                         for name, record in fields["images"].items()}
+    _check_positions(fields["images"])
     return fields
+
+
+def _check_positions(records: dict[str, ImageRecord]) -> None:
+    """No two frames of one sequence at one position (each is one frame of its folder's order)."""
+    holders: dict[tuple[str, int], str] = {}
+    for name, record in records.items():
+        if not record.ok or record.position is None:
+            continue
+        holder = holders.setdefault((record.sequence, record.position), name)
+        if holder != name:
+            raise ValueError(f"the record for {name!r} holds position {record.position} of sequence "
+                             f"{record.sequence!r}, as the record for {holder!r} does")
 
 
 def sequence_of(name: str) -> str:

@@ -129,7 +129,8 @@ class NoReadableFrame(ImageError):
 def redo_changed_sequences(plan: Plan) -> None:
     """A sequence whose frames changed since its priors were made (a frame removed or renamed,
     so the positions the manifest records no longer match) is redone whole, since one value
-    mapping covers all its frames; the records of frames that are gone are dropped."""
+    mapping covers all its frames. Its records are dropped, those of frames that are gone and
+    the rest: a redo stopped midway must not leave a new record and an old one at one position."""
     todo = {item.name for item in plan.todo}
     for sequence in group_sequences(plan.items):
         names = {item.name for item in sequence.items}
@@ -140,8 +141,8 @@ def redo_changed_sequences(plan: Plan) -> None:
                                                       for item in sequence.items))
         if not gone and not moved:
             continue
-        for name in gone:
-            del plan.manifest.images[name]
+        for name in [*gone, *names]:
+            plan.manifest.images.pop(name, None)
         for item in sequence.items:
             if item.name not in todo and item.name not in plan.unwritable:
                 plan.todo.append(item)
