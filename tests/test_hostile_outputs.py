@@ -197,6 +197,37 @@ def test_a_checkpoint_replaced_in_the_same_folder_is_not_mixed_in(tmp_path, monk
         generate(frames, out, **options)
 
 
+def test_weights_edited_in_place_with_size_and_mtime_restored_are_another_model(tmp_path, monkeypatch):
+    """Before: the digest cache trusted size and mtime, so an edit that kept both (a restored
+    mtime, a copy with -p) resumed as the same model; the file's ctime and inode now key it."""
+    import os
+    import time
+
+    from depthprior.priors import fingerprint
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(fingerprint, "SETTLED_SECONDS", 0.0)  # cache the checkpoint just built
+    frames = tmp_path / "frames"
+    make_frames(frames, 2)
+    model = build_tiny_model(tmp_path / "mymodel", seed=3)
+    out = tmp_path / "out"
+    options = dict(model=str(model), input_size=TEST_INPUT_SIZE, progress=False)
+    assert generate(frames, out, **options).done == 2
+    time.sleep(0.05)  # past the file system's timestamp tick
+    (weights,) = model.glob("*.safetensors")
+    before = weights.stat()
+    with open(weights, "r+b") as handle:  # one byte of the last tensor, in place: same size
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last[0] ^ 0x40]))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    make_frames(frames / "later", 1)  # work left to do
+    with pytest.raises(UsageError, match="other settings .*weights"):
+        generate(frames, out, **options)
+
+
 def _generated(tmp_path: Path, model: Path) -> tuple[Path, Path, dict, dict]:
     """Two frames generated into OUT: frames, out, the options used, the manifest's JSON."""
     frames = tmp_path / "frames"

@@ -1,8 +1,9 @@
 """What a local checkpoint holds, as one digest: part of the output identity.
 
 Two checkpoints saved one after the other into the same folder (`./mymodel`) have the same
-name but different weights; the digest tells them apart. Hashes are cached per file by size
-and modification time, so a rerun does not read gigabytes again.
+name but different weights; the digest tells them apart. Hashes are cached per file by its
+stat (size, mtime, ctime, inode, as git's index), so a rerun does not read gigabytes again: an
+edit can restore size and mtime, not ctime, and a file replaced by a copy has another inode.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 from ..errors import FileFormatError
@@ -18,6 +20,9 @@ from ..files.jsonfile import expect_fields, expect_object, read_json, write_json
 #: files of a transformers checkpoint that change its output (weights and configs)
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json")
 _CHUNK = 1 << 22
+#: a file changed this recently is hashed but not cached: an edit within the file system's
+#: timestamp tick would keep its ctime (git's "racy" entries)
+SETTLED_SECONDS = 2.0
 _lock = threading.Lock()
 
 
@@ -67,15 +72,21 @@ def file_digest(path: Path, cache: dict[str, dict]) -> str:
     stat = path.stat()
     key = str(path)
     entry = cache.get(key)
-    if (entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns
-            and entry.get("sha256")):
+    if entry and entry.get("sha256") and all(entry.get(field) == value for field, value in _stamp(stat).items()):
         return str(entry["sha256"])
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
-    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    if time.time_ns() - stat.st_ctime_ns >= SETTLED_SECONDS * 1e9:
+        cache[key] = {**_stamp(stat), "sha256": digest.hexdigest()}
     return digest.hexdigest()
+
+
+def _stamp(stat: os.stat_result) -> dict[str, int]:
+    """What the cache keys a file's digest on: all of it changes when the file's bytes do."""
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+            "inode": stat.st_ino}
 
 
 def _load_cache() -> dict[str, dict]:
@@ -89,7 +100,8 @@ def _load_cache() -> dict[str, dict]:
 
 def _check_cache(data: object) -> None:
     for entry in expect_object(data, "the cache").values():
-        expect_fields(expect_object(entry, "an entry"), {"size": int, "mtime_ns": int, "sha256": str})
+        expect_fields(expect_object(entry, "an entry"),
+                      {"size": int, "mtime_ns": int, "ctime_ns": int, "inode": int, "sha256": str})
 
 
 def _save_cache(cache: dict[str, dict]) -> None:
