@@ -534,3 +534,23 @@ def test_an_ext_that_is_no_extension_is_one_line(tmp_path, seg_models, ext):
         exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"]),
                 extensions=[ext])
     assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.hostile
+def test_a_small_seg_input_size_has_one_bound_and_a_rounded_one_is_recorded_as_used(tmp_path, seg_models, capsys):
+    """Before: 0 said "at least 1" (argparse), 31 "at least 32"; 33, used as 32, was recorded as
+    33, so a rerun with 32 was refused as other settings."""
+    frames(tmp_path / "images")
+    for size in ("0", "31"):
+        capsys.readouterr()
+        assert main(["exclude", str(tmp_path / "images"), "-o", str(tmp_path / "masks"), "--model",
+                     str(seg_models["segformer"]), "--seg-input-size", size]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and f"--seg-input-size must be at least 32, not {size}" in error, error
+    first = exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"], 33),
+                    workers=1)
+    assert first.done == 2
+    assert json.loads((tmp_path / "masks" / "exclude.json").read_text())["identity"]["input_size"] == 32
+    again = exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"], 32),
+                    workers=1)
+    assert (again.done, again.skipped) == (0, 2)

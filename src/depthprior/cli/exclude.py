@@ -9,7 +9,7 @@ from .common import add_extension_argument, image_progress, non_negative_int, po
 
 def add_segmentation_arguments(parser: argparse.ArgumentParser, *, flag: str = "--model") -> None:
     """--classes, the checkpoint and its settings, --dilate: for exclude and generate --exclude."""
-    from ..exclusion.segmenter import DEFAULT_CLASSES, DEFAULT_INPUT_SIZE, DEFAULT_MODEL
+    from ..exclusion.segmenter import DEFAULT_CLASSES, DEFAULT_INPUT_SIZE, DEFAULT_MODEL, SIZE_STEP
 
     group = parser.add_argument_group("exclusion (segmentation model)")
     if flag == "--model":
@@ -21,8 +21,9 @@ def add_segmentation_arguments(parser: argparse.ArgumentParser, *, flag: str = "
                             "checkpoint (SegFormer, UperNet, DPT, BEiT, Mask2Former, ...) "
                             f"(default {DEFAULT_MODEL}, MIT licence, ADE20K classes)")
     group.add_argument("--seg-revision", default=None, help="hub revision of the segmentation model")
-    group.add_argument("--seg-input-size", type=positive_int, default=DEFAULT_INPUT_SIZE,
-                       help=f"shorter side the segmentation network sees (default {DEFAULT_INPUT_SIZE})")
+    group.add_argument("--seg-input-size", type=int, default=DEFAULT_INPUT_SIZE,  # bounds: SegmenterSettings.check
+                       help=f"shorter side the segmentation network sees, to the nearest multiple of "
+                            f"{SIZE_STEP} (default {DEFAULT_INPUT_SIZE})")
     group.add_argument("--dilate", type=non_negative_int, default=0, metavar="PX",
                        help="grow every excluded region by PX pixels (default 0)")
 

@@ -112,6 +112,14 @@ class SegmenterSettings:
             raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
 
 
+def used_input_size(size: Any) -> Any:
+    """A --seg-input-size as the network uses it (33 is 32, 48 is 64); an identity's value that
+    is not a size is compared as it is."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        return size
+    return max(SIZE_STEP, (size + SIZE_STEP // 2) // SIZE_STEP * SIZE_STEP)
+
+
 def labels_of(settings: SegmenterSettings) -> tuple[dict[int, str], str]:
     """The checkpoint's id2label and model_type from its config alone (nothing heavy loads);
     ModelLoadError in one line for a checkpoint that is not a segmentation model."""
@@ -159,7 +167,7 @@ def identity(settings: SegmenterSettings, classes: dict[str, list[int]]) -> dict
     not change a mask)."""
     dtype = segmentation_dtype(settings.dtype, resolve_device(settings.device))
     found: dict[str, Any] = {"model": settings.model, "revision": settings.revision,
-                             "input_size": settings.input_size, "dtype": dtype,
+                             "input_size": used_input_size(settings.input_size), "dtype": dtype,
                              "version": SEGMENTATION_VERSION, "classes": class_ids(classes)}
     if Path(settings.model).is_dir():  # a local folder: its name does not pin its weights
         from ..priors.fingerprint import folder_digest
@@ -197,9 +205,9 @@ class Segmenter:
         self.network = self.network.to(memory_format=self.memory_format)
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) the network sees: shorter side input_size, aspect kept, both
+        """(height, width) the network sees: shorter side the used input size, aspect kept, both
         multiples of SIZE_STEP."""
-        ratio = self.settings.input_size / min(height, width)
+        ratio = used_input_size(self.settings.input_size) / min(height, width)
         return tuple(max(SIZE_STEP, int(round(side * ratio / SIZE_STEP)) * SIZE_STEP)  # type: ignore[return-value]
                      for side in (height, width))
 
