@@ -136,7 +136,7 @@ def test_ray_settings_are_checked_before_ray_starts(tmp_path, tiny_model, cli):
     workers = cli("generate", frames, tmp_path / "w", *args, "--ray", "--ray-workers", "3-1")
     assert workers.returncode == 2 and "--ray-workers" in workers.stderr
     alone = cli("generate", frames, tmp_path / "a", *args, "--ray-workers", "2")
-    assert alone.returncode == 2 and "apply with --ray" in alone.stderr
+    assert alone.returncode == 2 and "--ray-workers applies with --ray" in alone.stderr
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         nobody = f"127.0.0.1:{unused.getsockname()[1]}"

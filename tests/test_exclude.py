@@ -554,3 +554,22 @@ def test_a_small_seg_input_size_has_one_bound_and_a_rounded_one_is_recorded_as_u
     again = exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"], 32),
                     workers=1)
     assert (again.done, again.skipped) == (0, 2)
+
+
+@pytest.mark.hostile
+def test_generate_refuses_exclusion_options_without_exclude(tmp_path, seg_models, tiny_model, capsys):
+    """Before: --dilate, --seg-input-size, --exclude-model and --seg-revision were ignored in
+    silence without --exclude, as if no masks were asked for because of a typo."""
+    frames(tmp_path / "images", count=1)
+    base = ["generate", str(tmp_path / "images"), str(tmp_path / "out"), "--model", str(tiny_model), "--device", "cpu"]
+    cases = [(["--dilate", "2"], "--dilate applies with --exclude"),
+             (["--dilate", "0"], "--dilate applies with --exclude"),
+             (["--seg-input-size", "64"], "--seg-input-size applies with --exclude"),
+             (["--exclude-model", str(seg_models["segformer"]), "--seg-revision", "main"],
+              "--exclude-model, --seg-revision apply with --exclude")]
+    for extra, message in cases:
+        capsys.readouterr()
+        assert main([*base, *extra]) == 2, extra
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and message in error, error
+        assert not (tmp_path / "out").exists()

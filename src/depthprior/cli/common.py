@@ -31,6 +31,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def refuse_without(switch: str, switched_on: bool, options: dict[str, Any]) -> None:
+    """Options that apply only with `switch` (--ray-workers with --ray), refused in one line when
+    given without it rather than ignored: each defaults to None, so one that is not None was given."""
+    from ..errors import UsageError
+
+    given = [flag for flag, value in options.items() if value is not None]
+    if given and not switched_on:
+        raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} with {switch}")
+
+
 def add_extension_argument(parser: Any) -> None:
     """--ext, for every command that finds frames in a folder (generate, exclude, verify)."""
     parser.add_argument("--ext", action="append", default=[], metavar="EXT",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .common import add_extension_argument, image_progress, non_negative_int, positive_int
 
@@ -16,23 +17,34 @@ def add_segmentation_arguments(parser: argparse.ArgumentParser, *, flag: str = "
         group.add_argument("--classes", default=",".join(DEFAULT_CLASSES), metavar="NAMES",
                            help="classes to exclude, by the names in the checkpoint's id2label, "
                                 f"comma-separated; synonyms resolved (default {','.join(DEFAULT_CLASSES)})")
-    group.add_argument(flag, dest="seg_model", default=DEFAULT_MODEL, metavar="ID|DIR",
+    # defaults None, filled by segmenter_settings and dilation: generate refuses them without --exclude
+    group.add_argument(flag, dest="seg_model", default=None, metavar="ID|DIR",
                        help="hub id or local folder of a transformers semantic-segmentation "
                             "checkpoint (SegFormer, UperNet, DPT, BEiT, Mask2Former, ...) "
                             f"(default {DEFAULT_MODEL}, MIT licence, ADE20K classes)")
     group.add_argument("--seg-revision", default=None, help="hub revision of the segmentation model")
-    group.add_argument("--seg-input-size", type=int, default=DEFAULT_INPUT_SIZE,  # bounds: SegmenterSettings.check
+    group.add_argument("--seg-input-size", type=int, default=None,  # bounds: SegmenterSettings.check
                        help=f"shorter side the segmentation network sees, to the nearest multiple of "
                             f"{SIZE_STEP} (default {DEFAULT_INPUT_SIZE})")
-    group.add_argument("--dilate", type=non_negative_int, default=0, metavar="PX",
+    group.add_argument("--dilate", type=non_negative_int, default=None, metavar="PX",
                        help="grow every excluded region by PX pixels (default 0)")
 
 
 def segmenter_settings(args: argparse.Namespace, device: str, dtype: str, batch_size: int):
-    from ..exclusion.segmenter import SegmenterSettings
+    from ..exclusion.segmenter import DEFAULT_INPUT_SIZE, DEFAULT_MODEL, SegmenterSettings
 
-    return SegmenterSettings(model=args.seg_model, revision=args.seg_revision, device=device,
-                             dtype=dtype, input_size=args.seg_input_size, batch_size=batch_size)
+    return SegmenterSettings(model=_or(args.seg_model, DEFAULT_MODEL), revision=args.seg_revision, device=device,
+                             dtype=dtype, input_size=_or(args.seg_input_size, DEFAULT_INPUT_SIZE),
+                             batch_size=batch_size)
+
+
+def dilation(args: argparse.Namespace) -> int:
+    return _or(args.dilate, 0)
+
+
+def _or(value: Any, default: Any) -> Any:
+    """An option's value, or its default where it was not given."""
+    return default if value is None else value
 
 
 def class_names(text: str) -> list[str]:
@@ -87,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     settings = segmenter_settings(args, args.device, args.dtype, args.batch_size)
     with image_progress("exclude", quiet) as progress:
         summary = exclude(args.images, args.output, classes=class_names(args.classes),
-                          settings=settings, dilate=args.dilate, max_pixels=args.max_pixels,
+                          settings=settings, dilate=dilation(args), max_pixels=args.max_pixels,
                           overwrite=args.overwrite, progress=progress, workers=args.workers,
                           extensions=args.ext)
     if not quiet:

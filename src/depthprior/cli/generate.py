@@ -7,7 +7,8 @@ import sys
 
 from ..errors import UsageError
 from ..priors.manifest import FORMATS
-from .common import add_backend_arguments, add_extension_argument, backend_settings, positive_int
+from .common import (add_backend_arguments, add_extension_argument, backend_settings, positive_int,
+                     refuse_without)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,12 +100,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _exclude_job(args: argparse.Namespace):  # -> ExcludeJob | None
     from ..exclusion.run import ExcludeJob
-    from .exclude import class_names, segmenter_settings
+    from .exclude import class_names, dilation, segmenter_settings
 
+    refuse_without("--exclude", args.exclude is not None,
+                   {"--exclude-model": args.seg_model, "--seg-revision": args.seg_revision,
+                    "--seg-input-size": args.seg_input_size, "--dilate": args.dilate})
     if args.exclude is None:
         return None
     settings = segmenter_settings(args, args.device, args.dtype, args.batch_size)
-    return ExcludeJob(class_names(args.exclude), settings, args.dilate)
+    return ExcludeJob(class_names(args.exclude), settings, dilation(args))
 
 
 def _workers(text: str) -> tuple[int, int]:
@@ -119,9 +123,9 @@ def _workers(text: str) -> tuple[int, int]:
 def _ray_settings(args: argparse.Namespace):  # -> RaySettings | None
     from ..priors.distributed import RaySettings
 
+    refuse_without("--ray", args.ray is not None,
+                   {"--ray-workers": args.ray_workers, "--ray-gpus-per-worker": args.ray_gpus_per_worker})
     if args.ray is None:
-        if args.ray_workers is not None or args.ray_gpus_per_worker is not None:
-            raise UsageError("--ray-workers and --ray-gpus-per-worker apply with --ray")
         return None
     return RaySettings(address=args.ray, workers=args.ray_workers,
                        gpus_per_worker=args.ray_gpus_per_worker)
