@@ -55,6 +55,24 @@ def test_names_that_are_not_utf8_are_drawn_and_reported(tmp_path, tiny_model):
     assert (out / "report.html").is_file()
 
 
+def test_a_name_holding_a_newline_is_printed_escaped_on_one_line(tmp_path, tiny_model):
+    """Before: a frame named "bad\\nname.jpg" split its FAILED line in two, the second half
+    looking like a line of its own."""
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 1)
+    os.rename(frames / "frame_0000.jpg", frames / "good\nname.jpg")
+    (frames / "bad\nname.jpg").write_bytes(b"not a picture")
+    generated = run_cli("generate", frames, out, "--model", tiny_model, *SIZE)
+    verified = run_cli("verify", out, "--all")
+    for result, lines in ((generated, ["FAILED bad\\nname.jpg: "]), (verified, ["good\\nname.jpg"])):
+        assert "name.jpg" not in result.stdout.replace("\\nname.jpg", ""), result.stdout  # no raw newline
+        for line in lines:
+            assert line in result.stdout, result.stdout
+    refused = run_cli("verify", tmp_path / "no\nsuch")
+    assert refused.returncode == 2 and "no\\nsuch" in one_error_line(refused) and "such" not in refused.stderr.replace(
+        "no\\nsuch", ""), refused.stderr
+
+
 @pytest.mark.parametrize("command", ["generate", "verify", "align"])
 def test_a_path_the_system_refuses_is_one_line(tmp_path, tiny_model, command):
     long = tmp_path / ("y" * 300)

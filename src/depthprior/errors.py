@@ -11,9 +11,16 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def one_line(text: object) -> str:
+    """A name (or a reason naming one) for one line of output: as it is when printable, else with
+    its newlines, control characters and undecodable bytes escaped as repr writes them."""
+    text = str(text)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def listing(items: Iterable[object], limit: int = 5, *, quote: bool = False) -> str:
     """The first `limit` items joined by commas, then " and N more": names in one-line messages."""
-    items = [repr(item) if quote else str(item) for item in items]
+    items = [repr(item) if quote else one_line(item) for item in items]
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 

@@ -13,7 +13,7 @@ import signal
 import sys
 
 from .. import __version__
-from ..errors import DepthpriorError, first_line
+from ..errors import DepthpriorError, first_line, one_line
 
 #: command modules under depthprior.cli, in the order `--help` lists them
 COMMANDS = ("generate", "check", "verify", "exclude", "align", "consistency", "report", "export", "export_onnx", "bench")
@@ -47,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except DepthpriorError as error:
-        print(f"depthprior {args.command}: error: {error}", file=sys.stderr)
+        print(f"depthprior {args.command}: error: {one_line(error)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"depthprior {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as error:  # a path the system refuses (too long, through a file, a loop)
-        print(f"depthprior {args.command}: error: {_os_error(error)}", file=sys.stderr)
+        print(f"depthprior {args.command}: error: {one_line(_os_error(error))}", file=sys.stderr)
         return 2 if error.errno in _PATH_ERRORS else 1
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from .masks import FORMAT_VERSION, REPORT_NAME, make_mask, mask_name, read_report
 from .segmenter import (DEFAULT_CLASSES, Segmenter, SegmenterSettings, class_ids, identity, labels_of,
                         resolve_classes, used_input_size)
-from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line
+from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line, one_line
 from ..files.jsonfile import encode_json
 from ..files.outputs import OutputFolder, folder_beside
 from ..files.raster import DEFAULT_MAX_PIXELS, decode_rgb, encode_plane, read_mask
@@ -76,10 +76,10 @@ class ExcludeSummary:
             widths = [max(9, len(name)) for name in classes]
             lines.append(f"{'image':<32} " + " ".join(f"{name:>{w}}" for name, w in zip(classes, widths)))
             for name, entry in sorted(self.fractions.items()):
-                lines.append(f"{name[-32:]:<32} " + " ".join(
+                lines.append(f"{one_line(name)[-32:]:<32} " + " ".join(
                     f"{entry.get(c, 0.0):>{w}.1%}" for c, w in zip(classes, widths)))
         lines.append(self.headline())
-        lines.extend(f"  FAILED {name}: {reason}" for name, reason in self.failed.items())
+        lines.extend(f"  FAILED {one_line(name)}: {one_line(reason)}" for name, reason in self.failed.items())
         return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .backends import Backend, BackendSettings
-from ..errors import UsageError, listing
+from ..errors import UsageError, listing, one_line
 from ..images import ImageItem, Scan, is_inside, normalise_extensions, safe_join, scan
 from ..files import place
 from ..files.place import location
@@ -90,18 +90,19 @@ class Summary:
             lines.append(f"  IGNORED {len(self.hidden)} hidden entries (names starting with '.' are "
                          f"never inputs): {listing(self.hidden, limit=3)}")
         for name, reason in self.ignored.items():
-            lines.append(f"  IGNORED {name}: {reason}")
+            lines.append(f"  IGNORED {one_line(name)}: {one_line(reason)}")
         for name, reason in list(self.repaired.items())[:REDONE_SHOWN]:
-            lines.append(f"  REDONE {name}: {reason}")
+            lines.append(f"  REDONE {one_line(name)}: {one_line(reason)}")
         if len(self.repaired) > REDONE_SHOWN:
             lines.append(f"  REDONE {len(self.repaired) - REDONE_SHOWN} more")
         for name, reason in self.failed.items():
-            lines.append(f"  FAILED {name}: {reason}")
+            lines.append(f"  FAILED {one_line(name)}: {one_line(reason)}")
         for name, reason in self.flagged.items():
-            lines.append(f"  WARNING {name}: {reason}")
+            lines.append(f"  WARNING {one_line(name)}: {one_line(reason)}")
         if self.exclusion is not None:
             lines.append(f"exclusion masks: {self.exclusion.headline()}")
-            lines.extend(f"  EXCLUSION FAILED {name}: {reason}" for name, reason in self.exclusion.failed.items())
+            lines.extend(f"  EXCLUSION FAILED {one_line(name)}: {one_line(reason)}"
+                         for name, reason in self.exclusion.failed.items())
         return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from ..errors import ImageError, UsageError, WriteError, first_line, listing
+from ..errors import ImageError, UsageError, WriteError, first_line, listing, one_line
 from ..files.outputs import FolderInUse, OutputLock, atomic_write_bytes
 from ..files.raster import read_mask
 from ..exclusion.masks import KEPT_FROM
@@ -84,11 +84,11 @@ class VerifyReport:
             bits = "" if check.precision_bits is None else f"{check.precision_bits:.1f}"
             share = "-" if check.excluded is None else f"{check.excluded:.1%}"
             lines.append(
-                f"{_clip(check.name, 40):<40} {check.width:>5}x{check.height:<5} "
+                f"{_clip(one_line(check.name), 40):<40} {check.width:>5}x{check.height:<5} "
                 f"{check.levels:>7} {bits:>5} {_clip(check.source, 14):<14} "
-                + f"{share:>6} " * excluded + status
+                + f"{share:>6} " * excluded + one_line(status)
             )
-        lines.extend(f"MISSING {name}" for name in self.missing[:MISSING_SHOWN])
+        lines.extend(f"MISSING {one_line(name)}" for name in self.missing[:MISSING_SHOWN])
         hidden = self.missing[MISSING_SHOWN:]
         if hidden:
             lines.append(f"...{listing(hidden, limit=0)} missing")  # "... and N more missing"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageError, UsageError, first_line
+from ..errors import ImageError, UsageError, first_line, one_line
 from ..files.outputs import OutputFolder
 from ..files.raster import read_mask, read_prior
 from ..images import DEFAULT_MAX_PIXELS
@@ -47,7 +47,7 @@ class ReportSummary:
         lines = [f"wrote {self.path} ({self.frames} frames: {statuses}; {self.seconds:.1f} s)"]
         if self.fits is None:
             lines.append("no SfM model given: the page shows the priors only (no fits, plots or scatters)")
-        lines += [f"note: {note}" for note in self.notes]
+        lines += [f"note: {one_line(note)}" for note in self.notes]
         lines.append(f"open it in a browser: file://{self.path.resolve()}")
         return "\n".join(lines)
 

@@ -26,7 +26,7 @@ import numpy as np
 from . import depth_params
 from .colmap import ModelImage, SparseModel, read_model
 from .depth_params import SCALE_BAND, AlignWriteError, Entry
-from ..errors import ImageError, UsageError, first_line, listing
+from ..errors import ImageError, UsageError, first_line, listing, one_line
 from ..exclusion.masks import ExclusionFolder, ExclusionMissing
 from ..files.outputs import OutputFolder, atomic_write_bytes
 from ..files.raster import read_prior, same_aspect
@@ -158,13 +158,14 @@ class AlignSummary:
 def _table(rows: list[ImageResult], excluded: bool = False) -> list[str]:
     if not rows:
         return []
-    width = min(max(len("image"), *(len(r.key) for r in rows)), 60)
+    keys = [one_line(r.key) for r in rows]
+    width = min(max(len("image"), *(len(key) for key in keys)), 60)
     column = lambda r: f"  {r.excluded if r.excluded is not None else '-':>5}" if excluded else ""  # noqa: E731
     lines = [f"{'image':<{width}}  {'points':>6}  {'inliers':>7}{'  excl.' if excluded else ''}  "
              f"{'resid':>6}  {'scale':>10}  {'offset':>10}  status"]
-    for r in rows:
-        status = r.status + (f": {r.reason}" if r.reason else "")
-        name = r.key if len(r.key) <= width else "..." + r.key[-(width - 3):]
+    for r, key in zip(rows, keys):
+        status = one_line(r.status + (f": {r.reason}" if r.reason else ""))
+        name = key if len(key) <= width else "..." + key[-(width - 3):]
         lines.append(f"{name:<{width}}  {r.points:>6}  {r.inliers:>7}{column(r)}  {_percent(r.residual):>6}  "
                      f"{r.scale:>10.4g}  {r.offset:>10.4g}  {status}")
     return lines

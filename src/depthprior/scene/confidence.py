@@ -32,7 +32,7 @@ from .consistency import TRUSTED, View
 from .depth_params import default_path, params_file
 from .priorset import PriorSet
 from ..priors.manifest import image_folder
-from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line
+from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line, one_line
 from ..exclusion.masks import ExclusionFolder
 from ..files.jsonfile import encode_json, expect_object, read_json
 from ..files.outputs import OutputFolder, folder_beside
@@ -110,10 +110,10 @@ class ConsistencySummary:
                  f"{'reject':>7} {'disagr':>7}"]
         for r in self.images:
             dis = f"{r.disagreement:.3f}" if r.disagreement is not None else "-"
-            lines.append(f"{r.name[-32:]:<32} {r.status:<9} {len(r.witnesses):>3} "
+            lines.append(f"{one_line(r.name)[-32:]:<32} {r.status:<9} {len(r.witnesses):>3} "
                          f"{r.checked:>8.1%} {r.agreeing:>7.1%} {r.rejected:>7.1%} {dis:>7}")
             if r.reason:
-                lines.append(f"    {r.reason}")
+                lines.append(f"    {one_line(r.reason)}")
         tae = " -> ".join(f"{v:.4f}" if v is not None else "-" for v in (self.tae_before, self.tae_after))
         lines.append(f"TAE before -> after masking: {tae}")
         lines.append(f"masks: {self.output} ({len(self.failed)} image(s) not checked, "
