@@ -554,6 +554,13 @@ def test_a_small_seg_input_size_has_one_bound_and_a_rounded_one_is_recorded_as_u
     again = exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"], 32),
                     workers=1)
     assert (again.done, again.skipped) == (0, 2)
+    # a folder of an earlier version recorded 33 as given: its masks came from another rule
+    report = tmp_path / "masks" / "exclude.json"
+    data = json.loads(report.read_text())
+    data["identity"]["input_size"] = 33
+    report.write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="other settings"):
+        exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"], 33), workers=1)
 
 
 @pytest.mark.hostile

@@ -21,7 +21,7 @@ import numpy as np
 
 from .masks import FORMAT_VERSION, REPORT_NAME, make_mask, mask_name, read_report
 from .segmenter import (DEFAULT_CLASSES, Segmenter, SegmenterSettings, class_ids, identity, labels_of,
-                        resolve_classes, used_input_size)
+                        resolve_classes)
 from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line, one_line
 from ..files.jsonfile import encode_json
 from ..files.outputs import OutputFolder, folder_beside
@@ -108,8 +108,6 @@ class Excluder:
             earlier = dict(previous.get("identity") or {})
             if "classes" in earlier:
                 earlier["classes"] = class_ids(earlier["classes"])
-            if "input_size" in earlier:  # recorded as given before it was recorded as used
-                earlier["input_size"] = used_input_size(earlier["input_size"])
             differences = identity_differences(earlier, self.identity, IDENTITY_ADDED_LATER)
             if differences and not overwrite:
                 raise UsageError(f"{folder.root} holds masks made with other settings "
