@@ -17,7 +17,7 @@ import pytest
 from conftest import TEST_INPUT_SIZE, run_cli
 from depthprior import generate
 from depthprior.errors import ModelLoadError, UsageError
-from depthprior.priors.distributed import RaySettings, parse_workers
+from depthprior.priors.distributed import RaySettings, _sizing, parse_workers
 from depthprior.priors.manifest import Manifest
 from object_store import (
     list_keys,
@@ -44,7 +44,7 @@ def endpoint():
 
 @pytest.fixture(scope="module")
 def local_ray(endpoint):
-    """One local Ray instance for the module; its workers inherit the S3 settings."""
+    """One local Ray instance for the module, started here; its workers inherit the S3 settings."""
     previous = set_environment(s3_environment(endpoint))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
@@ -72,12 +72,15 @@ def _records(manifest: Manifest) -> dict[str, dict]:
     return {name: record.to_json() for name, record in manifest.images.items()}
 
 
-def test_ray_writes_what_the_local_pipeline_writes_and_resumes(tmp_path, tiny_model, local_ray):
+def test_ray_writes_what_the_local_pipeline_writes_and_resumes(tmp_path, tiny_model, request):
+    """On a local instance the run starts itself (--ray local), then resumed on the module's."""
+    assert not ray.is_initialized(), "this test runs before its module's Ray instance starts"
     frames = _frames(tmp_path / "frames")
     (frames / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     local = _generate(frames, tmp_path / "local", tiny_model)
     out = tmp_path / "ray"
-    on_ray = _generate(frames, out, tiny_model, ray=RaySettings(workers=(1, 1)))
+    on_ray = _generate(frames, out, tiny_model, ray=RaySettings(address="local", workers=(1, 1)))
+    assert not ray.is_initialized()  # the instance it started is gone with the run
     assert (on_ray.done, list(on_ray.failed), on_ray.exit_code) == (6, ["broken.png"], 1)
     assert on_ray.failed == local.failed
     reference = _outputs(tmp_path / "local")
@@ -93,6 +96,7 @@ def test_ray_writes_what_the_local_pipeline_writes_and_resumes(tmp_path, tiny_mo
     (frames / "broken.png").unlink()
     (out / "frame_0002.png").unlink()
     (out / "cam1" / "tall.png").write_bytes(reference["cam1/tall.png"][:100])  # damaged
+    request.getfixturevalue("local_ray")
     again = _generate(frames, out, tiny_model, ray=RaySettings())
     assert (again.done, again.skipped, again.exit_code) == (2, 4, 0)
     assert list(again.repaired) == ["cam1/tall.png"]
@@ -118,11 +122,34 @@ def test_ray_reads_and_writes_object_storage(tmp_path, tiny_model, local_ray, en
     manifest = json.loads(client.get_object(Bucket="ray-outputs", Key="scene/depths/depthprior.json")["Body"].read())
     assert sorted(manifest["images"]) == sorted(Manifest.load(tmp_path / "local").images)
     assert not [key for key in list_keys(client, "ray-outputs") if "tmp" in key or "probe" in key]
-    client.delete_object(Bucket="ray-outputs", Key="scene/depths/frame_0001.png")
-    # as many replicas as the instance has CPUs: reads and writes still find room
-    again = _generate("s3://ray-inputs/scene/images", url, tiny_model, ray=RaySettings(workers=(2, 2)))
-    assert (again.done, again.skipped) == (1, 3)
-    assert "2 model replicas (CPU, 1 threads each)" in again.format()
+
+
+class _Cluster:
+    """What the sizing asks of Ray: the cluster's resources and nodes."""
+
+    def __init__(self, cpus: float, gpus: float, nodes: int):
+        self.resources, self.alive = {"CPU": cpus, "GPU": gpus}, nodes
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.resources
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True}] * self.alive + [{"Alive": False}]
+
+
+@pytest.mark.parametrize("cpus,gpus,nodes,wanted,expected", [
+    (2, 0, 1, RaySettings(workers=(2, 2)), "2 model replicas (CPU, 1 threads each) on 1 node(s) with 2 CPUs, 0 GPUs"),
+    (2, 0, 1, RaySettings(), "1 model replicas (CPU, 2 threads each) on 1 node(s) with 2 CPUs, 0 GPUs"),
+    (16, 0, 2, RaySettings(), "2 model replicas (CPU, 8 threads each) on 2 node(s) with 16 CPUs, 0 GPUs"),
+    (16, 0, 2, RaySettings(workers=(1, 3)),
+     "1-3 model replicas (CPU, 4 threads each) on 2 node(s) with 16 CPUs, 0 GPUs"),
+    (8, 4, 2, RaySettings(), "4 model replicas (1 GPU each) on 2 node(s) with 8 CPUs, 4 GPUs"),
+    (8, 4, 2, RaySettings(gpus_per_worker=0.5), "8 model replicas (0.5 GPU each) on 2 node(s) with 8 CPUs, 4 GPUs"),
+])
+def test_replicas_are_sized_to_the_cluster(cpus, gpus, nodes, wanted, expected):
+    """A CPU replica's threads are its node's CPUs over the replicas that share the node; one
+    replica per GPU (or per node without GPUs) unless --ray-workers says otherwise."""
+    assert _sizing(_Cluster(cpus, gpus, nodes), wanted).describe() == expected
 
 
 @pytest.mark.hostile

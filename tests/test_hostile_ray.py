@@ -1,102 +1,23 @@
-"""--ray attacked through its storage and its cluster: a cluster started before the storage
-settings were set, a worker that cannot reach the storage, a cluster that wants a token."""
+"""--ray attacked through its storage and its cluster: a worker that cannot reach the storage, a
+write task meeting dead storage, a cluster that wants a token, an address that is no cluster.
+These start no Ray; a cluster started before the storage settings were set is
+test_distributed_cluster.py's."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import TEST_INPUT_SIZE
 from depthprior.errors import UsageError
 from depthprior.priors import distributed
-from object_store import list_keys, s3_client, s3_environment, s3_server
-from synth import make_frames
+from object_store import s3_environment
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("s3fs")
 
-#: the Ray modules share one xdist worker: one Ray instance on the machine at a time
-pytestmark = [pytest.mark.hostile, pytest.mark.xdist_group("ray")]
-
-#: the driver's secret key (moto takes any): the workers get it, nothing prints or logs it
-SECRET = "s3cr3t-that-is-never-printed"
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    with s3_server() as url:
-        yield url
-
-
-#: a throwaway head node on 127.0.0.1: no token to share between it and the driver
-CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-@pytest.fixture(scope="module")
-def head_without_storage_settings():
-    """The address of a `ray start --head` node started with no AWS_* settings at all, as a
-    cluster started before the user exported them (the driver gets them later)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    env.update(CLUSTER_ENV, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_CONFIG_FILE=os.devnull,
-               AWS_EC2_METADATA_DISABLED="true", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    ray_cli = Path(sys.executable).with_name("ray")
-    node = subprocess.Popen([str(ray_cli), "start", "--block", "--head", "--num-cpus=2", f"--port={port}",
-                             "--node-ip-address=127.0.0.1", "--include-dashboard=false"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the head node did not come up in 60 s"
-                time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(node.pid, signal.SIGKILL)  # its own process group: the node's processes only
-        node.wait()
-        record = Path(tempfile.gettempdir(), "ray", "ray_current_cluster")
-        try:
-            if str(port) in record.read_text():
-                record.unlink()
-        except OSError:
-            pass
-
-
-def _upload(client, bucket, folder, prefix):
-    for path in sorted(folder.rglob("*.*")):
-        client.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(folder).as_posix()}",
-                          Body=path.read_bytes())
-
-
-def test_workers_get_the_drivers_storage_settings(tmp_path, tiny_model, endpoint, head_without_storage_settings, cli):
-    client = s3_client(endpoint)
-    name = "ray-late-settings"
-    client.create_bucket(Bucket=name)
-    make_frames(tmp_path / "frames", 3, size=(40, 52))
-    _upload(client, name, tmp_path / "frames", "images")
-    env = {**s3_environment(endpoint), "AWS_SECRET_ACCESS_KEY": SECRET, **CLUSTER_ENV}
-    result = cli("generate", f"s3://{name}/images", f"s3://{name}/depths", "--model", tiny_model,
-                 "--input-size", str(TEST_INPUT_SIZE), "--no-progress", "--ray", head_without_storage_settings,
-                 "--ray-workers", "1", env=env, timeout=240)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "done 3, skipped 0, failed 0 of 3" in result.stdout
-    assert [key for key in list_keys(client, name, "depths/") if key.endswith(".png")] == \
-        [f"depths/frame_{i:04d}.png" for i in range(3)]
-    assert SECRET not in result.stdout + result.stderr
-
+pytestmark = pytest.mark.hostile
 
 def test_a_worker_that_cannot_reach_the_storage_says_so_in_one_line(monkeypatch):
     """What the check a worker runs before the dataset answers (here in this process, with the
@@ -164,7 +85,6 @@ def test_a_write_task_meeting_dead_storage_stops_the_run_instead_of_failing_the_
 
 def test_an_address_that_listens_but_is_no_ray_cluster_is_one_line_in_seconds(monkeypatch):
     """Before: Ray's client waited 40 s per try and ray.init retried for minutes."""
-    import time
 
     monkeypatch.setattr(distributed, "CLUSTER_ANSWER_SECONDS", 1.0)
     listener = socket.socket()
