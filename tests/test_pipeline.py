@@ -179,7 +179,7 @@ def _listings_of(folder, monkeypatch) -> list:
 
 def _manifest_reads(monkeypatch) -> list:
     reads, original = [], Manifest.load
-    monkeypatch.setattr(Manifest, "load", lambda root: reads.append(root) or original(root))
+    monkeypatch.setattr(Manifest, "load", lambda root, **options: reads.append(root) or original(root, **options))
     return reads
 
 
