@@ -23,6 +23,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 TEST_INPUT_SIZE = 56
 
 
+#: the longest chains of tests (xdist groups), started first: pytest-xdist hands out work in
+#: collection order (its own reordering by test count is off in pyproject's addopts), and a chain
+#: handed out last runs on alone while the other workers idle
+FIRST_GROUPS = ("ray", "compile", "onnx", "space", "device_check")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: FIRST_GROUPS.index(group) if (group := xdist_group(item)) in FIRST_GROUPS
+               else len(FIRST_GROUPS))
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+        return None
+    return marker.args[0] if marker.args else marker.kwargs.get("name")
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-relative"))

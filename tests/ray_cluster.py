@@ -2,8 +2,7 @@
 (`ray start --block`, 2 CPUs each), started with no AWS_* settings at all, as a cluster started
 before the user exported them: its drivers hand theirs to the workers.
 
-The Ray modules share one xdist worker (their xdist_group), so the session starts it once; a
-test joins it (`ray.init(address=...)`), or starts a driver process that does.
+test_distributed_cluster.py starts it for its module; a driver process joins it.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from depthprior import generate
 from depthprior.errors import ModelLoadError, UsageError
 from depthprior.priors.distributed import RaySettings, _sizing, parse_workers
 from depthprior.priors.manifest import Manifest
+from depthprior.priors.store import read_png16
 from object_store import (
     list_keys,
     restore_environment,
@@ -72,8 +73,9 @@ def _records(manifest: Manifest) -> dict[str, dict]:
     return {name: record.to_json() for name, record in manifest.images.items()}
 
 
-def test_ray_writes_what_the_local_pipeline_writes_and_resumes(tmp_path, tiny_model, request):
-    """On a local instance the run starts itself (--ray local), then resumed on the module's."""
+def test_ray_writes_what_the_local_pipeline_writes(tmp_path, tiny_model):
+    """On a local instance the run starts itself (--ray local) and stops; resuming on Ray (a
+    damaged output redone) is test_the_same_command_resumes_after_the_driver_is_killed's."""
     assert not ray.is_initialized(), "this test runs before its module's Ray instance starts"
     frames = _frames(tmp_path / "frames")
     (frames / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
@@ -92,17 +94,6 @@ def test_ray_writes_what_the_local_pipeline_writes_and_resumes(tmp_path, tiny_mo
     assert sum(on_ray.replicas.values()) == 6 and len(on_ray.replicas) == 1
     assert "on Ray: 1 model replicas (CPU, 2 threads each) on 1 node(s)" in on_ray.format()
     assert not list(out.rglob("*depthprior-tmp*"))
-
-    (frames / "broken.png").unlink()
-    (out / "frame_0002.png").unlink()
-    (out / "cam1" / "tall.png").write_bytes(reference["cam1/tall.png"][:100])  # damaged
-    request.getfixturevalue("local_ray")
-    again = _generate(frames, out, tiny_model, ray=RaySettings())
-    assert (again.done, again.skipped, again.exit_code) == (2, 4, 0)
-    assert list(again.repaired) == ["cam1/tall.png"]
-    assert _outputs(out) == reference
-    assert sorted(name for name, _ in Manifest.load(out).iter_ok()) == sorted(
-        ["cam1/tall.png", *[f"frame_{i:04d}.jpg" for i in range(5)]])
 
 
 def test_ray_reads_and_writes_object_storage(tmp_path, tiny_model, local_ray, endpoint):
@@ -224,12 +215,15 @@ def test_the_same_command_resumes_after_the_driver_is_killed(tmp_path, tiny_mode
     driver.wait()
     done_before = _recorded(out)
     assert 0 < done_before < 24, "the driver was not killed mid-run"
+    damaged = sorted(Manifest.load(out).images)[0]
+    (out / damaged.replace(".jpg", ".png")).write_bytes(b"\x89PNG\r\n\x1a\n cut short")
     # the same command again, here: this process is a driver of the same instance already
     rerun = run_cli(*command[3:], joined_ray=True, timeout=180)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert f"skipped {done_before}" in rerun.stdout
+    assert f"skipped {done_before - 1}" in rerun.stdout and f"REDONE {damaged}: damaged output" in rerun.stdout
     manifest = Manifest.load(out)
     assert sorted(name for name, _ in manifest.iter_ok()) == [f"frame_{i:04d}.jpg" for i in range(24)]
+    assert read_png16(out / damaged.replace(".jpg", ".png")).shape == (120, 160)
     assert not list(out.rglob("*depthprior-tmp*"))
 
 

@@ -43,6 +43,11 @@ def eager_run(tiny_model, tmp_path_factory):
     return root / "frames", root / "eager"
 
 
+#: the compiling runs (~45 and ~15 CPU-s of TorchInductor) share one worker and start early
+COMPILE = pytest.mark.xdist_group("compile")
+
+
+@COMPILE
 def test_compiled_maps_equal_eager_ones_and_resume_them(cli, tiny_model, tmp_path, eager_run):
     frames, eager_out = eager_run
     compiled = generate(cli, frames, tmp_path / "compiled", tiny_model, tmp_path, "--compile")
@@ -60,6 +65,7 @@ def test_compiled_maps_equal_eager_ones_and_resume_them(cli, tiny_model, tmp_pat
     assert again.returncode == 0 and "nothing to do: all 3 images already have outputs" in again.stderr
 
 
+@COMPILE
 def test_failed_compile_falls_back_to_eager_with_one_warning(cli, tiny_model, tmp_path, eager_run):
     frames, eager_out = eager_run
     broken = generate(cli, frames, tmp_path / "broken", tiny_model, tmp_path, "--compile",
