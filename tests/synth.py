@@ -9,24 +9,25 @@ import cv2
 import numpy as np
 
 
-def build_tiny_model(folder: Path, *, metric: bool = False, seed: int = 0) -> Path:
+def build_tiny_model(folder: Path, *, metric: bool = False, seed: int = 0, stages: int = 2) -> Path:
     """A random-weight Depth Anything saved with save_pretrained, loadable by path like a hub id.
 
     The head's last conv is rescaled (and given a positive bias) so the final ReLU does not
     clip the ~1e-7 outputs of random weights to zero: maps have real range and structure.
+    stages: backbone layers, each feeding the neck (1 or 2; one compiles in ~20% less time).
     """
     import torch
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
     torch.manual_seed(seed)
     backbone = Dinov2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        patch_size=14, image_size=518, out_features=["stage1", "stage2"],
+        hidden_size=32, num_hidden_layers=stages, num_attention_heads=2, intermediate_size=64,
+        patch_size=14, image_size=518, out_features=["stage1", "stage2"][:stages],
         reshape_hidden_states=False,
     )
     config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=32, reassemble_factors=[4, 2],
-        neck_hidden_sizes=[8, 16], fusion_hidden_size=16, head_hidden_size=8, patch_size=14,
+        backbone_config=backbone, reassemble_hidden_size=32, reassemble_factors=[4, 2][:stages],
+        neck_hidden_sizes=[8, 16][:stages], fusion_hidden_size=16, head_hidden_size=8, patch_size=14,
         depth_estimation_type="metric" if metric else "relative", max_depth=20,
     )
     model = DepthAnythingForDepthEstimation(config).eval()

@@ -17,7 +17,7 @@ from depthprior.priors.backends import BackendSettings, create_backend
 from depthprior.priors.manifest import MANIFEST_NAME
 from depthprior.priors.store import read_png16
 from reference import reference_position_resize
-from synth import make_frames
+from synth import build_tiny_model, make_frames
 
 
 def generate(cli, frames, out, model, tmp_path, *extra, env=None):
@@ -32,13 +32,19 @@ def maps(out):
 
 
 @pytest.fixture(scope="module")
-def eager_run(tiny_model, tmp_path_factory):
+def one_stage_model(tmp_path_factory):
+    """The tiny model with one backbone stage: what compiles, in ~20% less time than two."""
+    return build_tiny_model(tmp_path_factory.mktemp("one-stage"), stages=1)
+
+
+@pytest.fixture(scope="module")
+def eager_run(one_stage_model, tmp_path_factory):
     """Three same-size frames and their maps from the uncompiled model."""
     from conftest import run_cli
 
     root = tmp_path_factory.mktemp("eager")
     make_frames(root / "frames", count=3, size=(48, 64))
-    result = generate(run_cli, root / "frames", root / "eager", tiny_model, root)
+    result = generate(run_cli, root / "frames", root / "eager", one_stage_model, root)
     assert result.returncode == 0, result.stderr
     return root / "frames", root / "eager"
 
@@ -48,9 +54,9 @@ COMPILE = pytest.mark.xdist_group("compile")
 
 
 @COMPILE
-def test_compiled_maps_equal_eager_ones_and_resume_them(cli, tiny_model, tmp_path, eager_run):
+def test_compiled_maps_equal_eager_ones_and_resume_them(cli, one_stage_model, tmp_path, eager_run):
     frames, eager_out = eager_run
-    compiled = generate(cli, frames, tmp_path / "compiled", tiny_model, tmp_path, "--compile")
+    compiled = generate(cli, frames, tmp_path / "compiled", one_stage_model, tmp_path, "--compile")
     assert compiled.returncode == 0, compiled.stderr
     assert "compiled=True" in compiled.stderr and "compiling the model for input 1x3x56x70" in compiled.stderr
     assert compiled.stderr.count("compiling the model") == 1  # one shape, one compile
@@ -61,14 +67,14 @@ def test_compiled_maps_equal_eager_ones_and_resume_them(cli, tiny_model, tmp_pat
     manifests = [json.loads((d / MANIFEST_NAME).read_text()) for d in (eager_out, tmp_path / "compiled")]
     assert manifests[0]["identity"] == manifests[1]["identity"]
     # compiling changes nothing an output depends on: a compiled folder resumes as done uncompiled
-    again = generate(cli, frames, tmp_path / "compiled", tiny_model, tmp_path)
+    again = generate(cli, frames, tmp_path / "compiled", one_stage_model, tmp_path)
     assert again.returncode == 0 and "nothing to do: all 3 images already have outputs" in again.stderr
 
 
 @COMPILE
-def test_failed_compile_falls_back_to_eager_with_one_warning(cli, tiny_model, tmp_path, eager_run):
+def test_failed_compile_falls_back_to_eager_with_one_warning(cli, one_stage_model, tmp_path, eager_run):
     frames, eager_out = eager_run
-    broken = generate(cli, frames, tmp_path / "broken", tiny_model, tmp_path, "--compile",
+    broken = generate(cli, frames, tmp_path / "broken", one_stage_model, tmp_path, "--compile",
                       env={"CXX": "/bin/false"})  # no working C++ compiler for TorchInductor
     assert broken.returncode == 0, broken.stderr
     warnings = [line for line in broken.stderr.splitlines() if "torch.compile failed" in line]
