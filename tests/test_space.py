@@ -11,8 +11,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -418,11 +421,64 @@ def test_tokens_never_appear(fake, tmp_path, monkeypatch):
     assert httpx.get(fake.url + "_fake/credentials", timeout=10).json() == {"requests": 0}
 
 
+class DoomedRoute:
+    """The server on a port of its own through a TCP relay in this process: kill() resets every
+    connection and stops listening, which is what a client sees of a server process killed
+    mid-run (a second server process would cost its ~5 CPU-s start)."""
+
+    def __init__(self, url: str):
+        host, port = url.split("://", 1)[1].rstrip("/").rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
+        self.sockets: list[socket.socket] = []
+        self.lock, self.killed = threading.Lock(), False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            with self.lock:
+                self.sockets += [client, upstream]
+                if self.killed:  # accepted while kill() ran: reset too
+                    self._reset([client, upstream])
+                    return
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._relay, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _relay(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def kill(self) -> None:
+        with self.lock:
+            self.killed = True
+            self.listener.close()
+            self._reset(self.sockets)
+
+    @staticmethod
+    def _reset(sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            try:  # RST, not FIN: the peer's next read or write fails at once
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            except OSError:
+                pass
+
+
 def test_server_killed_mid_run_then_resume_elsewhere(space, tmp_path):
-    space.configure()
-    doomed = FakeSpace(tmp_path / "doomed")
+    space.configure(slow=0.5)
+    doomed = DoomedRoute(space.url)
     try:
-        doomed.configure(slow=0.5)
         make_frames(tmp_path / "frames", count=12)
         out = tmp_path / "out"
         # one attempt per image: the run stops after the breaker's consecutive failed images
@@ -436,10 +492,11 @@ def test_server_killed_mid_run_then_resume_elsewhere(space, tmp_path):
         deadline = time.monotonic() + 60
         while len(list(out.glob("*.png"))) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        doomed.process.kill()
+        doomed.kill()
         stdout, stderr = run.communicate(timeout=90)
     finally:
-        doomed.stop()
+        doomed.kill()
+        space.configure()
     assert run.returncode == 1, stdout + stderr
     assert "stopped early" in stdout and "consecutive" in stdout
     records = manifest(out)["images"]
