@@ -1,5 +1,5 @@
-"""generate on Ray: a local Ray instance (workers are separate processes), object storage
-through a real S3 server, and the same outputs, manifest and resume as the local pipeline."""
+"""generate on Ray: a local Ray instance (workers are separate processes) and the same outputs,
+manifest and resume as the local pipeline. Ray over object storage is test_distributed_cluster.py's."""
 
 from __future__ import annotations
 
@@ -20,38 +20,21 @@ from depthprior.errors import ModelLoadError, UsageError
 from depthprior.priors.distributed import RaySettings, _sizing, parse_workers
 from depthprior.priors.manifest import Manifest
 from depthprior.priors.store import read_png16
-from object_store import (
-    list_keys,
-    restore_environment,
-    s3_client,
-    s3_environment,
-    s3_server,
-    set_environment,
-)
 from synth import make_frames, scene_rgb, write_image
 
 ray = pytest.importorskip("ray")
-pytest.importorskip("s3fs")
 
 
 #: the Ray modules share one xdist worker: one Ray instance on the machine at a time
 pytestmark = pytest.mark.xdist_group("ray")
 
 @pytest.fixture(scope="module")
-def endpoint():
-    with s3_server() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def local_ray(endpoint):
-    """One local Ray instance for the module, started here; its workers inherit the S3 settings."""
-    previous = set_environment(s3_environment(endpoint))
+def local_ray():
+    """One local Ray instance for the module, started here."""
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-    restore_environment(previous)
 
 
 def _frames(folder, count=5):
@@ -94,25 +77,6 @@ def test_ray_writes_what_the_local_pipeline_writes(tmp_path, tiny_model):
     assert sum(on_ray.replicas.values()) == 6 and len(on_ray.replicas) == 1
     assert "on Ray: 1 model replicas (CPU, 2 threads each) on 1 node(s)" in on_ray.format()
     assert not list(out.rglob("*depthprior-tmp*"))
-
-
-def test_ray_reads_and_writes_object_storage(tmp_path, tiny_model, local_ray, endpoint):
-    client = s3_client(endpoint)
-    for bucket in ("ray-inputs", "ray-outputs"):
-        client.create_bucket(Bucket=bucket)
-    frames = _frames(tmp_path / "frames", count=3)
-    for path in sorted(frames.rglob("*.*")):
-        client.put_object(Bucket="ray-inputs", Key=f"scene/images/{path.relative_to(frames).as_posix()}",
-                          Body=path.read_bytes())
-    _generate(frames, tmp_path / "local", tiny_model)
-    url = "s3://ray-outputs/scene/depths"
-    summary = _generate("s3://ray-inputs/scene/images", url, tiny_model, ray=RaySettings())
-    assert (summary.done, summary.exit_code) == (4, 0)
-    for name, data in _outputs(tmp_path / "local").items():
-        assert client.get_object(Bucket="ray-outputs", Key=f"scene/depths/{name}")["Body"].read() == data
-    manifest = json.loads(client.get_object(Bucket="ray-outputs", Key="scene/depths/depthprior.json")["Body"].read())
-    assert sorted(manifest["images"]) == sorted(Manifest.load(tmp_path / "local").images)
-    assert not [key for key in list_keys(client, "ray-outputs") if "tmp" in key or "probe" in key]
 
 
 class _Cluster:

@@ -1,8 +1,9 @@
 """generate on a two-node Ray cluster on 127.0.0.1 (tests/ray_cluster.py: `ray start --head` and a
 second node, both started before any storage settings existed), from a driver process given the
 settings of a real S3 server, with a model replica killed mid-run: Ray retries its images, every
-image is done once, the outputs are the local pipeline's byte for byte, and the secret key the
-workers got from the driver is printed nowhere."""
+image is done once, the outputs (a subfolder and another size among them) are the local
+pipeline's byte for byte, no temporary or probe object is left, and the secret key the workers
+got from the driver is printed nowhere."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from depthprior import generate
 from object_store import list_keys, s3_client, s3_environment, s3_server
 from ray_cluster import replica_pids, two_node_cluster, wait_for
-from synth import make_frames
+from synth import make_frames, scene_rgb, write_image
 
 pytest.importorskip("ray")
 pytest.importorskip("s3fs")
@@ -51,9 +52,11 @@ def test_a_replica_killed_mid_run_loses_nothing(tmp_path, tiny_model, cluster, e
     client = s3_client(endpoint)
     client.create_bucket(Bucket=BUCKET)
     frames = tmp_path / "frames"
-    make_frames(frames, FRAMES, size=(120, 160))
-    for path in sorted(frames.iterdir()):
-        client.put_object(Bucket=BUCKET, Key=f"images/{path.name}", Body=path.read_bytes())
+    make_frames(frames, FRAMES - 1, size=(120, 160))
+    write_image(frames / "cam1" / "tall.png", scene_rgb(161, 79, seed=7))  # another size, a subfolder
+    names = sorted(path.relative_to(frames).as_posix() for path in frames.rglob("*.*"))
+    for name in names:
+        client.put_object(Bucket=BUCKET, Key=f"images/{name}", Body=(frames / name).read_bytes())
     command = [sys.executable, "-m", "depthprior", "generate", f"s3://{BUCKET}/images", f"s3://{BUCKET}/depths",
                "--model", str(tiny_model), "--input-size", "266", "--no-progress", "--ray", cluster,
                "--ray-workers", "2"]
@@ -71,14 +74,15 @@ def test_a_replica_killed_mid_run_loses_nothing(tmp_path, tiny_model, cluster, e
     assert SECRET not in stdout + stderr
     local = generate(frames, tmp_path / "local", model=str(tiny_model), input_size=266, progress=False)
     assert local.exit_code == 0
-    expected = sorted(path.name for path in (tmp_path / "local").glob("*.png"))
+    expected = sorted(path.relative_to(tmp_path / "local").as_posix() for path in (tmp_path / "local").rglob("*.png"))
     assert len(expected) == FRAMES
     assert sorted(key for key in list_keys(client, BUCKET, "depths/") if key.endswith(".png")) == [
         f"depths/{name}" for name in expected]
+    assert not [key for key in list_keys(client, BUCKET) if "tmp" in key or "probe" in key]
     for name in expected:
         written = client.get_object(Bucket=BUCKET, Key=f"depths/{name}")["Body"].read()
         assert written == (tmp_path / "local" / name).read_bytes(), name
     manifest = client.get_object(Bucket=BUCKET, Key="depths/depthprior.json")["Body"].read()
     records = json.loads(manifest)["images"]
-    assert sorted(records) == [f"frame_{i:04d}.jpg" for i in range(FRAMES)]
+    assert sorted(records) == names
     assert all(record["status"] == "ok" for record in records.values())
