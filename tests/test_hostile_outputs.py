@@ -181,7 +181,9 @@ def test_manifests_from_before_frame_versions_still_resume(tmp_path, tiny_model)
 
 # ---------------------------------------------------------------- model identity
 
-def test_a_checkpoint_replaced_in_the_same_folder_is_not_mixed_in(tmp_path, monkeypatch):
+def _run_on_a_local_checkpoint(tmp_path, monkeypatch):
+    """(frames, out, the checkpoint folder, generate's options) after a first run, with the digest
+    cache in tmp_path/cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     frames = tmp_path / "frames"
     make_frames(frames, 2)
@@ -189,6 +191,11 @@ def test_a_checkpoint_replaced_in_the_same_folder_is_not_mixed_in(tmp_path, monk
     out = tmp_path / "out"
     options = dict(model=str(model), input_size=TEST_INPUT_SIZE, progress=False)
     assert generate(frames, out, **options).done == 2
+    return frames, out, model, options
+
+
+def test_a_checkpoint_replaced_in_the_same_folder_is_not_mixed_in(tmp_path, monkeypatch):
+    frames, out, model, options = _run_on_a_local_checkpoint(tmp_path, monkeypatch)
     assert (tmp_path / "cache" / "depthprior" / "file-hashes.json").is_file()
     assert generate(frames, out, **options).skipped == 2
     build_tiny_model(model, seed=4)  # another checkpoint, same folder name
@@ -205,14 +212,8 @@ def test_weights_edited_in_place_with_size_and_mtime_restored_are_another_model(
 
     from depthprior.priors import fingerprint
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(fingerprint, "SETTLED_SECONDS", 0.0)  # cache the checkpoint just built
-    frames = tmp_path / "frames"
-    make_frames(frames, 2)
-    model = build_tiny_model(tmp_path / "mymodel", seed=3)
-    out = tmp_path / "out"
-    options = dict(model=str(model), input_size=TEST_INPUT_SIZE, progress=False)
-    assert generate(frames, out, **options).done == 2
+    frames, out, model, options = _run_on_a_local_checkpoint(tmp_path, monkeypatch)
     time.sleep(0.05)  # past the file system's timestamp tick
     (weights,) = model.glob("*.safetensors")
     before = weights.stat()
