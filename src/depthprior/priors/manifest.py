@@ -178,7 +178,8 @@ class Manifest:
             raise ManifestError(path, "is a folder, not a file", resuming)
         fields: dict[str, Any] = {}
         try:
-            data = read_json(path, missing_ok=True, check=lambda data: fields.update(_parse(data, root)))
+            data = read_json(path, missing_ok=True, allow_nan=False,  # it is saved back as strict JSON
+                             check=lambda data: fields.update(_parse(data, root)))
         except FileFormatError as error:
             raise ManifestError(path, error.problem, resuming) from None
         if data is None:

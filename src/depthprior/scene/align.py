@@ -575,7 +575,7 @@ def _depth_manifest(depths: Path) -> Manifest | None:
     try:
         return Manifest.load(depths)
     except ManifestError as error:  # the fit does not need it: say so and go on
-        log.warning("%s", error)
+        log.warning("%s", one_line(error))  # one line, as the error it is elsewhere
         return None
 
 

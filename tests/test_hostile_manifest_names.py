@@ -1,0 +1,69 @@
+"""Hostile: a manifest holding what depthprior never writes (NaN), and names with control
+characters in the lines that generate and align log (not only in their error lines)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import TEST_INPUT_SIZE, run_cli
+from scenes import make_scene
+from synth import make_frames
+
+from depthprior.priors.manifest import MANIFEST_NAME, Manifest, ManifestError
+
+pytestmark = pytest.mark.hostile
+
+#: a newline and terminal escapes (a colour, a window title) in one name
+WEIRD = "od\n\x1b[31mX\x1b]0;t\x07"
+
+
+def _raw_control(text: str) -> list[str]:
+    """Lines of output holding a control character (or a name split over two lines)."""
+    return [line for line in text.splitlines() if any(not c.isprintable() for c in line)
+            or line.startswith("\x1b") or line.startswith("[31mX")]
+
+
+def test_a_nan_in_a_manifest_is_refused_when_read_not_when_written_at_the_end(tmp_path, tiny_model):
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 2, size=(24, 32))
+    common = ["--model", tiny_model, "--input-size", TEST_INPUT_SIZE, "--no-progress"]
+    assert run_cli("generate", frames, out, *common).returncode == 0
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    data["images"]["frame_0000.jpg"]["raw_min"] = float("nan")  # json.dumps writes NaN
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="NaN"):
+        Manifest.load(out)
+    result = run_cli("generate", frames, out, *common)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--overwrite" in result.stderr and "free space" not in result.stderr, result.stderr
+    data["images"]["frame_0000.jpg"]["raw_min"] = 1.0
+    data["identity"]["x"] = float("inf")
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="Infinity"):
+        Manifest.load(out)
+
+
+def test_align_s_manifest_warning_and_generate_s_log_lines_escape_names(tmp_path, tiny_model):
+    scene = make_scene(tmp_path / "scene", n_images=3, width=64, height=48, points_per_image=60)
+    depths = tmp_path / WEIRD
+    shutil.copytree(scene.depths, depths)
+    (depths / MANIFEST_NAME).write_text("{")
+    result = run_cli("align", "--sparse", scene.sparse, "--depths", depths, "--images", scene.images)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "the manifest" in result.stderr, result.stderr
+    assert not _raw_control(result.stdout + result.stderr), result.stdout + result.stderr
+
+    frames = tmp_path / "frames"
+    make_frames(frames, 1, size=(24, 32))
+    (frames / f"{WEIRD}.jpg").symlink_to(tmp_path / "nowhere")  # ignored: named in a warning
+    out = tmp_path / f"out{WEIRD}"
+    out.mkdir()
+    (out / MANIFEST_NAME).write_text("{")  # --overwrite sets it aside: a warning names OUT
+    result = run_cli("generate", frames, out, "--model", tiny_model, "--input-size", TEST_INPUT_SIZE,
+                     "--no-progress", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert "ignored" in result.stderr and "could not be used" in result.stderr, result.stderr
+    assert not _raw_control(result.stdout + result.stderr), result.stdout + result.stderr
