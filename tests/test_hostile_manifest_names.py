@@ -67,3 +67,24 @@ def test_align_s_manifest_warning_and_generate_s_log_lines_escape_names(tmp_path
     assert result.returncode == 0, result.stderr
     assert "ignored" in result.stderr and "could not be used" in result.stderr, result.stderr
     assert not _raw_control(result.stdout + result.stderr), result.stdout + result.stderr
+
+
+def test_summaries_of_verify_report_align_consistency_escape_the_folder_name(tmp_path, tiny_model):
+    scene = make_scene(tmp_path / f"scene{WEIRD}", n_images=3, width=64, height=48,
+                       points_per_image=60)
+    out = tmp_path / f"out{WEIRD}"
+    assert run_cli("generate", scene.images, out, "--model", tiny_model, "--input-size",
+                   TEST_INPUT_SIZE, "--no-progress").returncode == 0
+    runs = {
+        "verify": ["verify", out],
+        "align": ["align", "--sparse", scene.sparse, "--depths", scene.depths, "--images", scene.images],
+        "consistency": ["consistency", "--sparse", scene.sparse, "--depths", scene.depths],
+        "report": ["report", scene.depths, "--images", scene.images, "--sparse", scene.sparse],
+    }
+    for command, argv in runs.items():
+        result = run_cli(*argv)
+        assert "Traceback" not in result.stderr and "error:" not in result.stderr, (command, result.stderr)
+        assert not _raw_control(result.stdout + result.stderr), (command, result.stdout + result.stderr)
+        if command == "verify":  # the table's header names its columns (not only "status")
+            header = result.stdout.splitlines()[1]
+            assert header.split()[:2] == ["image", "size"] and header.endswith("status"), result.stdout
