@@ -88,3 +88,11 @@ def test_summaries_of_verify_report_align_consistency_escape_the_folder_name(tmp
         if command == "verify":  # the table's header names its columns (not only "status")
             header = result.stdout.splitlines()[1]
             assert header.split()[:2] == ["image", "size"] and header.endswith("status"), result.stdout
+
+
+def test_an_empty_ray_address_is_refused_as_an_argument(tmp_path, cli):
+    make_frames(tmp_path / "frames", 1, size=(24, 32))
+    result = cli("generate", tmp_path / "frames", tmp_path / "out", "--ray=", "--ray-workers", "1")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "argument --ray" in lines[0] and "int()" not in lines[0], result.stderr
