@@ -96,3 +96,23 @@ def test_an_empty_ray_address_is_refused_as_an_argument(tmp_path, cli):
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(lines) == 1 and "argument --ray" in lines[0] and "int()" not in lines[0], result.stderr
+
+
+def test_a_manifest_too_large_for_memory_is_one_line_not_a_traceback(tmp_path, cli, monkeypatch):
+    """A file under the size cap whose parse runs out of memory (a 200 MB list of zeros under a
+    1.5 GB address-space limit did): one error line naming it, as any other malformed manifest."""
+    from depthprior.files import jsonfile
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST_NAME).write_text('{"format": "depthprior-manifest", "x": [0, 0, 0]}')
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(jsonfile.json, "loads", exhausted)
+    result = cli("verify", out)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and MANIFEST_NAME in lines[0] and "memory" in lines[0], result.stderr

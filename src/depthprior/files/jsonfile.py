@@ -51,6 +51,9 @@ def parse_json(text: bytes | str, source: object, *, check: Check | None = None,
                                       "not a file depthprior wrote", hint) from None
     except (UnicodeDecodeError, ValueError) as error:
         raise FileFormatError(source, f"is not valid JSON ({first_line(error)})", hint) from None
+    except MemoryError:  # under the size cap, yet millions of tiny values: never a file we wrote
+        raise FileFormatError(source, "is too large to parse in this memory; not a file depthprior "
+                                      "wrote", hint) from None
     if _depth_exceeds(data, max_depth):
         raise FileFormatError(source, f"is nested more than {max_depth} levels deep; "
                                       "not a file depthprior wrote", hint)
