@@ -116,3 +116,23 @@ def test_a_manifest_too_large_for_memory_is_one_line_not_a_traceback(tmp_path, c
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and MANIFEST_NAME in lines[0] and "memory" in lines[0], result.stderr
+
+
+def test_a_record_naming_another_frame_s_outputs_is_refused_or_redone(tmp_path, tiny_model):
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 2, size=(24, 32))
+    common = ["--model", tiny_model, "--input-size", TEST_INPUT_SIZE, "--no-progress"]
+    assert run_cli("generate", frames, out, *common).returncode == 0
+    good = json.loads((out / MANIFEST_NAME).read_text())
+    forged = json.loads(json.dumps(good))
+    forged["images"]["frame_0000.jpg"]["outputs"] = ["frame_0001.png"]  # not its stem's file
+    (out / MANIFEST_NAME).write_text(json.dumps(forged))
+    with pytest.raises(ManifestError, match="frame_0001.png"):
+        Manifest.load(out)
+    forged["images"]["frame_0000.jpg"]["stem"] = "frame_0001"  # as a stale record of a renamed frame
+    (out / MANIFEST_NAME).write_text(json.dumps(forged))
+    result = run_cli("generate", frames, out, *common)
+    assert result.returncode == 0, result.stderr
+    assert "REDONE frame_0000.jpg" in result.stdout + result.stderr, result.stdout + result.stderr
+    record = Manifest.load(out).images["frame_0000.jpg"]
+    assert record.stem == "frame_0000" and record.outputs == ["frame_0000.png"]

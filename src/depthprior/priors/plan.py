@@ -233,8 +233,11 @@ def _schedule(plan: Plan, item: ImageItem, fmt: str, overwrite: bool) -> None:
         return
     if not overwrite and plan.manifest.is_complete(item.name, fmt):
         damage = plan.manifest.damage(item.name, fmt)
-        reason = _changed(plan.manifest.images[item.name], plan.versions[item.name]) or (
-            f"damaged output ({damage})" if damage else None)
+        record = plan.manifest.images[item.name]
+        reason = _changed(record, plan.versions[item.name]) or (
+            f"damaged output ({damage})" if damage else None) or (
+            f"its record names the outputs of {record.stem!r}, not of {item.stem!r}"
+            if record.stem != item.stem else None)
         if reason is None:
             return
         plan.damaged[item.name] = reason
