@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("out", help="output folder, or a URL such as s3://bucket/scene/depths")
     add_backend_arguments(parser)
     cluster = parser.add_argument_group("Ray cluster (pip install 'depthprior[ray]')")
-    cluster.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|local|ADDRESS",
+    cluster.add_argument("--ray", nargs="?", const="auto", default=None, type=_ray_address,
+                         metavar="auto|local|ADDRESS",
                          help="run on Ray: auto (the running cluster, else a local one; the "
                               "default), local, or a cluster address (host:port, ray://host:port)")
     cluster.add_argument("--ray-workers", type=_workers, default=None, metavar="N|MIN-MAX",
@@ -109,6 +110,14 @@ def _exclude_job(args: argparse.Namespace):  # -> ExcludeJob | None
         return None
     settings = segmenter_settings(args, args.device, args.dtype, args.batch_size)
     return ExcludeJob(class_names(args.exclude), settings, dilation(args))
+
+
+def _ray_address(text: str) -> str:
+    """--ray's value: an empty one (--ray=) is no address; --ray alone means auto."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give auto, local or a cluster address (host:port), "
+                                         "or --ray alone for auto; not an empty value")
+    return text
 
 
 def _workers(text: str) -> tuple[int, int]:

@@ -67,7 +67,7 @@ class ExcludeSummary:
     def headline(self) -> str:
         return (f"done {self.done}, skipped {self.skipped}, failed {len(self.failed)} of "
                 f"{self.total} images in {self.seconds:.1f} s (model load {self.load_seconds:.1f} s, "
-                f"segmentation {self.seconds_per_frame:.2f} s per frame) -> {self.output}")
+                f"segmentation {self.seconds_per_frame:.2f} s per frame) -> {one_line(self.output)}")
 
     def format(self) -> str:
         classes = sorted({name for entry in self.fractions.values() for name in entry})

@@ -21,11 +21,12 @@ Check = Callable[[Any], None]
 
 def read_json(path: Location, *, missing_ok: bool = False, check: Check | None = None,
               hint: str = "", max_bytes: int = MAX_JSON_BYTES,
-              max_depth: int = MAX_JSON_DEPTH) -> Any:
+              max_depth: int = MAX_JSON_DEPTH, allow_nan: bool = True) -> Any:
     """The parsed contents of a JSON file, or None when it is absent and `missing_ok`.
 
     `check(data)` raises ValueError or TypeError with what is wrong (the schema of this kind of
-    file); every problem becomes FileFormatError(path, problem, hint).
+    file); every problem becomes FileFormatError(path, problem, hint). allow_nan=False: a file
+    encode_json wrote (it never holds NaN or Infinity, which strict JSON lacks) refuses them.
     """
     if missing_ok and not is_present(path):
         if is_local(path) and os.path.isdir(path):  # not "absent": it could never be written either
@@ -35,21 +36,24 @@ def read_json(path: Location, *, missing_ok: bool = False, check: Check | None =
         data = read_bytes(path, max_bytes)
     except ImageError as error:
         raise FileFormatError(path, f"cannot be read ({first_line(error)})", hint) from None
-    return parse_json(data, path, check=check, hint=hint, max_depth=max_depth)
+    return parse_json(data, path, check=check, hint=hint, max_depth=max_depth, allow_nan=allow_nan)
 
 
 def parse_json(text: bytes | str, source: object, *, check: Check | None = None, hint: str = "",
-               max_depth: int = MAX_JSON_DEPTH) -> Any:
+               max_depth: int = MAX_JSON_DEPTH, allow_nan: bool = True) -> Any:
     """read_json for text held in memory (e.g. ONNX metadata); `source` names it in errors."""
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        data = json.loads(text)
+        data = json.loads(text) if allow_nan else json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
         raise FileFormatError(source, f"is nested more than {max_depth} levels deep; "
                                       "not a file depthprior wrote", hint) from None
     except (UnicodeDecodeError, ValueError) as error:
         raise FileFormatError(source, f"is not valid JSON ({first_line(error)})", hint) from None
+    except MemoryError:  # under the size cap, yet millions of tiny values: never a file we wrote
+        raise FileFormatError(source, "is too large to parse in this memory; not a file depthprior "
+                                      "wrote", hint) from None
     if _depth_exceeds(data, max_depth):
         raise FileFormatError(source, f"is nested more than {max_depth} levels deep; "
                                       "not a file depthprior wrote", hint)
@@ -59,6 +63,10 @@ def parse_json(text: bytes | str, source: object, *, check: Check | None = None,
         except (TypeError, ValueError, KeyError) as error:
             raise FileFormatError(source, f"is malformed: {first_line(error)}", hint) from None
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON; depthprior never writes it")
 
 
 def _depth_exceeds(data: Any, limit: int) -> bool:

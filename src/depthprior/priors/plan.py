@@ -73,7 +73,7 @@ class Summary:
         lines = [
             f"done {self.done}, skipped {self.skipped}, failed {len(self.failed)} "
             f"of {self.total} images in {self.elapsed:.1f} s (model load {self.load_seconds:.1f} s, "
-            f"then {self.images_per_s:.2f} images/s) -> {self.out}"
+            f"then {self.images_per_s:.2f} images/s) -> {one_line(self.out)}"
         ]
         if self.cluster:
             lines.append(self._cluster_line())
@@ -155,7 +155,7 @@ def find_inputs(images: str | os.PathLike[str] | Scan, out_root: Path, backend_t
     if not found.items:
         raise UsageError(f"no images found in {images_root} outside the output folder {out_root}")
     for name, reason in {**found.skipped, **found.loops}.items():
-        log.warning("ignored %s: %s", name, reason)
+        log.warning("ignored %s: %s", one_line(name), one_line(reason))
     outside = found.outside
     if outside:
         message = (f"{len(outside)} of {len(found.items)} images lie outside {images_root}, "
@@ -208,7 +208,7 @@ def _resume_manifest(out_root: Path, identity: dict[str, Any], overwrite: bool) 
         if not overwrite:
             raise
         kept = Manifest.set_aside(out_root)
-        log.warning("the manifest in %s could not be used; kept as %s", out_root, kept.name)
+        log.warning("the manifest in %s could not be used; kept as %s", one_line(out_root), one_line(kept.name))
         manifest = None
     if manifest is not None and not overwrite and any(True for _ in manifest.iter_ok()):
         differences = manifest.differences(identity)
@@ -233,8 +233,11 @@ def _schedule(plan: Plan, item: ImageItem, fmt: str, overwrite: bool) -> None:
         return
     if not overwrite and plan.manifest.is_complete(item.name, fmt):
         damage = plan.manifest.damage(item.name, fmt)
-        reason = _changed(plan.manifest.images[item.name], plan.versions[item.name]) or (
-            f"damaged output ({damage})" if damage else None)
+        record = plan.manifest.images[item.name]
+        reason = _changed(record, plan.versions[item.name]) or (
+            f"damaged output ({damage})" if damage else None) or (
+            f"its record names the outputs of {record.stem!r}, not of {item.stem!r}"
+            if record.stem != item.stem else None)
         if reason is None:
             return
         plan.damaged[item.name] = reason

@@ -74,8 +74,8 @@ class VerifyReport:
     def format(self) -> str:
         excluded = any(check.excluded is not None for check in self.checks)
         header = (f"{'image':<40} {'size':>11} {'levels':>7} {'bits':>5} {'source':<14} "
-                  f"{'excl.':>6} " * excluded + "status")
-        lines = [f"verify {self.out}: {self.present}/{self.expected} outputs present, "
+                  + f"{'excl.':>6} " * excluded + "status")
+        lines = [f"verify {one_line(self.out)}: {self.present}/{self.expected} outputs present, "
                  f"{len(self.checks)} checked", header, "-" * len(header)]
         for check in self.checks:
             status = "; ".join(check.problems) or "ok"
@@ -94,10 +94,10 @@ class VerifyReport:
             lines.append(f"...{listing(hidden, limit=0)} missing")  # "... and N more missing"
         lines.extend(f"PROBLEM {problem}" for problem in self.problems)
         if len(self.sheets) == 1:
-            lines.append(f"contact sheet: {self.sheets[0]}")
+            lines.append(f"contact sheet: {one_line(self.sheets[0])}")
         elif self.sheets:
-            lines.append(f"contact sheet: {len(self.sheets)} pages, {self.sheets[0]} to "
-                         f"{self.sheets[-1].name}")
+            lines.append(f"contact sheet: {len(self.sheets)} pages, {one_line(self.sheets[0])} to "
+                         f"{one_line(self.sheets[-1].name)}")
         if self.sheet_error:
             lines.append(f"PROBLEM contact sheet not written: {self.sheet_error}")
         lines.append("verify: OK" if self.ok else "verify: FAILED")
@@ -367,7 +367,7 @@ class ContactSheet:
             self.error = first_line(error)
             return
         self.pages.append(path)
-        log.info("contact sheet written to %s", path)
+        log.info("contact sheet written to %s", one_line(path))
 
     def _remove_stale(self) -> None:
         page = re.compile(re.escape(self.path.stem) + r"(_\d{3,})?" + re.escape(self.path.suffix))

@@ -44,11 +44,11 @@ class ReportSummary:
 
     def format(self) -> str:
         statuses = ", ".join(f"{count} {status}" for status, count in self.statuses.items())
-        lines = [f"wrote {self.path} ({self.frames} frames: {statuses}; {self.seconds:.1f} s)"]
+        lines = [f"wrote {one_line(self.path)} ({self.frames} frames: {statuses}; {self.seconds:.1f} s)"]
         if self.fits is None:
             lines.append("no SfM model given: the page shows the priors only (no fits, plots or scatters)")
         lines += [f"note: {one_line(note)}" for note in self.notes]
-        lines.append(f"open it in a browser: file://{self.path.resolve()}")
+        lines.append(f"open it in a browser: {self.path.resolve().as_uri()}")  # percent-encoded: one line
         return "\n".join(lines)
 
 

@@ -143,12 +143,12 @@ class AlignSummary:
         counts = (f"{len(self.results)} images: {len(self.fitted) - len(self.unreliable)} ok, "
                   f"{len(self.unreliable)} unreliable, {len(self.failed)} failed; "
                   f"{skipped} skipped by the trainer (scale -1)")
-        lines.append(f"wrote {self.output} ({counts}; method {self.method}, median scale "
+        lines.append(f"wrote {one_line(self.output)} ({counts}; method {self.method}, median scale "
                      f"{self.median_scale:.4g}, {self.seconds:.1f} s)")
         if self.exclude is not None:
             dropped = sum(r.excluded or 0 for r in self.results)
-            lines.append(f"exclusion: {dropped} SfM samples on excluded pixels left out ({self.exclude})")
-        lines.append(f"report: {self.report}")
+            lines.append(f"exclusion: {dropped} SfM samples on excluded pixels left out ({one_line(self.exclude)})")
+        lines.append(f"report: {one_line(self.report)}")
         if self.unmatched_depths:
             lines.append(f"note: {len(self.unmatched_depths)} depth files match no image of the "
                          f"model ({listing(self.unmatched_depths, 3)})")
@@ -575,7 +575,7 @@ def _depth_manifest(depths: Path) -> Manifest | None:
     try:
         return Manifest.load(depths)
     except ManifestError as error:  # the fit does not need it: say so and go on
-        log.warning("%s", error)
+        log.warning("%s", one_line(error))  # one line, as the error it is elsewhere
         return None
 
 

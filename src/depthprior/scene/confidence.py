@@ -116,7 +116,7 @@ class ConsistencySummary:
                 lines.append(f"    {one_line(r.reason)}")
         tae = " -> ".join(f"{v:.4f}" if v is not None else "-" for v in (self.tae_before, self.tae_after))
         lines.append(f"TAE before -> after masking: {tae}")
-        lines.append(f"masks: {self.output} ({len(self.failed)} image(s) not checked, "
+        lines.append(f"masks: {one_line(self.output)} ({len(self.failed)} image(s) not checked, "
                      f"{self.seconds:.1f} s)")
         return "\n".join(lines)
 
