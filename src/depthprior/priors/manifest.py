@@ -347,16 +347,16 @@ def _read_record(root: Location, name: str, data: Any) -> ImageRecord:
     if record.ok and record.sequence is not None and record.sequence != sequence_of(name):
         raise ValueError(f"the record for {name!r} names sequence {record.sequence!r}, not its "
                          f"folder {sequence_of(name)!r}")
-    stray = [rel for rel in record.outputs if rel not in (record.stem + ".png", record.stem + ".npy")]
-    if record.ok and stray:  # generate writes STEM.png and/or STEM.npy, nothing else
-        raise ValueError(f"the record for {name!r} names {stray[0]!r}, not an output of its stem "
-                         f"{record.stem!r}")
     for relative in [record.stem, *record.outputs] if record.ok else []:
         try:
             safe_join(root, relative)
         except UnsafePathError:
             raise ValueError(f"the record for {name!r} names {relative!r}, outside the "
                              "output folder") from None
+    stray = [rel for rel in record.outputs if rel not in (record.stem + ".png", record.stem + ".npy")]
+    if record.ok and stray:  # generate writes STEM.png and/or STEM.npy, nothing else
+        raise ValueError(f"the record for {name!r} names {stray[0]!r}, not an output of its stem "
+                         f"{record.stem!r}")
     return record
 
 
