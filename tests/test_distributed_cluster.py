@@ -66,8 +66,10 @@ def test_a_replica_killed_mid_run_loses_nothing(tmp_path, tiny_model, cluster, e
     killed = replica_pids()[:1]
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
+    written_by_then = _written(client)
     stdout, stderr = driver.communicate(timeout=240)
     assert killed, "no replica process was found to kill"
+    assert written_by_then < FRAMES, "the replica was killed after the last output: nothing was retried"
     assert driver.returncode == 0, stdout + stderr
     assert f"done {FRAMES}, skipped 0, failed 0 of {FRAMES}" in stdout
     assert "on 2 node(s)" in stdout
