@@ -26,12 +26,17 @@ def _raw_control(text: str) -> list[str]:
             or line.startswith("\x1b") or line.startswith("[31mX")]
 
 
-def test_a_nan_in_a_manifest_is_refused_when_read_not_when_written_at_the_end(tmp_path, tiny_model):
+def _generated(tmp_path, model):
+    """Two frames generated into OUT by the CLI: frames, out, the options used, the manifest's JSON."""
     frames, out = tmp_path / "frames", tmp_path / "out"
     make_frames(frames, 2, size=(24, 32))
-    common = ["--model", tiny_model, "--input-size", TEST_INPUT_SIZE, "--no-progress"]
+    common = ["--model", model, "--input-size", TEST_INPUT_SIZE, "--no-progress"]
     assert run_cli("generate", frames, out, *common).returncode == 0
-    data = json.loads((out / MANIFEST_NAME).read_text())
+    return frames, out, common, json.loads((out / MANIFEST_NAME).read_text())
+
+
+def test_a_nan_in_a_manifest_is_refused_when_read_not_when_written_at_the_end(tmp_path, tiny_model):
+    frames, out, common, data = _generated(tmp_path, tiny_model)
     data["images"]["frame_0000.jpg"]["raw_min"] = float("nan")  # json.dumps writes NaN
     (out / MANIFEST_NAME).write_text(json.dumps(data))
     with pytest.raises(ManifestError, match="NaN"):
@@ -119,11 +124,7 @@ def test_a_manifest_too_large_for_memory_is_one_line_not_a_traceback(tmp_path, c
 
 
 def test_a_record_naming_another_frame_s_outputs_is_refused_or_redone(tmp_path, tiny_model):
-    frames, out = tmp_path / "frames", tmp_path / "out"
-    make_frames(frames, 2, size=(24, 32))
-    common = ["--model", tiny_model, "--input-size", TEST_INPUT_SIZE, "--no-progress"]
-    assert run_cli("generate", frames, out, *common).returncode == 0
-    good = json.loads((out / MANIFEST_NAME).read_text())
+    frames, out, common, good = _generated(tmp_path, tiny_model)
     forged = json.loads(json.dumps(good))
     forged["images"]["frame_0000.jpg"]["outputs"] = ["frame_0001.png"]  # not its stem's file
     (out / MANIFEST_NAME).write_text(json.dumps(forged))
