@@ -60,10 +60,12 @@ def flaky_proxy(endpoint: str, broken_after: int | None = None,
     """(proxy URL, counts): the proxy answers the first PUT of each object 503 SlowDown without
     storing it, and forwards everything else to `endpoint`. counts["failed"] says how many.
     broken_after: once that many objects were put, every PUT (of a key ending in
-    `broken_suffix`) is answered 503 (a store that keeps failing)."""
+    `broken_suffix`) is answered 503 (a store that keeps failing); counts["broken"] says how
+    many objects were tried meanwhile."""
     target = endpoint.split("://", 1)[1]
-    counts = {"failed": 0}
+    counts = {"failed": 0, "broken": 0}
     seen: set[str] = set()
+    tried_broken: set[str] = set()
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -81,6 +83,9 @@ def flaky_proxy(endpoint: str, broken_after: int | None = None,
                     first = self.path not in seen or broken
                     seen.add(self.path)
                     counts["failed"] += first
+                    if broken:
+                        tried_broken.add(self.path)
+                        counts["broken"] = len(tried_broken)
                 if first:
                     self._reply(503, {"Content-Type": "application/xml"},
                                 b"<Error><Code>SlowDown</Code><Message>retry</Message></Error>")

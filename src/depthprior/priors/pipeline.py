@@ -198,6 +198,7 @@ def _run(
     saver = ThrottledSaver(plan.manifest)
     bar = tqdm(total=len(plan.todo), unit="img", disable=not progress, dynamic_ncols=True)
     pending: deque[Future] = deque()
+    write = _Writes(engine, plan.manifest.root, fmt)
 
     def collect(block_until: int) -> None:
         """Record finished writes; wait while more than block_until are in flight."""
@@ -226,7 +227,7 @@ def _run(
                     entry.rgb = None
             for entry, outcome in zip(good, outcomes):
                 entry.prepared = None
-                pending.append(writers.submit(_write, engine, plan.manifest.root, entry, outcome, fmt))
+                pending.append(writers.submit(write, entry, outcome))
             for entry in batch:
                 if entry.error is not None:
                     pending.append(_done_future((entry.item.name, ImageRecord.failed(entry.error))))
@@ -266,6 +267,24 @@ def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: list
             queue.append(pool.submit(fn, item))
             break
         yield result
+
+
+class _Writes:
+    """The write pool's work: one image's outputs. Once a write finds the storage gone, those
+    queued behind it stop untried (each would wait through every retry layer again)."""
+
+    def __init__(self, engine: Backend, root: Path, fmt: str):
+        self.engine, self.root, self.fmt = engine, root, fmt
+        self.gone: BackendUnavailable | None = None
+
+    def __call__(self, entry: PreparedImage, outcome: Any) -> tuple[str, ImageRecord]:
+        if self.gone is not None:
+            raise BackendUnavailable(str(self.gone))
+        try:
+            return _write(self.engine, self.root, entry, outcome, self.fmt)
+        except BackendUnavailable as error:
+            self.gone = error
+            raise
 
 
 def _write(engine: Backend, root: Path, entry: PreparedImage, outcome: Any, fmt: str) -> tuple[str, ImageRecord]:
