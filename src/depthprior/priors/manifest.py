@@ -184,6 +184,9 @@ class Manifest:
             raise ManifestError(path, error.problem, resuming) from None
         if data is None:
             return None
+        shared = _shared_output(fields["images"])
+        if shared and not resuming:  # generate keeps one record per output (plan.one_owner_per_output)
+            raise ManifestError(path, shared, hint=ManifestError.HINT_SHARED)
         return cls(root=root, **fields)
 
     @staticmethod
@@ -290,8 +293,11 @@ class ManifestError(FileFormatError):
     HINT_READING = ("rerun depthprior generate into this folder with --overwrite (it sets the file "
                     "aside, kept, and starts afresh), or fix or remove the file")
 
-    def __init__(self, path: Location, problem: str, resuming: bool = False):
-        hint = self.HINT_RESUMING if resuming else self.HINT_READING
+    HINT_SHARED = ("rerun depthprior generate into this folder with the same settings: it keeps the "
+                   "record of the frame there now and redoes that frame")
+
+    def __init__(self, path: Location, problem: str, resuming: bool = False, hint: str | None = None):
+        hint = hint or (self.HINT_RESUMING if resuming else self.HINT_READING)
         UsageError.__init__(self, f"the manifest {path} {problem}; {hint}")
         self.path, self.problem, self.hint = path, problem, hint
 
@@ -327,6 +333,22 @@ def _check_positions(records: dict[str, ImageRecord]) -> None:
         if holder != name:
             raise ValueError(f"the record for {name!r} holds position {record.position} of sequence "
                              f"{record.sequence!r}, as the record for {holder!r} does")
+
+
+def _shared_output(records: dict[str, ImageRecord]) -> str | None:
+    """What is wrong when two records name the same outputs (one output has one owner), or None.
+    depthprior 0.x before this check left the record of a frame replaced by another of its stem
+    (a.jpg by a.png) beside the new one; generate drops it when it resumes the folder."""
+    owners: dict[str, str] = {}
+    for name, record in sorted(records.items()):
+        if not record.ok:
+            continue
+        owner = owners.setdefault(record.stem, name)
+        if owner != name:
+            return (f"holds two records for the output {record.stem!r}: {owner!r} and {name!r} (a "
+                    "frame replaced by another of the same name but another extension; the file may "
+                    "have been made from either)")
+    return None
 
 
 def is_temporal(identity: dict[str, Any]) -> bool:
