@@ -498,6 +498,35 @@ def test_generate_refuses_bad_exclusion_options_before_making_out(tmp_path, seg_
         assert not out.exists() and not (tmp_path / f"out{index}_exclude").exists()
 
 
+@pytest.mark.hostile
+def test_a_dilate_above_its_bound_is_refused_in_one_line_before_anything_is_made(tmp_path, seg_models, tiny_model,
+                                                                                 capsys):
+    """Before: `--dilate 99999999` was accepted and every frame with one excluded pixel was
+    excluded whole, in silence (generate --exclude and exclude alike)."""
+    from depthprior.exclusion.masks import MAX_DILATE
+    from depthprior.exclusion.run import ExcludeJob, check_options
+
+    frames(tmp_path / "images", count=1)
+    model = settings(seg_models["segformer"])
+    check_options(ExcludeJob(settings=model, dilate=MAX_DILATE))  # the bound itself is allowed
+    for value in (MAX_DILATE + 1, 99999999):
+        message = f"--dilate must be 0 to {MAX_DILATE} pixels, not {value}"
+        with pytest.raises(UsageError, match=message):
+            exclude(tmp_path / "images", tmp_path / "masks", dilate=value, settings=model)
+        with pytest.raises(UsageError, match=message):
+            check_options(ExcludeJob(settings=model, dilate=value))
+        for argv in (["exclude", str(tmp_path / "images"), "-o", str(tmp_path / "masks"), "--model",
+                      str(seg_models["segformer"]), "--dilate", str(value)],
+                     ["generate", str(tmp_path / "images"), str(tmp_path / "out"), "--model", str(tiny_model),
+                      "--device", "cpu", "--exclude", "--exclude-model", str(seg_models["segformer"]),
+                      "--dilate", str(value)]):
+            capsys.readouterr()
+            assert main(argv) == 2, argv
+            error = capsys.readouterr().err.strip()
+            assert len(error.splitlines()) == 1 and message in error, error
+    assert not any((tmp_path / name).exists() for name in ("masks", "out", "out_exclude"))
+
+
 def test_a_16_bit_exclusion_mask_says_to_rerun_depthprior_exclude(tmp_path):
     from depthprior.exclusion.masks import ExclusionFolder, ExclusionMissing
 
