@@ -337,7 +337,7 @@ def _check_positions(records: dict[str, ImageRecord]) -> None:
 
 def _shared_output(records: dict[str, ImageRecord]) -> str | None:
     """What is wrong when two records name the same outputs (one output has one owner), or None.
-    depthprior 0.x before this check left the record of a frame replaced by another of its stem
+    Runs before this check left the record of a frame replaced by another of its stem
     (a.jpg by a.png) beside the new one; generate drops it when it resumes the folder."""
     owners: dict[str, str] = {}
     for name, record in sorted(records.items()):
