@@ -8,15 +8,23 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import TEST_INPUT_SIZE, run_cli
 from depthprior.errors import UsageError
-from depthprior.priors.manifest import ImageRecord, Manifest
+from depthprior.priors.backends.video_checkpoints import TEMPORAL_VERSION
+from depthprior.priors.manifest import MANIFEST_NAME, ImageRecord, Manifest, ManifestError
+from depthprior.priors.pipeline import generate
 from depthprior.scene.align import align
 from scenes import PNG_SCALE, make_scene
+from synth import make_frames
+
+#: what a temporal model's identity records (the torch backend's identity for Video Depth Anything)
+TEMPORAL = {"model": "depth-anything/Video-Depth-Anything-Small", "temporal": TEMPORAL_VERSION}
 
 
-def sequence_scene(tmp_path, points: int, noise: float, seed: int = 0):
+def sequence_scene(tmp_path, points: int, noise: float, seed: int = 0, identity: dict | None = None):
     """A scene whose priors share one affine map of 1/z plus noise (a temporal model's
-    sequence), recorded as one sequence in the depth manifest."""
+    sequence), recorded as one sequence in the depth manifest (of a temporal model's identity
+    unless `identity` says otherwise)."""
     scene = make_scene(tmp_path, n_images=12, width=64, height=48, points_per_image=points,
                        write_images=False, seed=seed)
     rng = np.random.default_rng(seed)
@@ -33,7 +41,7 @@ def sequence_scene(tmp_path, points: int, noise: float, seed: int = 0):
         records[name] = ImageRecord(status="ok", stem=key, outputs=[key + ".png"], width=scene.prior_width,
                                     height=scene.prior_height, raw_min=0.0, raw_max=1.0, sequence=".",
                                     position=position)
-    Manifest(root=scene.depths, images=records).save()
+    Manifest(root=scene.depths, identity=TEMPORAL if identity is None else identity, images=records).save()
     return scene, PNG_SCALE / a, -b / a
 
 
@@ -78,3 +86,32 @@ def test_per_sequence_is_refused_for_priors_mapped_frame_by_frame(tmp_path):
     scene = make_scene(tmp_path, n_images=4, width=48, height=36, points_per_image=40, write_images=False)
     with pytest.raises(UsageError, match="--per-sequence needs priors of a temporal model"):
         align(scene.sparse, scene.depths, per_sequence=True)
+
+
+@pytest.mark.hostile
+def test_sequences_forged_into_a_per_frame_model_s_manifest_are_refused(tmp_path, tiny_model):
+    """Before: a per-frame model's manifest whose records were given `sequence` and `position`
+    by hand passed verify, and align fitted its folder as one sequence (one scale and offset for
+    frames each mapped on its own). Only a temporal model's identity allows them."""
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 2, size=(24, 32))
+    assert generate(frames, out, model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False).done == 2
+    path = out / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    assert "temporal" not in data["identity"]
+    for position, name in enumerate(sorted(data["images"])):
+        data["images"][name].update(sequence=".", position=position)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"'frame_0000\.jpg' has a sequence and a position.*temporal") as refused:
+        Manifest.load(out)
+    assert str(path) in str(refused.value) and "\n" not in str(refused.value)
+    verified = run_cli("verify", out)
+    assert verified.returncode == 2 and "frame_0000.jpg" in verified.stderr, verified.stdout + verified.stderr
+    assert len(verified.stderr.strip().splitlines()) == 1, verified.stderr
+
+    # align: such a manifest is not taken as a temporal model's (it warns and fits frame by frame)
+    scene, _scale, _offset = sequence_scene(tmp_path / "scene", points=12, noise=0.01,
+                                            identity={"model": "depth-anything/Depth-Anything-V2-Small-hf"})
+    assert align(scene.sparse, scene.depths, output=tmp_path / "p.json").grouping == "frame"
+    with pytest.raises(UsageError, match="--per-sequence needs priors of a temporal model"):
+        align(scene.sparse, scene.depths, output=tmp_path / "q.json", per_sequence=True)

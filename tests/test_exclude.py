@@ -471,7 +471,7 @@ def test_a_huge_seg_input_size_is_refused_in_one_line_before_anything_is_made(tm
     from depthprior.exclusion.segmenter import MAX_INPUT_SIZE
 
     frames(tmp_path / "images", count=1)
-    with pytest.raises(UsageError, match=f"--seg-input-size 99999 is above {MAX_INPUT_SIZE}"):
+    with pytest.raises(UsageError, match=f"--seg-input-size 99999 is 100000 .* outside 32 to {MAX_INPUT_SIZE}"):
         SegmenterSettings(model=str(seg_models["segformer"]), input_size=99999).check()
     capsys.readouterr()
     assert main(["exclude", str(tmp_path / "images"), "-o", str(tmp_path / "masks"), "--model",
@@ -496,6 +496,50 @@ def test_generate_refuses_bad_exclusion_options_before_making_out(tmp_path, seg_
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and message in error and "--classes" not in error, error
         assert not out.exists() and not (tmp_path / f"out{index}_exclude").exists()
+
+
+@pytest.mark.hostile
+def test_a_dilate_above_its_bound_is_refused_in_one_line_before_anything_is_made(tmp_path, seg_models, tiny_model,
+                                                                                 capsys):
+    """Before: `--dilate 99999999` was accepted and every frame with one excluded pixel was
+    excluded whole, in silence (generate --exclude and exclude alike)."""
+    from depthprior.exclusion.masks import MAX_DILATE
+    from depthprior.exclusion.run import ExcludeJob, check_options
+
+    frames(tmp_path / "images", count=1)
+    model = settings(seg_models["segformer"])
+    check_options(ExcludeJob(settings=model, dilate=MAX_DILATE))  # the bound itself is allowed
+    for value in (MAX_DILATE + 1, 99999999):
+        message = f"--dilate must be 0 to {MAX_DILATE} pixels, not {value}"
+        with pytest.raises(UsageError, match=message):
+            exclude(tmp_path / "images", tmp_path / "masks", dilate=value, settings=model)
+        with pytest.raises(UsageError, match=message):
+            check_options(ExcludeJob(settings=model, dilate=value))
+        for argv in (["exclude", str(tmp_path / "images"), "-o", str(tmp_path / "masks"), "--model",
+                      str(seg_models["segformer"]), "--dilate", str(value)],
+                     ["generate", str(tmp_path / "images"), str(tmp_path / "out"), "--model", str(tiny_model),
+                      "--device", "cpu", "--exclude", "--exclude-model", str(seg_models["segformer"]),
+                      "--dilate", str(value)]):
+            capsys.readouterr()
+            assert main(argv) == 2, argv
+            error = capsys.readouterr().err.strip()
+            assert len(error.splitlines()) == 1 and message in error, error
+    assert not any((tmp_path / name).exists() for name in ("masks", "out", "out_exclude"))
+
+
+@pytest.mark.hostile
+def test_the_seg_input_size_bounds_hold_for_the_rounded_size(seg_models):
+    """Before: the bounds were checked before rounding to the nearest multiple of 32: 2049 (the
+    network is given 2048) was refused as "above 2048", and 16 to 31 (given 32) as "at least 32"."""
+    from depthprior.exclusion.segmenter import MAX_INPUT_SIZE, used_input_size
+
+    for size in (16, 31, 32, MAX_INPUT_SIZE, MAX_INPUT_SIZE + 1, MAX_INPUT_SIZE + 15):
+        SegmenterSettings(model=str(seg_models["segformer"]), input_size=size).check()
+        assert 32 <= used_input_size(size) <= MAX_INPUT_SIZE
+    for size, used in ((15, 0), (MAX_INPUT_SIZE + 16, MAX_INPUT_SIZE + 32)):
+        with pytest.raises(UsageError, match=f"--seg-input-size {size} is {used} to the nearest multiple of 32, "
+                                             f"outside 32 to {MAX_INPUT_SIZE}: give 16 to {MAX_INPUT_SIZE + 15}"):
+            SegmenterSettings(model=str(seg_models["segformer"]), input_size=size).check()
 
 
 def test_a_16_bit_exclusion_mask_says_to_rerun_depthprior_exclude(tmp_path):
@@ -538,15 +582,16 @@ def test_an_ext_that_is_no_extension_is_one_line(tmp_path, seg_models, ext):
 
 @pytest.mark.hostile
 def test_a_small_seg_input_size_has_one_bound_and_a_rounded_one_is_recorded_as_used(tmp_path, seg_models, capsys):
-    """Before: 0 said "at least 1" (argparse), 31 "at least 32"; 33, used as 32, was recorded as
-    33, so a rerun with 32 was refused as other settings."""
+    """Before: 0 said "at least 1" (argparse); 33, used as 32, was recorded as 33, so a rerun
+    with 32 was refused as other settings."""
     frames(tmp_path / "images")
-    for size in ("0", "31"):
+    for size in ("0", "15"):
         capsys.readouterr()
         assert main(["exclude", str(tmp_path / "images"), "-o", str(tmp_path / "masks"), "--model",
                      str(seg_models["segformer"]), "--seg-input-size", size]) == 2
         error = capsys.readouterr().err.strip()
-        assert len(error.splitlines()) == 1 and f"--seg-input-size must be at least 32, not {size}" in error, error
+        assert len(error.splitlines()) == 1 and f"--seg-input-size {size} is 0 to the nearest multiple of 32, " \
+            "outside 32 to 2048: give 16 to 2063" in error, error
     first = exclude(tmp_path / "images", tmp_path / "masks", settings=settings(seg_models["segformer"], 33),
                     workers=1)
     assert first.done == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import json
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -167,3 +168,41 @@ def test_export_into_the_priors_or_masks_refused(model, tmp_path, where):
     assert result.returncode == 2
     one_line(result, "overlap")
     assert (depths / "a.png").read_bytes() == before
+
+
+#: a newline, a terminal escape (a window title; DN-Splatter's glob refuses "["), a quote and a
+#: backslash in one name
+WEIRD = "od\n\x1b]0;t\x07X'\\"
+
+
+def _argv(command: str) -> list[bytes]:
+    """The words bash reads from a printed command line."""
+    words = subprocess.run(["bash", "-c", "printf '%s\\0' " + command], capture_output=True, check=True).stdout
+    return words.split(b"\0")[:-1]
+
+
+def test_every_line_export_prints_is_one_line_with_names_escaped(tmp_path):
+    """Before: export's summary printed paths raw, so a folder named with a newline split its
+    lines in two and a terminal escape reached the terminal; the printed training command kept
+    a raw newline inside its quotes. Now every line is one line, names escaped as every other
+    command prints them (errors.one_line), and the command is still what the shell runs."""
+    depths, sparse = tiny_model(tmp_path / f"scene{WEIRD}", NAMES)
+    runs = {
+        "nerfstudio": (tmp_path / f"ns{WEIRD}", ["nerfstudio", "--transforms", tmp_path / f"ns{WEIRD}",
+                                                  "--downscales", "2"]),
+        "coolermap": (tmp_path / f"dn{WEIRD}", ["dn-splatter", "--data", tmp_path / f"dn{WEIRD}"]),
+        "normal-nerfstudio": (tmp_path / f"nn{WEIRD}", ["dn-splatter", "--data", tmp_path / f"nn{WEIRD}",
+                                                        "--parser", "normal-nerfstudio"]),
+        "sparsegs": (tmp_path / f"sg{WEIRD}", ["sparsegs", "--scene", tmp_path / f"sg{WEIRD}"]),
+    }
+    for case, (folder, (target, *extra)) in runs.items():
+        result = export(target, depths, sparse, *extra)
+        assert result.returncode == 0, (case, result.stderr)
+        lines = result.stdout.splitlines()
+        assert lines and not [line for line in lines if not line.isprintable() or line.startswith("]0;t")], \
+            (case, result.stdout)
+        assert "od\\n\\x1b]0;t\\x07X" in lines[0], (case, lines[0])  # the folder, escaped on the first line
+        command = next(line for line in lines if line.startswith("train with: ")).removeprefix("train with: ")
+        argv = _argv(command)
+        data = os.fsencode(folder)
+        assert data in argv, (case, command, argv)  # the shell reads the folder's own name back

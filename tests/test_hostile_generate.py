@@ -588,3 +588,49 @@ def test_a_cached_hub_model_without_network_loads_at_once(tmp_path, tiny_model):
     assert "using the cached copy" in result.stderr and "Retrying" not in result.stderr
     assert "Could not reach" not in result.stderr  # the hub client's own warnings, one per file
     assert time.monotonic() - started < 30  # ~5 s; the hub client's retries alone took 30 s
+
+
+def test_a_frame_replaced_by_one_of_another_extension_leaves_one_record_for_its_output(tmp_path, tiny_model):
+    """a.jpg replaced by a.png (same stem, same output a.png). Before: a.jpg's record lingered
+    beside a.png's, both naming a.png; verify passed; and when a.jpg came back, its lingering
+    record was trusted for a PNG made from a.png (skipped, not redone)."""
+    from depthprior.priors.pipeline import generate
+    from depthprior.priors.verify import verify
+    from synth import scene_rgb, write_image
+
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 2, size=(24, 32))
+    old_jpg = (frames / "frame_0000.jpg").read_bytes()
+
+    def run():
+        return generate(frames, out, model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
+
+    assert run().done == 2
+    (frames / "frame_0000.jpg").unlink()
+    write_image(frames / "frame_0000.png", scene_rgb(24, 32, seed=7))
+    assert run().done == 1
+    records = json.loads((out / MANIFEST_NAME).read_text())["images"]
+    assert sorted(records) == ["frame_0000.png", "frame_0001.jpg"]  # one owner of frame_0000.png
+    assert verify(out).ok
+
+    (frames / "frame_0000.png").unlink()  # the first frame back: made again, not trusted
+    (frames / "frame_0000.jpg").write_bytes(old_jpg)
+    again = run()
+    assert (again.done, again.skipped) == (1, 1)
+    assert sorted(json.loads((out / MANIFEST_NAME).read_text())["images"]) == ["frame_0000.jpg", "frame_0001.jpg"]
+
+    # a folder an earlier depthprior left with both records: readers refuse it in one line, and
+    # generate resumes it, keeping the current frame's record and redoing that frame
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    data["images"]["frame_0000.png"] = dict(data["images"]["frame_0000.jpg"])
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="two records for the output 'frame_0000': 'frame_0000.jpg' "
+                                            "and 'frame_0000.png'.*rerun depthprior generate"):
+        Manifest.load(out)
+    line = _one_line(run_cli("verify", out))
+    assert str(out / MANIFEST_NAME) in line and "rerun depthprior generate" in line, line
+    resumed = run()
+    assert (resumed.done, resumed.skipped) == (1, 1)
+    assert "frame_0000.png" in resumed.repaired["frame_0000.jpg"], resumed.repaired
+    assert sorted(Manifest.load(out).images) == ["frame_0000.jpg", "frame_0001.jpg"]
+    assert verify(out).ok

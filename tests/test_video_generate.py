@@ -16,6 +16,7 @@ import pytest
 
 from depthprior.errors import UsageError
 from depthprior.priors.backends import BackendSettings, create_backend, settings_for
+from depthprior.priors.backends.video_checkpoints import TEMPORAL_VERSION
 from depthprior.priors.backends.video_depth import VideoDepthModel
 from depthprior.priors.backends.video_windows import stitch
 from depthprior.priors.distributed import RaySettings
@@ -69,6 +70,7 @@ def test_folders_are_sequences_in_natural_order_with_one_mapping(video_model, tm
     assert {r["sequence"] for r in records.values()} == {"a"}
     assert len({(r["raw_min"], r["raw_max"]) for r in records.values()}) == 1  # one mapping
     assert manifest["images"]["b/frame_0.jpg"]["sequence"] == "b"  # a one-frame sequence works
+    assert manifest["identity"]["temporal"] == TEMPORAL_VERSION  # what lets records carry sequences
     expected = expected_maps(video_model, a)
     low, high = records["a/frame_0.jpg"]["raw_min"], records["a/frame_0.jpg"]["raw_max"]
     assert low == pytest.approx(min(float(m.min()) for m in expected), abs=1e-6 * high)
@@ -272,7 +274,8 @@ def test_a_record_with_a_bool_position_a_lone_position_or_a_taken_position_is_re
 
     out = tmp_path / "out"
     out.mkdir()
-    Manifest(root=out, images={"a/f0.jpg": record("a/f0.jpg", 0), "a/f1.jpg": record("a/f1.jpg", 1)}).save()
+    Manifest(root=out, identity={"temporal": TEMPORAL_VERSION},  # a temporal model's: its records have positions
+             images={"a/f0.jpg": record("a/f0.jpg", 0), "a/f1.jpg": record("a/f1.jpg", 1)}).save()
     path = out / "depthprior.json"
     good = json.loads(path.read_text())
     assert Manifest.load(out).images["a/f1.jpg"].position == 1

@@ -10,7 +10,9 @@ from .common import add_extension_argument, image_progress, non_negative_int, po
 
 def add_segmentation_arguments(parser: argparse.ArgumentParser, *, flag: str = "--model") -> None:
     """--classes, the checkpoint and its settings, --dilate: for exclude and generate --exclude."""
-    from ..exclusion.segmenter import DEFAULT_CLASSES, DEFAULT_INPUT_SIZE, DEFAULT_MODEL, SIZE_STEP
+    from ..exclusion.masks import MAX_DILATE
+    from ..exclusion.segmenter import (DEFAULT_CLASSES, DEFAULT_INPUT_SIZE, DEFAULT_MODEL, MAX_INPUT_SIZE,
+                                       SIZE_STEP)
 
     group = parser.add_argument_group("exclusion (segmentation model)")
     if flag == "--model":
@@ -25,9 +27,11 @@ def add_segmentation_arguments(parser: argparse.ArgumentParser, *, flag: str = "
     group.add_argument("--seg-revision", default=None, help="hub revision of the segmentation model")
     group.add_argument("--seg-input-size", type=int, default=None,  # bounds: SegmenterSettings.check
                        help=f"shorter side the segmentation network sees, to the nearest multiple of "
-                            f"{SIZE_STEP} (default {DEFAULT_INPUT_SIZE})")
-    group.add_argument("--dilate", type=non_negative_int, default=None, metavar="PX",
-                       help="grow every excluded region by PX pixels (default 0)")
+                            f"{SIZE_STEP}: {SIZE_STEP} to {MAX_INPUT_SIZE} once rounded "
+                            f"(default {DEFAULT_INPUT_SIZE})")
+    group.add_argument("--dilate", type=non_negative_int, default=None, metavar="PX",  # bound: check_options
+                       help=f"grow every excluded region by PX pixels of the frame, 0 to {MAX_DILATE} "
+                            "(default 0)")
 
 
 def segmenter_settings(args: argparse.Namespace, device: str, dtype: str, batch_size: int):

@@ -25,6 +25,10 @@ KEPT = 255
 #: mask values from here up are kept (masks hold only 0 and 255; a resized one is cut here)
 KEPT_FROM = 128
 _HINT = "rerun depthprior exclude for this folder (with --overwrite)"
+#: the largest --dilate, in pixels of the frame's stored size: a fringe of 256 px is an eighth
+#: of a 4K frame's height on each side; beyond it a few excluded pixels (a bird in the sky)
+#: exclude whole frames, in silence (it was unbounded: 99999999 excluded everything)
+MAX_DILATE = 256
 
 
 class ExclusionMissing(UsageError):

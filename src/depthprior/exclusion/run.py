@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .masks import FORMAT_VERSION, REPORT_NAME, make_mask, mask_name, read_report
+from .masks import FORMAT_VERSION, MAX_DILATE, REPORT_NAME, make_mask, mask_name, read_report
 from .segmenter import (DEFAULT_CLASSES, Segmenter, SegmenterSettings, class_ids, identity, labels_of,
                         resolve_classes)
 from ..errors import FileFormatError, ImageError, UsageError, WriteError, first_line, one_line
@@ -254,13 +254,20 @@ def check_job(job: ExcludeJob, option: str = "--classes") -> dict[str, list[int]
     """The job's settings, dilation, checkpoint (its config only) and classes checked, nothing
     made: UsageError in one line (`option` is what the user named the classes with); the
     classes resolved (resolve_classes)."""
+    check_options(job)
+    return resolve_classes(job.classes, labels_of(job.settings)[0], job.settings.model, option)
+
+
+def check_options(job: ExcludeJob) -> None:
+    """The job's numbers (the segmenter's settings, --dilate), nothing loaded: UsageError in one line."""
     from ..priors.backends.base import require_number
 
     job.settings.check()
     require_number("dilate", job.dilate, int)  # "3", 2.5, True, nan from the Python API
-    if job.dilate < 0:
-        raise UsageError(f"--dilate is a number of pixels, at least 0, not {job.dilate}")
-    return resolve_classes(job.classes, labels_of(job.settings)[0], job.settings.model, option)
+    if not 0 <= job.dilate <= MAX_DILATE:
+        raise UsageError(f"--dilate must be 0 to {MAX_DILATE} pixels, not {job.dilate}: it grows every "
+                         "excluded region by that many pixels of the frame, and more would exclude "
+                         "whole frames")
 
 
 class ExclusionPass:
@@ -403,7 +410,7 @@ def exclude(
     is not a segmentation model, or a folder of other settings; a bad image fails that image.
     """
     job = ExcludeJob(tuple(classes), settings or SegmenterSettings(), dilate, output)
-    job.settings.check()
+    check_options(job)
     found = scan(images, normalise_extensions(extensions))
     target = Path(output) if output is not None else default_output(found.root)
     if output is not None and is_inside(found.root, target):  # masks f0.png over the frames f0.png
@@ -417,4 +424,5 @@ def exclude(
         return run.finish(max_pixels, workers, progress)
 
 
-__all__ = ["ExcludeJob", "ExcludeSummary", "ExclusionPass", "Excluder", "check_job", "default_output", "exclude"]
+__all__ = ["ExcludeJob", "ExcludeSummary", "ExclusionPass", "Excluder", "check_job", "check_options",
+           "default_output", "exclude"]

@@ -102,14 +102,20 @@ class SegmenterSettings:
 
         require_number("seg_input_size", self.input_size, int)
         require_number("batch_size", self.batch_size, int)
-        if self.input_size < SIZE_STEP:
-            raise UsageError(f"--seg-input-size must be at least {SIZE_STEP}, not {self.input_size}")
-        if self.input_size > MAX_INPUT_SIZE:
-            raise UsageError(f"--seg-input-size {self.input_size} is above {MAX_INPUT_SIZE}: the "
-                             "segmentation scores of one frame would take tens of gigabytes (ADE20K "
-                             "models are trained at 512); choose a smaller size, e.g. 512")
+        used = nearest_step(self.input_size)  # the bounds hold for the size the network is given
+        if not SIZE_STEP <= used <= MAX_INPUT_SIZE:
+            why = ("" if used < SIZE_STEP else "; more would take tens of gigabytes of segmentation "
+                   "scores per frame (ADE20K models are trained at 512)")
+            raise UsageError(f"--seg-input-size {self.input_size} is {used} to the nearest multiple of "
+                             f"{SIZE_STEP}, outside {SIZE_STEP} to {MAX_INPUT_SIZE}: give "
+                             f"{SIZE_STEP // 2} to {MAX_INPUT_SIZE + SIZE_STEP // 2 - 1}{why}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
+
+
+def nearest_step(size: int) -> int:
+    """The multiple of SIZE_STEP nearest to a size, halves up (16 is 32, 2063 is 2048, 2064 is 2080)."""
+    return (size + SIZE_STEP // 2) // SIZE_STEP * SIZE_STEP
 
 
 def used_input_size(size: Any) -> Any:
@@ -117,7 +123,7 @@ def used_input_size(size: Any) -> Any:
     is not a size is compared as it is."""
     if isinstance(size, bool) or not isinstance(size, int):
         return size
-    return max(SIZE_STEP, (size + SIZE_STEP // 2) // SIZE_STEP * SIZE_STEP)
+    return max(SIZE_STEP, nearest_step(size))
 
 
 def labels_of(settings: SegmenterSettings) -> tuple[dict[int, str], str]:

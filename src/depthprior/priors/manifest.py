@@ -184,6 +184,9 @@ class Manifest:
             raise ManifestError(path, error.problem, resuming) from None
         if data is None:
             return None
+        shared = _shared_output(fields["images"])
+        if shared and not resuming:  # generate keeps one record per output (plan.one_owner_per_output)
+            raise ManifestError(path, shared, hint=ManifestError.HINT_SHARED)
         return cls(root=root, **fields)
 
     @staticmethod
@@ -290,8 +293,11 @@ class ManifestError(FileFormatError):
     HINT_READING = ("rerun depthprior generate into this folder with --overwrite (it sets the file "
                     "aside, kept, and starts afresh), or fix or remove the file")
 
-    def __init__(self, path: Location, problem: str, resuming: bool = False):
-        hint = self.HINT_RESUMING if resuming else self.HINT_READING
+    HINT_SHARED = ("rerun depthprior generate into this folder with the same settings: it keeps the "
+                   "record of the frame there now and redoes that frame")
+
+    def __init__(self, path: Location, problem: str, resuming: bool = False, hint: str | None = None):
+        hint = hint or (self.HINT_RESUMING if resuming else self.HINT_READING)
         UsageError.__init__(self, f"the manifest {path} {problem}; {hint}")
         self.path, self.problem, self.hint = path, problem, hint
 
@@ -310,7 +316,8 @@ def _parse(data: Any, root: Location) -> dict[str, Any]:
     for key, default in _MANIFEST_FIELDS.items():
         if not isinstance(fields[key], type(default)):
             raise TypeError(f"{key!r} is a {type(fields[key]).__name__}")
-    fields["images"] = {name: _read_record(root, name, record)
+    temporal = is_temporal(fields["identity"])
+    fields["images"] = {name: _read_record(root, name, record, temporal)
                         for name, record in fields["images"].items()}
     _check_positions(fields["images"])
     return fields
@@ -328,14 +335,39 @@ def _check_positions(records: dict[str, ImageRecord]) -> None:
                              f"{record.sequence!r}, as the record for {holder!r} does")
 
 
+def _shared_output(records: dict[str, ImageRecord]) -> str | None:
+    """What is wrong when two records name the same outputs (one output has one owner), or None.
+    Runs before this check left the record of a frame replaced by another of its stem
+    (a.jpg by a.png) beside the new one; generate drops it when it resumes the folder."""
+    owners: dict[str, str] = {}
+    for name, record in sorted(records.items()):
+        if not record.ok:
+            continue
+        owner = owners.setdefault(record.stem, name)
+        if owner != name:
+            return (f"holds two records for the output {record.stem!r}: {owner!r} and {name!r} (a "
+                    "frame replaced by another of the same name but another extension; the file may "
+                    "have been made from either)")
+    return None
+
+
+def is_temporal(identity: dict[str, Any]) -> bool:
+    """Whether an identity is a temporal model's (Video Depth Anything): the torch backend
+    records its rule's version as `temporal` (a whole number from 1), since the first manifests
+    whose records carry a sequence and a position."""
+    version = identity.get("temporal")
+    return _is_count(version) and version >= 1
+
+
 def sequence_of(name: str) -> str:
     """The sequence of a temporal model's frame: its folder relative to IMAGES ("." for IMAGES)."""
     return name.rsplit("/", 1)[0] if "/" in name else "."
 
 
-def _read_record(root: Location, name: str, data: Any) -> ImageRecord:
-    """One image's record, refused when malformed or when it names a file outside root (or an
-    image outside the image folder)."""
+def _read_record(root: Location, name: str, data: Any, temporal: bool) -> ImageRecord:
+    """One image's record, refused when malformed, when it names a file outside root (or an
+    image outside the image folder), or when it has a sequence or position and the manifest's
+    identity is not a temporal model's (align would fit its folder as one sequence)."""
     try:
         relative_join(Path("IMAGES"), name)  # the one rule for names relative to a folder
     except UnsafePathError:
@@ -344,6 +376,10 @@ def _read_record(root: Location, name: str, data: Any) -> ImageRecord:
         record = ImageRecord.from_json(data)
     except (TypeError, ValueError) as error:
         raise ValueError(f"the record for {name!r} is malformed ({error})") from None
+    if not temporal and (record.sequence is not None or record.position is not None):
+        raise ValueError(f"the record for {name!r} has a sequence and a position, which only frames "
+                         "of a temporal model have, and the manifest's identity is not a temporal "
+                         "model's (no 'temporal' version)")
     if record.ok and record.sequence is not None and record.sequence != sequence_of(name):
         raise ValueError(f"the record for {name!r} names sequence {record.sequence!r}, not its "
                          f"folder {sequence_of(name)!r}")

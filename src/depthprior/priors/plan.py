@@ -133,6 +133,8 @@ class Plan:
     images_root: Path
     lock: OutputLock
     damaged: dict[str, str] = field(default_factory=dict)  # finished before, redone: why
+    #: inputs whose outputs another record also named (dropped): that record's name
+    claimed: dict[str, str] = field(default_factory=dict)
     unwritable: dict[str, str] = field(default_factory=dict)  # outputs would land outside OUT
 
     @cached_property
@@ -192,6 +194,7 @@ def make_plan(
         if removed:
             log.info("removed %d temporary files left by an interrupted run", removed)
         plan = Plan(items, [], manifest, identity, images_root, lock)
+        one_owner_per_output(plan)
         for item in items:
             _schedule(plan, item, fmt, overwrite)
     except BaseException:
@@ -223,6 +226,19 @@ def _resume_manifest(out_root: Path, identity: dict[str, Any], overwrite: bool) 
     return manifest
 
 
+def one_owner_per_output(plan: Plan) -> None:
+    """One output, one record: the record of a gone input naming the outputs of an input that is
+    there now (a.jpg's, after a.jpg was replaced by a.png) is dropped. The input is redone
+    when it had a record of its own too, since nothing says which image the file was made from."""
+    owners = {item.stem: item.name for item in plan.items}
+    names = set(owners.values())
+    for name, record in list(plan.manifest.images.items()):  # a current input's record: _schedule
+        owner = owners.get(record.stem) if record.ok and name not in names else None
+        if owner is not None:
+            del plan.manifest.images[name]
+            plan.claimed[owner] = name
+
+
 def _schedule(plan: Plan, item: ImageItem, fmt: str, overwrite: bool) -> None:
     """Put one image in todo, unwritable, or leave it done (checking its files cheaply)."""
     try:
@@ -234,7 +250,10 @@ def _schedule(plan: Plan, item: ImageItem, fmt: str, overwrite: bool) -> None:
     if not overwrite and plan.manifest.is_complete(item.name, fmt):
         damage = plan.manifest.damage(item.name, fmt)
         record = plan.manifest.images[item.name]
+        other = plan.claimed.get(item.name)
         reason = _changed(record, plan.versions[item.name]) or (
+            f"its output was recorded for {other!r} too, another file, and may "
+            "have been made from it" if other else None) or (
             f"damaged output ({damage})" if damage else None) or (
             f"its record names the outputs of {record.stem!r}, not of {item.stem!r}"
             if record.stem != item.stem else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..depth_params import default_path, params_file
-from ...errors import ImageError, UsageError, first_line, listing
+from ...errors import ImageError, UsageError, first_line, listing, one_line
 from ...files.jsonfile import encode_json, expect_object, read_json
 from ...files.outputs import OutputFolder
 from ...images import check_pixels, is_inside, safe_join
@@ -58,7 +59,29 @@ class ExportSummary:
         lines.extend(self.notes)
         if self.command:
             lines.append(f"train with: {self.command}")
-        return "\n".join(lines)
+        return "\n".join(one_line(line) for line in lines)  # a name's newline or escape never splits a line
+
+
+def shell_word(text: str) -> str:
+    """One word of a printed command, as a shell reads it and on one line: shlex.quote for a
+    printable word; otherwise bash's $'...' with its newlines, control characters and
+    undecodable bytes escaped (shlex would keep a raw newline, splitting the printed line)."""
+    if text.isprintable():
+        return shlex.quote(text)
+    escaped = []
+    for char in text:
+        code = ord(char)
+        if char in "\\'":
+            escaped.append("\\" + char)
+        elif char.isprintable():
+            escaped.append(char)
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of a file name (surrogateescape)
+            escaped.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x80:
+            escaped.append(f"\\x{code:02x}")
+        else:
+            escaped.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    return "$'" + "".join(escaped) + "'"
 
 
 def _open(depths: Path | str, sparse: Path | str, params: Path | str | None):

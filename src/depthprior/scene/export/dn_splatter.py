@@ -6,7 +6,6 @@ import glob
 import math
 import os
 import re
-import shlex
 import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,7 +21,7 @@ from ..priorset import PriorSet
 from ...priors.store import TRAINER_SCALE, decode_inverse_depth, encode_npy
 from .common import (COLMAP_NOTES, DepthSpan, EXPORT_RECORD, ExportSummary, _check_out,
     _check_sizes, _finish, _open, _recorded, _require_masks, _require_priors, _size, aligned_depth, pixel_weights,
-    floor_warning, rejected)
+    floor_warning, rejected, shell_word)
 from .nerfstudio import export_nerfstudio
 
 
@@ -82,7 +81,7 @@ def export_dn_splatter(
         summary.target = "dn-splatter (normal-nerfstudio)"
         summary.notes = [note for note in summary.notes if not note.startswith(COLMAP_NOTES)]
         summary.command = (f"ns-train dn-splatter --pipeline.model.use-depth-loss True "
-                           f"normal-nerfstudio --data {shlex.quote(str(data))} "
+                           f"normal-nerfstudio --data {shell_word(str(data))} "
                            f"--depth-unit-scale-factor {summary.unit_scale!r}")
         summary.notes.extend(summary.floor_notes)
         if masks is not None:
@@ -322,5 +321,5 @@ def _refuse_stale(out_dir: Path, ours: set[str], pattern: str = "*_aligned.npy",
 def _coolermap_command(data: Path, sparse: Path) -> str:
     colmap = os.path.relpath(sparse, data) if is_inside(sparse, data) else str(sparse.absolute())
     return (f"ns-train dn-splatter --pipeline.model.use-depth-loss True coolermap "
-            f"--data {shlex.quote(str(data))} --colmap-path {shlex.quote(colmap)} "
+            f"--data {shell_word(str(data))} --colmap-path {shell_word(colmap)} "
             "--depth-unit-scale-factor 1")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import shlex
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from ...errors import ImageError, UsageError, first_line, listing
+from ...errors import ImageError, UsageError, first_line, listing, one_line
 from ...files.jsonfile import expect_fields, expect_object, read_json, write_json
 from ...files.outputs import OutputFolder, atomic_write_bytes
 from ...files.raster import stored_size
@@ -22,7 +21,7 @@ from ...priors.store import encode_png16
 from ..weights import Folders, MaskFolders
 from .common import (COLMAP_NOTES, ExportSummary, NERFSTUDIO_DEPTH_STEPS, _check_out, _check_sizes,
     _finish, _open, _require_masks, _require_priors, _size, aligned_depth,
-    choose_unit, depth_span, floor_warning, pool_valid, unit_warnings)
+    choose_unit, depth_span, floor_warning, pool_valid, shell_word, unit_warnings)
 
 
 NERFSTUDIO_DEPTH_DIR = "depthprior_depth"
@@ -161,7 +160,7 @@ def export_nerfstudio(
             "some depths do not fit uint16 at this unit: pass a larger --unit-scale (the printed "
             "command passes the same value to nerfstudio)"
         )
-    summary.command = (f"ns-train depth-nerfacto nerfstudio-data --data {shlex.quote(str(base))} "
+    summary.command = (f"ns-train depth-nerfacto nerfstudio-data --data {shell_word(str(base))} "
                        f"--depth-unit-scale-factor {unit_scale!r}")
     summary.notes.extend(_colmap_parser_notes(base, out_dir, Path(sparse), priors.root, unit_scale))
     return summary
@@ -323,9 +322,9 @@ def _colmap_parser_notes(base: Path, out_dir: Path, sparse: Path, priors_root: P
         return os.path.relpath(path, base) if is_inside(path, base) else str(path.absolute())
 
     notes = [f"{COLMAP_NOTES[0]}: ns-train depth-nerfacto colmap --data "
-             f"{shlex.quote(str(base))} --colmap-path {shlex.quote(rel(sparse))} --depths-path "
-             f"{shlex.quote(rel(out_dir))} --depth-unit-scale-factor {unit_scale!r} (at "
-             f"--downscale-factor N it reads {rel(out_dir)}_N/, written for every factor above)"]
+             f"{shell_word(str(base))} --colmap-path {shell_word(rel(sparse))} --depths-path "
+             f"{shell_word(rel(out_dir))} --depth-unit-scale-factor {unit_scale!r} (at "
+             f"--downscale-factor N it reads {one_line(rel(out_dir))}_N/, written for every factor above)"]
     if is_inside(priors_root, base):
         notes.append(f"{COLMAP_NOTES[1]} {rel(priors_root)}: it holds 3DGS "
                      "inverse-depth PNGs (png / 65536), which nerfstudio would read as depth in "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -13,7 +12,7 @@ from ...files.outputs import OutputFolder
 from ...images import DEFAULT_MAX_PIXELS, is_inside
 from ...priors.store import encode_npy
 from .common import (ExportSummary, _check_sizes, _finish, _open, _require_priors, _size,
-    aligned_depth)
+    aligned_depth, shell_word)
 
 
 SPARSEGS_DIR = "depths"
@@ -66,7 +65,7 @@ def export_sparsegs(
                              f"the priors were aligned to ({sparse}) there")
     if not (scene / "images").is_dir():
         summary.notes.append(f"note: SparseGS reads the frames from {scene / 'images'}/<file name>")
-    summary.command = f"python train.py -s {shlex.quote(str(scene))}"
+    summary.command = f"python train.py -s {shell_word(str(scene))}"
     return summary
 
 
