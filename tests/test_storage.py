@@ -105,3 +105,36 @@ def test_a_missing_bucket_is_one_line(tmp_path, tiny_model, cli, endpoint):
     assert result.returncode == 2
     assert "s3://no-such-bucket-here/depths is not writable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.hostile
+def test_an_object_replaced_by_one_of_the_same_size_is_redone(tmp_path, tiny_model, cli, endpoint, buckets):
+    """An object's version is its listing's size and ETag (before: its size alone, so a frame
+    replaced by another of the same size, e.g. an uncompressed PNG of the same shape, kept its
+    old prior); a manifest recording sizes alone (older runs) still resumes as done."""
+    import cv2
+
+    def stored_png(path, seed):  # uncompressed: its size follows its shape, not its picture
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(cv2.imencode(".png", scene_rgb(40, 52, seed=seed), [cv2.IMWRITE_PNG_COMPRESSION, 0])[1])
+        return path
+
+    client, (inputs, _) = buckets
+    frames = tmp_path / "frames"
+    for seed in (0, 1):
+        stored_png(frames / f"f{seed}.png", seed)
+    _upload(client, inputs, frames, "images")
+    env, out, url = s3_environment(endpoint), tmp_path / "out", f"s3://{inputs}/images"
+    assert cli("generate", url, out, *_args(tiny_model), env=env).returncode == 0
+    replacement = stored_png(tmp_path / "other.png", 9)
+    assert replacement.stat().st_size == (frames / "f0.png").stat().st_size
+    client.put_object(Bucket=inputs, Key="images/f0.png", Body=replacement.read_bytes())
+    again = cli("generate", url, out, *_args(tiny_model), env=env)
+    assert "REDONE f0.png: its frame changed since the prior was made" in again.stdout, again.stdout
+    assert "done 1, skipped 1" in again.stdout
+    manifest = json.loads((out / "depthprior.json").read_text())
+    for record in manifest["images"].values():  # as a run before versions held ETags recorded them
+        record["frame_version"] = record["frame_version"].split(":", 1)[0]
+    (out / "depthprior.json").write_text(json.dumps(manifest))
+    old = cli("generate", url, out, *_args(tiny_model), env=env)
+    assert "nothing to do: all 2 images already have outputs" in old.stderr, old.stdout + old.stderr

@@ -40,12 +40,13 @@ class ImageItem:
     path: Location  # a local path, or a URL (files.place)
     name: str  # posix path relative to the input root, e.g. "cam0/frame_0001.jpg"
     outside: bool = False  # its real path lies outside the input root (reached through a link)
-    #: an object's version as its listing gives it (its size); local files are read for theirs
+    #: an object's version as its listing gives it (files.objectstore.object_version); local
+    #: files are read for theirs
     listed_version: str = ""
 
     @property
     def version(self) -> str:
-        """Which version of the frame this is (files.localfile.version; an object's size): a
+        """Which version of the frame this is (files.localfile.version; an object's listing's): a
         rerun redoes a frame whose version differs from the one its prior was made from."""
         return self.listed_version if self.listed_version or not place.is_local(self.path) \
             else file_version(Path(self.path))
@@ -200,7 +201,7 @@ def _scan_objects(root: place.ObjectPlace, exts: tuple[str, ...]) -> Scan:
         if size == 0:
             found.skipped[name] = "empty object (0 bytes)"
             continue
-        found.items.append(ImageItem(root.child(name).location, name, listed_version=str(size)))
+        found.items.append(ImageItem(root.child(name).location, name, listed_version=listing.versions[name]))
     url = str(root)
     if not found.items and not found.skipped and exts and url.lower().endswith(exts):
         found.items.append(ImageItem(url, url.rsplit("/", 1)[-1]))  # one image by its URL

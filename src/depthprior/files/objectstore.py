@@ -42,6 +42,21 @@ class Listing:
 
     files: dict[str, int] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    #: each file's version as the listing gives it (object_version)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+#: what a listing says of an object's contents, by store: a new object gets a new value
+VERSION_FIELDS = ("ETag", "etag", "md5Hash", "generation", "version_id", "LastModified",
+                  "last_modified", "updated", "mtime")
+
+
+def object_version(info: dict[str, Any]) -> str:
+    """An object's version from its listing: its size and the first of VERSION_FIELDS the store
+    gives (S3's ETag), so one replaced by another of the same size has another version."""
+    size = int(info.get("size") or 0)
+    tag = next((str(info[name]).strip('"') for name in VERSION_FIELDS if info.get(name)), "")
+    return f"{size}:{tag}" if tag else str(size)
 
 
 def key_problem(relative: str) -> str:

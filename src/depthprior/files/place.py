@@ -31,7 +31,7 @@ from typing import Any, Union
 
 from ..errors import ImageError, UnsafePathError, UsageError, first_line
 from .localfile import TMP_MARK, read_regular_file, write_together
-from .objectstore import (BYTES_PER_SECOND, PROTOCOL_PACKAGES, PUT_ATTEMPTS, Listing, before_run,
+from .objectstore import (BYTES_PER_SECOND, PROTOCOL_PACKAGES, PUT_ATTEMPTS, Listing, before_run, object_version,
                           call, filesystem, key_problem, timeout)
 
 #: a place as the rest of the code carries it: a local path, or a URL string
@@ -372,6 +372,7 @@ class ObjectPlace(Place):
             raise UsageError(f"cannot list {self.url}: {first_line(error)}") from None
         files: dict[str, int] = {}
         refused: dict[str, str] = {}
+        versions: dict[str, str] = {}
         for key, info in found.items():
             if info.get("type", "file") != "file" or not key.startswith(base + "/"):
                 continue
@@ -381,7 +382,8 @@ class ObjectPlace(Place):
                 refused[relative] = problem
             else:
                 files[relative] = int(info.get("size") or 0)
-        return Listing(files, refused)
+                versions[relative] = object_version(info)
+        return Listing(files, refused, versions)
 
     def list_files(self) -> dict[str, int]:
         return self.listing().files

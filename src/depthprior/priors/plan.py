@@ -265,10 +265,13 @@ def _schedule(plan: Plan, item: ImageItem, fmt: str, overwrite: bool) -> None:
 
 def _changed(record: ImageRecord, version: str) -> str | None:
     """Why a finished prior no longer belongs to its frame (the file was replaced), or None.
-    Records from before versions were kept, and frames whose version is unknown, are trusted."""
-    if record.frame_version and version and record.frame_version != version:
-        return "its frame changed since the prior was made"
-    return None
+    Records from before versions were kept, and frames whose version is unknown, are trusted;
+    an object's version recorded as its size alone (before listings gave more) is its size."""
+    if not record.frame_version or not version:
+        return None
+    if ":" not in record.frame_version:
+        version = version.split(":", 1)[0]
+    return "its frame changed since the prior was made" if record.frame_version != version else None
 
 
 def record_result(plan: Plan, summary: Summary, name: str, record: ImageRecord) -> None:
