@@ -18,6 +18,11 @@ from synth import build_tiny_model
 # Tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One compute thread per process (set before torch is imported; the CLI's processes inherit it):
+# the xdist workers share the cores and the models are tiny, so torch's default of one thread
+# per core spent about half its CPU in OpenMP's spinning. A test that compares outputs with a
+# process of more threads (a Ray replica) runs its side with as many (torch_threads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 #: small input size keeps the tiny model fast; a multiple of 14
 TEST_INPUT_SIZE = 56
@@ -32,6 +37,20 @@ FIRST_GROUPS = ("ray", "compile", "onnx", "space", "device_check")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: FIRST_GROUPS.index(group) if (group := xdist_group(item)) in FIRST_GROUPS
                else len(FIRST_GROUPS))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's compute threads in this process meanwhile (outputs depend on them in their last
+    bits: a comparison with a Ray replica of `count` threads runs with as many)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def xdist_group(item: pytest.Item) -> str | None:

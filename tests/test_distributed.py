@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_INPUT_SIZE, run_cli
+from conftest import TEST_INPUT_SIZE, run_cli, torch_threads
 from depthprior import generate
 from depthprior.errors import ModelLoadError, UsageError
 from depthprior.priors.distributed import RaySettings, _sizing, parse_workers
@@ -187,7 +187,8 @@ def test_the_same_command_resumes_after_the_driver_is_killed(tmp_path, tiny_mode
     assert f"skipped {done_before - 1}" in rerun.stdout and f"REDONE {damaged}: damaged output" in rerun.stdout
     assert "on Ray: 1 model replicas (CPU, 2 threads each) on 1 node(s)" in rerun.stdout
     assert re.search(rf"per replica: \S+/pid \d+: {24 - done_before + 1} images", rerun.stdout), rerun.stdout
-    generate(frames, tmp_path / "local", model=str(tiny_model), input_size=266, progress=False)
+    with torch_threads(2):  # as the replica's
+        generate(frames, tmp_path / "local", model=str(tiny_model), input_size=266, progress=False)
     reference = _outputs(tmp_path / "local")
     assert _outputs(out) == reference and len(reference) == 24
     local_manifest, ray_manifest = Manifest.load(tmp_path / "local"), Manifest.load(out)

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from conftest import torch_threads
 from depthprior import generate
 from object_store import list_keys, s3_client, s3_environment, s3_server
 from ray_cluster import replica_pids, two_node_cluster, wait_for
@@ -80,7 +81,8 @@ def test_a_replica_killed_mid_run_loses_nothing(tmp_path, tiny_model, cluster, e
     assert f"done {FRAMES}, skipped 0, failed 1 of {FRAMES + 1}" in stdout
     assert "on 2 node(s)" in stdout
     assert SECRET not in stdout + stderr
-    local = generate(frames, tmp_path / "local", model=str(tiny_model), input_size=266, progress=False)
+    with torch_threads(2):  # as each replica's, one per node of 2 CPUs
+        local = generate(frames, tmp_path / "local", model=str(tiny_model), input_size=266, progress=False)
     assert list(local.failed) == ["broken.png"] and "FAILED broken.png" in stdout
     expected = sorted(path.relative_to(tmp_path / "local").as_posix() for path in (tmp_path / "local").rglob("*.png"))
     assert len(expected) == FRAMES
