@@ -58,10 +58,18 @@ def _records(manifest: Manifest) -> dict[str, dict]:
 
 
 @pytest.mark.hostile
-def test_a_model_the_replicas_cannot_load_is_one_error(tmp_path, tiny_model):
-    """On an instance the run starts for itself (--ray local) and stops, failed or not: the
+def test_gpus_the_cluster_lacks_are_refused(tmp_path, tiny_model):
+    """On an instance the run starts for itself (--ray local) and stops, refused or not: the
     module's instance starts after this test."""
     assert not ray.is_initialized(), "this test runs before its module's Ray instance starts"
+    with pytest.raises(UsageError, match="the cluster has 0 GPUs"):
+        _generate(_frames(tmp_path / "frames", 1), tmp_path / "out", tiny_model,
+                  ray=RaySettings(address="local", gpus_per_worker=1))
+    assert not ray.is_initialized()  # the instance it started is gone with the run
+
+
+@pytest.mark.hostile
+def test_a_model_the_replicas_cannot_load_is_one_error(tmp_path, tiny_model, local_ray):
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_model, broken)
     weights = broken / "model.safetensors"
@@ -70,8 +78,7 @@ def test_a_model_the_replicas_cannot_load_is_one_error(tmp_path, tiny_model):
     with pytest.raises(ModelLoadError, match="cannot load weights of .*broken-model"):
         _generate(frames, tmp_path / "local", broken)
     with pytest.raises(ModelLoadError, match="a model replica could not start on .*cannot load weights"):
-        _generate(frames, tmp_path / "ray", broken, ray=RaySettings(address="local", workers=(1, 1)))
-    assert not ray.is_initialized()  # the instance it started is gone with the run
+        _generate(frames, tmp_path / "ray", broken, ray=RaySettings())
     assert not list((tmp_path / "ray").rglob("*.png"))
 
 
@@ -139,13 +146,6 @@ def test_worker_counts_parse_or_say_what_is_wrong():
     for text in ("0", "x", "5-2", "-3"):
         with pytest.raises(UsageError, match="--ray-workers"):
             parse_workers(text)
-
-
-@pytest.mark.hostile
-def test_gpus_the_cluster_lacks_are_refused(tmp_path, tiny_model, local_ray):
-    with pytest.raises(UsageError, match="the cluster has 0 GPUs"):
-        _generate(_frames(tmp_path / "frames", 1), tmp_path / "out", tiny_model,
-                  ray=RaySettings(gpus_per_worker=1))
 
 
 def _start(command: list[str], **options) -> subprocess.Popen:
