@@ -109,9 +109,11 @@ def test_sequences_forged_into_a_per_frame_model_s_manifest_are_refused(tmp_path
     assert verified.returncode == 2 and "frame_0000.jpg" in verified.stderr, verified.stdout + verified.stderr
     assert len(verified.stderr.strip().splitlines()) == 1, verified.stderr
 
-    # align: such a manifest is not taken as a temporal model's (it warns and fits frame by frame)
+    # align: such a manifest is refused as every reader refuses it (before: a warning, and a fit
+    # frame by frame)
     scene, _scale, _offset = sequence_scene(tmp_path / "scene", points=12, noise=0.01,
                                             identity={"model": "depth-anything/Depth-Anything-V2-Small-hf"})
-    assert align(scene.sparse, scene.depths, output=tmp_path / "p.json").grouping == "frame"
-    with pytest.raises(UsageError, match="--per-sequence needs priors of a temporal model"):
-        align(scene.sparse, scene.depths, output=tmp_path / "q.json", per_sequence=True)
+    for per_sequence in (False, True):
+        with pytest.raises(ManifestError, match="has a sequence and a position"):
+            align(scene.sparse, scene.depths, output=tmp_path / "p.json", per_sequence=per_sequence)
+    assert not (tmp_path / "p.json").exists()

@@ -252,11 +252,14 @@ def test_a_name_too_long_for_the_file_system_fails_that_image(tmp_path):
     assert written[long_key]["scale"] == -1 and len(written) == len(scene.names)
 
 
-def test_a_nested_depth_manifest_is_a_warning_not_a_traceback(scene, tmp_path):
+def test_a_nested_depth_manifest_is_refused_in_one_line(scene, tmp_path):
+    """As every reader refuses it (before: a warning, and a fit without its sequences and prior
+    sizes, exit 0)."""
     (scene.depths / MANIFEST_NAME).write_text(NESTED)
-    result = run_cli("align", "--sparse", scene.sparse, "--depths", scene.depths)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr and "nested" in result.stderr
+    result = run_cli("align", "--sparse", scene.sparse, "--depths", scene.depths, "-o", tmp_path / "p.json")
+    assert result.returncode == 2, result.stderr
+    assert "nested" in one_error_line(result) and str(scene.depths / MANIFEST_NAME) in result.stderr
+    assert not (tmp_path / "p.json").exists()
 
 
 def test_a_prior_declaring_a_huge_size_fails_that_image(scene):

@@ -32,7 +32,7 @@ from ..files.outputs import OutputFolder, atomic_write_bytes
 from ..files.raster import read_prior, same_aspect
 from .fitting import MIN_INLIER_FRACTION, MIN_POINTS, Fit, fit_mad, fit_robust
 from ..images import image_key, posix_name, safe_join, stored_size
-from ..priors.manifest import Manifest, ManifestError
+from ..priors.manifest import Manifest
 from ..threads import in_order, worker_count
 from .sampling import REMAP_MAX_SIDE, method_samples
 from ..priors.store import depth_pngs, encode_png16
@@ -571,12 +571,10 @@ def _write(summary: AlignSummary, sparse: Path, depths: Path, images_dir: Path |
 
 
 def _depth_manifest(depths: Path) -> Manifest | None:
-    """The depth folder's depthprior manifest, if it has one that can be read (optional)."""
-    try:
-        return Manifest.load(depths)
-    except ManifestError as error:  # the fit does not need it: say so and go on
-        log.warning("%s", one_line(error))  # one line, as the error it is elsewhere
-        return None
+    """The depth folder's depthprior manifest, None where it has none (priors of another tool);
+    ManifestError (one line, exit 2) where it is unreadable, as for every reader: its sequences
+    and prior sizes decide the fit, so a fit without them would be another fit, in silence."""
+    return Manifest.load(depths)
 
 
 def sequence_of(manifest: Manifest | None) -> dict[str, str]:
