@@ -111,7 +111,8 @@ def test_a_missing_bucket_is_one_line(tmp_path, tiny_model, cli, endpoint):
 def test_an_object_replaced_by_one_of_the_same_size_is_redone(tmp_path, tiny_model, cli, endpoint, buckets):
     """An object's version is its listing's size and ETag (before: its size alone, so a frame
     replaced by another of the same size, e.g. an uncompressed PNG of the same shape, kept its
-    old prior); a manifest recording sizes alone (older runs) still resumes as done."""
+    old prior); a manifest recording sizes alone (older runs) still resumes as done, and so do
+    the same frames from a local folder (before: each redone as "changed")."""
     import cv2
 
     def stored_png(path, seed):  # uncompressed: its size follows its shape, not its picture
@@ -138,3 +139,7 @@ def test_an_object_replaced_by_one_of_the_same_size_is_redone(tmp_path, tiny_mod
     (out / "depthprior.json").write_text(json.dumps(manifest))
     old = cli("generate", url, out, *_args(tiny_model), env=env)
     assert "nothing to do: all 2 images already have outputs" in old.stderr, old.stdout + old.stderr
+    # the same frames from a local folder: a file's version is read another way, its size agrees
+    (frames / "f0.png").write_bytes(replacement.read_bytes())
+    moved = cli("generate", frames, out, *_args(tiny_model))
+    assert "nothing to do: all 2 images already have outputs" in moved.stderr, moved.stdout + moved.stderr

@@ -53,10 +53,10 @@ VERSION_FIELDS = ("ETag", "etag", "md5Hash", "generation", "version_id", "LastMo
 
 def object_version(info: dict[str, Any]) -> str:
     """An object's version from its listing: its size and the first of VERSION_FIELDS the store
-    gives (S3's ETag), so one replaced by another of the same size has another version."""
+    gives ("1234:ETag=9b2c..."), so one replaced by another of the same size has another version."""
     size = int(info.get("size") or 0)
-    tag = next((str(info[name]).strip('"') for name in VERSION_FIELDS if info.get(name)), "")
-    return f"{size}:{tag}" if tag else str(size)
+    field_name = next((name for name in VERSION_FIELDS if info.get(name)), None)
+    return f"{size}:{field_name}={str(info[field_name]).strip(chr(34))}" if field_name else str(size)
 
 
 def key_problem(relative: str) -> str:

@@ -265,13 +265,22 @@ def _schedule(plan: Plan, item: ImageItem, fmt: str, overwrite: bool) -> None:
 
 def _changed(record: ImageRecord, version: str) -> str | None:
     """Why a finished prior no longer belongs to its frame (the file was replaced), or None.
-    Records from before versions were kept, and frames whose version is unknown, are trusted;
-    an object's version recorded as its size alone (before listings gave more) is its size."""
-    if not record.frame_version or not version:
+    Records from before versions were kept, and frames whose version is unknown, are trusted."""
+    if not record.frame_version or not version or _same_frame(record.frame_version, version):
         return None
-    if ":" not in record.frame_version:
-        version = version.split(":", 1)[0]
-    return "its frame changed since the prior was made" if record.frame_version != version else None
+    return "its frame changed since the prior was made"
+
+
+def _same_frame(recorded: str, current: str) -> bool:
+    """Whether two frame versions name one frame: equal ones; versions read two ways (a file's
+    digest, an object's listing, an older manifest's size alone: the frames moved between a
+    folder and a bucket, or the manifest is older) can only tell their sizes apart."""
+    def kind(version: str) -> str:
+        return "size" if ":" not in version else "listing" if "=" in version else "file"
+
+    if recorded == current or kind(recorded) == kind(current):
+        return recorded == current
+    return recorded.split(":", 1)[0] == current.split(":", 1)[0]
 
 
 def record_result(plan: Plan, summary: Summary, name: str, record: ImageRecord) -> None:
