@@ -206,3 +206,19 @@ def test_every_line_export_prints_is_one_line_with_names_escaped(tmp_path):
         argv = _argv(command)
         data = os.fsencode(folder)
         assert data in argv, (case, command, argv)  # the shell reads the folder's own name back
+
+
+def test_a_printed_command_never_passes_a_folder_as_an_option(tmp_path):
+    """A relative folder whose name begins with '-' is printed as ./-name: printed bare, the
+    trainers' argument parsers took it for an option ('-s -dash/sg': 'expected one argument')."""
+    depths, sparse = tiny_model(tmp_path / "-dash", NAMES)
+    runs = {"sparsegs": ["sparsegs", "--scene", "./-dash/sg"],
+            "coolermap": ["dn-splatter", "--data", "./-dash/dn"],
+            "nerfstudio": ["nerfstudio", "--transforms", "./-dash/ns"]}
+    for case, (target, *extra) in runs.items():
+        result = run_cli("export", target, "--depths", depths, "--sparse", sparse, *extra, cwd=tmp_path)
+        assert result.returncode == 0, (case, result.stderr)
+        command = next(line for line in result.stdout.splitlines() if line.startswith("train with: "))
+        words = _argv(command.removeprefix("train with: "))
+        paths = [word for word in words if b"dash" in word]
+        assert paths and all(not word.startswith(b"-") for word in paths), (case, command)

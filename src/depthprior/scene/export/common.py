@@ -63,9 +63,12 @@ class ExportSummary:
 
 
 def shell_word(text: str) -> str:
-    """One word of a printed command, as a shell reads it and on one line: shlex.quote for a
+    """One path of a printed command, as a shell reads it and on one line: shlex.quote for a
     printable word; otherwise bash's $'...' with its newlines, control characters and
-    undecodable bytes escaped (shlex would keep a raw newline, splitting the printed line)."""
+    undecodable bytes escaped (shlex would keep a raw newline, splitting the printed line). A
+    relative path beginning with '-' gets './' (the trainers' parsers read it as an option)."""
+    if text.startswith("-"):
+        text = "./" + text
     if text.isprintable():
         return shlex.quote(text)
     escaped = []
