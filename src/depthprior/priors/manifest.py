@@ -379,7 +379,7 @@ def _read_record(root: Location, name: str, data: Any, temporal: bool) -> ImageR
     if not temporal and (record.sequence is not None or record.position is not None):
         raise ValueError(f"the record for {name!r} has a sequence and a position, which only frames "
                          "of a temporal model have, and the manifest's identity is not a temporal "
-                         "model's (no 'temporal' version)")
+                         "model's (its 'temporal' is not a version, a whole number from 1)")
     if record.ok and record.sequence is not None and record.sequence != sequence_of(name):
         raise ValueError(f"the record for {name!r} names sequence {record.sequence!r}, not its "
                          f"folder {sequence_of(name)!r}")
