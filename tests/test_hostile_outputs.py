@@ -402,3 +402,24 @@ def test_images_behind_links_out_of_images_are_counted_and_never_uploaded_unaske
     assert not (tmp_path / "remote" / MANIFEST_NAME).exists()
     allowed = run_cli(*remote, "--follow-outside")
     assert "--follow-outside" not in allowed.stderr and "lie outside" in allowed.stderr
+
+
+def test_outputs_a_rerun_no_longer_makes_are_removed(tmp_path, tiny_model):
+    """--format png, then --format npy: the PNGs stayed, named by no record, and verify, align
+    and export went on reading them (and after a.jpg was replaced by a.png, a.png was a prior of
+    the old photo). What a record named before its image was redone, and no record names now,
+    is removed; an interrupted image's outputs are kept with its record."""
+    from depthprior import generate
+
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 3, size=(24, 32))
+    options = dict(model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
+    assert generate(frames, out, **options).done == 3
+    (frames / "frame_0000.jpg").unlink()
+    write_image(frames / "frame_0000.png", scene_rgb(24, 32, seed=7))  # another photo, one stem
+    redone = generate(frames, out, format="npy", **options)
+    assert redone.done == 3 and "REMOVED 3 outputs of redone images" in redone.format()
+    assert sorted(path.name for path in out.iterdir() if path.suffix in (".png", ".npy")) == [
+        "frame_0000.npy", "frame_0001.npy", "frame_0002.npy"]
+    again = generate(frames, out, format="both", **options)  # both: the PNGs come back
+    assert again.done == 3 and len(list(out.glob("*.png"))) == len(list(out.glob("*.npy"))) == 3

@@ -26,7 +26,7 @@ from ..threads import yield_to_inference
 from .distributed import RaySettings, check_backend, run_on_ray
 from .frames import PreparedImage, batch_size, batches, load_frame, prepared_batches, write_outputs
 from .manifest import ImageRecord, ThrottledSaver
-from .plan import Plan, Summary, find_inputs, make_plan, record_result, save_manifest
+from .plan import Plan, Summary, find_inputs, make_plan, record_result, remove_superseded, save_manifest
 from .sequences import redo_changed_sequences, run_sequences
 from .backends.video_checkpoints import is_video_model
 
@@ -137,6 +137,8 @@ def generate(
             log.info("nothing to do: all %d images already have outputs in %s", summary.skipped, out_root)
             if plan.unwritable:
                 summary.manifest_error = save_manifest(plan.manifest)
+        if plan.superseded and not summary.stopped and summary.manifest_error is None:
+            summary.removed = remove_superseded(plan)  # the manifest no longer names them
         if exclusion is not None:
             summary.exclusion = exclusion.finish(settings.max_pixels, workers,
                                                  complete=not (summary.interrupted or summary.stopped))

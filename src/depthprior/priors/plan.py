@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .backends import Backend, BackendSettings
-from ..errors import UsageError, listing, one_line
+from ..errors import DepthpriorError, UsageError, first_line, listing, one_line
 from ..images import ImageItem, Scan, is_inside, normalise_extensions, safe_join, scan
 from ..files import place
 from ..files.place import location
@@ -37,6 +37,7 @@ class Summary:
     repaired: dict[str, str] = field(default_factory=dict)  # damaged outputs found and redone
     ignored: dict[str, str] = field(default_factory=dict)  # entries that are not images (FIFO, loop)
     hidden: list[str] = field(default_factory=list)  # hidden folders and image files, never read
+    removed: list[str] = field(default_factory=list)  # outputs of redone images no record names now
     manifest_error: str | None = None  # the manifest could not be written at the end
     elapsed: float = 0.0
     load_seconds: float = 0.0
@@ -91,6 +92,9 @@ class Summary:
                          f"never inputs): {listing(self.hidden, limit=3)}")
         for name, reason in self.ignored.items():
             lines.append(f"  IGNORED {one_line(name)}: {one_line(reason)}")
+        if self.removed:
+            lines.append(f"  REMOVED {len(self.removed)} outputs of redone images that no record names "
+                         f"now: {listing(self.removed, limit=3)}")
         for name, reason in list(self.repaired.items())[:REDONE_SHOWN]:
             lines.append(f"  REDONE {one_line(name)}: {one_line(reason)}")
         if len(self.repaired) > REDONE_SHOWN:
@@ -135,6 +139,9 @@ class Plan:
     damaged: dict[str, str] = field(default_factory=dict)  # finished before, redone: why
     #: inputs whose outputs another record also named (dropped): that record's name
     claimed: dict[str, str] = field(default_factory=dict)
+    #: outputs (relative to OUT) of records this run replaced or dropped: stale unless a record
+    #: names them again (remove_superseded)
+    superseded: set[str] = field(default_factory=set)
     unwritable: dict[str, str] = field(default_factory=dict)  # outputs would land outside OUT
 
     @cached_property
@@ -235,7 +242,7 @@ def one_owner_per_output(plan: Plan) -> None:
     for name, record in list(plan.manifest.images.items()):  # a current input's record: _schedule
         owner = owners.get(record.stem) if record.ok and name not in names else None
         if owner is not None:
-            del plan.manifest.images[name]
+            plan.superseded.update(plan.manifest.images.pop(name).outputs)
             plan.claimed[owner] = name
 
 
@@ -285,6 +292,9 @@ def _same_frame(recorded: str, current: str) -> bool:
 
 def record_result(plan: Plan, summary: Summary, name: str, record: ImageRecord) -> None:
     """One image's record into the manifest and the summary's counts."""
+    replaced = plan.manifest.images.get(name)
+    if replaced is not None:
+        plan.superseded.update(replaced.outputs)
     plan.manifest.images[name] = record
     if record.ok:
         record.frame_version = plan.versions.get(name) or None
@@ -293,6 +303,25 @@ def record_result(plan: Plan, summary: Summary, name: str, record: ImageRecord) 
             summary.flagged[name] = "constant prediction: written as all zeros, not usable as a prior"
     else:
         summary.failed[name] = record.error or "failed"
+
+
+def remove_superseded(plan: Plan) -> list[str]:
+    """Remove the outputs of replaced or dropped records that no record names now (a --format
+    png run's PNGs after a --format npy one; the PNG a gone frame's record named): verify,
+    align and export would read them as priors. Called after the manifest was saved; what
+    cannot be removed is left, with a warning. Returns what was removed."""
+    named = {output for record in plan.manifest.images.values() for output in record.outputs}
+    removed = []
+    for relative in sorted(plan.superseded - named):
+        target = place.Place.of(plan.manifest.root).child(relative)
+        try:
+            if target.exists():
+                target.remove()
+                removed.append(relative)
+        except (OSError, DepthpriorError) as error:
+            log.warning("could not remove %s, which no record names now: %s", one_line(str(target)),
+                        first_line(error))
+    return removed
 
 
 def save_manifest(manifest: Manifest) -> str | None:
