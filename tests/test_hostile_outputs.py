@@ -423,3 +423,22 @@ def test_outputs_a_rerun_no_longer_makes_are_removed(tmp_path, tiny_model):
         "frame_0000.npy", "frame_0001.npy", "frame_0002.npy"]
     again = generate(frames, out, format="both", **options)  # both: the PNGs come back
     assert again.done == 3 and len(list(out.glob("*.png"))) == len(list(out.glob("*.npy"))) == 3
+
+
+def test_a_failed_record_naming_files_never_has_them_removed(tmp_path, tiny_model):
+    """Found by the hostile pass: a failed record's outputs were not checked, so a hand-edited
+    one naming depthprior.json (or the user's notes.png) had it removed once the image was redone."""
+    from depthprior import generate
+
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    make_frames(frames, 2, size=(24, 32))
+    options = dict(model=str(tiny_model), input_size=TEST_INPUT_SIZE, progress=False)
+    generate(frames, out, **options)
+    (out / "notes.png").write_bytes(b"the user's")
+    manifest = json.loads((out / "depthprior.json").read_text())
+    manifest["images"]["frame_0001.jpg"] = {"status": "failed", "error": "x",
+                                            "outputs": ["depthprior.json", "notes.png"]}
+    (out / "depthprior.json").write_text(json.dumps(manifest))
+    again = generate(frames, out, **options)
+    assert again.done == 1 and again.removed == []
+    assert (out / "notes.png").read_bytes() == b"the user's" and run_cli("verify", out).returncode == 0

@@ -293,7 +293,7 @@ def _same_frame(recorded: str, current: str) -> bool:
 def record_result(plan: Plan, summary: Summary, name: str, record: ImageRecord) -> None:
     """One image's record into the manifest and the summary's counts."""
     replaced = plan.manifest.images.get(name)
-    if replaced is not None:
+    if replaced is not None and replaced.ok:  # ok records' outputs are checked: STEM.png/.npy in OUT
         plan.superseded.update(replaced.outputs)
     plan.manifest.images[name] = record
     if record.ok:
