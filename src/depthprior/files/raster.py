@@ -65,7 +65,7 @@ def check_pixels(width: int, height: int, max_pixels: int | None = DEFAULT_MAX_P
         raise ImageError(f"image declares an empty size {width}x{height}")
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(
-            f"image is {width}x{height} = {width * height / 1e6:.0f} MP, above the "
+            f"image is {width}x{height} = {width * height / 1e6:.3g} MP, above the "
             f"--max-pixels cap of {max_pixels / 1e6:g} MP; downscale it or raise --max-pixels"
         )
     if max_aspect is not None and max(width, height) > max_aspect * min(width, height):
