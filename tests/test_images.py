@@ -107,3 +107,11 @@ def test_grayscale_png_channels(tmp_path):
     cv2.imwrite(str(path), gray)
     decoded = decode_rgb(path)
     assert np.array_equal(decoded[..., 0], gray) and np.array_equal(decoded[..., 2], gray)
+
+
+def test_the_pixel_cap_refusal_gives_the_megapixels_it_compares():
+    """A 32x24 frame over a cap of 100 pixels read '= 0 MP, above the cap of 0.0001 MP'."""
+    from depthprior.files.raster import check_pixels
+
+    with pytest.raises(ImageError, match=r"32x24 = 0\.000768 MP, above the --max-pixels cap of 0\.0001 MP"):
+        check_pixels(32, 24, max_pixels=100)
