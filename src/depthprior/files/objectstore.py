@@ -56,7 +56,10 @@ def object_version(info: dict[str, Any]) -> str:
     gives ("1234:ETag=9b2c..."), so one replaced by another of the same size has another version."""
     size = int(info.get("size") or 0)
     field_name = next((name for name in VERSION_FIELDS if info.get(name)), None)
-    return f"{size}:{field_name}={str(info[field_name]).strip(chr(34))}" if field_name else str(size)
+    if field_name is None:
+        return str(size)
+    tag = str(info[field_name]).strip('"')  # S3 lists an ETag within quotes
+    return f"{size}:{field_name}={tag}"
 
 
 def key_problem(relative: str) -> str:

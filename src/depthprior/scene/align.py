@@ -250,7 +250,9 @@ def _align_locked(model: SparseModel, sparse: Path, depths: Path, images_dir: Pa
                   exclusion: ExclusionFolder | None = None,
                   per_sequence: bool | None = None) -> AlignSummary:
     depth_files = set(depth_pngs(depths))
-    manifest = _depth_manifest(depths)
+    # None where priors of another tool have none; unreadable, refused (ManifestError) as every
+    # reader refuses it: its sequences and prior sizes decide the fit
+    manifest = Manifest.load(depths)
     sequences = sequence_of(manifest)
     if per_sequence and not sequences:
         raise UsageError(f"--per-sequence needs priors of a temporal model (one value mapping per "
@@ -568,13 +570,6 @@ def _write(summary: AlignSummary, sparse: Path, depths: Path, images_dir: Path |
     }
     per_image = {r.key: r.to_json() for r in summary.results}
     depth_params.write(summary.output, summary.params, report, per_image)
-
-
-def _depth_manifest(depths: Path) -> Manifest | None:
-    """The depth folder's depthprior manifest, None where it has none (priors of another tool);
-    ManifestError (one line, exit 2) where it is unreadable, as for every reader: its sequences
-    and prior sizes decide the fit, so a fit without them would be another fit, in silence."""
-    return Manifest.load(depths)
 
 
 def sequence_of(manifest: Manifest | None) -> dict[str, str]:
